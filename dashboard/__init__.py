@@ -1,0 +1,1 @@
+"""Streamlit dashboard: reads the results store only (no Ray, no torch)."""

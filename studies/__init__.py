@@ -1,0 +1,1 @@
+"""Runnable study scripts: `python studies/<name>.py`."""
