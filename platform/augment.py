@@ -1,0 +1,39 @@
+"""The Ray Data stage that turns decoded images into a method's views.
+
+``with_views(dataset, method.views())`` appends a ``map_batches`` stage that
+runs on CPU wherever the cluster has free CPUs, streaming to the Train
+workers. Every execution of the stage (one per epoch) draws fresh randomness,
+so each epoch sees new crops, jitters and permutations.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import ray.data
+
+from sslab.methods.views import apply_views
+
+#: images per augmentation task; large enough to amortise Python, small enough to stream
+VIEW_BATCH = 256
+
+
+def make_views(batch: dict[str, np.ndarray], views: Sequence[Any]) -> dict[str, np.ndarray]:
+    """One Ray Data batch {idx, image, label} → {idx, label, <view arrays>}."""
+    out = apply_views(views, batch["image"], np.random.default_rng(), train=True)
+    out["idx"] = batch["idx"]
+    if "label" in batch:
+        out["label"] = batch["label"]
+    return out
+
+
+def with_views(dataset: ray.data.Dataset, views: Sequence[Any], *, num_cpus: float = 1.0) -> ray.data.Dataset:
+    """The dataset with the method's views computed per epoch inside Ray Data."""
+    return dataset.map_batches(
+        make_views,
+        fn_kwargs={"views": list(views)},
+        batch_size=VIEW_BATCH,
+        batch_format="numpy",
+        num_cpus=num_cpus,
+    )

@@ -1,0 +1,182 @@
+"""Evaluation of frozen representations: kNN, linear probes per tap, invariance.
+
+All functions take a backbone (and optionally its method) in eval mode and
+plain arrays, so the same code evaluates a trained trial inside a Ray Train
+worker and the random-init baseline in the study driver.
+
+- kNN top-1 (Wu et al. 2018, sec. 3.4): cosine similarity of L2-normalised
+  pooled res5 features, the k nearest training images vote with weight
+  exp(s/τ).
+- Linear probes (PIRL sec. 5.1 / Goyal et al. 2019): one linear classifier per
+  tap (conv1, res2..res5) on globally average-pooled, standardised, frozen
+  features.
+- Invariance (PIRL sec. 5.2, Fig. 3): for test images, the l2 distance between
+  the normalised f(v_I) and g(v_I^t); the samples are kept for histograms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sslab.methods.backbone import TAPS, Backbone
+from sslab.methods.views import ImageView, apply_views
+
+
+@torch.no_grad()
+def pooled_features(
+    backbone: Backbone,
+    images: np.ndarray,
+    taps: Sequence[str] = TAPS,
+    *,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Globally average-pooled features (N × C_tap, float32, CPU) of uint8 HWC images at each tap."""
+    was_training = backbone.training
+    backbone.eval()
+    view = ImageView(size=images.shape[1])
+    rng = np.random.default_rng(0)  # eval views draw nothing, but the signature wants a generator
+    chunks: dict[str, list[torch.Tensor]] = {tap: [] for tap in taps}
+    for start in range(0, len(images), batch_size):
+        batch = apply_views([view], images[start : start + batch_size], rng, train=False)[view.name]
+        maps = backbone.features(torch.from_numpy(batch).to(device), taps=taps)
+        for tap in taps:
+            chunks[tap].append(maps[tap].float().mean(dim=(2, 3)).cpu())
+    backbone.train(was_training)
+    return {tap: torch.cat(parts) for tap, parts in chunks.items()}
+
+
+@torch.no_grad()
+def knn_top1(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    *,
+    k: int = 200,
+    temperature: float = 0.07,
+    chunk: int = 1000,
+) -> float:
+    """Weighted kNN top-1 accuracy (Wu et al. 2018): votes exp(cos/τ) from the k nearest."""
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    k = min(k, len(train_features))
+    bank = F.normalize(train_features.float(), dim=1)
+    correct = 0
+    for start in range(0, len(test_features), chunk):
+        query = F.normalize(test_features[start : start + chunk].float(), dim=1)
+        sims, neighbours = (query @ bank.T).topk(k, dim=1)
+        votes = torch.zeros(len(query), num_classes)
+        votes.scatter_add_(1, train_labels[neighbours], (sims / temperature).exp())
+        correct += int((votes.argmax(1) == test_labels[start : start + chunk]).sum())
+    return correct / len(test_features)
+
+
+def linear_probe_top1(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    *,
+    epochs: int = 100,
+    batch_size: int = 512,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+) -> float:
+    """Top-1 of a linear classifier trained on frozen, standardised features (Adam, cosine LR)."""
+    generator = torch.Generator().manual_seed(seed)
+    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    probe = torch.nn.Linear(train_x.shape[1], num_classes)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        probe.reset_parameters()
+    optimizer = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = max(1, -(-len(train_x) // batch_size))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
+    for _ in range(epochs):
+        order = torch.randperm(len(train_x), generator=generator)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            loss = F.cross_entropy(probe(train_x[rows]), train_y[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    with torch.no_grad():
+        return float((probe(test_x).argmax(1) == test_y).float().mean())
+
+
+@torch.no_grad()
+def invariance_distances(
+    method: torch.nn.Module,
+    images: np.ndarray,
+    *,
+    seed: int = 0,
+    batch_size: int = 250,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """l2 distance between normalised f(v_I) and g(v_I^t) for each image (PIRL Fig. 3)."""
+    was_training = method.training
+    method.eval()
+    rng = np.random.default_rng(seed)
+    views = method.invariance_views()
+    distances = []
+    for start in range(0, len(images), batch_size):
+        arrays = apply_views(views, images[start : start + batch_size], rng, train=False)
+        batch = {key: torch.from_numpy(value).to(device) for key, value in arrays.items()}
+        f, g = method.invariance_pair(batch)
+        distances.append((f.float() - g.float()).norm(dim=1).cpu())
+    method.train(was_training)
+    return torch.cat(distances).numpy()
+
+
+@dataclass
+class Evaluation:
+    """Scalar metrics (``knn_top1``, ``probe_<tap>_top1``, ``invariance_l2_mean``) and samples."""
+
+    metrics: dict[str, float]
+    invariance: np.ndarray | None = field(default=None, repr=False)
+
+
+def evaluate(
+    backbone: Backbone,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    method: torch.nn.Module | None = None,
+    knn_k: int = 200,
+    knn_temperature: float = 0.07,
+    probe_epochs: int = 100,
+    probe_taps: Sequence[str] = TAPS,
+    invariance_samples: int = 0,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> Evaluation:
+    """kNN on pooled res5, a linear probe per tap and, given a method, its invariance."""
+    taps = tuple(dict.fromkeys([*probe_taps, "res5"]))
+    train_feats = pooled_features(backbone, train_images, taps, device=device)
+    test_feats = pooled_features(backbone, test_images, taps, device=device)
+    y_train, y_test = torch.as_tensor(train_labels), torch.as_tensor(test_labels)
+    metrics = {
+        "knn_top1": knn_top1(
+            train_feats["res5"], y_train, test_feats["res5"], y_test, k=knn_k, temperature=knn_temperature
+        )
+    }
+    for tap in probe_taps:
+        metrics[f"probe_{tap}_top1"] = linear_probe_top1(
+            train_feats[tap], y_train, test_feats[tap], y_test, epochs=probe_epochs, seed=seed
+        )
+    invariance = None
+    if method is not None and invariance_samples > 0 and hasattr(method, "invariance_pair"):
+        invariance = invariance_distances(method, test_images[:invariance_samples], seed=seed, device=device)
+        metrics["invariance_l2_mean"] = float(invariance.mean())
+    return Evaluation(metrics, invariance)

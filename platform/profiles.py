@@ -1,0 +1,121 @@
+"""Profiles: how big a study runs, independent of what it studies.
+
+A study script says *what* to compare (method, base configuration, search
+space, seeds); a profile says *how large* each trial is: dataset and subset,
+backbone, epochs, batch size, Train workers and GPUs per trial, evaluation
+sizes. ``--profile local`` runs on a laptop CPU in minutes; ``--profile cifar``
+is the paper-scale CIFAR-10 run with one GPU per trial.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything about a trial's size and placement (not its hyperparameters)."""
+
+    name: str
+    dataset: str = "cifar10"
+    #: training images (class-balanced, deterministic subset); None = the whole split
+    train_subset: int | None = None
+    #: test images used by kNN, probes and invariance; None = the whole split
+    test_subset: int | None = None
+    arch: str = "resnet18"
+    width: int = 64
+    cifar_stem: bool = True
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 0
+    #: Ray Train workers per trial (0 = run the loop in the trial's own process)
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    #: "bf16" enables torch.autocast(bfloat16) on GPU; ignored on CPU
+    precision: str = "fp32"
+    #: kNN (Wu et al. 2018): k neighbours, weights exp(s/τ_knn)
+    knn_k: int = 200
+    knn_temperature: float = 0.07
+    #: images (train bank and test queries) of the cheap kNN reported after every epoch;
+    #: the last epoch reports the full evaluation instead
+    monitor_images: int = 1000
+    #: linear probes on frozen, pooled features of every tap
+    probe_epochs: int = 100
+    #: test images whose invariance distance is measured and kept as samples
+    invariance_samples: int = 1000
+    #: Ray Train retries of a failed worker group from its last checkpoint
+    max_failures: int = 0
+    #: torch intra-op threads per Train worker (0 = torch's default)
+    torch_threads: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 2,
+            "lr": self.lr > 0,
+            "num_workers": self.num_workers >= 0,
+            "width": self.width >= 1,
+            "knn_k": self.knn_k >= 1,
+            "probe_epochs": self.probe_epochs >= 1,
+            "precision": self.precision in ("fp32", "bf16"),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"profile {self.name!r}: {name} = {getattr(self, name)!r} is not allowed")
+
+    def with_overrides(self, **overrides: Any) -> "Profile":
+        """A copy with some fields changed; unknown names are refused."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown profile field(s) {unknown}; known: {sorted(known)}")
+        return replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    # Minutes on a 2-core laptop CPU: a narrow ResNet-18 on a 5,000-image
+    # class-balanced subset of CIFAR-10. Enough to rank settings and to beat a
+    # random-init backbone; not enough to reproduce paper numbers.
+    "local": Profile(
+        name="local",
+        train_subset=5000,
+        test_subset=2000,
+        width=16,
+        epochs=4,
+        batch_size=128,
+        lr=0.06,
+        num_workers=1,
+        probe_epochs=60,
+        knn_k=50,
+        invariance_samples=500,
+    ),
+    # The CIFAR-10 setting: full data, ResNet-18, one GPU per trial.
+    "cifar": Profile(
+        name="cifar",
+        width=64,
+        epochs=200,
+        batch_size=256,
+        lr=0.03,
+        warmup_epochs=5,
+        num_workers=1,
+        use_gpu=True,
+        cpus_per_worker=4,
+        precision="bf16",
+        max_failures=3,
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None

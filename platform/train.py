@@ -1,0 +1,271 @@
+"""The one generic Ray Train worker loop, and the trainer that runs it.
+
+Every method goes through the same loop: build the backbone and the method
+from the registry, wrap it for data parallelism, then per step
+``method(batch)`` (= ``training_step``) → backward → SGD step → cosine LR step
+→ ``method.after_step(batch)``. Each epoch reports its mean losses to Ray
+(and so to Tune) with a checkpoint holding the model (method buffers such as
+the memory bank included), the optimizer, the schedule and the history; the
+last epoch adds the evaluation of the frozen backbone. The loop knows nothing
+about any particular method.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+import time
+from collections import defaultdict
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
+from sslab import methods
+from sslab.methods.backbone import Backbone
+from sslab.platform.evaluate import evaluate, knn_top1, pooled_features
+from sslab.platform.profiles import Profile
+
+CHECKPOINT_FILE = "state.pt"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the trial stops, the study goes on."""
+
+
+_NAN_MESSAGE = re.compile(r"loss became (?:NaN|infinite) at epoch \d+ step \d+[^\n]*")
+
+
+def root_cause(error: BaseException | str) -> str:
+    """One line naming why a trial failed, dug out of Ray's nested worker tracebacks."""
+    text = str(error)
+    found = _NAN_MESSAGE.search(text)
+    if found:
+        return found.group(0)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b", line)]
+    return (errors[-1] if errors else (lines[-1] if lines else type(error).__name__))[:500]
+
+
+@dataclass
+class TrialSpec:
+    """What one trial trains: a method configuration, a profile, a seed and its data."""
+
+    method: str
+    method_config: dict[str, Any]
+    profile: Profile
+    seed: int
+    num_samples: int
+    #: ObjectRef (or dict) of the evaluation arrays: train_images/labels, test_images/labels
+    eval_data: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> tuple[Backbone, torch.nn.Module]:
+        """The backbone and the method, initialised from ``seed`` (identical on every worker)."""
+        torch.manual_seed(self.seed)
+        backbone = Backbone(self.profile.arch, cifar_stem=self.profile.cifar_stem, width=self.profile.width)
+        cls = methods.get(self.method)
+        return backbone, cls(cls.Config(**self.method_config), backbone, self.num_samples)
+
+
+def cosine_lr(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Multiplier of the base LR: linear warm-up, then half a cosine down to 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _save_checkpoint(state: dict[str, Any]) -> ray.train.Checkpoint:
+    directory = tempfile.mkdtemp(prefix="sslab-ckpt-")
+    torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
+    return ray.train.Checkpoint.from_directory(directory)
+
+
+def _load_checkpoint(checkpoint: ray.train.Checkpoint) -> dict[str, Any]:
+    with checkpoint.as_directory() as directory:
+        return torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=False)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """The generic worker loop (runs on every Ray Train worker, or in-process)."""
+    spec: TrialSpec = config["spec"]
+    profile = spec.profile
+    if profile.torch_threads:
+        torch.set_num_threads(profile.torch_threads)
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device() if profile.use_gpu else torch.device("cpu")
+
+    backbone, method = spec.build()
+    method.to(device)
+    model = method
+    if world_size > 1:
+        model = ray.train.torch.prepare_model(
+            method,
+            move_to_device=False,
+            parallel_strategy_kwargs={"find_unused_parameters": bool(getattr(method, "has_unused_parameters", False))},
+        )
+    torch.manual_seed(spec.seed * 1000 + rank)  # negatives and other per-step draws differ per worker
+    optimizer = torch.optim.SGD(
+        method.parameters(), lr=profile.lr, momentum=profile.momentum, weight_decay=profile.weight_decay
+    )
+    steps_per_epoch = max(1, spec.num_samples // (profile.batch_size * world_size))
+    total_steps = steps_per_epoch * profile.epochs
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_lr(s, total_steps, profile.warmup_epochs * steps_per_epoch)
+    )
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if profile.precision == "bf16" and device.type == "cuda"
+        else nullcontext()
+    )
+
+    start_epoch, history, images_seen, train_seconds = 0, [], 0, 0.0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        state = _load_checkpoint(checkpoint)
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start_epoch, history = state["epoch"] + 1, state["history"]
+        images_seen, train_seconds = state["images_seen"], state["train_seconds"]
+        torch.set_rng_state(state["rng"])
+
+    shard = ray.train.get_dataset_shard("train")
+    for epoch in range(start_epoch, profile.epochs):
+        method.train()
+        sums: dict[str, float] = defaultdict(float)
+        steps, epoch_start = 0, time.perf_counter()
+        for step, batch in enumerate(
+            shard.iter_torch_batches(batch_size=profile.batch_size, drop_last=True, device=device)
+        ):
+            with autocast:
+                loss, step_metrics = model(batch)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss became NaN at epoch {epoch} step {step} (value {loss.item()}); "
+                    "lower the learning rate or check the method's temperature"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            method.after_step(batch)
+            for key, value in step_metrics.items():
+                sums[key] += float(value)
+            steps += 1
+        if steps == 0:
+            raise ValueError(
+                f"epoch {epoch} produced no full batch of {profile.batch_size} images on worker {rank}; "
+                "the dataset is empty or smaller than batch_size × workers: lower batch_size or use more data"
+            )
+        train_seconds += time.perf_counter() - epoch_start
+        images_seen += steps * profile.batch_size * world_size
+        metrics: dict[str, Any] = {key: value / steps for key, value in sums.items()}
+        metrics.update(
+            epoch=epoch,
+            lr=optimizer.param_groups[0]["lr"],
+            images_seen=images_seen,
+            epoch_s=time.perf_counter() - epoch_start,
+        )
+        history.append(dict(metrics))
+        if rank == 0 and spec.eval_data is not None:
+            if epoch == profile.epochs - 1:
+                metrics.update(_evaluate_trained(spec, backbone, method, device))
+            else:
+                metrics["knn_top1"] = _monitor_knn(spec, backbone, device)
+        metrics["train_s"] = train_seconds
+        state = None
+        if rank == 0:
+            state = {
+                "model": method.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "epoch": epoch,
+                "history": history,
+                "images_seen": images_seen,
+                "train_seconds": train_seconds,
+                "rng": torch.get_rng_state(),
+            }
+        metrics["history"] = list(history)
+        ray.train.report(metrics, checkpoint=_save_checkpoint(state) if state else None)
+
+
+def _eval_arrays(spec: TrialSpec) -> dict[str, np.ndarray]:
+    data = spec.eval_data
+    return ray.get(data) if isinstance(data, ray.ObjectRef) else data
+
+
+def _monitor_knn(spec: TrialSpec, backbone: Backbone, device) -> float:
+    """The per-epoch kNN on the first ``monitor_images`` train and test images (for curves and ASHA)."""
+    data, n, profile = _eval_arrays(spec), spec.profile.monitor_images, spec.profile
+    train = pooled_features(backbone, data["train_images"][:n], ("res5",), device=device)["res5"]
+    test = pooled_features(backbone, data["test_images"][:n], ("res5",), device=device)["res5"]
+    return knn_top1(
+        train,
+        torch.as_tensor(data["train_labels"][:n]),
+        test,
+        torch.as_tensor(data["test_labels"][:n]),
+        k=profile.knn_k,
+        temperature=profile.knn_temperature,
+    )
+
+
+def _evaluate_trained(spec: TrialSpec, backbone: Backbone, method: torch.nn.Module, device) -> dict[str, Any]:
+    data, profile = _eval_arrays(spec), spec.profile
+    result = evaluate(
+        backbone,
+        data["train_images"],
+        data["train_labels"],
+        data["test_images"],
+        data["test_labels"],
+        method=method,
+        knn_k=profile.knn_k,
+        knn_temperature=profile.knn_temperature,
+        probe_epochs=profile.probe_epochs,
+        invariance_samples=profile.invariance_samples,
+        seed=spec.seed,
+        device=device,
+    )
+    out: dict[str, Any] = dict(result.metrics)
+    if result.invariance is not None:
+        out["invariance_samples"] = np.asarray(result.invariance, dtype=np.float32).tolist()
+    return out
+
+
+def make_trainer(
+    spec: TrialSpec,
+    train_dataset: "ray.data.Dataset",
+    *,
+    name: str,
+    storage_path: str,
+    callbacks: list | None = None,
+) -> ray.train.torch.TorchTrainer:
+    """A TorchTrainer running the generic loop for one trial."""
+    profile = spec.profile
+    resources = {"CPU": profile.cpus_per_worker}
+    return ray.train.torch.TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=profile.num_workers,
+            use_gpu=profile.use_gpu,
+            resources_per_worker=resources if profile.num_workers else None,
+        ),
+        datasets={"train": train_dataset},
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=profile.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks or [],
+        ),
+    )

@@ -1,0 +1,95 @@
+"""The Tune callback that writes every trial into the results store as it happens.
+
+It runs in the study's driver: per-epoch rows are rewritten on every result,
+and a trial's row is written the moment it completes or fails, so an
+interrupted study loses nothing that had finished.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from typing import Any
+
+from ray.tune import Callback
+
+from sslab import methods
+from sslab.platform.results import ResultsStore
+from sslab.platform.train import root_cause
+
+#: result keys that describe bookkeeping, not per-epoch metrics
+_NOT_EPOCH_METRICS = {"history", "invariance_samples", "config", "checkpoint_path"}
+
+
+class StoreCallback(Callback):
+    def __init__(self, store: ResultsStore, study, progress):
+        self.store = store
+        self.study = study
+        self.progress = progress
+        self._started: dict[str, float] = {}
+
+    # ------------------------------------------------------------- helpers
+    def _identity(self, trial) -> tuple[str, dict[str, Any]]:
+        from sslab.platform.study import trial_key
+
+        config = dict(trial.config)
+        seed = int(config.pop("seed"))
+        cls = methods.get(self.study.method)
+        full = asdict(cls.Config(**{**self.study.base, **config}))
+        row = {
+            "trial_id": trial_key(self.study.method, config, seed),
+            "method": self.study.method,
+            "seed": seed,
+            **{f"config/{name}": value for name, value in full.items()},
+        }
+        return row["trial_id"], row
+
+    # ----------------------------------------------------------- callbacks
+    def on_trial_start(self, iteration, trials, trial, **info):
+        key, _ = self._identity(trial)
+        self._started[trial.trial_id] = time.time()
+        self.progress.trial_started(key)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        key, _ = self._identity(trial)
+        history = result.get("history") or []
+        if history:
+            self.store.record_epochs(key, history)
+        self.progress.trial_epoch(key, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        key, row = self._identity(trial)
+        result = trial.last_result or {}
+        metric_keys = [k for k in result if k == "knn_top1" or k.startswith("probe_") or k == "invariance_l2_mean"]
+        row.update(
+            status="ok",
+            error="",
+            **{k: float(result[k]) for k in metric_keys},
+            loss=float(result.get("loss", math.nan)),
+            epochs=int(result.get("epoch", -1)) + 1,
+            wall_s=time.time() - self._started.get(trial.trial_id, time.time()),
+            train_s=float(result.get("train_s", math.nan)),
+            images_seen=int(result.get("images_seen", 0)),
+            finished_at=time.time(),
+        )
+        if result.get("invariance_samples"):
+            self.store.record_invariance(key, result["invariance_samples"])
+        self.store.record_trial(row)
+        self.progress.trial_finished(key, row)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        key, row = self._identity(trial)
+        result = trial.last_result or {}
+        error = trial.get_error()
+        row.update(
+            status="failed",
+            error=root_cause(error) if error is not None else "unknown error (see the trial's error file)",
+            loss=float(result.get("loss", math.nan)),
+            epochs=int(result.get("epoch", -1)) + 1,
+            wall_s=time.time() - self._started.get(trial.trial_id, time.time()),
+            images_seen=int(result.get("images_seen", 0)),
+            finished_at=time.time(),
+        )
+        self.store.record_trial(row)
+        self.progress.trial_finished(key, row)
