@@ -1,1 +1,36 @@
-"""Self-supervised methods, one file each, pure PyTorch (no Ray here)."""
+"""Self-supervised methods, one file each, pure PyTorch (no Ray here).
+
+The registry below maps a method's name to the place its class lives; nothing is
+imported until ``get`` is called, so importing ``sslab.methods`` has no side effects.
+Adding a method: write ``methods/<name>.py``, its tests, and one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_REGISTRY: dict[str, str] = {
+    "npid": "sslab.methods.npid:NPID",
+    "pirl": "sslab.methods.pirl:PIRL",
+}
+
+
+class UnknownMethodError(KeyError, ValueError):
+    """Raised by ``get`` for a name that is not registered (catchable as KeyError or ValueError)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def names() -> list[str]:
+    """The registered method names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> type:
+    """The method class registered as ``name`` (imports its module on first use)."""
+    try:
+        module_name, class_name = _REGISTRY[name].split(":")
+    except KeyError:
+        raise UnknownMethodError(f"unknown method {name!r}; known methods: {', '.join(names())}") from None
+    return getattr(importlib.import_module(module_name), class_name)

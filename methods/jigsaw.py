@@ -1,5 +1,5 @@
 """Jigsaw permutation sets (Noroozi & Favaro 2016, "Unsupervised Learning of Visual
-Representations by Solving Jigsaw Puzzles", sec. 3.3).
+Representations by Solving Jigsaw Puzzles").
 
 A permutation of the 3x3 grid is a row of 9 tile indices. PIRL (Misra & van der
 Maaten 2019) draws the permutation of v_I^t from a set of size P; P = 9! means any
@@ -34,16 +34,29 @@ def _all_permutations() -> np.ndarray:
 @functools.lru_cache(maxsize=16)
 def _greedy_max_min(num_permutations: int, seed: int) -> np.ndarray:
     """Indices (into ``_all_permutations()``) of a greedy max-min Hamming set, in selection order."""
-    candidates = _all_permutations()
     rng = np.random.default_rng(seed)
     chosen = [int(rng.integers(NUM_ALL))]
     # Distinct permutations are >= 2 apart, so a candidate whose minimum distance to the chosen
     # set has fallen to 2 stays there: only candidates still above 2 ("active") need updating.
     active = np.arange(NUM_ALL)
-    active_perms = candidates
-    min_dist = (active_perms != candidates[chosen[0]]).sum(axis=1, dtype=np.uint8)
-    while len(chosen) < num_permutations:
-        best = int(min_dist.max())
+    min_dist = np.full(NUM_ALL, GRID_CELLS, dtype=np.uint8)
+    while True:
+        # equal[k][v]: which active candidates put tile v in cell k, so that the Hamming distance
+        # to a permutation p is 9 - sum_k equal[k][p[k]] (nine vectorised additions per pick).
+        perms = _all_permutations()[active]
+        equal = [[perms[:, k] == v for v in range(GRID_CELLS)] for k in range(GRID_CELLS)]
+        while len(chosen) < num_permutations:
+            matches = np.zeros(len(active), dtype=np.uint8)
+            for k, v in enumerate(_all_permutations()[chosen[-1]]):
+                matches += equal[k][v]
+            np.minimum(min_dist, GRID_CELLS - matches, out=min_dist)
+            best = int(min_dist.max())
+            if best <= 2 or (min_dist > 2).sum() < len(active) // 2:
+                break
+            ties = np.flatnonzero(min_dist == best)  # in index order, so shrinking changes no draw
+            chosen.append(int(active[ties[rng.integers(len(ties))]]))
+        if len(chosen) == num_permutations:
+            break
         if best <= 2:
             # Every unchosen candidate is tied at distance 2 for good: draw the rest at once.
             unchosen = np.ones(NUM_ALL, dtype=bool)
@@ -51,13 +64,8 @@ def _greedy_max_min(num_permutations: int, seed: int) -> np.ndarray:
             rest = rng.choice(np.flatnonzero(unchosen), num_permutations - len(chosen), replace=False)
             chosen.extend(int(i) for i in rest)
             break
-        ties = np.flatnonzero(min_dist == best)
-        pick = int(ties[rng.integers(len(ties))])
-        chosen.append(int(active[pick]))
-        np.minimum(min_dist, (active_perms != active_perms[pick]).sum(axis=1, dtype=np.uint8), out=min_dist)
         keep = min_dist > 2
-        if keep.sum() < len(keep) // 2:  # shrink the active set (keeps index order, so ties are unchanged)
-            active, active_perms, min_dist = active[keep], active_perms[keep], min_dist[keep]
+        active, min_dist = active[keep], min_dist[keep]
     result = np.array(chosen, dtype=np.int64)
     result.setflags(write=False)
     return result
@@ -100,17 +108,21 @@ def minimum_hamming_distance(perms: torch.Tensor | np.ndarray) -> int:
         return 0
     is_permutation = bool((np.sort(a, axis=1) == np.arange(width)).all())
     if num > 2048 and is_permutation:
-        keys = set(_row_keys(a, width).tolist())
+        keys = _row_keys(a, width)
         for i, j in itertools.combinations(range(width), 2):
             swapped = a.copy()
             swapped[:, [i, j]] = swapped[:, [j, i]]
-            if any(k in keys for k in _row_keys(swapped, width).tolist()):
+            if np.isin(_row_keys(swapped, width), keys).any():
                 return 2
-    best, chunk = width, max(1, 2**24 // (num * width))  # pairwise distances, ~16M comparisons a chunk
+    # Pairwise matches as a matrix product of one-hot rows (exact in float32), in row chunks.
+    values, codes = np.unique(a, return_inverse=True)
+    onehot = torch.from_numpy(np.eye(len(values), dtype=np.float32)[codes.reshape(a.shape)].reshape(num, -1))
+    best, chunk = width, max(1, 2**24 // num)  # at most 64 MB of distances at a time
     for start in range(0, num, chunk):
-        block = (a[start : start + chunk, None, :] != a[None, :, :]).sum(axis=2)
-        block[np.arange(len(block)), np.arange(start, start + len(block))] = width + 1  # skip self-pairs
-        best = min(best, int(block.min()))
+        distances = width - onehot[start : start + chunk] @ onehot.T
+        rows = torch.arange(len(distances))
+        distances[rows, rows + start] = width + 1  # skip each row's distance to itself
+        best = min(best, int(distances.min()))
     return best
 
 

@@ -6,7 +6,7 @@ A method declares the views it needs (``ImageView``, ``JigsawView``); the platfo
 arrays to the method. Everything here is pure numpy/torch and works on the whole batch at once:
 crops, flips and the jigsaw patch grid are per-sample sampling grids through a single
 ``torch.nn.functional.grid_sample`` call (bilinear), and colour jitter is per-sample factors
-applied with broadcasting. All randomness comes from the ``numpy.random.Generator`` passed in,
+applied with numpy broadcasting. All randomness comes from the ``numpy.random.Generator`` passed in,
 so the same generator state gives bit-identical output.
 
 References
@@ -40,6 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from sslab.methods.jigsaw import permutation_set
 
 #: CIFAR-10 channel statistics used to normalise every view.
 MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
@@ -84,6 +86,10 @@ class JigsawView:
     ``name + "_perm"``: int64 N, the index of the drawn permutation in
     ``sslab.methods.jigsaw.permutation_set(num_permutations, permutation_seed)``.
     Output patch k is input cell ``perm[k]``, cells numbered row-major (cell r, c is r*grid + c).
+    With P = 9! no set is materialised: a uniform permutation is drawn per image and its index
+    is its lexicographic rank (Lehmer code), i.e. its row in ``permutation_set(9!)``, which lists
+    all permutations in ``itertools.permutations`` order. A grid other than 3 needs
+    P = (grid²)! (permutation sets cover 9 cells only).
     """
 
     name: str = "jigsaw"
@@ -98,7 +104,8 @@ class JigsawView:
 
     def __post_init__(self) -> None:
         _check(isinstance(self.name, str) and self.name != "", "name", self.name, "a non-empty string")
-        _check(_is_int(self.grid) and self.grid >= 1, "grid", self.grid, "an integer >= 1")
+        _check(_is_int(self.grid) and 1 <= self.grid <= 4, "grid", self.grid,
+               "an integer in [1, 4] (a permutation index of (grid²)! must fit in int64)")
         total = math.factorial(self.grid * self.grid)
         if self.grid == 3:
             _check(_is_int(self.num_permutations) and 1 <= self.num_permutations <= total,
@@ -142,23 +149,30 @@ def apply_views(views: Sequence[ImageView | JigsawView], images: np.ndarray,
     images = _check_images(images)
     names: set[str] = set()
     for view in views:
-        keys = [view.name] + ([view.name + "_perm"] if isinstance(view, JigsawView) else [])
         if not isinstance(view, ImageView | JigsawView):
             raise TypeError(f"views must be ImageView or JigsawView instances, got {type(view).__name__}")
+        keys = [view.name] + ([view.name + "_perm"] if isinstance(view, JigsawView) else [])
         if names.intersection(keys):
             raise ValueError(f"two views produce the output key {sorted(names.intersection(keys))[0]!r}; "
                              "give each view a distinct name")
         names.update(keys)
     if len(images) == 0:
         return _empty_views(views, images.shape[0])
+    # Resampling goes through torch (grid_sample); the per-pixel arithmetic is numpy, which is
+    # single-threaded: on tensors this small torch's intra-op threads cost more than they give
+    # (5-30x slower on a busy 2-core machine), and changing torch's thread count would be global
+    # state. Parallelism comes from Ray Data running several batches at once.
+    # The float copy also makes read-only inputs (Arrow-backed batches) fine for torch.
+    x = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)
+    x *= np.float32(1 / 255)
+    source = torch.from_numpy(x)  # N x 3 x H x W in [0, 1]
+    out: dict[str, np.ndarray] = {}
     with torch.no_grad():
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)  # N x 3 x H x W in [0, 1]
-        out: dict[str, np.ndarray] = {}
         for view in views:
             if isinstance(view, ImageView):
-                out[view.name] = _image_view(view, x, rng, train)
+                out[view.name] = _image_view(view, source, rng, train)
             else:
-                out[view.name], out[view.name + "_perm"] = _jigsaw_view(view, x, rng, train)
+                out[view.name], out[view.name + "_perm"] = _jigsaw_view(view, source, rng, train)
     return out
 
 
@@ -182,20 +196,19 @@ def _image_view(view: ImageView, x: torch.Tensor, rng: np.random.Generator, trai
     if not train:
         y = x if (h, w) == (size, size) else F.interpolate(
             x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return _normalise(y)
+        return _normalise(y.numpy())
     cw, ch, x0, y0 = _random_resized_crop(rng, n, h, w, view.scale, view.ratio)
     sign = np.where(rng.random(n) < 0.5, -1.0, 1.0) if view.flip else np.ones(n)
-    # Output pixel u (edge coordinates, pixel k spans [k, k+1)) samples the source at
-    # x0 + (u + 0.5) * cw / size; in grid_sample's normalised coordinates (align_corners=False)
-    # that is an affine map of the output's normalised coordinate, mirrored when sign = -1.
-    theta = np.zeros((n, 2, 3))
-    theta[:, 0, 0] = sign * cw / w
-    theta[:, 0, 2] = (2 * x0 + cw) / w - 1
-    theta[:, 1, 1] = ch / h
-    theta[:, 1, 2] = (2 * y0 + ch) / h - 1
-    grid = F.affine_grid(torch.from_numpy(theta).float(), [n, 3, size, size], align_corners=False)
-    y = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    y = _colour(y, rng, view.jitter, view.grayscale)
+    # Output pixel u (edge coordinates: pixel k spans [k, k+1)) samples the source at
+    # x0 + (u + 0.5) * cw / size, or at its mirror image inside the box when flipped; grid_sample
+    # wants that in normalised coordinates (align_corners=False): 2 * x / w - 1.
+    t = (np.arange(size) + 0.5) / size  # output pixel centres as fractions of the box
+    tx = np.where(sign[:, None] < 0, 1 - t, t)  # n x size
+    grid = np.empty((n, size, size, 2), dtype=np.float32)
+    grid[..., 0] = ((x0[:, None] + tx * cw[:, None]) * (2.0 / w) - 1.0)[:, None, :]
+    grid[..., 1] = ((y0[:, None] + t * ch[:, None]) * (2.0 / h) - 1.0)[:, :, None]
+    y = F.grid_sample(x, torch.from_numpy(grid), mode="bilinear", padding_mode="border", align_corners=False)
+    y = _colour(y.numpy(), rng, view.jitter, view.grayscale)
     return _normalise(y)
 
 
@@ -253,13 +266,13 @@ def _jigsaw_view(view: JigsawView, x: torch.Tensor, rng: np.random.Generator,
     grid[..., 0] = gx[:, :, None, :]  # x varies along the patch's columns
     grid[..., 1] = gy[:, :, :, None]  # y along its rows
     grid_t = torch.from_numpy(grid.reshape(n, cells * p, p, 2))  # patches stacked vertically
-    patches = F.grid_sample(x, grid_t, mode="bilinear", padding_mode="border", align_corners=False)
-    patches = patches.reshape(n, 3, cells, p, p).permute(0, 2, 1, 3, 4).reshape(n * cells, 3, p, p)
+    patches = F.grid_sample(x, grid_t, mode="bilinear", padding_mode="border", align_corners=False).numpy()
+    patches = patches.reshape(n, 3, cells, p, p).transpose(0, 2, 1, 3, 4).reshape(n * cells, 3, p, p)
     if train:
         patches = _colour(patches, rng, view.jitter, view.grayscale)  # each patch independently
     patches = patches.reshape(n, cells, 3, p, p)
     perms, index = _draw_permutations(view, rng, n)
-    gathered = patches[torch.arange(n)[:, None], torch.from_numpy(perms)]  # out[k] = cell perm[k]
+    gathered = patches[np.arange(n)[:, None], perms]  # output patch k = input cell perm[k]
     return _normalise(gathered), index
 
 
@@ -281,8 +294,6 @@ def _draw_permutations(view: JigsawView, rng: np.random.Generator, n: int) -> tu
 @functools.lru_cache(maxsize=16)
 def _permutation_table(num_permutations: int, seed: int) -> np.ndarray:
     """``permutation_set`` as a read-only numpy array, cached (it is asked for every batch)."""
-    from sslab.methods.jigsaw import permutation_set
-
     table = permutation_set(num_permutations, seed).numpy().astype(np.int64)
     table.setflags(write=False)
     return table
@@ -303,37 +314,45 @@ def _lexicographic_rank(perms: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- colour
 
 
-def _gray(x: torch.Tensor) -> torch.Tensor:
+def _gray(x: np.ndarray) -> np.ndarray:
     """Luma of B x 3 x H x W, as B x 1 x H x W."""
     return _GRAY[0] * x[:, 0:1] + _GRAY[1] * x[:, 1:2] + _GRAY[2] * x[:, 2:3]
 
 
-def _colour(x: torch.Tensor, rng: np.random.Generator, strength: float, p_gray: float) -> torch.Tensor:
+def _colour(x: np.ndarray, rng: np.random.Generator, strength: float, p_gray: float) -> np.ndarray:
     """ColorJitter(brightness=s, contrast=s, saturation=s) in a random order per sample, then
-    RandomGrayscale(p), all vectorised over the batch B x 3 x H x W (values in [0, 1])."""
+    RandomGrayscale(p), all vectorised over the batch B x 3 x H x W (float32 in [0, 1]).
+
+    Each jitter op is a blend x <- f x + (1 - f) t towards a target t: 0 for brightness, the mean
+    luma of the image for contrast, the per-pixel luma for saturation (torchvision's
+    ``adjust_brightness/contrast/saturation``), clamped to [0, 1] after each op. So one step for
+    the whole batch picks each sample's factor and target by its op and blends once.
+    """
     b = x.shape[0]
     if strength > 0:
         lo, hi = max(0.0, 1.0 - strength), 1.0 + strength
-        factors = torch.from_numpy(rng.uniform(lo, hi, (3, b)).astype(np.float32)).view(3, b, 1, 1, 1)
-        order = torch.from_numpy(np.argsort(rng.random((b, 3)), axis=1)).view(b, 3, 1, 1, 1)
+        factors = rng.uniform(lo, hi, (b, 3)).astype(np.float32)  # columns: brightness, contrast, saturation
+        order = np.argsort(rng.random((b, 3)), axis=1)  # a random order of the three ops per sample
+        rows = np.arange(b)
         for step in range(3):
             op = order[:, step]
-            bright = x * factors[0]
-            mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
-            contrast = factors[1] * x + (1 - factors[1]) * mean
-            saturation = factors[2] * x + (1 - factors[2]) * _gray(x)
-            x = torch.where(op == 0, bright, torch.where(op == 1, contrast, saturation)).clamp_(0.0, 1.0)
+            f = factors[rows, op].reshape(b, 1, 1, 1)
+            gray = _gray(x)
+            is_contrast = (op == 1).astype(np.float32).reshape(b, 1, 1, 1)
+            is_saturation = (op == 2).astype(np.float32).reshape(b, 1, 1, 1)
+            target = is_contrast * gray.mean(axis=(2, 3), keepdims=True) + is_saturation * gray
+            x = f * x + (1 - f) * target
+            np.clip(x, 0.0, 1.0, out=x)
     if p_gray > 0:
-        to_gray = torch.from_numpy(rng.random(b) < p_gray).view(b, 1, 1, 1)
-        x = torch.where(to_gray, _gray(x).expand_as(x), x)
+        to_gray = (rng.random(b) < p_gray).reshape(b, 1, 1, 1)
+        x = np.where(to_gray, _gray(x), x)
     return x
 
 
-def _normalise(x: torch.Tensor) -> np.ndarray:
-    """(x - MEAN) / STD per channel (channel axis -3), as a contiguous float32 numpy array."""
-    mean = torch.from_numpy(MEAN).view(3, 1, 1)
-    std = torch.from_numpy(STD).view(3, 1, 1)
-    return ((x - mean) / std).contiguous().numpy()
+def _normalise(x: np.ndarray) -> np.ndarray:
+    """(x - MEAN) / STD per channel (channel axis -3), as a contiguous float32 array."""
+    out = (x - MEAN.reshape(3, 1, 1)) / STD.reshape(3, 1, 1)
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- validation
@@ -345,7 +364,7 @@ def _check_images(images: np.ndarray) -> np.ndarray:
         raise ValueError(f"images must be a uint8 numpy array N x H x W x 3 (RGB), got {desc}")
     if images.shape[1] < 1 or images.shape[2] < 1:
         raise ValueError(f"images must have positive height and width, got shape {images.shape}")
-    return np.ascontiguousarray(images)
+    return images
 
 
 def _check(ok: bool, field: str, value: object, allowed: str) -> None:

@@ -83,8 +83,8 @@ def linear_probe_top1(
     test_y: torch.Tensor,
     *,
     epochs: int = 100,
-    batch_size: int = 512,
-    lr: float = 1e-2,
+    batch_size: int = 256,
+    lr: float = 0.02,
     weight_decay: float = 1e-4,
     seed: int = 0,
 ) -> float:

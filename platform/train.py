@@ -138,6 +138,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         start_epoch, history = state["epoch"] + 1, state["history"]
         images_seen, train_seconds = state["images_seen"], state["train_seconds"]
         torch.set_rng_state(state["rng"])
+        if start_epoch >= profile.epochs:  # resumed after the last epoch: say again what it reported
+            ray.train.report(state["last_metrics"], checkpoint=None)
+            return
 
     shard = ray.train.get_dataset_shard("train")
     for epoch in range(start_epoch, profile.epochs):
@@ -194,6 +197,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 "images_seen": images_seen,
                 "train_seconds": train_seconds,
                 "rng": torch.get_rng_state(),
+                "last_metrics": {**metrics, "history": list(history)},
             }
         metrics["history"] = list(history)
         ray.train.report(metrics, checkpoint=_save_checkpoint(state) if state else None)

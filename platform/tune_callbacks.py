@@ -29,6 +29,11 @@ class StoreCallback(Callback):
         self.progress = progress
         self._started: dict[str, float] = {}
 
+    def __getstate__(self):
+        # Tune pickles its callbacks into the experiment state; the live progress
+        # display (a terminal handle) stays with the driver that owns it.
+        return {**self.__dict__, "progress": None}
+
     # ------------------------------------------------------------- helpers
     def _identity(self, trial) -> tuple[str, dict[str, Any]]:
         from sslab.platform.study import trial_key

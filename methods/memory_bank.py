@@ -1,0 +1,97 @@
+"""The memory bank of PIRL (Misra & van der Maaten 2019, sec. 3.2) and NPID (Wu et al. 2018).
+
+One L2-normalised row m_I per training image, an exponential moving average of the
+image's representation f(v_I) over past epochs. Its rows serve as positives (m_I) and
+as uniformly drawn negatives (m_I', I' != I) in the NCE loss. The bank is a persistent
+buffer, so it is saved in checkpoints, and every write is all-gathered first so that
+all data-parallel replicas hold the same bank (as VISSL's NCE memory bank does).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+class MemoryBank(nn.Module):
+    """``num_samples`` x ``dim`` unit vectors, initialised uniformly on the sphere.
+
+    The initialisation uses torch's default generator, so ``torch.manual_seed`` makes it
+    reproducible (and identical across replicas that seed alike).
+    """
+
+    bank: torch.Tensor
+
+    def __init__(self, num_samples: int, dim: int) -> None:
+        super().__init__()
+        if num_samples < 1 or dim < 1:
+            raise ValueError(f"MemoryBank needs num_samples >= 1 and dim >= 1, got {num_samples} x {dim}")
+        self.num_samples, self.dim = num_samples, dim
+        # A normalised Gaussian is uniform on the unit sphere.
+        self.register_buffer("bank", F.normalize(torch.randn(num_samples, dim), dim=1), persistent=True)
+
+    def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """The rows m_idx (any index shape; a trailing ``dim`` axis is added)."""
+        return self.bank[idx.to(self.bank.device)]
+
+    __getitem__ = rows
+
+    def sample_negatives(
+        self, batch_size: int, num_negatives: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``batch_size`` x ``num_negatives`` row indices drawn uniformly with replacement.
+
+        As in NPID and VISSL the draw does not exclude the positive's own row; with
+        N << |D| it is hit with probability N/|D| and only dilutes one negative.
+        """
+        device = generator.device if generator is not None else self.bank.device
+        idx = torch.randint(self.num_samples, (batch_size, num_negatives), generator=generator, device=device)
+        return idx.to(self.bank.device)
+
+    @torch.no_grad()
+    def update(self, idx: torch.Tensor, embeddings: torch.Tensor, momentum: float) -> None:
+        """m_I <- normalise(α m_I + (1 - α) f(v_I)) for the rows ``idx`` (PIRL sec. 3.2, α = momentum).
+
+        Under torch.distributed (world size > 1) the indices and embeddings of every worker
+        are all-gathered first, so all replicas write the same rows with the same values.
+        A row indexed more than once is written once, from its first occurrence.
+        """
+        idx = idx.to(self.bank.device).reshape(-1)
+        embeddings = embeddings.detach().to(self.bank.device, self.bank.dtype).reshape(len(idx), self.dim)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            idx, embeddings = _all_gather_rows(idx, embeddings)
+        idx, first = _first_occurrences(idx)
+        embeddings = embeddings[first]
+        updated = momentum * self.bank[idx] + (1.0 - momentum) * embeddings
+        self.bank.index_copy_(0, idx, F.normalize(updated, dim=1))
+
+
+def _first_occurrences(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct values of ``idx`` and, for each, the position where it first occurs."""
+    unique, inverse = torch.unique(idx, return_inverse=True)
+    positions = torch.arange(len(idx), device=idx.device)
+    first = torch.full_like(unique, len(idx)).scatter_reduce_(0, inverse, positions, reduce="amin")
+    return unique, first
+
+
+def _all_gather_rows(idx: torch.Tensor, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate every worker's (idx, embeddings) in rank order; batches may differ in size."""
+    world = dist.get_world_size()
+    size = torch.tensor([len(idx)], device=idx.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    sizes = [int(s) for s in sizes]
+    longest = max(sizes)
+    pad = longest - len(idx)  # all_gather needs equal shapes: pad, then trim each part
+    idx_padded = torch.cat([idx, idx.new_zeros(pad)])
+    emb_padded = torch.cat([embeddings, embeddings.new_zeros(pad, embeddings.shape[1])])
+    idx_parts = [torch.empty_like(idx_padded) for _ in range(world)]
+    emb_parts = [torch.empty_like(emb_padded) for _ in range(world)]
+    dist.all_gather(idx_parts, idx_padded)
+    dist.all_gather(emb_parts, emb_padded)
+    return (
+        torch.cat([part[:n] for part, n in zip(idx_parts, sizes)]),
+        torch.cat([part[:n] for part, n in zip(emb_parts, sizes)]),
+    )

@@ -1,0 +1,211 @@
+"""PIRL and NPID: config validation, views, eq. 5, the memory-bank step, checkpoints, learning."""
+
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sslab.methods.backbone import Backbone
+from sslab.methods.npid import NPID, NPIDConfig
+from sslab.methods.pirl import PIRL, PIRLConfig
+from sslab.methods.views import ImageView, JigsawView
+
+ALL = math.factorial(9)
+
+
+def make(config, method=PIRL, num_samples=64, seed=0, width=8):
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # N is capped for these small banks
+        return method(config, Backbone("resnet18", cifar_stem=True, width=width), num_samples)
+
+
+def batch(n=16, seed=1, jigsaw=True):
+    g = torch.Generator().manual_seed(seed)
+    out = {"image": torch.randn(n, 3, 32, 32, generator=g), "idx": torch.arange(n)}
+    if jigsaw:
+        out["jigsaw"] = torch.randn(n, 9, 3, 8, 8, generator=g)
+        out["jigsaw_perm"] = torch.zeros(n, dtype=torch.long)
+    return out
+
+
+# --- configuration -------------------------------------------------------------------------
+def test_paper_defaults():
+    c = PIRLConfig()
+    assert (c.temperature, c.loss_weight, c.bank_momentum, c.num_negatives) == (0.07, 0.5, 0.5, 32000)
+    assert (c.num_permutations, c.embedding_dim, c.loss_form) == (ALL, 128, "nce")
+    symbols = {f: PIRLConfig.__dataclass_fields__[f].metadata["symbol"] for f in ("temperature", "loss_weight")}
+    assert symbols == {"temperature": "τ", "loss_weight": "λ"}
+    assert all({"symbol", "help", "range"} <= set(f.metadata) for f in PIRLConfig.__dataclass_fields__.values())
+    assert all(f.metadata["symbol"] for f in PIRLConfig.__dataclass_fields__.values())  # column headers
+
+
+@pytest.mark.parametrize(
+    "field,value,expected",
+    [
+        ("loss_weight", 1.5, "loss_weight (λ) = 1.5 is outside the allowed range [0, 1]"),
+        ("loss_weight", -0.1, "loss_weight (λ) = -0.1 is outside the allowed range [0, 1]"),
+        ("temperature", 0.0, "temperature (τ) = 0.0 is outside the allowed range (0, inf)"),
+        ("temperature", -1.0, "temperature (τ) = -1.0 is outside the allowed range (0, inf)"),
+        ("temperature", float("nan"), "temperature (τ) = nan is outside the allowed range (0, inf)"),
+        ("bank_momentum", 1.0, "bank_momentum (α) = 1.0 is outside the allowed range [0, 1)"),
+        ("bank_momentum", -0.5, "bank_momentum (α) = -0.5 is outside the allowed range [0, 1)"),
+        ("num_negatives", 0, "num_negatives (N) = 0 is outside the allowed range [1, inf)"),
+        ("num_negatives", 2.5, "num_negatives (N) = 2.5 must be an integer in [1, inf)"),
+        ("num_permutations", 0, f"num_permutations (P) = 0 is outside the allowed range [1, {ALL}]"),
+        ("num_permutations", ALL + 1, f"num_permutations (P) = {ALL + 1} is outside the allowed range [1, {ALL}]"),
+        ("embedding_dim", 0, "embedding_dim (d) = 0 is outside the allowed range [1, inf)"),
+        ("loss_form", "hinge", "loss_form = 'hinge' is not one of the allowed values {nce, infonce}"),
+    ],
+)
+def test_bad_values_name_field_value_and_range(field, value, expected):
+    with pytest.raises(ValueError) as raised:
+        PIRLConfig(**{field: value})
+    assert str(raised.value) == expected
+    config = PIRLConfig()  # validate() also catches values set after construction
+    setattr(config, field, value)
+    with pytest.raises(ValueError, match=field):
+        config.validate()
+
+
+def test_edges_of_the_ranges_are_allowed():
+    PIRLConfig(loss_weight=0, bank_momentum=0.0, num_negatives=1, num_permutations=1)
+    PIRLConfig(loss_weight=1, num_permutations=ALL, loss_form="infonce")
+
+
+def test_npid_config_fixes_lambda_at_zero():
+    assert NPIDConfig().loss_weight == 0
+    with pytest.raises(ValueError, match=r"loss_weight \(λ\) = 0.5 .*\[0, 0\].*pirl"):
+        NPIDConfig(loss_weight=0.5)
+    with pytest.raises(ValueError, match="temperature"):
+        NPIDConfig(temperature=0)
+
+
+# --- views, heads, bookkeeping -------------------------------------------------------------
+def test_views_follow_lambda():
+    pirl = make(PIRLConfig(num_permutations=100, permutation_seed=3, embedding_dim=16))
+    assert pirl.views() == [ImageView(), JigsawView(num_permutations=100, permutation_seed=3)]
+    assert pirl.invariance_views() == pirl.views()
+    assert not pirl.has_unused_parameters
+    npid = make(NPIDConfig(embedding_dim=16), method=NPID)
+    assert npid.views() == [ImageView()]
+    assert [type(v) for v in npid.invariance_views()] == [ImageView, JigsawView]
+    assert npid.has_unused_parameters and npid.name == "npid" and pirl.name == "pirl"
+
+
+def test_num_negatives_is_capped_with_a_warning():
+    with pytest.warns(UserWarning, match=r"num_negatives \(N\) = 32000.*N = 63"):
+        method = PIRL(PIRLConfig(), Backbone("resnet18", width=8), num_samples=64)
+    assert method.num_negatives == 63
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert PIRL(PIRLConfig(num_negatives=10), Backbone("resnet18", width=8), 64).num_negatives == 10
+
+
+def test_invariance_pair_is_normalised_and_gradient_free():
+    method = make(PIRLConfig(embedding_dim=16))
+    f, g = method.invariance_pair(batch(4))
+    assert f.shape == g.shape == (4, 16)
+    assert torch.allclose(f.norm(dim=1), torch.ones(4)) and torch.allclose(g.norm(dim=1), torch.ones(4))
+    assert not f.requires_grad and not g.requires_grad
+
+
+# --- the loss ------------------------------------------------------------------------------
+def test_training_step_reports_eq5_terms_and_estimates_z_once():
+    method = make(PIRLConfig(embedding_dim=16, loss_weight=0.25))
+    assert torch.isnan(method.log_z_image) and torch.isnan(method.log_z_jigsaw)
+    loss, metrics = method(batch())  # forward == training_step
+    assert set(metrics) == {"loss", "loss_image", "loss_jigsaw"}
+    assert all(isinstance(v, float) for v in metrics.values())
+    assert metrics["loss"] == pytest.approx(0.25 * metrics["loss_jigsaw"] + 0.75 * metrics["loss_image"], rel=1e-6)
+    assert loss.item() == pytest.approx(metrics["loss"])
+    z = (method.log_z_image.item(), method.log_z_jigsaw.item())
+    assert all(math.isfinite(v) for v in z) and z[0] != z[1]
+    method.training_step(batch(seed=5))
+    assert (method.log_z_image.item(), method.log_z_jigsaw.item()) == z
+
+
+def test_lambda_zero_pirl_equals_npid_and_needs_no_jigsaw():
+    pirl = make(PIRLConfig(loss_weight=0.0, embedding_dim=16))
+    npid = make(NPIDConfig(embedding_dim=16), method=NPID)
+    assert pirl.state_dict().keys() == npid.state_dict().keys()
+    data = batch(jigsaw=False)
+    torch.manual_seed(42)
+    loss_pirl, metrics_pirl = pirl.training_step(data)
+    torch.manual_seed(42)
+    loss_npid, metrics_npid = npid.training_step(data)
+    assert torch.equal(loss_pirl, loss_npid)
+    assert math.isnan(metrics_npid["loss_jigsaw"]) and metrics_npid["loss"] == metrics_npid["loss_image"]
+    loss_npid.backward()
+    assert all(p.grad is None for p in npid.jigsaw_head.parameters())
+
+
+def test_infonce_form_matches_cross_entropy_with_memory_bank_rows():
+    method = make(PIRLConfig(embedding_dim=16, loss_weight=0.0, loss_form="infonce", num_negatives=20))
+    data = batch(8)
+    torch.manual_seed(7)
+    loss, _ = method.training_step(data)
+    torch.manual_seed(7)
+    negatives = method.memory_bank.sample_negatives(8, 20)
+    f = method.embed_image(data["image"])
+    keys = torch.cat([method.memory_bank.rows(data["idx"])[:, None], method.memory_bank.rows(negatives)], dim=1)
+    logits = torch.einsum("bd,bkd->bk", f, keys) / 0.07
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, torch.zeros(8, dtype=torch.long)).item(), rel=1e-5)
+    assert torch.isnan(method.log_z_image)  # Z belongs to the NCE form only
+
+
+# --- state ---------------------------------------------------------------------------------
+def test_after_step_moves_bank_rows_towards_f():
+    method = make(PIRLConfig(embedding_dim=16, bank_momentum=0.3))
+    data = batch(6)
+    before = method.memory_bank.bank.clone()
+    method.training_step(data)
+    f = method.embed_image(data["image"]).detach()  # train-mode BN: same batch, same output
+    method.after_step(data)
+    expected = F.normalize(0.3 * before[:6] + 0.7 * f, dim=1)
+    assert torch.allclose(method.memory_bank.bank[:6], expected, atol=1e-5)
+    assert torch.equal(method.memory_bank.bank[6:], before[6:])
+    assert torch.allclose(method.memory_bank.bank.norm(dim=1), torch.ones(64), atol=1e-5)
+    with pytest.raises(RuntimeError, match="training_step"):
+        method.after_step(data)
+
+
+def test_state_dict_round_trip_restores_bank_and_z():
+    method = make(PIRLConfig(embedding_dim=16))
+    method.training_step(batch())
+    method.after_step(batch())
+    state = method.state_dict()
+    assert {"memory_bank.bank", "log_z_image", "log_z_jigsaw"} <= set(state)
+    fresh = make(PIRLConfig(embedding_dim=16), seed=99)
+    assert not torch.equal(fresh.memory_bank.bank, method.memory_bank.bank)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.memory_bank.bank, method.memory_bank.bank)
+    assert torch.equal(fresh.log_z_image, method.log_z_image)
+    assert torch.equal(fresh.log_z_jigsaw, method.log_z_jigsaw)
+    fresh.training_step(batch(seed=3))  # a restored Z is used, not re-estimated
+    assert torch.equal(fresh.log_z_image, method.log_z_image)
+
+
+def test_sgd_steps_lower_the_pirl_loss_on_a_fixed_batch():
+    # The memory bank is held fixed (no after_step), so eq. 5 is a stationary objective, and the
+    # loss is measured before and after with the same negatives (the same RNG state).
+    method = make(PIRLConfig(), num_samples=64)
+    data = batch(16)
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.05, momentum=0.9)
+
+    def loss_with_fixed_negatives():
+        with torch.random.fork_rng():
+            torch.manual_seed(123)
+            return method.training_step(data)[1]
+
+    first = loss_with_fixed_negatives()
+    for _ in range(5):
+        loss, _ = method.training_step(data)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    last = loss_with_fixed_negatives()
+    assert last["loss"] < 0.8 * first["loss"]
+    assert last["loss_image"] < first["loss_image"] and last["loss_jigsaw"] < first["loss_jigsaw"]

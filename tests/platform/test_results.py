@@ -1,0 +1,72 @@
+"""The results store: rows appended, replaced by key, atomic files, resume bookkeeping."""
+
+import pandas as pd
+import pytest
+
+from sslab.platform.results import SCHEMA_VERSION, ResultsStore, results_root
+
+
+def _row(trial_id, status="ok", **extra):
+    return {"trial_id": trial_id, "method": "pirl", "seed": 0, "status": status, "error": "", **extra}
+
+
+def test_trial_rows_are_appended_and_replaced_by_trial_id(tmp_path):
+    store = ResultsStore(tmp_path, "s")
+    store.record_trial(_row("a", knn_top1=0.3))
+    store.record_trial(_row("b", status="failed", error="loss became NaN at epoch 0 step 3"))
+    store.record_trial(_row("a", knn_top1=0.4))  # a retried trial replaces its row
+    trials = store.read("trials").set_index("trial_id")
+    assert sorted(trials.index) == ["a", "b"]
+    assert trials.loc["a", "knn_top1"] == pytest.approx(0.4)
+    assert store.finished_trial_ids() == {"a", "b"}
+    assert store.finished_trial_ids(("ok",)) == {"a"}
+
+
+def test_bad_trial_rows_are_refused(tmp_path):
+    store = ResultsStore(tmp_path, "s")
+    with pytest.raises(ValueError, match="status"):
+        store.record_trial(_row("a", status="done"))
+    with pytest.raises(ValueError, match="lacks columns"):
+        store.record_trial({"trial_id": "a", "status": "ok"})
+
+
+def test_epochs_of_a_trial_are_rewritten_not_duplicated(tmp_path):
+    store = ResultsStore(tmp_path, "s")
+    store.record_epochs("a", [{"epoch": 0, "loss": 5.0}])
+    store.record_epochs("b", [{"epoch": 0, "loss": 6.0}])
+    store.record_epochs("a", [{"epoch": 0, "loss": 5.0}, {"epoch": 1, "loss": 4.0}])
+    epochs = store.read("epochs")
+    assert len(epochs) == 3
+    assert list(epochs[epochs.trial_id == "a"].loss) == [5.0, 4.0]
+
+
+def test_baselines_keyed_by_backbone_and_seed(tmp_path):
+    store = ResultsStore(tmp_path, "s")
+    store.record_baseline({"backbone": "r18", "seed": 0, "knn_top1": 0.2})
+    store.record_baseline({"backbone": "r18", "seed": 1, "knn_top1": 0.25})
+    store.record_baseline({"backbone": "r18", "seed": 0, "knn_top1": 0.21})
+    baselines = store.read("baselines").sort_values("seed")
+    assert list(baselines.knn_top1) == [0.21, 0.25]
+
+
+def test_no_temporary_files_are_left_and_metadata_is_versioned(tmp_path):
+    store = ResultsStore(tmp_path, "s")
+    store.record_trial(_row("a"))
+    store.write_metadata({"method": "pirl"})
+    assert sorted(p.name for p in store.path.iterdir()) == ["study.json", "trials.parquet"]
+    assert store.metadata()["schema_version"] == SCHEMA_VERSION
+
+
+def test_unwritable_root_is_reported_before_any_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PermissionError, match="SSLAB_RESULTS"):
+        ResultsStore(blocker, "s").check_writable()
+
+
+def test_results_root_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("SSLAB_RESULTS", str(tmp_path / "env"))
+    assert results_root() == tmp_path / "env"
+    assert results_root(tmp_path / "flag") == tmp_path / "flag"
+    monkeypatch.delenv("SSLAB_RESULTS")
+    assert str(results_root()) == "results"

@@ -1,0 +1,88 @@
+"""A small study end to end on real CIFAR-10: Tune + Train + Data + evaluation + results store,
+then resume after an interruption."""
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+
+from sslab.platform.profiles import Profile
+from sslab.platform.study import Study, max_concurrent_trials, run_study, trial_key
+
+ARCHIVE = Path(os.environ.get("SSLAB_DATA", "~/.cache/sslab/data")).expanduser() / "cifar10-jpg.tar.gz"
+needs_cifar = pytest.mark.skipif(not ARCHIVE.exists(), reason=f"CIFAR-10 archive not found at {ARCHIVE} (set SSLAB_DATA)")
+
+SMALL = Profile(
+    name="small", train_subset=200, test_subset=100, width=8, epochs=2, batch_size=50, lr=0.05,
+    num_workers=1, knn_k=10, probe_epochs=5, invariance_samples=20, monitor_images=100,
+)
+STUDY = Study(name="mini_lambda", method="pirl", grid={"loss_weight": [0.0, 1.0]}, base={"num_negatives": 64})
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    from sslab.platform.study import TRIAL_RESOURCE
+
+    ray.init(num_cpus=2, resources={TRIAL_RESOURCE: 10}, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_trial_keys_are_stable_and_distinct():
+    assert trial_key("pirl", {"loss_weight": 0.25}, 0) == "pirl-loss_weight=0.25-seed=0"
+    assert trial_key("pirl", {"b": 1, "a": 2.0}, 3) == trial_key("pirl", {"a": 2.0, "b": 1}, 3)
+    assert trial_key("pirl", {"loss_weight": 0.25}, 0) != trial_key("pirl", {"loss_weight": 0.25}, 1)
+
+
+def test_bad_values_are_refused_before_any_ray_work(tmp_path):
+    bad = Study(name="bad", method="pirl", grid={"loss_weight": [0.5, 1.5]})
+    with pytest.raises(ValueError, match=r"loss_weight.*1\.5"):
+        run_study(bad, profile=SMALL, root=tmp_path, quiet=True)
+    unknown = Study(name="bad", method="pirl", grid={"lambda": [0.5]})
+    with pytest.raises(ValueError, match="no hyperparameter"):
+        run_study(unknown, profile=SMALL, root=tmp_path, quiet=True)
+    assert not ray.is_initialized()
+
+
+def test_concurrency_follows_the_cluster():
+    assert max_concurrent_trials(SMALL, {"CPU": 2}) == 1
+    assert max_concurrent_trials(SMALL, {"CPU": 8}) == 4
+    gpu = SMALL.with_overrides(use_gpu=True)
+    assert max_concurrent_trials(gpu, {"CPU": 8, "GPU": 3}) == 3
+    with pytest.raises(RuntimeError, match="GPU"):
+        max_concurrent_trials(gpu, {"CPU": 8})
+
+
+@needs_cifar
+def test_study_writes_the_store_and_resumes_without_rerunning(ray_local, tmp_path):
+    trials = run_study(STUDY, profile=SMALL, root=tmp_path, quiet=True)
+    assert sorted(trials.trial_id) == [trial_key("pirl", {"loss_weight": w}, 0) for w in (0.0, 1.0)]
+    assert list(trials.status) == ["ok", "ok"], trials.error.tolist()
+    for column in ["method", "seed", "error", "config/loss_weight", "config/temperature", "knn_top1",
+                   "probe_conv1_top1", "probe_res5_top1", "invariance_l2_mean", "wall_s", "images_seen"]:
+        assert column in trials, column
+    assert (trials.images_seen == 2 * 4 * 50).all()
+    store = tmp_path / "mini_lambda"
+    epochs = pd.read_parquet(store / "epochs.parquet")
+    assert sorted(epochs.groupby("trial_id").epoch.apply(list).tolist()) == [[0, 1], [0, 1]]
+    baselines = pd.read_parquet(store / "baselines.parquet")
+    assert list(baselines.seed) == [0] and {"knn_top1", "probe_res5_top1"} <= set(baselines)
+    invariance = pd.read_parquet(store / "invariance.parquet")
+    assert invariance.groupby("trial_id").size().tolist() == [20, 20]
+
+    # Interrupt: the λ=1 trial never finished (its row is gone); the λ=0 row must survive untouched.
+    kept = trials[trials["config/loss_weight"] == 0.0]
+    pd.read_parquet(store / "trials.parquet").pipe(lambda t: t[t["config/loss_weight"] == 0.0]).to_parquet(
+        store / "trials.parquet", index=False
+    )
+    resumed = run_study(STUDY, profile=SMALL, root=tmp_path, quiet=True)
+    assert sorted(resumed.trial_id) == sorted(trials.trial_id)  # no gap, no duplicate
+    again = resumed.set_index("trial_id").loc[kept.trial_id.iloc[0]]
+    assert again.finished_at == kept.finished_at.iloc[0]  # the finished trial was not rerun
+    assert (resumed.status == "ok").all()
+
+    # Everything done: a third run starts no trial at all.
+    final = run_study(STUDY, profile=SMALL, root=tmp_path, quiet=True)
+    pd.testing.assert_frame_equal(final, resumed)

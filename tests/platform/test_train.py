@@ -1,0 +1,100 @@
+"""The generic worker loop: in-process (num_workers=0) and with 2 real Train workers."""
+
+import math
+
+import numpy as np
+import pytest
+import ray
+import torch
+
+from sslab.platform.augment import with_views
+from sslab.platform.profiles import Profile
+from sslab.platform.train import TrialSpec, _load_checkpoint, cosine_lr, make_trainer, root_cause
+
+TINY = Profile(
+    name="tiny", width=8, epochs=2, batch_size=16, lr=0.05, num_workers=0,
+    knn_k=5, probe_epochs=2, invariance_samples=8, monitor_images=32,
+)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    from sslab.platform.study import TRIAL_RESOURCE
+
+    ray.init(num_cpus=4, resources={TRIAL_RESOURCE: 10}, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(n) % 4
+    ds = ray.data.from_items([{"idx": i, "image": images[i], "label": labels[i]} for i in range(n)])
+    eval_data = {"train_images": images, "train_labels": labels, "test_images": images[:24], "test_labels": labels[:24]}
+    return ds, eval_data
+
+
+def _fit(tmp_path, profile, method_config=None, name="t"):
+    ds, eval_data = _data()
+    spec = TrialSpec("pirl", {"num_negatives": 16, **(method_config or {})}, profile, seed=0, num_samples=64,
+                     eval_data=eval_data)
+    _, method = spec.build()
+    trainer = make_trainer(spec, with_views(ds, method.views()), name=name, storage_path=str(tmp_path))
+    return trainer.fit(), spec
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    assert cosine_lr(0, 100, 10) == pytest.approx(0.1)
+    assert cosine_lr(9, 100, 10) == pytest.approx(1.0)
+    assert cosine_lr(10, 100, 10) == pytest.approx(1.0)
+    assert cosine_lr(55, 100, 10) == pytest.approx(0.5)
+    assert cosine_lr(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_root_cause_digs_the_nan_message_out_of_ray_tracebacks():
+    text = "TrainingFailedError: ...\nTraceback...\nsslab.platform.train.NonFiniteLossError: loss became NaN at epoch 3 step 7 (value nan); lower"
+    assert root_cause(text).startswith("loss became NaN at epoch 3 step 7")
+    assert root_cause("Traceback\n  File x\nValueError: bad thing") == "ValueError: bad thing"
+
+
+def test_in_process_loop_trains_evaluates_and_checkpoints_method_buffers(ray_local, tmp_path):
+    result, spec = _fit(tmp_path, TINY)
+    metrics = result.metrics
+    assert metrics["epoch"] == 1 and metrics["images_seen"] == 2 * (64 // 16) * 16
+    assert {"knn_top1", "probe_res5_top1", "probe_conv1_top1", "invariance_l2_mean"} <= set(metrics)
+    assert len(metrics["invariance_samples"]) == 8 and len(metrics["history"]) == 2
+    assert all(math.isfinite(h["loss"]) for h in metrics["history"])
+    state = _load_checkpoint(result.checkpoint)
+    _, fresh = spec.build()
+    bank_keys = [k for k in state["model"] if "bank" in k]
+    assert bank_keys, "the memory bank must be a persistent buffer in the checkpoint"
+    moved = [not torch.allclose(state["model"][k], fresh.state_dict()[k]) for k in bank_keys]
+    assert any(moved), "training must have written the memory bank"
+    assert state["epoch"] == 1 and len(state["history"]) == 2
+
+
+def test_nan_loss_stops_the_trial_naming_epoch_and_step(ray_local, tmp_path, monkeypatch):
+    from sslab.methods.pirl import PIRL
+
+    original = PIRL.training_step
+    calls = {"n": 0}
+
+    def poisoned(self, batch):
+        loss, metrics = original(self, batch)
+        calls["n"] += 1
+        return (loss * float("nan"), metrics) if calls["n"] == 2 else (loss, metrics)
+
+    monkeypatch.setattr(PIRL, "training_step", poisoned)
+    monkeypatch.setattr(PIRL, "forward", poisoned)
+    with pytest.raises(Exception) as info:
+        _fit(tmp_path, TINY, name="nan")
+    assert root_cause(info.value).startswith("loss became NaN at epoch 0 step 1")
+
+
+def test_two_data_parallel_workers_train_and_report(ray_local, tmp_path):
+    profile = TINY.with_overrides(num_workers=2, epochs=1, batch_size=8)
+    result, _ = _fit(tmp_path, profile, name="ddp")
+    assert result.metrics["epoch"] == 0
+    assert result.metrics["images_seen"] == (64 // (8 * 2)) * 8 * 2
+    assert math.isfinite(result.metrics["loss"]) and "knn_top1" in result.metrics
