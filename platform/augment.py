@@ -29,8 +29,12 @@ def make_views(batch: dict[str, np.ndarray], views: Sequence[Any]) -> dict[str, 
 
 
 def with_views(dataset: ray.data.Dataset, views: Sequence[Any], *, num_cpus: float = 1.0) -> ray.data.Dataset:
-    """The dataset with the method's views computed per epoch inside Ray Data."""
-    return dataset.map_batches(
+    """The dataset with the method's views computed per epoch inside Ray Data.
+
+    Blocks are visited in a new random order every epoch; the Train loop adds a
+    local shuffle buffer, so batches differ from epoch to epoch at no global-shuffle cost.
+    """
+    return dataset.randomize_block_order().map_batches(
         make_views,
         fn_kwargs={"views": list(views)},
         batch_size=VIEW_BATCH,

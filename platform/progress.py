@@ -31,6 +31,8 @@ class Progress:
         self.study = study
         self.profile = profile
         self.console = Console(quiet=quiet, highlight=False)
+        if not self.console.is_terminal:  # logs and pipes get the whole table, not an 80-column cut
+            self.console.width = max(self.console.width, 160)
         self.console.print(
             f"[bold]{study.name}[/]: {study.method} on {profile.dataset}"
             f"{f' ({profile.train_subset} train images)' if profile.train_subset else ''}, profile {profile.name}, "

@@ -57,7 +57,13 @@ class Study:
         keys = list(self.grid)
         return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
 
-    def validate(self) -> None:
+    def method_config(self, point: dict[str, Any], profile: Profile) -> dict[str, Any]:
+        """The method's hyperparameters for one grid point: profile defaults < study base < point."""
+        known = {f.name for f in fields(methods.get(self.method).Config)}
+        profile_defaults = {k: v for k, v in profile.method_defaults.items() if k in known}
+        return {**profile_defaults, **self.base, **point}
+
+    def validate(self, profile: Profile) -> None:
         """Build every configuration's method Config: a bad value fails here, before Ray starts."""
         cls = methods.get(self.method)
         known = {f.name for f in fields(cls.Config)}
@@ -65,7 +71,7 @@ class Study:
         if unknown:
             raise ValueError(f"study {self.name!r}: {self.method} has no hyperparameter(s) {unknown}; known: {sorted(known)}")
         for point in self.configurations():
-            cls.Config(**{**self.base, **point})
+            cls.Config(**self.method_config(point, profile))
         if self.seeds < 1:
             raise ValueError(f"study {self.name!r}: seeds = {self.seeds} must be at least 1")
 
@@ -129,7 +135,7 @@ def run_study(
     seeds = study.seeds if seeds is None else seeds
     if seeds < 1:
         raise ValueError(f"--seeds = {seeds} must be at least 1")
-    study.validate()
+    study.validate(profile)
     store = ResultsStore(results_root(root), study.name)
     store.check_writable()
     store.write_metadata(
@@ -174,6 +180,8 @@ def _init_ray(address: str | None) -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
     # The results store is the record; Tune's own CSV/JSON/TensorBoard loggers are not needed.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Progress is ours (platform/progress.py): Tune's legacy reporter at verbose=0 prints nothing.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -271,6 +279,9 @@ def _run_trials(study: Study, profile: Profile, store: ResultsStore, pending, da
 
     from sslab.platform.tune_callbacks import StoreCallback
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Tune's result files are off (the results store is the record): its ResultGrid need not say so.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     cluster = ray.cluster_resources()
     trial_resources = {TRIAL_RESOURCE: 1} if cluster.get(TRIAL_RESOURCE) else {"CPU": 1}
     space = {key: optuna.distributions.CategoricalDistribution(values) for key, values in study.grid.items()}
@@ -306,7 +317,7 @@ def _run_trials(study: Study, profile: Profile, store: ResultsStore, pending, da
             storage_path=str(store.ray_storage),
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-            callbacks=[StoreCallback(store, study, progress)],
+            callbacks=[StoreCallback(store, study, profile, progress)],
         ),
     )
     tuner.fit()
@@ -332,7 +343,7 @@ def run_trial(
     seed = int(config["seed"])
     spec = TrialSpec(
         method=study.method,
-        method_config={**study.base, **point},
+        method_config=study.method_config(point, profile),
         profile=profile,
         seed=seed,
         num_samples=num_samples,

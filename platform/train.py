@@ -148,7 +148,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         sums: dict[str, float] = defaultdict(float)
         steps, epoch_start = 0, time.perf_counter()
         for step, batch in enumerate(
-            shard.iter_torch_batches(batch_size=profile.batch_size, drop_last=True, device=device)
+            shard.iter_torch_batches(
+                batch_size=profile.batch_size,
+                drop_last=True,
+                device=device,
+                local_shuffle_buffer_size=profile.shuffle_buffer or None,
+            )
         ):
             with autocast:
                 loss, step_metrics = model(batch)
@@ -179,12 +184,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             images_seen=images_seen,
             epoch_s=time.perf_counter() - epoch_start,
         )
-        history.append(dict(metrics))
         if rank == 0 and spec.eval_data is not None:
             if epoch == profile.epochs - 1:
                 metrics.update(_evaluate_trained(spec, backbone, method, device))
             else:
                 metrics["knn_top1"] = _monitor_knn(spec, backbone, device)
+        history.append({k: v for k, v in metrics.items() if k != "invariance_samples"})
         metrics["train_s"] = train_seconds
         state = None
         if rank == 0:

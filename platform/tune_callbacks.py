@@ -23,9 +23,10 @@ _NOT_EPOCH_METRICS = {"history", "invariance_samples", "config", "checkpoint_pat
 
 
 class StoreCallback(Callback):
-    def __init__(self, store: ResultsStore, study, progress):
+    def __init__(self, store: ResultsStore, study, profile, progress):
         self.store = store
         self.study = study
+        self.profile = profile
         self.progress = progress
         self._started: dict[str, float] = {}
 
@@ -41,7 +42,7 @@ class StoreCallback(Callback):
         config = dict(trial.config)
         seed = int(config.pop("seed"))
         cls = methods.get(self.study.method)
-        full = asdict(cls.Config(**{**self.study.base, **config}))
+        full = asdict(cls.Config(**self.study.method_config(config, self.profile)))
         row = {
             "trial_id": trial_key(self.study.method, config, seed),
             "method": self.study.method,

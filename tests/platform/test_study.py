@@ -46,6 +46,14 @@ def test_bad_values_are_refused_before_any_ray_work(tmp_path):
     assert not ray.is_initialized()
 
 
+def test_method_config_precedence_profile_then_base_then_point():
+    profile = SMALL.with_overrides(method_defaults={"loss_form": "infonce", "temperature": 0.2, "not_a_pirl_field": 1})
+    study = Study(name="s", method="pirl", grid={"temperature": [0.1]}, base={"loss_form": "nce", "bank_momentum": 0.9})
+    config = study.method_config({"temperature": 0.1}, profile)
+    assert config == {"loss_form": "nce", "temperature": 0.1, "bank_momentum": 0.9}
+    assert Study(name="s", method="pirl", grid={}).method_config({}, profile) == {"loss_form": "infonce", "temperature": 0.2}
+
+
 def test_concurrency_follows_the_cluster():
     assert max_concurrent_trials(SMALL, {"CPU": 2}) == 1
     assert max_concurrent_trials(SMALL, {"CPU": 8}) == 4
