@@ -224,7 +224,7 @@ def _record_baselines(store: ResultsStore, profile: Profile, data: dict[str, Any
     import torch
 
     from sslab.methods.backbone import Backbone
-    from sslab.platform.evaluate import evaluate
+    from sslab.platform.train import evaluate_for_profile
 
     name = backbone_name(profile)
     existing = store.read("baselines")
@@ -234,20 +234,9 @@ def _record_baselines(store: ResultsStore, profile: Profile, data: dict[str, Any
         start = time.perf_counter()
         torch.manual_seed(seed)
         backbone = Backbone(profile.arch, cifar_stem=profile.cifar_stem, width=profile.width)
-        arrays = data["arrays"]
-        result = evaluate(
-            backbone,
-            arrays["train_images"],
-            arrays["train_labels"],
-            arrays["test_images"],
-            arrays["test_labels"],
-            knn_k=profile.knn_k,
-            knn_temperature=profile.knn_temperature,
-            probe_epochs=profile.probe_epochs,
-            seed=seed,
-        )
-        store.record_baseline({"backbone": name, "seed": seed, **result.metrics, "wall_s": time.perf_counter() - start})
-        progress.note(f"random-init baseline (seed {seed}): kNN top-1 {result.metrics['knn_top1']:.3f}")
+        metrics = evaluate_for_profile(backbone, data["arrays"], profile, seed=seed)
+        store.record_baseline({"backbone": name, "seed": seed, **metrics, "wall_s": time.perf_counter() - start})
+        progress.note(f"random-init baseline (seed {seed}): kNN top-1 {metrics['knn_top1']:.3f}")
 
 
 def max_concurrent_trials(profile: Profile, cluster: dict[str, float]) -> int:

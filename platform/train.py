@@ -186,7 +186,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         )
         if rank == 0 and spec.eval_data is not None:
             if epoch == profile.epochs - 1:
-                metrics.update(_evaluate_trained(spec, backbone, method, device))
+                metrics.update(
+                    evaluate_for_profile(backbone, _eval_arrays(spec), profile, seed=spec.seed, method=method, device=device)
+                )
             else:
                 metrics["knn_top1"] = _monitor_knn(spec, backbone, device)
         history.append({k: v for k, v in metrics.items() if k != "invariance_samples"})
@@ -228,20 +230,31 @@ def _monitor_knn(spec: TrialSpec, backbone: Backbone, device) -> float:
     )
 
 
-def _evaluate_trained(spec: TrialSpec, backbone: Backbone, method: torch.nn.Module, device) -> dict[str, Any]:
-    data, profile = _eval_arrays(spec), spec.profile
+def evaluate_for_profile(
+    backbone: Backbone,
+    arrays: dict[str, np.ndarray],
+    profile: Profile,
+    *,
+    seed: int,
+    method: torch.nn.Module | None = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """The profile's evaluation (kNN, probes, invariance when a method is given) as report metrics.
+
+    Used for trained trials and for the random-init baseline alike, so both are measured the same way.
+    """
     result = evaluate(
         backbone,
-        data["train_images"],
-        data["train_labels"],
-        data["test_images"],
-        data["test_labels"],
+        arrays["train_images"],
+        arrays["train_labels"],
+        arrays["test_images"],
+        arrays["test_labels"],
         method=method,
         knn_k=profile.knn_k,
         knn_temperature=profile.knn_temperature,
         probe_epochs=profile.probe_epochs,
         invariance_samples=profile.invariance_samples,
-        seed=spec.seed,
+        seed=seed,
         device=device,
     )
     out: dict[str, Any] = dict(result.metrics)
