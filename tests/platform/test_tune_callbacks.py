@@ -1,0 +1,69 @@
+"""The Tune callback writes finished and failed trials into the store as they happen."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from sslab.platform.profiles import Profile
+from sslab.platform.results import ResultsStore
+from sslab.platform.study import Study
+from sslab.platform.tune_callbacks import StoreCallback
+
+PROFILE = Profile(name="p", method_defaults={"loss_form": "infonce"})
+STUDY = Study(name="s", method="pirl", grid={"loss_weight": [0.0, 0.5]})
+
+
+class _Silent:
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def _trial(loss_weight, last_result, error=None):
+    return SimpleNamespace(
+        trial_id=f"t{loss_weight}",
+        config={"loss_weight": loss_weight, "seed": 1},
+        last_result=last_result,
+        get_error=lambda: error,
+    )
+
+
+def test_finished_trial_row_has_config_metrics_and_invariance(tmp_path):
+    store = ResultsStore(tmp_path, "s")
+    callback = StoreCallback(store, STUDY, PROFILE, _Silent())
+    trial = _trial(0.5, {})
+    callback.on_trial_start(0, [], trial)
+    history = [{"epoch": 0, "loss": 9.0}, {"epoch": 1, "loss": 8.0}]
+    callback.on_trial_result(0, [], trial, {"epoch": 1, "loss": 8.0, "history": history})
+    trial.last_result = {
+        "epoch": 1, "loss": 8.0, "knn_top1": 0.31, "probe_res5_top1": 0.4, "invariance_l2_mean": 0.9,
+        "invariance_samples": [0.8, 1.0], "images_seen": 640, "train_s": 3.0, "history": history,
+    }
+    callback.on_trial_complete(0, [], trial)
+    (row,) = store.read("trials").to_dict("records")
+    assert row["trial_id"] == "pirl-loss_weight=0.5-seed=1" and row["status"] == "ok" and row["seed"] == 1
+    assert row["config/loss_weight"] == 0.5 and row["config/loss_form"] == "infonce"  # the profile's default
+    assert row["config/temperature"] == pytest.approx(0.07)  # the paper default, recorded
+    assert (row["knn_top1"], row["probe_res5_top1"], row["epochs"], row["images_seen"]) == (0.31, 0.4, 2, 640)
+    assert list(store.read("epochs").loss) == [9.0, 8.0]
+    assert list(store.read("invariance").distance) == pytest.approx([0.8, 1.0])
+
+
+def test_failed_trial_is_recorded_with_its_cause(tmp_path):
+    store = ResultsStore(tmp_path, "s")
+    callback = StoreCallback(store, STUDY, PROFILE, _Silent())
+    error = RuntimeError("ray.train.WorkerGroupError: ...\nNonFiniteLossError: loss became NaN at epoch 2 step 5 (value nan)")
+    trial = _trial(0.0, {"epoch": 1, "loss": 7.5, "images_seen": 128}, error)
+    callback.on_trial_start(0, [], trial)
+    callback.on_trial_error(0, [], trial)
+    (row,) = store.read("trials").to_dict("records")
+    assert row["status"] == "failed"
+    assert row["error"].startswith("loss became NaN at epoch 2 step 5")
+    assert row["epochs"] == 2 and row["images_seen"] == 128  # what was computed is kept
+
+
+def test_callback_pickles_without_its_live_display(tmp_path):
+    import pickle
+
+    callback = StoreCallback(ResultsStore(tmp_path, "s"), STUDY, PROFILE, progress=object())
+    clone = pickle.loads(pickle.dumps(callback))
+    assert clone.progress is None and clone.store.path == callback.store.path
