@@ -109,7 +109,6 @@ PROFILES: dict[str, Profile] = {
         num_workers=1,
         torch_threads=2,
         probe_epochs=30,
-        knn_k=50,
         invariance_samples=500,
         method_defaults={"loss_form": "infonce"},
     ),
