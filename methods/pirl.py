@@ -24,6 +24,7 @@ import math
 import numbers
 import re
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -152,7 +153,8 @@ class PIRL(nn.Module):
         """g(v_I^t), L2-normalised, B x d, from B x 9 x 3 x p x p patches in their permuted order."""
         if patches.dim() != 5 or patches.shape[1] != NUM_PATCHES:
             raise ValueError(f"jigsaw patches must be B x {NUM_PATCHES} x 3 x p x p, got {tuple(patches.shape)}")
-        per_patch = self.patch_head(self.backbone(patches.flatten(0, 1)))
+        with _running_stats_frozen(self.backbone):
+            per_patch = self.patch_head(self.backbone(patches.flatten(0, 1)))
         return F.normalize(self.jigsaw_head(per_patch.reshape(len(patches), -1)).float(), dim=1)
 
     # --- loss ---------------------------------------------------------------------------
@@ -207,6 +209,25 @@ class PIRL(nn.Module):
     def invariance_pair(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(v_I), g(v_I^t)), both L2-normalised; the caller chooses train or eval mode."""
         return self.embed_image(batch["image"]), self.embed_jigsaw(batch["jigsaw"])
+
+
+@contextmanager
+def _running_stats_frozen(module: nn.Module):
+    """Patches normalise with their own batch statistics but leave BatchNorm's running estimates alone.
+
+    The running mean/variance are what the frozen backbone uses at evaluation, on whole images;
+    tiny jigsaw patches (8x8 on CIFAR) have very different statistics and, passing through the
+    trunk after the image in every step, would otherwise overwrite them.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
 
 
 def _mean_over_workers(log_z: torch.Tensor) -> torch.Tensor:

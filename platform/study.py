@@ -19,14 +19,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
 from sslab import methods
@@ -157,7 +154,6 @@ def run_study(
     pending = [p for p in all_points if trial_key(study.method, _without_seed(p), p["seed"]) not in done]
     progress = Progress(study, profile, total=len(all_points), already_done=len(all_points) - len(pending), quiet=quiet)
 
-    import ray
 
     _init_ray(address)
     data = _load_data(profile, data_dir, progress)

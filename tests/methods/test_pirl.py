@@ -209,3 +209,17 @@ def test_sgd_steps_lower_the_pirl_loss_on_a_fixed_batch():
     last = loss_with_fixed_negatives()
     assert last["loss"] < 0.8 * first["loss"]
     assert last["loss_image"] < first["loss_image"] and last["loss_jigsaw"] < first["loss_jigsaw"]
+
+
+def test_jigsaw_patches_leave_batchnorm_running_statistics_to_the_images():
+    """The frozen backbone is evaluated on whole images: patch passes must not move its BN estimates."""
+    with_patches = make(PIRLConfig(loss_weight=0.5, embedding_dim=16))
+    images_only = make(PIRLConfig(loss_weight=0.0, embedding_dim=16))
+    data = batch()
+    with_patches.training_step(data)
+    images_only.training_step(data)
+    stats = [k for k in with_patches.backbone.state_dict() if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    for key in stats:
+        torch.testing.assert_close(with_patches.backbone.state_dict()[key], images_only.backbone.state_dict()[key])
+    assert all(m.momentum == 0.1 for m in with_patches.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))

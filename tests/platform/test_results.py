@@ -1,6 +1,5 @@
 """The results store: rows appended, replaced by key, atomic files, resume bookkeeping."""
 
-import pandas as pd
 import pytest
 
 from sslab.platform.results import SCHEMA_VERSION, ResultsStore, results_root
