@@ -154,12 +154,12 @@ def run_study(
     pending = [p for p in all_points if trial_key(study.method, _without_seed(p), p["seed"]) not in done]
     progress = Progress(study, profile, total=len(all_points), already_done=len(all_points) - len(pending), quiet=quiet)
 
-
-    _init_ray(address)
-    data = _load_data(profile, data_dir, progress)
-    _record_baselines(store, profile, data, seeds, progress)
-    if pending:
-        _run_trials(study, profile, store, pending, data, progress)
+    if pending or _missing_baseline_seeds(store, profile, seeds):
+        _init_ray(address)
+        data = _load_data(profile, data_dir, progress)
+        _record_baselines(store, profile, data, seeds, progress)
+        if pending:
+            _run_trials(study, profile, store, pending, data, progress)
     trials = store.read("trials")
     progress.summary(trials, store.read("baselines"))
     return trials
@@ -215,6 +215,15 @@ def _load_data(profile: Profile, data_dir, progress) -> dict[str, Any]:
     return {"arrays": arrays, "eval_ref": ray.put(arrays), "train_ds": to_ray_dataset(train), "num_samples": len(train.labels)}
 
 
+def _missing_baseline_seeds(store: ResultsStore, profile: Profile, seeds: int) -> list[int]:
+    """Seeds whose random-init baseline of this profile's backbone is not in the store yet."""
+    existing = store.read("baselines")
+    if existing.empty:
+        return list(range(seeds))
+    done = set(existing.loc[existing["backbone"] == backbone_name(profile), "seed"])
+    return [seed for seed in range(seeds) if seed not in done]
+
+
 def _record_baselines(store: ResultsStore, profile: Profile, data: dict[str, Any], seeds: int, progress) -> None:
     """The same evaluation of the untrained backbone, once per seed (the random-init reference)."""
     import torch
@@ -223,10 +232,7 @@ def _record_baselines(store: ResultsStore, profile: Profile, data: dict[str, Any
     from sslab.platform.train import evaluate_for_profile
 
     name = backbone_name(profile)
-    existing = store.read("baselines")
-    for seed in range(seeds):
-        if not existing.empty and ((existing["backbone"] == name) & (existing["seed"] == seed)).any():
-            continue
+    for seed in _missing_baseline_seeds(store, profile, seeds):
         start = time.perf_counter()
         torch.manual_seed(seed)
         backbone = Backbone(profile.arch, cifar_stem=profile.cifar_stem, width=profile.width)

@@ -91,6 +91,8 @@ def test_study_writes_the_store_and_resumes_without_rerunning(ray_local, tmp_pat
     assert again.finished_at == kept.finished_at.iloc[0]  # the finished trial was not rerun
     assert (resumed.status == "ok").all()
 
-    # Everything done: a third run starts no trial at all.
-    final = run_study(STUDY, profile=SMALL, root=tmp_path, quiet=True)
+    # Everything done: a third run starts no trial at all, and needs neither Ray nor the data.
+    ray.shutdown()
+    final = run_study(STUDY, profile=SMALL, root=tmp_path, data_dir=tmp_path / "no-data-here", quiet=True)
     pd.testing.assert_frame_equal(final, resumed)
+    assert not ray.is_initialized()
