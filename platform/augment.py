@@ -28,11 +28,19 @@ def make_views(batch: dict[str, np.ndarray], views: Sequence[Any]) -> dict[str, 
     return out
 
 
-def with_views(dataset: ray.data.Dataset, views: Sequence[Any], *, num_cpus: float = 1.0) -> ray.data.Dataset:
+def with_views(
+    dataset: ray.data.Dataset,
+    views: Sequence[Any],
+    *,
+    num_cpus: float = 1.0,
+    remote_args: dict[str, Any] | None = None,
+) -> ray.data.Dataset:
     """The dataset with the method's views computed per epoch inside Ray Data.
 
     Blocks are visited in a new random order every epoch; the Train loop adds a
     local shuffle buffer, so batches differ from epoch to epoch at no global-shuffle cost.
+    ``remote_args`` (e.g. a ``label_selector`` from ``placement.augment_remote_args``)
+    decide which nodes run the augmentation tasks.
     """
     return dataset.randomize_block_order().map_batches(
         make_views,
@@ -40,4 +48,5 @@ def with_views(dataset: ray.data.Dataset, views: Sequence[Any], *, num_cpus: flo
         batch_size=VIEW_BATCH,
         batch_format="numpy",
         num_cpus=num_cpus,
+        **(remote_args or {}),
     )

@@ -69,7 +69,7 @@ def _report(study: Study, root: str | None, fmt: str) -> None:
     store = ResultsStore(results_root(root), study.name)
     trials = store.read("trials")
     if trials.empty:
-        raise SystemExit(f"sslab: no results for {study.name!r} under {store.path}; run it with: sslab run {study.name}")
+        raise SystemExit(f"sslab: no results for {study.name!r} under {store.location}; run it with: sslab run {study.name}")
     if fmt == "csv":
         trials.to_csv(sys.stdout, index=False)
     else:

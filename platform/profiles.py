@@ -38,6 +38,11 @@ class Profile:
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
+    #: how a trial's Train workers are spread over nodes: Ray's PACK, SPREAD or STRICT_SPREAD
+    worker_placement: str = "PACK"
+    #: where Ray Data's augmentation runs: "prefer" nodes labelled sslab.io/role=augment when
+    #: any is up, "require" them (autoscaled clusters), or "any"; $SSLAB_AUGMENT_NODES overrides
+    augment_nodes: str = "prefer"
     #: "bf16" enables torch.autocast(bfloat16) on GPU; ignored on CPU
     precision: str = "fp32"
     #: kNN (Wu et al. 2018): k neighbours, weights exp(s/τ_knn)
@@ -50,8 +55,9 @@ class Profile:
     probe_epochs: int = 100
     #: test images whose invariance distance is measured and kept as samples
     invariance_samples: int = 1000
-    #: Ray Train retries of a failed worker group from its last checkpoint
-    max_failures: int = 0
+    #: retries of a trial whose workers or node died, each from its last epoch checkpoint
+    #: (Ray Train restarts the worker group; Tune restarts a trial whose driver was lost)
+    max_failures: int = 2
     #: torch intra-op threads per Train worker (0 = Ray's default: one per CPU of the worker)
     torch_threads: int = 0
     #: method hyperparameters this profile needs, applied under the study's own settings
@@ -68,6 +74,9 @@ class Profile:
             "knn_k": self.knn_k >= 1,
             "probe_epochs": self.probe_epochs >= 1,
             "precision": self.precision in ("fp32", "bf16"),
+            "worker_placement": self.worker_placement in ("PACK", "SPREAD", "STRICT_SPREAD"),
+            "augment_nodes": self.augment_nodes in ("prefer", "require", "any"),
+            "max_failures": self.max_failures >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -124,7 +133,6 @@ PROFILES: dict[str, Profile] = {
         use_gpu=True,
         cpus_per_worker=4,
         precision="bf16",
-        max_failures=3,
     ),
 }
 

@@ -21,87 +21,117 @@ epochs: ``trial_id``, ``epoch``, ``loss`` and every other per-epoch metric.
 baselines: ``backbone``, ``seed``, ``knn_top1``, ``probe_<tap>_top1``.
 invariance: ``trial_id``, ``distance``.
 
-Every file is rewritten atomically (temporary file, then rename), so a reader
-never sees half a table and a crash never loses rows already written.
+The root is a local path or a URI (``s3://bucket/sslab``, ``gs://...``): files
+go through ``pyarrow.fs``, so a cluster's nodes and a laptop read the same
+store. Every file is rewritten atomically (a temporary file renamed into
+place locally; one PUT on an object store), so a reader never sees half a
+table and a crash never loses rows already written.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
+import posixpath
+import uuid
 from typing import Any, Iterable
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 SCHEMA_VERSION = 1
 TRIAL_STATUSES = ("ok", "failed", "stopped")
 TRIAL_COLUMNS = ("trial_id", "method", "seed", "status", "error")
 
 
-def results_root(override: str | os.PathLike | None = None) -> Path:
-    """The results root: a flag wins over ``$SSLAB_RESULTS``, which wins over ``./results``."""
-    return Path(override or os.environ.get("SSLAB_RESULTS") or "results").expanduser()
+def results_root(override: str | os.PathLike | None = None) -> str:
+    """The results root: a flag wins over ``$SSLAB_RESULTS``, which wins over ``./results``.
+
+    A local path comes back absolute (Ray's storage needs one); a URI comes back as given.
+    """
+    root = str(override or os.environ.get("SSLAB_RESULTS") or "results")
+    return root.rstrip("/") if "://" in root else os.path.abspath(os.path.expanduser(root))
 
 
-def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and the path on it of a local path or a URI."""
+    if "://" in location:
+        return pafs.FileSystem.from_uri(location)
+    return pafs.LocalFileSystem(), os.path.abspath(location)
 
 
 class ResultsStore:
     """Reads and appends the tables of one study."""
 
     def __init__(self, root: str | os.PathLike, study: str):
-        self.root = Path(root)
+        self.root = results_root(root)
         self.study = study
-        self.path = self.root / study
+        #: where the study lives, as the user names it (a path or a URI)
+        self.location = f"{self.root}/{study}" if "://" in self.root else os.path.join(self.root, study)
+        self.fs, self._base = _filesystem(self.location)
+        self._local = isinstance(self.fs, pafs.LocalFileSystem)
 
     # ------------------------------------------------------------------ paths
-    def table_path(self, table: str) -> Path:
-        return self.path / f"{table}.parquet"
+    def _path(self, name: str) -> str:
+        return posixpath.join(self._base, name)
+
+    def table_path(self, table: str) -> str:
+        return self._path(f"{table}.parquet")
 
     @property
-    def ray_storage(self) -> Path:
-        return (self.path / "ray").resolve()
+    def ray_storage(self) -> str:
+        """Where Ray Tune and Ray Train keep this study's files and checkpoints (same storage as the store)."""
+        return f"{self.location}/ray" if "://" in self.location else os.path.join(self.location, "ray")
+
+    def _exists(self, path: str) -> bool:
+        return self.fs.get_file_info(path).type == pafs.FileType.File
+
+    def _write_bytes(self, path: str, data: bytes) -> None:
+        """Atomically replace a file: write beside it, then rename (one PUT on object stores)."""
+        self.fs.create_dir(self._base, recursive=True)
+        if not self._local:
+            with self.fs.open_output_stream(path) as out:
+                out.write(data)
+            return
+        tmp = self._path(f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
+        try:
+            with self.fs.open_output_stream(tmp) as out:
+                out.write(data)
+            self.fs.move(tmp, path)
+        finally:
+            if self._exists(tmp):
+                self.fs.delete_file(tmp)
 
     def check_writable(self) -> None:
         """Fail before any work if the study folder cannot be written."""
+        probe = self._path(".write-test")
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
+            self._write_bytes(probe, b"ok")
+            self.fs.delete_file(probe)
         except OSError as err:
             raise PermissionError(
-                f"cannot write the results store at {self.path} ({err.strerror or err}); "
-                "set SSLAB_RESULTS or --results to a writable folder"
+                f"cannot write the results store at {self.location} ({getattr(err, 'strerror', None) or err}); "
+                "set SSLAB_RESULTS or --results to a writable folder or bucket"
             ) from err
 
     # -------------------------------------------------------------- metadata
     def write_metadata(self, meta: dict[str, Any]) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
         payload = {"schema_version": SCHEMA_VERSION, "study": self.study, **meta}
-        tmp = self.path / ".study.json.tmp"
-        tmp.write_text(json.dumps(payload, indent=2, default=str))
-        os.replace(tmp, self.path / "study.json")
+        self._write_bytes(self._path("study.json"), json.dumps(payload, indent=2, default=str).encode())
 
     def metadata(self) -> dict[str, Any]:
-        path = self.path / "study.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        path = self._path("study.json")
+        if not self._exists(path):
+            return {}
+        with self.fs.open_input_stream(path) as src:
+            return json.loads(src.read())
 
     # ---------------------------------------------------------------- tables
     def read(self, table: str) -> pd.DataFrame:
         path = self.table_path(table)
-        return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+        return pq.read_table(path, filesystem=self.fs).to_pandas() if self._exists(path) else pd.DataFrame()
 
     def append(self, table: str, rows: Iterable[dict[str, Any]], *, replace_where: dict[str, Any] | None = None) -> None:
         """Append rows to a table; rows matching every ``replace_where`` column=value are dropped first
@@ -115,7 +145,9 @@ class ResultsStore:
             old = old[~match]
         frame = pd.concat([old, new], ignore_index=True) if not old.empty else new
         if not frame.empty:
-            _write_parquet_atomic(frame, self.table_path(table))
+            sink = pa.BufferOutputStream()
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink)
+            self._write_bytes(self.table_path(table), sink.getvalue().to_pybytes())
 
     def record_trial(self, row: dict[str, Any]) -> None:
         if row.get("status") not in TRIAL_STATUSES:

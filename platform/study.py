@@ -27,12 +27,10 @@ from typing import Any, Sequence
 import pandas as pd
 
 from sslab import methods
+from sslab.platform import placement
+from sslab.platform.placement import TRIAL_RESOURCE
 from sslab.platform.profiles import Profile, get_profile
 from sslab.platform.results import ResultsStore, results_root
-
-#: custom resource a Tune trial's driver holds, so it never takes a CPU that
-#: Ray Data's augmentation or the Train workers need (see DESIGN.md)
-TRIAL_RESOURCE = "sslab_trial"
 
 
 @dataclass
@@ -156,6 +154,8 @@ def run_study(
 
     if pending or _missing_baseline_seeds(store, profile, seeds):
         _init_ray(address)
+        placement.check_shared_storage(store.root, placement.cluster_shape())
+        placement.augment_policy(profile)
         data = _load_data(profile, data_dir, progress)
         _record_baselines(store, profile, data, seeds, progress)
         if pending:
@@ -241,27 +241,6 @@ def _record_baselines(store: ResultsStore, profile: Profile, data: dict[str, Any
         progress.note(f"random-init baseline (seed {seed}): kNN top-1 {metrics['knn_top1']:.3f}")
 
 
-def max_concurrent_trials(profile: Profile, cluster: dict[str, float]) -> int:
-    """How many trials fit at once: GPUs bound GPU trials; CPU trials keep one CPU free for augmentation."""
-    workers = max(1, profile.num_workers)
-    if profile.use_gpu:
-        gpus = cluster.get("GPU", 0)
-        if gpus < workers:
-            raise RuntimeError(
-                f"profile {profile.name!r} needs {workers} GPU(s) per trial but the cluster has {gpus:g}; "
-                "start GPU nodes (ray up cluster.yaml) or use --profile local"
-            )
-        return int(gpus // workers)
-    cpus = cluster.get("CPU", 0)
-    per_trial = workers * profile.cpus_per_worker + 1  # + one CPU for the augmentation tasks
-    if cpus < per_trial:
-        raise RuntimeError(
-            f"profile {profile.name!r} needs {per_trial:g} CPUs per trial (Train workers + augmentation) "
-            f"but the cluster has {cpus:g}; lower num_workers or add CPUs"
-        )
-    return max(1, int(cpus // per_trial))
-
-
 def _run_trials(study: Study, profile: Profile, store: ResultsStore, pending, data, progress) -> None:
     import optuna
     import ray
@@ -273,8 +252,10 @@ def _run_trials(study: Study, profile: Profile, store: ResultsStore, pending, da
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Tune's result files are off (the results store is the record): its ResultGrid need not say so.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    cluster = ray.cluster_resources()
-    trial_resources = {TRIAL_RESOURCE: 1} if cluster.get(TRIAL_RESOURCE) else {"CPU": 1}
+    cluster = placement.cluster_shape()
+    concurrent = placement.max_concurrent_trials(profile, cluster)
+    augment_args = placement.augment_remote_args(placement.augment_policy(profile), cluster)
+    trial_resources = {TRIAL_RESOURCE: 1} if ray.cluster_resources().get(TRIAL_RESOURCE) else {"CPU": 1}
     space = {key: optuna.distributions.CategoricalDistribution(values) for key, values in study.grid.items()}
     space["seed"] = optuna.distributions.CategoricalDistribution(sorted({p["seed"] for p in pending}))
     searcher = OptunaSearch(
@@ -292,7 +273,8 @@ def _run_trials(study: Study, profile: Profile, store: ResultsStore, pending, da
             train_ds=data["train_ds"],
             eval_ref=data["eval_ref"],
             num_samples=data["num_samples"],
-            storage=str(store.ray_storage / "train"),
+            storage=f"{store.ray_storage}/train",
+            augment_args=augment_args,
         ),
         trial_resources,
     )
@@ -301,13 +283,15 @@ def _run_trials(study: Study, profile: Profile, store: ResultsStore, pending, da
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             num_samples=len(pending),
-            max_concurrent_trials=min(len(pending), max_concurrent_trials(profile, cluster)),
+            max_concurrent_trials=min(len(pending), concurrent),
         ),
         run_config=tune.RunConfig(
             name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str(store.ray_storage),
+            storage_path=store.ray_storage,
             verbose=0,
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            # a trial whose driver died with its node starts again; its TorchTrainer resumes
+            # from the last epoch checkpoint (lost workers are retried by Ray Train itself)
+            failure_config=tune.FailureConfig(max_failures=profile.max_failures, fail_fast=False),
             callbacks=[StoreCallback(store, study, profile, progress)],
         ),
     )
@@ -323,6 +307,7 @@ def run_trial(
     eval_ref,
     num_samples: int,
     storage: str,
+    augment_args: dict[str, Any] | None = None,
 ) -> None:
     """One Tune trial: launch one TorchTrainer for one (configuration, seed)."""
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -343,7 +328,7 @@ def run_trial(
     _, method = spec.build()
     trainer = make_trainer(
         spec,
-        with_views(train_ds, method.views()),
+        with_views(train_ds, method.views(), remote_args=augment_args),
         name=trial_key(study.method, point, seed),
         storage_path=storage,
         callbacks=[TuneReportCallback()],

@@ -128,10 +128,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         else nullcontext()
     )
 
-    start_epoch, history, images_seen, train_seconds = 0, [], 0, 0.0
+    start_epoch, history, images_seen, train_seconds, restarts = 0, [], 0, 0.0, 0
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
+    if checkpoint is not None:  # a retry after a lost worker or node, or a resumed study
         state = _load_checkpoint(checkpoint)
+        restarts = state.get("restarts", 0) + 1
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -153,6 +154,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 drop_last=True,
                 device=device,
                 local_shuffle_buffer_size=profile.shuffle_buffer or None,
+                # a new, reproducible batch order every epoch (and on every retry of that epoch)
+                local_shuffle_seed=(spec.seed * 1_000_003 + epoch * 1_009 + rank) if profile.shuffle_buffer else None,
             )
         ):
             with autocast:
@@ -183,6 +186,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             lr=optimizer.param_groups[0]["lr"],
             images_seen=images_seen,
             epoch_s=time.perf_counter() - epoch_start,
+            restarts=restarts,
         )
         if rank == 0 and spec.eval_data is not None:
             if epoch == profile.epochs - 1:
@@ -204,6 +208,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 "images_seen": images_seen,
                 "train_seconds": train_seconds,
                 "rng": torch.get_rng_state(),
+                "restarts": restarts,
                 "last_metrics": {**metrics, "history": list(history)},
             }
         metrics["history"] = list(history)
@@ -272,8 +277,12 @@ def make_trainer(
     callbacks: list | None = None,
 ) -> ray.train.torch.TorchTrainer:
     """A TorchTrainer running the generic loop for one trial."""
+    from sslab.platform.placement import TRAIN_LABEL_SELECTOR
+
     profile = spec.profile
     resources = {"CPU": profile.cpus_per_worker}
+    if profile.use_gpu:
+        resources["GPU"] = 1
     return ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"spec": spec},
@@ -281,6 +290,8 @@ def make_trainer(
             num_workers=profile.num_workers,
             use_gpu=profile.use_gpu,
             resources_per_worker=resources if profile.num_workers else None,
+            placement_strategy=profile.worker_placement,
+            label_selector=TRAIN_LABEL_SELECTOR if profile.num_workers else None,
         ),
         datasets={"train": train_dataset},
         run_config=ray.train.RunConfig(

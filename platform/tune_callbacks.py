@@ -54,7 +54,7 @@ class StoreCallback(Callback):
     # ----------------------------------------------------------- callbacks
     def on_trial_start(self, iteration, trials, trial, **info):
         key, _ = self._identity(trial)
-        self._started[trial.trial_id] = time.time()
+        self._started.setdefault(trial.trial_id, time.time())  # a retried trial keeps its first start
         self.progress.trial_started(key)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -77,6 +77,7 @@ class StoreCallback(Callback):
             wall_s=time.time() - self._started.get(trial.trial_id, time.time()),
             train_s=float(result.get("train_s", math.nan)),
             images_seen=int(result.get("images_seen", 0)),
+            restarts=int(result.get("restarts", 0)),
             finished_at=time.time(),
         )
         if result.get("invariance_samples"):

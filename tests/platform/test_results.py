@@ -1,5 +1,7 @@
 """The results store: rows appended, replaced by key, atomic files, resume bookkeeping."""
 
+from pathlib import Path
+
 import pytest
 
 from sslab.platform.results import SCHEMA_VERSION, ResultsStore, results_root
@@ -52,7 +54,7 @@ def test_no_temporary_files_are_left_and_metadata_is_versioned(tmp_path):
     store = ResultsStore(tmp_path, "s")
     store.record_trial(_row("a"))
     store.write_metadata({"method": "pirl"})
-    assert sorted(p.name for p in store.path.iterdir()) == ["study.json", "trials.parquet"]
+    assert sorted(p.name for p in Path(store.location).iterdir()) == ["study.json", "trials.parquet"]
     assert store.metadata()["schema_version"] == SCHEMA_VERSION
 
 
@@ -65,7 +67,57 @@ def test_unwritable_root_is_reported_before_any_work(tmp_path):
 
 def test_results_root_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("SSLAB_RESULTS", str(tmp_path / "env"))
-    assert results_root() == tmp_path / "env"
-    assert results_root(tmp_path / "flag") == tmp_path / "flag"
+    assert results_root() == str(tmp_path / "env")
+    assert results_root(tmp_path / "flag") == str(tmp_path / "flag")
     monkeypatch.delenv("SSLAB_RESULTS")
-    assert str(results_root()) == "results"
+    monkeypatch.chdir(tmp_path)
+    assert results_root() == str(tmp_path / "results")  # absolute: Ray's storage needs it
+    assert results_root("s3://bucket/sslab/") == "s3://bucket/sslab"  # a URI is kept as given
+
+
+def test_a_uri_root_reads_and_writes_through_pyarrow_fs(tmp_path):
+    store = ResultsStore(f"file://{tmp_path}/root", "s")
+    store.check_writable()
+    store.write_metadata({"method": "pirl"})
+    store.record_trial(_row("a", knn_top1=0.25))
+    assert store.ray_storage == f"file://{tmp_path}/root/s/ray"
+    assert (tmp_path / "root" / "s" / "trials.parquet").is_file()
+    again = ResultsStore(f"file://{tmp_path}/root/", "s")
+    assert again.read("trials").knn_top1.tolist() == [0.25]
+    assert again.metadata()["method"] == "pirl"
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch):
+    """A local S3 endpoint (moto) with one bucket; AWS_* variables point pyarrow (and Ray) at it."""
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for key, value in {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    import pyarrow.fs as pafs
+
+    pafs.S3FileSystem(endpoint_override=f"http://{host}:{port}", allow_bucket_creation=True).create_dir("sslab-test")
+    yield "s3://sslab-test"
+    server.stop()
+
+
+def test_the_store_lives_on_s3(s3_bucket):
+    store = ResultsStore(f"{s3_bucket}/results", "s")
+    store.check_writable()
+    store.write_metadata({"method": "pirl"})
+    store.record_trial(_row("a", knn_top1=0.25))
+    store.record_trial(_row("b", status="failed", error="boom"))
+    store.record_trial(_row("a", knn_top1=0.5))
+    reader = ResultsStore(f"{s3_bucket}/results", "s")  # e.g. a laptop reading what the cluster wrote
+    trials = reader.read("trials").set_index("trial_id")
+    assert trials.loc["a", "knn_top1"] == 0.5 and trials.loc["b", "status"] == "failed"
+    assert reader.metadata()["schema_version"] == SCHEMA_VERSION
+    assert reader.ray_storage == f"{s3_bucket}/results/s/ray"
+    assert ResultsStore(f"{s3_bucket}/results", "other").read("trials").empty

@@ -9,7 +9,7 @@ import pytest
 import ray
 
 from sslab.platform.profiles import Profile
-from sslab.platform.study import Study, max_concurrent_trials, run_study, trial_key
+from sslab.platform.study import Study, run_study, trial_key
 
 ARCHIVE = Path(os.environ.get("SSLAB_DATA", "~/.cache/sslab/data")).expanduser() / "cifar10-jpg.tar.gz"
 needs_cifar = pytest.mark.skipif(not ARCHIVE.exists(), reason=f"CIFAR-10 archive not found at {ARCHIVE} (set SSLAB_DATA)")
@@ -23,7 +23,7 @@ STUDY = Study(name="mini_lambda", method="pirl", grid={"loss_weight": [0.0, 1.0]
 
 @pytest.fixture(scope="module")
 def ray_local():
-    from sslab.platform.study import TRIAL_RESOURCE
+    from sslab.platform.placement import TRIAL_RESOURCE
 
     ray.init(num_cpus=2, resources={TRIAL_RESOURCE: 10}, include_dashboard=False, log_to_driver=False)
     yield
@@ -54,13 +54,18 @@ def test_method_config_precedence_profile_then_base_then_point():
     assert Study(name="s", method="pirl", grid={}).method_config({}, profile) == {"loss_form": "infonce", "temperature": 0.2}
 
 
-def test_concurrency_follows_the_cluster():
-    assert max_concurrent_trials(SMALL, {"CPU": 2}) == 1
-    assert max_concurrent_trials(SMALL, {"CPU": 8}) == 4
-    gpu = SMALL.with_overrides(use_gpu=True)
-    assert max_concurrent_trials(gpu, {"CPU": 8, "GPU": 3}) == 3
-    with pytest.raises(RuntimeError, match="GPU"):
-        max_concurrent_trials(gpu, {"CPU": 8})
+def test_a_local_results_path_is_refused_on_a_multi_machine_cluster(ray_local, tmp_path, monkeypatch):
+    from sslab.platform import placement
+
+    two_machines = placement.ClusterShape(nodes=[
+        placement.Node("a", "10.0.0.1", {"CPU": 0}, {}), placement.Node("b", "10.0.0.2", {"CPU": 8}, {}),
+    ])
+    monkeypatch.setattr(placement, "cluster_shape", lambda: two_machines)
+    monkeypatch.delenv(placement.SHARED_ENV, raising=False)
+    with pytest.raises(RuntimeError, match="local path.*2 machines"):
+        run_study(STUDY, profile=SMALL, root=tmp_path, data_dir=tmp_path / "no-data-here", quiet=True)
+    # refused before any work: no data was looked for (it is not there), no baseline, no trial
+    assert not any((tmp_path / "mini_lambda").glob("*.parquet"))
 
 
 @needs_cifar

@@ -19,7 +19,7 @@ TINY = Profile(
 
 @pytest.fixture(scope="module")
 def ray_local():
-    from sslab.platform.study import TRIAL_RESOURCE
+    from sslab.platform.placement import TRIAL_RESOURCE
 
     ray.init(num_cpus=4, resources={TRIAL_RESOURCE: 10}, include_dashboard=False, log_to_driver=False)
     yield

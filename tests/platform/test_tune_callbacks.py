@@ -66,4 +66,4 @@ def test_callback_pickles_without_its_live_display(tmp_path):
 
     callback = StoreCallback(ResultsStore(tmp_path, "s"), STUDY, PROFILE, progress=object())
     clone = pickle.loads(pickle.dumps(callback))
-    assert clone.progress is None and clone.store.path == callback.store.path
+    assert clone.progress is None and clone.store.location == callback.store.location

@@ -1,0 +1,188 @@
+"""Where a study's work runs on a Ray cluster, decided once before any trial starts.
+
+Three kinds of work share a cluster (see ``cluster.yaml``):
+
+- trial drivers (one Tune trial = one small process that launches a
+  TorchTrainer) hold the custom resource ``sslab_trial`` instead of a CPU;
+  the head node declares it and has no CPU of its own, so it runs drivers and
+  nothing else;
+- Ray Data's augmentation tasks go to nodes labelled ``sslab.io/role=augment``
+  (autoscaled CPU nodes) when the cluster has them, otherwise to any free CPU;
+- Train workers never go to augmentation nodes; on GPU profiles they follow
+  the GPUs.
+
+The same rules hold on a laptop, where one node carries no label: everything
+runs there, and the driver resource is declared by ``ray.init``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from sslab.platform.profiles import Profile
+
+#: custom resource a Tune trial's driver holds, so it never takes a CPU that
+#: Ray Data's augmentation or the Train workers need (see DESIGN.md)
+TRIAL_RESOURCE = "sslab_trial"
+#: node label naming a node's role in the cluster (cluster.yaml sets it per node type)
+ROLE_LABEL = "sslab.io/role"
+AUGMENT_ROLE = "augment"
+#: where augmentation runs: "prefer" labelled nodes when any is up, "require" them
+#: (an autoscaled cluster then starts CPU nodes from zero), or "any" node
+AUGMENT_POLICIES = ("prefer", "require", "any")
+#: set to 1 when a local results path is a mount every node shares (NFS, EFS, ...)
+SHARED_ENV = "SSLAB_RESULTS_SHARED"
+
+
+@dataclass(frozen=True)
+class Node:
+    """What placement needs to know of one alive Ray node."""
+
+    node_id: str
+    address: str
+    resources: dict[str, float]
+    labels: dict[str, str]
+
+    @property
+    def role(self) -> str:
+        return self.labels.get(ROLE_LABEL, "")
+
+    @classmethod
+    def from_ray(cls, info: dict[str, Any]) -> "Node":
+        return cls(
+            node_id=info["NodeID"],
+            address=info.get("NodeManagerAddress", ""),
+            resources=dict(info.get("Resources", {})),
+            labels=dict(info.get("Labels") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class ClusterShape:
+    """The nodes up now, and what the autoscaler may still add (from the cluster's launch config)."""
+
+    nodes: list[Node]
+    #: largest amount of each resource the autoscaler's node types allow (empty without an autoscaler)
+    max_resources: dict[str, float] = field(default_factory=dict)
+    #: largest number of nodes the autoscaler's node types allow (0 without an autoscaler)
+    max_nodes: int = 0
+
+    def total(self, resource: str) -> float:
+        return sum(n.resources.get(resource, 0) for n in self.nodes)
+
+    @property
+    def has_augment_nodes(self) -> bool:
+        return any(n.role == AUGMENT_ROLE for n in self.nodes)
+
+
+def cluster_shape() -> ClusterShape:
+    """The connected Ray cluster's shape; an autoscaled cluster that starts at zero workers
+    is planned by its node types' maximum (the way Ray Train sizes worker groups)."""
+    import ray
+
+    nodes = [Node.from_ray(info) for info in ray.nodes() if info.get("Alive")]
+    max_resources, max_nodes = {}, 0
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+        if config is not None:
+            max_nodes = sum(max(0, group.max_count) for group in config.node_group_configs)
+            max_resources = dict(state.get_max_resources_from_cluster_config() or {})
+    except Exception:  # no autoscaler (a laptop, ray.cluster_utils): plan by the nodes that are up
+        pass
+    return ClusterShape(nodes=nodes, max_resources=max_resources, max_nodes=max_nodes)
+
+
+def augment_policy(profile: Profile) -> str:
+    """The profile's augmentation placement, overridden by ``$SSLAB_AUGMENT_NODES`` (cluster.yaml sets it)."""
+    policy = os.environ.get("SSLAB_AUGMENT_NODES") or profile.augment_nodes
+    if policy not in AUGMENT_POLICIES:
+        raise ValueError(
+            f"augmentation placement {policy!r} (SSLAB_AUGMENT_NODES or the profile's augment_nodes) "
+            f"is not one of {AUGMENT_POLICIES}"
+        )
+    return policy
+
+
+def augment_remote_args(policy: str, cluster: ClusterShape) -> dict[str, Any]:
+    """Ray remote arguments for the augmentation tasks (``map_batches``)."""
+    selector = {ROLE_LABEL: AUGMENT_ROLE}
+    if policy == "require" or (policy == "prefer" and cluster.has_augment_nodes):
+        return {"label_selector": selector}
+    return {}
+
+
+#: Train workers run anywhere but on augmentation nodes (a node without the label matches)
+TRAIN_LABEL_SELECTOR = {ROLE_LABEL: f"!{AUGMENT_ROLE}"}
+
+
+def max_concurrent_trials(profile: Profile, cluster: ClusterShape) -> int:
+    """How many trials fit at once.
+
+    GPU profiles: the cluster's GPUs (up now, or the most its autoscaler may
+    start) divided by the GPUs one trial uses. CPU profiles: the CPUs of nodes
+    Train workers may use, divided by the CPUs one trial's workers use, keeping
+    one CPU per trial for augmentation unless augmentation nodes do that work.
+    """
+    workers = max(1, profile.num_workers)
+    nodes = cluster.nodes
+    if profile.use_gpu:
+        gpus = max(cluster.total("GPU"), cluster.max_resources.get("GPU", 0))
+        if gpus < workers:
+            raise RuntimeError(
+                f"profile {profile.name!r} needs {workers} GPU(s) per trial but the cluster has {gpus:g} "
+                "(nor may its autoscaler start more); start GPU nodes (ray up cluster.yaml) or use --profile local"
+            )
+        return int(gpus // workers)
+    augment_nodes = cluster.has_augment_nodes
+    cpus = sum(n.resources.get("CPU", 0) for n in nodes if n.role != AUGMENT_ROLE)
+    per_trial = workers * profile.cpus_per_worker + (0 if augment_nodes else 1)
+    if cpus < per_trial:
+        where = "on nodes that are not augmentation nodes " if augment_nodes else ""
+        raise RuntimeError(
+            f"profile {profile.name!r} needs {per_trial:g} CPUs per trial "
+            f"({workers} Train worker(s) × {profile.cpus_per_worker:g} CPU"
+            f"{'' if augment_nodes else ' + 1 for augmentation'}) but the cluster has {cpus:g} {where}; "
+            "lower num_workers or add CPUs"
+        )
+    if profile.worker_placement == "STRICT_SPREAD":
+        hosts = sum(1 for n in nodes if n.role != AUGMENT_ROLE and n.resources.get("CPU", 0) >= profile.cpus_per_worker)
+        if hosts < workers:
+            raise RuntimeError(
+                f"profile {profile.name!r} places its {workers} Train workers on different nodes (STRICT_SPREAD) "
+                f"but only {hosts} node(s) can host one; add nodes or use worker_placement='SPREAD'"
+            )
+    return max(1, int(cpus // per_trial))
+
+
+def is_uri(path: str | os.PathLike) -> bool:
+    """``s3://bucket/x``, ``gs://...``, ``file:///...``: storage named by a URI rather than a local path."""
+    return "://" in str(path)
+
+
+def check_shared_storage(root: str | os.PathLike, cluster: ClusterShape) -> None:
+    """Refuse a local results path when the study's trials can run on other machines.
+
+    Checkpoints and the results store must be reachable from every node: on a
+    multi-machine cluster a local path would leave them scattered over disks
+    that vanish with their nodes. A URI (``s3://``...) is fine, and so is a local
+    path that ``$SSLAB_RESULTS_SHARED=1`` declares to be a shared mount.
+    """
+    if is_uri(root) and not str(root).startswith("file://"):
+        return
+    machines = sorted({n.address for n in cluster.nodes})
+    if (len(machines) <= 1 and cluster.max_nodes <= 1) or os.environ.get(SHARED_ENV) == "1":
+        return
+    spans = (
+        f"spans {len(machines)} machines ({', '.join(machines[:4])}{', ...' if len(machines) > 4 else ''})"
+        if len(machines) > 1
+        else f"may grow to {cluster.max_nodes} machines (autoscaler)"
+    )
+    raise RuntimeError(
+        f"the results root {str(root)!r} is a local path, but this Ray cluster {spans}: checkpoints and results written there "
+        "would not reach the other nodes. Set SSLAB_RESULTS (or --results) to shared storage such as "
+        f"s3://BUCKET/sslab, or set {SHARED_ENV}=1 if the path is a mount every node shares (NFS, EFS)"
+    )

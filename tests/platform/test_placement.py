@@ -1,0 +1,96 @@
+"""Placement decisions from the cluster's nodes: concurrency, augmentation nodes, shared storage."""
+
+import pytest
+
+from sslab.platform.placement import (
+    SHARED_ENV,
+    TRAIN_LABEL_SELECTOR,
+    ClusterShape,
+    Node,
+    augment_policy,
+    augment_remote_args,
+    check_shared_storage,
+    max_concurrent_trials,
+)
+from sslab.platform.profiles import Profile
+
+CPU_PROFILE = Profile(name="t", num_workers=1)
+
+
+def node(address="10.0.0.1", role=None, **resources):
+    return Node(node_id=f"{address}-{role}", address=address, resources=resources,
+                labels={"sslab.io/role": role} if role else {})
+
+
+def shape(*nodes, **autoscaler):
+    return ClusterShape(nodes=list(nodes), **autoscaler)
+
+
+def test_cpu_trials_keep_a_cpu_for_augmentation_unless_augmentation_nodes_exist():
+    assert max_concurrent_trials(CPU_PROFILE, shape(node(CPU=2))) == 1
+    assert max_concurrent_trials(CPU_PROFILE, shape(node(CPU=8))) == 4
+    two_workers = CPU_PROFILE.with_overrides(num_workers=2)
+    trainers = [node("10.0.0.1", CPU=0, sslab_trial=1000), node("10.0.0.2", CPU=2), node("10.0.0.3", CPU=2)]
+    assert max_concurrent_trials(two_workers, shape(*trainers)) == 1  # 4 CPUs / (2 workers + 1 augmentation)
+    # augmentation nodes do the views: their CPUs don't count, and no CPU is held back per trial
+    assert max_concurrent_trials(two_workers, shape(*trainers, node("10.0.0.4", "augment", CPU=16))) == 2
+    with pytest.raises(RuntimeError, match="needs 3 CPUs per trial"):
+        max_concurrent_trials(two_workers, shape(node(CPU=2)))
+
+
+def test_gpu_trials_follow_the_gpus():
+    gpu = CPU_PROFILE.with_overrides(use_gpu=True)
+    nodes = shape(node("a", CPU=0), node("b", "train", CPU=8, GPU=1), node("c", "train", CPU=48, GPU=4))
+    assert max_concurrent_trials(gpu, nodes) == 5
+    assert max_concurrent_trials(gpu.with_overrides(num_workers=2), nodes) == 2
+    with pytest.raises(RuntimeError, match="needs 1 GPU"):
+        max_concurrent_trials(gpu, shape(node(CPU=8)))
+    # an autoscaled cluster that starts with no GPU node is planned by what it may start
+    assert max_concurrent_trials(gpu, shape(node(CPU=0), max_resources={"GPU": 16, "CPU": 200}, max_nodes=19)) == 16
+
+
+def test_strict_spread_needs_as_many_hosts_as_workers():
+    spread = CPU_PROFILE.with_overrides(num_workers=2, worker_placement="STRICT_SPREAD")
+    with pytest.raises(RuntimeError, match="different nodes"):
+        max_concurrent_trials(spread, shape(node("a", CPU=8), node("b", "augment", CPU=8)))
+    assert max_concurrent_trials(spread, shape(node("a", CPU=4), node("b", CPU=4))) == 2
+
+
+def test_augmentation_goes_to_labelled_nodes_when_there_are_any():
+    plain = shape(node(CPU=2))
+    labelled = shape(node(CPU=2), node("b", "augment", CPU=8))
+    assert augment_remote_args("prefer", plain) == {}
+    assert augment_remote_args("prefer", labelled) == {"label_selector": {"sslab.io/role": "augment"}}
+    # "require" asks for them even before the autoscaler has started one
+    assert augment_remote_args("require", plain) == {"label_selector": {"sslab.io/role": "augment"}}
+    assert augment_remote_args("any", labelled) == {}
+    assert TRAIN_LABEL_SELECTOR == {"sslab.io/role": "!augment"}
+
+
+def test_augment_policy_comes_from_the_environment_first(monkeypatch):
+    monkeypatch.delenv("SSLAB_AUGMENT_NODES", raising=False)
+    assert augment_policy(CPU_PROFILE) == "prefer"
+    monkeypatch.setenv("SSLAB_AUGMENT_NODES", "require")
+    assert augment_policy(CPU_PROFILE) == "require"
+    monkeypatch.setenv("SSLAB_AUGMENT_NODES", "cpu-only")
+    with pytest.raises(ValueError, match="'cpu-only'.*prefer"):
+        augment_policy(CPU_PROFILE)
+    with pytest.raises(ValueError, match="augment_nodes"):
+        Profile(name="bad", augment_nodes="somewhere")
+
+
+def test_a_local_results_path_is_refused_on_a_multi_machine_cluster(monkeypatch, tmp_path):
+    monkeypatch.delenv(SHARED_ENV, raising=False)
+    one_machine = shape(node("10.0.0.1", CPU=2), node("10.0.0.1", "augment", CPU=2))  # e.g. ray.cluster_utils
+    many = shape(node("10.0.0.1", CPU=0), node("10.0.0.2", CPU=8))
+    # only the head is up yet, but the autoscaler may add machines
+    growing = shape(node("10.0.0.1", CPU=0), max_resources={"GPU": 8}, max_nodes=18)
+    check_shared_storage(str(tmp_path), one_machine)
+    check_shared_storage("s3://bucket/sslab", many)
+    for local in (str(tmp_path), f"file://{tmp_path}"):
+        with pytest.raises(RuntimeError, match=r"local path.*2 machines.*s3://.*SSLAB_RESULTS_SHARED=1"):
+            check_shared_storage(local, many)
+    with pytest.raises(RuntimeError, match=r"may grow to 18 machines"):
+        check_shared_storage(str(tmp_path), growing)
+    monkeypatch.setenv(SHARED_ENV, "1")  # an NFS/EFS mount the user vouches for
+    check_shared_storage(str(tmp_path), many)
