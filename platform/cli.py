@@ -2,7 +2,8 @@
 
     sslab studies                     the studies shipped in studies/, one line each
     sslab run NAME [study flags]      same as python studies/NAME.py [study flags]
-    sslab report NAME [--format F]    the summary table from the results store
+    sslab status NAME                 progress of a running or stopped study
+    sslab report NAME [--format F]    the summary (table, csv or markdown) from the results store
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = sub.add_parser("report", help="print a study's summary from the results store")
     report.add_argument("name")
     report.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
-    report.add_argument("--format", choices=("table", "csv"), default="table")
+    report.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
+    status = sub.add_parser("status", help="progress of a running or stopped study")
+    status.add_argument("name")
+    status.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
     args, rest = parser.parse_known_args(argv)
 
     if args.command == "studies":
@@ -57,23 +61,101 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rest:
             parser.error(f"unrecognised arguments: {' '.join(rest)}")
         _report(_study(args.name), args.results, args.format)
+    elif args.command == "status":
+        if rest:
+            parser.error(f"unrecognised arguments: {' '.join(rest)}")
+        _status(_study(args.name), args.results)
     return 0
+
+
+def _open_store(study: Study, root: str | None):
+    from sslab.platform.results import ResultsStore, results_root
+
+    store = ResultsStore(results_root(root), study.name)
+    meta = store.metadata()
+    if not meta:
+        raise SystemExit(f"sslab: no results for {study.name!r} under {store.location}; run it with: sslab run {study.name}")
+    return store, meta
 
 
 def _report(study: Study, root: str | None, fmt: str) -> None:
     from rich.console import Console
 
-    from sslab.platform.progress import summary_table
-    from sslab.platform.results import ResultsStore, results_root
+    from sslab.platform.progress import print_summary
 
-    store = ResultsStore(results_root(root), study.name)
+    store, meta = _open_store(study, root)
     trials = store.read("trials")
     if trials.empty:
-        raise SystemExit(f"sslab: no results for {study.name!r} under {store.location}; run it with: sslab run {study.name}")
+        raise SystemExit(f"sslab: {study.name!r} has no finished trial yet under {store.location}; see: sslab status {study.name}")
+    knobs, metric, mode = _knobs_metric_mode(study, meta)
     if fmt == "csv":
         trials.to_csv(sys.stdout, index=False)
+    elif fmt == "markdown":
+        print(markdown_report(study.name, knobs, metric, mode, trials, store.read("baselines")))
     else:
-        Console().print(summary_table(study.method, study.grid, trials, store.read("baselines")))
+        console = Console()
+        if not console.is_terminal:
+            console.width = max(console.width, 160)
+        print_summary(console, study.method, knobs, metric, mode, trials, store.read("baselines"),
+                      defaults=meta.get("defaults"))
+
+
+def _knobs_metric_mode(study: Study, meta: dict) -> tuple[list[str], str, str]:
+    knobs = meta.get("knobs") or list(meta.get("grid") or study.knobs)
+    metric, mode = meta.get("metric", study.metric), meta.get("mode", study.mode)
+    return knobs, (metric[0] if isinstance(metric, list) else metric), (mode[0] if isinstance(mode, list) else mode)
+
+
+def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials, baselines) -> str:
+    """The study's results as Markdown tables (per configuration, then totals), for notes and papers."""
+    from sslab.platform.summary import by_configuration, describe, totals
+
+    per_config = by_configuration(trials, knobs, metric, mode)
+    lines = [f"## {name}: {metric}", ""]
+    header = [*knobs, "mean", "std", "seeds", "gap to best", "beyond spread"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    for _, row in per_config.iterrows():
+        beyond = row["beyond_spread"]
+        cells = [f"{row[f'config/{k}']:g}" if isinstance(row[f"config/{k}"], float) else str(row[f"config/{k}"])
+                 for k in knobs]
+        cells += [f"{row['mean']:.3f}", "–" if row["n"] < 2 else f"{row['std']:.3f}", str(int(row["n"])),
+                  "best" if row["best"] else f"{row['gap_to_best']:+.3f}",
+                  "–" if beyond is None else ("yes" if beyond else "no")]
+        lines.append("| " + " | ".join(cells) + " |")
+    if not baselines.empty and metric in baselines:
+        lines += ["", f"Random-init baseline: {metric} {baselines[metric].mean():.3f} over {len(baselines)} seed(s)."]
+    lines += ["", *[f"- {line}" for line in describe(per_config, knobs, metric)]]
+    spent = totals(trials)
+    lines.append(f"- compute: {spent['trials']} trial(s), wall {spent.get('wall_s', 0):.0f} s, "
+                 f"device {spent.get('device_s', 0):.0f} s, {spent.get('images_seen', 0):,.0f} images")
+    return "\n".join(lines)
+
+
+def _status(study: Study, root: str | None) -> None:
+    """Progress of a running or stopped study, from the results store alone."""
+    import time
+
+    from sslab.platform.summary import totals
+
+    store, meta = _open_store(study, root)
+    trials, epochs = store.read("trials"), store.read("epochs")
+    total = meta.get("total_trials")
+    spent = totals(trials)
+    by_status = ", ".join(f"{spent[s]} {s}" for s in ("ok", "stopped", "failed") if spent.get(s)) or "none"
+    print(f"{study.name}: {len(trials)} of {total if total is not None else '?'} trial(s) finished ({by_status})")
+    epochs_total = (meta.get("profile") or {}).get("epochs")
+    if not epochs.empty:
+        open_ids = sorted(set(epochs["trial_id"]) - set(trials.get("trial_id", [])))
+        last = epochs[epochs["trial_id"].isin(open_ids)].groupby("trial_id")["epoch"].max()
+        updated = store.fs.get_file_info(store.table_path("epochs")).mtime
+        ago = f", last report {time.time() - updated.timestamp():.0f} s ago" if updated else ""
+        for trial_id, epoch in last.items():
+            print(f"  unfinished: {trial_id} at epoch {int(epoch) + 1}/{epochs_total}{ago}")
+    if spent["trials"]:
+        print(f"  compute so far: wall {spent.get('wall_s', 0):.0f} s, device {spent.get('device_s', 0):.0f} s, "
+              f"{spent.get('images_seen', 0):,.0f} images")
+    if total is not None and len(trials) < total:
+        print(f"  to continue: sslab run {study.name} (finished trials are not rerun)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ def _symbols(method: str) -> dict[str, str]:
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    if isinstance(value, float) and value != 0 and abs(value) < 10 ** -(digits - 1):
+        return f"{value:.{digits}g}"  # e.g. a learning rate or a temperature of 0.005
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
@@ -74,23 +76,83 @@ class Progress:
 
     def summary(self, trials: pd.DataFrame, baselines: pd.DataFrame) -> None:
         self._bar.stop()
-        self.console.print(summary_table(self.study.method, self.study.grid, trials, baselines))
+        defaults = self.study.configurations()[0] if self.study.search else None
+        print_summary(self.console, self.study.method, self.study.knobs, self.study.primary_metric,
+                      self.study.primary_mode, trials, baselines, defaults=defaults)
 
 
-def summary_table(method: str, grid: dict[str, list], trials: pd.DataFrame, baselines: pd.DataFrame) -> Table:
+def print_summary(console: Console, method: str, knobs: list[str], metric: str, mode: str,
+                  trials: pd.DataFrame, baselines: pd.DataFrame, *, defaults: dict[str, Any] | None = None) -> None:
+    """Every trial, then (with several seeds) mean ± std per configuration, the best, and the compute spent."""
+    from sslab.platform.summary import by_configuration, describe, totals
+
+    console.print(summary_table(method, knobs, trials, baselines, sort_by=metric if defaults else None))
+    per_config = by_configuration(trials, knobs, metric, mode)
+    if not per_config.empty and per_config["n"].max() > 1:
+        console.print(configuration_table(method, knobs, metric, per_config))
+    for line in describe(per_config, knobs, metric):
+        console.print(f"  {line}")
+    if defaults is not None and not trials.empty:
+        console.print(f"  {_against_defaults(trials, knobs, metric, mode, defaults)}")
+    spent = totals(trials)
+    if spent["trials"]:
+        by_status = ", ".join(f"{spent[s]} {s}" for s in ("ok", "stopped", "failed") if spent.get(s))
+        console.print(
+            f"  compute: {spent['trials']} trial(s) ({by_status}); wall {spent.get('wall_s', 0):.0f} s, "
+            f"device {spent.get('device_s', 0):.0f} s, {spent.get('images_seen', 0):,.0f} images"
+        )
+
+
+def _against_defaults(trials: pd.DataFrame, knobs: list[str], metric: str, mode: str, defaults: dict[str, Any]) -> str:
+    ok = trials[(trials["status"] == "ok") & trials[metric].notna()] if metric in trials else trials.iloc[0:0]
+    match = pd.Series(True, index=ok.index)
+    for knob in knobs:
+        match &= ok[f"config/{knob}"] == defaults[knob]
+    if ok.empty or not match.any():
+        return "paper defaults: not finished yet"
+    default_value = ok.loc[match, metric].mean()
+    best = ok.loc[ok[metric].idxmax() if mode == "max" else ok[metric].idxmin()]
+    setting = ", ".join(f"{k}={_fmt(best[f'config/{k}'], 3)}" for k in knobs)
+    return (f"paper defaults: {metric} {default_value:.3f}; best trial: {setting}: {best[metric]:.3f} "
+            f"({best[metric] - default_value:+.3f})")
+
+
+def configuration_table(method: str, knobs: list[str], metric: str, per_config: pd.DataFrame) -> Table:
+    symbols = _symbols(method)
+    table = Table(title=f"{metric} per configuration: mean ± std over seeds")
+    for name in knobs:
+        table.add_column(symbols.get(name, name), justify="right")
+    for column in ("mean", "std", "seeds", "gap to best", "beyond spread"):
+        table.add_column(column, justify="right")
+    for _, row in per_config.iterrows():
+        beyond = row["beyond_spread"]
+        table.add_row(
+            *[_fmt(row[f"config/{n}"], 3) for n in knobs],
+            _fmt(row["mean"]), _fmt(row["std"]), str(int(row["n"])),
+            "best" if row["best"] else _fmt(row["gap_to_best"]),
+            "–" if beyond is None else ("yes" if beyond else "no"),
+        )
+    return table
+
+
+def summary_table(method: str, knobs: list[str], trials: pd.DataFrame, baselines: pd.DataFrame,
+                  *, sort_by: str | None = None) -> Table:
     """λ (or whichever knobs), seed, kNN, probe per tap, invariance, wall time; then the baseline."""
     symbols = _symbols(method)
     taps = [t for t in TAPS if f"probe_{t}_top1" in trials or f"probe_{t}_top1" in baselines]
     table = Table(title=f"{method}: results ({len(trials)} trial(s))")
-    for name in grid:
+    for name in knobs:
         table.add_column(symbols.get(name, name), justify="right")
     for column in ["seed", "status", "kNN"] + [f"probe {t}" for t in taps] + ["invariance", "wall s"]:
         table.add_column(column, justify="right")
     if not trials.empty:
-        order = [f"config/{n}" for n in grid if f"config/{n}" in trials] + ["seed"]
-        for _, row in trials.sort_values(order).iterrows():
+        if sort_by and sort_by in trials:
+            ordered = trials.sort_values(sort_by, ascending=False, na_position="last")
+        else:
+            ordered = trials.sort_values([f"config/{n}" for n in knobs if f"config/{n}" in trials] + ["seed"])
+        for _, row in ordered.iterrows():
             table.add_row(
-                *[_fmt(row.get(f"config/{n}"), 2) for n in grid],
+                *[_fmt(row.get(f"config/{n}"), 3) for n in knobs],
                 str(row["seed"]),
                 row["status"],
                 _fmt(row.get("knn_top1")),
@@ -100,7 +162,7 @@ def summary_table(method: str, grid: dict[str, list], trials: pd.DataFrame, base
             )
     for _, row in baselines.iterrows():
         table.add_row(
-            *(["random init"] + [""] * (len(grid) - 1)),
+            *(["random init"] + [""] * (len(knobs) - 1)),
             str(row["seed"]),
             "baseline",
             _fmt(row.get("knn_top1")),

@@ -21,7 +21,7 @@ import itertools
 import logging
 import os
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Sequence
 
 import pandas as pd
@@ -34,23 +34,72 @@ from sslab.platform.results import ResultsStore, results_root
 
 
 @dataclass
+class Search:
+    """A searched space instead of a grid: Optuna's TPE proposes, ASHA stops weak trials early.
+
+    ``space`` maps hyperparameters to Optuna distributions. The method's defaults
+    (the paper's) are evaluated first. The search ends after ``trials`` trials or
+    ``time_budget_s`` seconds, whichever comes first; ``budgets`` shrinks both per profile.
+    """
+
+    space: dict[str, Any]
+    trials: int = 32
+    time_budget_s: float | None = None
+    #: ASHA on the per-epoch metric (single-objective studies only)
+    early_stopping: bool = True
+    grace_epochs: int = 1
+    reduction_factor: int = 2
+    budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def for_profile(self, profile: str, **overrides: Any) -> "Search":
+        settings = {**self.budgets.get(profile, {}), **{k: v for k, v in overrides.items() if v is not None}}
+        return replace(self, **settings)
+
+
+@dataclass
 class Study:
     """What a study compares; nothing about how Ray runs it."""
 
     name: str
     method: str
-    grid: dict[str, list[Any]]
+    #: the grid, at full size (the ``cifar`` profile and larger)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
     description: str = ""
     base: dict[str, Any] = field(default_factory=dict)
     seeds: int = 1
-    metric: str = "knn_top1"
-    mode: str = "max"
+    #: one metric, or several (multi-objective search, e.g. ["knn_top1", "device_s"])
+    metric: str | list[str] = "knn_top1"
+    mode: str | list[str] = "max"
     profile: str = "local"
+    #: smaller grids for some profiles, e.g. {"local": {...}}
+    grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    search: Search | None = None
 
-    def configurations(self) -> list[dict[str, Any]]:
-        """Every point of the grid, as method-config overrides (in grid order)."""
-        keys = list(self.grid)
-        return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+    @property
+    def knobs(self) -> list[str]:
+        """The hyperparameters this study varies."""
+        return list(self.search.space) if self.search else list(self.grid)
+
+    @property
+    def primary_metric(self) -> str:
+        return self.metric[0] if isinstance(self.metric, list) else self.metric
+
+    @property
+    def primary_mode(self) -> str:
+        return self.mode[0] if isinstance(self.mode, list) else self.mode
+
+    def grid_for(self, profile: str) -> dict[str, list[Any]]:
+        return self.grids.get(profile, self.grid)
+
+    def configurations(self, profile: str | None = None) -> list[dict[str, Any]]:
+        """Every point of the (profile's) grid as method-config overrides, in grid order;
+        for a search, the one point evaluated first: the method's defaults."""
+        if self.search:
+            defaults = methods.get(self.method).Config()
+            return [{k: getattr(defaults, k) for k in self.search.space}]
+        grid = self.grid_for(profile) if profile else self.grid
+        keys = list(grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
     def method_config(self, point: dict[str, Any], profile: Profile) -> dict[str, Any]:
         """The method's hyperparameters for one grid point: profile defaults < study base < point."""
@@ -59,43 +108,86 @@ class Study:
         return {**profile_defaults, **self.base, **point}
 
     def validate(self, profile: Profile) -> None:
-        """Build every configuration's method Config: a bad value fails here, before Ray starts."""
+        """Build every configuration's method Config (for a search: the ends of every range):
+        a bad value fails here, before Ray starts."""
         cls = methods.get(self.method)
         known = {f.name for f in fields(cls.Config)}
-        unknown = sorted((set(self.grid) | set(self.base)) - known)
+        varied = set(self.search.space) if self.search else set(self.grid) | set(self.grid_for(profile.name))
+        unknown = sorted((varied | set(self.base)) - known)
         if unknown:
             raise ValueError(f"study {self.name!r}: {self.method} has no hyperparameter(s) {unknown}; known: {sorted(known)}")
-        for point in self.configurations():
+        if isinstance(self.metric, list) != isinstance(self.mode, list) or (
+            isinstance(self.metric, list) and len(self.metric) != len(self.mode)
+        ):
+            raise ValueError(f"study {self.name!r}: metric {self.metric!r} and mode {self.mode!r} must pair up")
+        for point in self.configurations(profile.name):
             cls.Config(**self.method_config(point, profile))
+        if self.search:
+            for name, distribution in self.search.space.items():
+                for value in _extremes(distribution):
+                    cls.Config(**self.method_config({**self.configurations()[0], name: value}, profile))
+            if self.search.trials < 1:
+                raise ValueError(f"study {self.name!r}: a search needs at least 1 trial, got {self.search.trials}")
         if self.seeds < 1:
             raise ValueError(f"study {self.name!r}: seeds = {self.seeds} must be at least 1")
 
     def main(self, argv: Sequence[str] | None = None) -> pd.DataFrame:
         """Command-line entry point of a study script."""
-        args = build_parser(self).parse_args(argv)
+        parser = build_parser(self)
+        args = parser.parse_args(argv)
         overrides = {k: v for k, v in {"epochs": args.epochs, "train_subset": args.subset}.items() if v is not None}
-        return run_study(
-            self,
-            profile=args.profile,
-            seeds=args.seeds,
-            root=args.results,
-            data_dir=args.data_dir,
-            address=args.address,
-            profile_overrides=overrides,
-            retry_failed=args.retry_failed,
-        )
+        try:
+            return run_study(
+                self,
+                profile=args.profile,
+                seeds=args.seeds,
+                root=args.results,
+                data_dir=args.data_dir,
+                address=args.address,
+                profile_overrides=overrides,
+                retry_failed=args.retry_failed,
+                trials=getattr(args, "trials", None),
+                time_budget_s=getattr(args, "time_budget", None),
+            )
+        except (ValueError, PermissionError) as err:  # a bad flag or setting: one line, no traceback
+            parser.exit(2, f"{self.name}: error: {err}\n")
+
+
+def _extremes(distribution: Any) -> list[Any]:
+    """The values at the ends of an Optuna distribution (every choice of a categorical one)."""
+    choices = getattr(distribution, "choices", None)
+    return list(choices) if choices is not None else [distribution.low, distribution.high]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
 
 
 def build_parser(study: Study) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=study.name, description=study.description or None)
     parser.add_argument("--profile", default=study.profile, help="local (CPU, minutes) or cifar (GPU, full CIFAR-10)")
-    parser.add_argument("--seeds", type=int, default=None, help=f"seeds per configuration (default {study.seeds})")
+    parser.add_argument("--seeds", type=_positive_int, default=None, help=f"seeds per configuration (default {study.seeds})")
     parser.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
     parser.add_argument("--data-dir", default=None, help="dataset folder (default $SSLAB_DATA or ~/.cache/sslab/data)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
-    parser.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
-    parser.add_argument("--subset", type=int, default=None, help="override the profile's training subset size")
+    parser.add_argument("--epochs", type=_positive_int, default=None, help="override the profile's epochs")
+    parser.add_argument("--subset", type=_positive_int, default=None, help="override the profile's training subset size")
     parser.add_argument("--retry-failed", action="store_true", help="run failed trials of an earlier run again")
+    if study.search:
+        parser.add_argument("--trials", type=_positive_int, default=None,
+                            help=f"trial budget of the search (default {study.search.trials}, less on small profiles)")
+        parser.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
+                            help="stop starting trials after this many seconds")
     return parser
 
 
@@ -120,6 +212,8 @@ def run_study(
     profile_overrides: dict[str, Any] | None = None,
     retry_failed: bool = False,
     quiet: bool = False,
+    trials: int | None = None,
+    time_budget_s: float | None = None,
 ) -> pd.DataFrame:
     """Run (or resume) a study; returns its trials table."""
     from sslab.platform.progress import Progress  # rich is only needed when a study runs
@@ -133,33 +227,46 @@ def run_study(
     study.validate(profile)
     store = ResultsStore(results_root(root), study.name)
     store.check_writable()
+    search = study.search.for_profile(profile.name, trials=trials, time_budget_s=time_budget_s) if study.search else None
+    grid = study.grid_for(profile.name)
     store.write_metadata(
         {
             "method": study.method,
             "description": study.description,
-            "grid": study.grid,
+            "kind": "search" if search else "grid",
+            "knobs": study.knobs,
+            "grid": grid,
+            "search": {name: repr(d) for name, d in search.space.items()} if search else None,
+            "defaults": study.configurations()[0] if search else None,
             "base": study.base,
             "seeds": seeds,
             "metric": study.metric,
             "mode": study.mode,
+            "total_trials": search.trials if search else len(study.configurations(profile.name)) * seeds,
             "profile": profile.to_dict(),
             "backbone": backbone_name(profile),
         }
     )
     skip_statuses = ("ok", "stopped") if retry_failed else ("ok", "failed", "stopped")
     done = store.finished_trial_ids(skip_statuses)
-    all_points = [{**point, "seed": seed} for point in study.configurations() for seed in range(seeds)]
-    pending = [p for p in all_points if trial_key(study.method, _without_seed(p), p["seed"]) not in done]
-    progress = Progress(study, profile, total=len(all_points), already_done=len(all_points) - len(pending), quiet=quiet)
+    first_points = [{**point, "seed": seed} for point in study.configurations(profile.name) for seed in range(seeds)]
+    pending = [p for p in first_points if trial_key(study.method, _without_seed(p), p["seed"]) not in done]
+    if search:  # the defaults first, then as many proposals as the budget has left
+        total = search.trials
+        to_run = max(0, total - len(done))
+        pending = pending[:to_run]
+    else:
+        total, to_run = len(first_points), len(pending)
+    progress = Progress(study, profile, total=total, already_done=total - to_run, quiet=quiet)
 
-    if pending or _missing_baseline_seeds(store, profile, seeds):
+    if to_run or _missing_baseline_seeds(store, profile, seeds):
         _init_ray(address)
         placement.check_shared_storage(store.root, placement.cluster_shape())
         placement.augment_policy(profile)
         data = _load_data(profile, data_dir, progress)
         _record_baselines(store, profile, data, seeds, progress)
-        if pending:
-            _run_trials(study, profile, store, pending, data, progress)
+        if to_run:
+            _run_trials(study, profile, store, pending, to_run, data, progress, search=search)
     trials = store.read("trials")
     progress.summary(trials, store.read("baselines"))
     return trials
@@ -186,7 +293,10 @@ def _init_ray(address: str | None) -> None:
     else:
         ray.init(
             resources={TRIAL_RESOURCE: 1000},
-            include_dashboard=False,
+            # Ray's state API lives in the dashboard: Ray Train needs it to free the placement group
+            # of a trial that Tune stopped early (ASHA); it listens on localhost only
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
             log_to_driver=False,
             logging_level=logging.WARNING,
         )
@@ -241,7 +351,39 @@ def _record_baselines(store: ResultsStore, profile: Profile, data: dict[str, Any
         progress.note(f"random-init baseline (seed {seed}): kNN top-1 {metrics['knn_top1']:.3f}")
 
 
-def _run_trials(study: Study, profile: Profile, store: ResultsStore, pending, data, progress) -> None:
+def _optuna_storage(store: ResultsStore):
+    """The search's Optuna study, persisted beside the results store (a journal file), so an
+    interrupted search resumes with its history and ``optuna.load_study`` can inspect it.
+    On an object-store root the journal lives on the driver's disk under ~/.cache/sslab/optuna."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    if "://" in store.location:
+        path = os.path.join(os.path.expanduser("~/.cache/sslab/optuna"), f"{store.study}.journal")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    else:
+        path = os.path.join(store.location, "optuna.journal")
+    storage = optuna.storages.JournalStorage(JournalFileBackend(path))
+    # trials left RUNNING by an interrupted driver will never report: mark them failed
+    for summary in optuna.get_all_study_summaries(storage):
+        if summary.study_name == store.study:
+            stale = optuna.load_study(study_name=store.study, storage=storage)
+            for trial in stale.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    return storage
+
+
+def _run_trials(
+    study: Study,
+    profile: Profile,
+    store: ResultsStore,
+    pending: list[dict[str, Any]],
+    num_trials: int,
+    data,
+    progress,
+    *,
+    search: Search | None = None,
+) -> None:
     import optuna
     import ray
     from ray import tune
@@ -256,15 +398,37 @@ def _run_trials(study: Study, profile: Profile, store: ResultsStore, pending, da
     concurrent = placement.max_concurrent_trials(profile, cluster)
     augment_args = placement.augment_remote_args(placement.augment_policy(profile), cluster)
     trial_resources = {TRIAL_RESOURCE: 1} if ray.cluster_resources().get(TRIAL_RESOURCE) else {"CPU": 1}
-    space = {key: optuna.distributions.CategoricalDistribution(values) for key, values in study.grid.items()}
-    space["seed"] = optuna.distributions.CategoricalDistribution(sorted({p["seed"] for p in pending}))
+    if search:
+        space = dict(search.space)
+        space["seed"] = optuna.distributions.CategoricalDistribution([0])
+        storage = _optuna_storage(store)
+    else:
+        grid = study.grid_for(profile.name)
+        space = {key: optuna.distributions.CategoricalDistribution(values) for key, values in grid.items()}
+        space["seed"] = optuna.distributions.CategoricalDistribution(sorted({p["seed"] for p in pending}))
+        storage = None
     searcher = OptunaSearch(
         space=space,
         metric=study.metric,
         mode=study.mode,
-        points_to_evaluate=pending,
-        sampler=optuna.samplers.TPESampler(seed=0),
+        points_to_evaluate=pending or None,
+        # a resumed search must not replay the proposals of the run before it: seed by trials done
+        sampler=optuna.samplers.TPESampler(seed=len(store.finished_trial_ids())),
+        study_name=study.name,
+        storage=storage,
     )
+    scheduler = None
+    if search and search.early_stopping and not isinstance(study.metric, list):
+        from ray.tune.schedulers import ASHAScheduler
+
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            metric=study.metric,
+            mode=study.mode,
+            max_t=profile.epochs,
+            grace_period=search.grace_epochs,
+            reduction_factor=search.reduction_factor,
+        )
     trainable = tune.with_resources(
         tune.with_parameters(
             run_trial,
@@ -282,8 +446,10 @@ def _run_trials(study: Study, profile: Profile, store: ResultsStore, pending, da
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            num_samples=len(pending),
-            max_concurrent_trials=min(len(pending), concurrent),
+            scheduler=scheduler,
+            num_samples=num_trials,
+            max_concurrent_trials=min(num_trials, concurrent),
+            time_budget_s=search.time_budget_s if search else None,
         ),
         run_config=tune.RunConfig(
             name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -292,7 +458,7 @@ def _run_trials(study: Study, profile: Profile, store: ResultsStore, pending, da
             # a trial whose driver died with its node starts again; its TorchTrainer resumes
             # from the last epoch checkpoint (lost workers are retried by Ray Train itself)
             failure_config=tune.FailureConfig(max_failures=profile.max_failures, fail_fast=False),
-            callbacks=[StoreCallback(store, study, profile, progress)],
+            callbacks=[StoreCallback(store, study, profile, progress, stops_early=search is not None)],
         ),
     )
     tuner.fit()

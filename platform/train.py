@@ -197,6 +197,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 metrics["knn_top1"] = _monitor_knn(spec, backbone, device)
         history.append({k: v for k, v in metrics.items() if k != "invariance_samples"})
         metrics["train_s"] = train_seconds
+        # compute spent: seconds of every device the trial holds (GPUs, or the workers' CPUs)
+        metrics["device_s"] = train_seconds * world_size * (1 if profile.use_gpu else profile.cpus_per_worker)
         state = None
         if rank == 0:
             state = {

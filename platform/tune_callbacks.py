@@ -23,8 +23,11 @@ _NOT_EPOCH_METRICS = {"history", "invariance_samples", "config", "checkpoint_pat
 
 
 class StoreCallback(Callback):
-    def __init__(self, store: ResultsStore, study, profile, progress):
+    def __init__(self, store: ResultsStore, study, profile, progress, *, stops_early: bool = False):
         self.store = store
+        #: whether a trial may legitimately end before its last epoch (ASHA, a search's time budget);
+        #: otherwise such a trial was interrupted (Ctrl-C) and stays pending, to resume from its checkpoint
+        self.stops_early = stops_early
         self.study = study
         self.profile = profile
         self.progress = progress
@@ -67,15 +70,26 @@ class StoreCallback(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         key, row = self._identity(trial)
         result = trial.last_result or {}
+        epochs = int(result.get("epoch", -1)) + 1
+        finished = epochs >= self.profile.epochs
+        if not finished and not self.stops_early:
+            return  # interrupted, not stopped: the next run resumes it from its last checkpoint
         metric_keys = [k for k in result if k == "knn_top1" or k.startswith("probe_") or k == "invariance_l2_mean"]
+        if not finished:
+            # stopped early (ASHA, or the search's time budget): its kNN is the cheap per-epoch
+            # monitor, not the final evaluation, so it is kept apart from knn_top1
+            row["monitor_knn_top1"] = float(result.get("knn_top1", math.nan))
+            metric_keys = []
         row.update(
-            status="ok",
-            error="",
+            status="ok" if finished else "stopped",
+            error="" if finished else f"stopped early after epoch {epochs} of {self.profile.epochs}",
             **{k: float(result[k]) for k in metric_keys},
             loss=float(result.get("loss", math.nan)),
-            epochs=int(result.get("epoch", -1)) + 1,
+            epochs=epochs,
             wall_s=time.time() - self._started.get(trial.trial_id, time.time()),
             train_s=float(result.get("train_s", math.nan)),
+            device_s=float(result.get("device_s", math.nan)),
+            device="gpu" if self.profile.use_gpu else "cpu",
             images_seen=int(result.get("images_seen", 0)),
             restarts=int(result.get("restarts", 0)),
             finished_at=time.time(),
@@ -95,7 +109,10 @@ class StoreCallback(Callback):
             loss=float(result.get("loss", math.nan)),
             epochs=int(result.get("epoch", -1)) + 1,
             wall_s=time.time() - self._started.get(trial.trial_id, time.time()),
+            device_s=float(result.get("device_s", math.nan)),
+            device="gpu" if self.profile.use_gpu else "cpu",
             images_seen=int(result.get("images_seen", 0)),
+            restarts=int(result.get("restarts", 0)),
             finished_at=time.time(),
         )
         self.store.record_trial(row)

@@ -20,3 +20,75 @@ def test_unknown_study_names_the_known_ones():
 def test_report_without_results_says_how_to_get_them(tmp_path):
     with pytest.raises(SystemExit, match="sslab run pirl_lambda"):
         main(["report", "pirl_lambda", "--results", str(tmp_path)])
+
+
+def test_every_pirl_study_is_listed_and_valid_for_both_profiles(capsys):
+    from sslab.platform.profiles import get_profile
+
+    main(["studies"])
+    out = capsys.readouterr().out
+    studies = available_studies()
+    for name in ("pirl_lambda", "pirl_temperature", "pirl_ema", "pirl_negatives", "pirl_permutations", "pirl_search"):
+        assert name in out and studies[name].description in out
+        for profile in ("local", "cifar"):
+            studies[name].validate(get_profile(profile))  # every configuration builds, before any Ray work
+    negatives = studies["pirl_negatives"]
+    assert max(negatives.grid_for("cifar")["num_negatives"]) == 32000  # the paper's N at full scale
+    assert len(negatives.configurations("local")) < len(negatives.configurations("cifar"))  # shrunk locally
+    assert studies["pirl_permutations"].grid["num_permutations"][-1] == 362880  # 9!
+
+
+def test_bad_flag_values_are_refused_with_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "pirl_lambda", "--seeds", "0"])
+    assert exit_info.value.code == 2 and "--seeds: must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "pirl_search", "--trials", "many"])
+    assert "--trials" in capsys.readouterr().err
+
+
+def test_an_unwritable_results_root_is_one_clear_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "pirl_lambda", "--results", str(blocker)])
+    assert exit_info.value.code == 2 and "cannot write the results store" in capsys.readouterr().err
+
+
+def _fake_store(root):
+    """A stopped study: 3 of 4 trials finished (2 configurations × 2 seeds), one trial half-way."""
+    from sslab.platform.results import ResultsStore
+
+    store = ResultsStore(root, "pirl_lambda")
+    store.write_metadata({"method": "pirl", "knobs": ["loss_weight"], "metric": "knn_top1", "mode": "max",
+                          "total_trials": 4, "profile": {"epochs": 5}})
+    for weight, seed, knn in [(0.0, 0, 0.20), (0.0, 1, 0.22), (0.5, 0, 0.30)]:
+        store.record_trial({"trial_id": f"pirl-loss_weight={weight:g}-seed={seed}", "method": "pirl", "seed": seed,
+                            "status": "ok", "error": "", "config/loss_weight": weight, "knn_top1": knn,
+                            "wall_s": 10.0, "device_s": 20.0, "images_seen": 1000})
+    store.record_epochs("pirl-loss_weight=0.5-seed=1", [{"epoch": 0, "loss": 9.0}, {"epoch": 1, "loss": 8.0}])
+    store.record_baseline({"backbone": "r", "seed": 0, "knn_top1": 0.15})
+
+
+def test_status_shows_progress_of_a_stopped_study(tmp_path, capsys):
+    _fake_store(tmp_path)
+    main(["status", "pirl_lambda", "--results", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "3 of 4 trial(s) finished (3 ok)" in out
+    assert "unfinished: pirl-loss_weight=0.5-seed=1 at epoch 2/5" in out
+    assert "wall 30 s, device 60 s, 3,000 images" in out and "sslab run pirl_lambda" in out
+
+
+def test_report_formats(tmp_path, capsys):
+    _fake_store(tmp_path)
+    main(["report", "pirl_lambda", "--results", str(tmp_path), "--format", "markdown"])
+    markdown = capsys.readouterr().out
+    assert "| loss_weight | mean | std | seeds | gap to best | beyond spread |" in markdown
+    assert "| 0 | 0.210 | 0.014 | 2 | -0.090 | – |" in markdown  # the best has one seed: spread unknown
+    assert "| 0.5 | 0.300 | – | 1 | best | – |" in markdown
+    assert "Random-init baseline: knn_top1 0.150 over 1 seed(s)." in markdown
+    main(["report", "pirl_lambda", "--results", str(tmp_path), "--format", "csv"])
+    assert capsys.readouterr().out.splitlines()[0].startswith("trial_id,method,seed,status")
+    main(["report", "pirl_lambda", "--results", str(tmp_path)])
+    table = capsys.readouterr().out
+    assert "best: loss_weight=0.5" in table and "compute: 3 trial(s) (3 ok)" in table

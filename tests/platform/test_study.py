@@ -9,7 +9,9 @@ import pytest
 import ray
 
 from sslab.platform.profiles import Profile
-from sslab.platform.study import Study, run_study, trial_key
+from optuna.distributions import FloatDistribution
+
+from sslab.platform.study import Search, Study, run_study, trial_key
 
 ARCHIVE = Path(os.environ.get("SSLAB_DATA", "~/.cache/sslab/data")).expanduser() / "cifar10-jpg.tar.gz"
 needs_cifar = pytest.mark.skipif(not ARCHIVE.exists(), reason=f"CIFAR-10 archive not found at {ARCHIVE} (set SSLAB_DATA)")
@@ -25,7 +27,7 @@ STUDY = Study(name="mini_lambda", method="pirl", grid={"loss_weight": [0.0, 1.0]
 def ray_local():
     from sslab.platform.placement import TRIAL_RESOURCE
 
-    ray.init(num_cpus=2, resources={TRIAL_RESOURCE: 10}, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, resources={TRIAL_RESOURCE: 10}, include_dashboard=True, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -85,19 +87,87 @@ def test_study_writes_the_store_and_resumes_without_rerunning(ray_local, tmp_pat
     invariance = pd.read_parquet(store / "invariance.parquet")
     assert invariance.groupby("trial_id").size().tolist() == [20, 20]
 
-    # Interrupt: the λ=1 trial never finished (its row is gone); the λ=0 row must survive untouched.
-    kept = trials[trials["config/loss_weight"] == 0.0]
-    pd.read_parquet(store / "trials.parquet").pipe(lambda t: t[t["config/loss_weight"] == 0.0]).to_parquet(
-        store / "trials.parquet", index=False
-    )
-    resumed = run_study(STUDY, profile=SMALL, root=tmp_path, quiet=True)
-    assert sorted(resumed.trial_id) == sorted(trials.trial_id)  # no gap, no duplicate
-    again = resumed.set_index("trial_id").loc[kept.trial_id.iloc[0]]
-    assert again.finished_at == kept.finished_at.iloc[0]  # the finished trial was not rerun
-    assert (resumed.status == "ok").all()
-
+    resumed = trials
     # Everything done: a third run starts no trial at all, and needs neither Ray nor the data.
     ray.shutdown()
     final = run_study(STUDY, profile=SMALL, root=tmp_path, data_dir=tmp_path / "no-data-here", quiet=True)
     pd.testing.assert_frame_equal(final, resumed)
     assert not ray.is_initialized()
+
+
+SEARCH = Study(
+    name="mini_search", method="pirl", base={"num_negatives": 64},
+    search=Search(space={"temperature": FloatDistribution(0.05, 0.5, log=True), "loss_weight": FloatDistribution(0.0, 1.0)},
+                  trials=3),
+)
+
+
+def test_search_space_values_are_checked_before_ray(tmp_path):
+    bad = Study(name="bad", method="pirl", search=Search(space={"loss_weight": FloatDistribution(0.0, 2.0)}))
+    with pytest.raises(ValueError, match="loss_weight"):
+        run_study(bad, profile=SMALL, root=tmp_path, quiet=True)
+    assert SEARCH.configurations() == [{"temperature": 0.07, "loss_weight": 0.5}]  # the paper's defaults first
+
+
+@needs_cifar
+def test_search_starts_from_the_paper_defaults_persists_optuna_and_resumes_within_budget(ray_local, tmp_path):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    trials = run_study(SEARCH, profile=SMALL, root=tmp_path, quiet=True)
+    assert len(trials) == 3 and trials.trial_id.is_unique
+    assert set(trials.status) <= {"ok", "stopped"}, trials.error.tolist()
+    first = trials.sort_values("finished_at").iloc[0]
+    assert (first["config/temperature"], first["config/loss_weight"], first.status) == (0.07, 0.5, "ok")
+    stopped = trials[trials.status == "stopped"]
+    assert (stopped.epochs < SMALL.epochs).all() and stopped.knn_top1.isna().all()
+    assert (trials.device_s > 0).all() and (trials.device == "cpu").all()
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "mini_search" / "optuna.journal")))
+    optuna_study = optuna.load_study(study_name="mini_search", storage=storage)  # Optuna's own tools read it
+    assert len(optuna_study.trials) == 3
+
+    more = run_study(SEARCH, profile=SMALL, root=tmp_path, trials=4, quiet=True)  # a larger budget: one more trial
+    assert len(more) == 4 and more.trial_id.is_unique
+    assert set(trials.trial_id) < set(more.trial_id)
+    assert len(optuna.load_study(study_name="mini_search", storage=storage).trials) == 4
+
+
+INTERRUPTED = Study(name="interrupted", method="pirl", grid={"loss_weight": [0.0, 0.5, 1.0]}, base={"num_negatives": 64})
+_DRIVER = f"""
+import sys
+from sslab.platform.profiles import Profile
+from sslab.platform.study import Study, run_study
+run_study({INTERRUPTED!r}, profile={SMALL!r}, root=sys.argv[1], quiet=True)
+"""
+
+
+@needs_cifar
+def test_an_interrupted_study_resumes_with_no_duplicate_and_no_gap(ray_local, tmp_path):
+    """Ctrl-C the study's driver once its first trial is in the store, then run it again."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parents[2]
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER, str(tmp_path)], cwd=repo,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    trials_path = tmp_path / "interrupted" / "trials.parquet"
+    deadline = time.monotonic() + 300
+    while not trials_path.exists() and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert driver.poll() is None, driver.communicate()[0][-3000:]
+    driver.send_signal(signal.SIGINT)
+    output = driver.communicate(timeout=120)[0]
+    before = pd.read_parquet(trials_path)
+    assert 1 <= len(before) < 3, output[-3000:]  # interrupted part-way
+
+    after = run_study(INTERRUPTED, profile=SMALL, root=tmp_path, quiet=True)
+    expected = sorted(trial_key("pirl", {"loss_weight": w}, 0) for w in (0.0, 0.5, 1.0))
+    assert sorted(after.trial_id) == expected  # no gap, no duplicate
+    assert (after.status == "ok").all(), after.error.tolist()
+    kept = after.set_index("trial_id").loc[before.trial_id]
+    assert list(kept.finished_at) == list(before.finished_at)  # finished trials were not rerun
+    epochs = pd.read_parquet(tmp_path / "interrupted" / "epochs.parquet")
+    assert sorted(epochs.groupby("trial_id").epoch.apply(list).tolist()) == [[0, 1]] * 3

@@ -9,7 +9,7 @@ from sslab.platform.results import ResultsStore
 from sslab.platform.study import Study
 from sslab.platform.tune_callbacks import StoreCallback
 
-PROFILE = Profile(name="p", method_defaults={"loss_form": "infonce"})
+PROFILE = Profile(name="p", epochs=2, method_defaults={"loss_form": "infonce"})
 STUDY = Study(name="s", method="pirl", grid={"loss_weight": [0.0, 0.5]})
 
 
@@ -36,7 +36,7 @@ def test_finished_trial_row_has_config_metrics_and_invariance(tmp_path):
     callback.on_trial_result(0, [], trial, {"epoch": 1, "loss": 8.0, "history": history})
     trial.last_result = {
         "epoch": 1, "loss": 8.0, "knn_top1": 0.31, "probe_res5_top1": 0.4, "invariance_l2_mean": 0.9,
-        "invariance_samples": [0.8, 1.0], "images_seen": 640, "train_s": 3.0, "history": history,
+        "invariance_samples": [0.8, 1.0], "images_seen": 640, "train_s": 3.0, "device_s": 3.0, "history": history,
     }
     callback.on_trial_complete(0, [], trial)
     (row,) = store.read("trials").to_dict("records")
@@ -44,8 +44,25 @@ def test_finished_trial_row_has_config_metrics_and_invariance(tmp_path):
     assert row["config/loss_weight"] == 0.5 and row["config/loss_form"] == "infonce"  # the profile's default
     assert row["config/temperature"] == pytest.approx(0.07)  # the paper default, recorded
     assert (row["knn_top1"], row["probe_res5_top1"], row["epochs"], row["images_seen"]) == (0.31, 0.4, 2, 640)
+    assert (row["device_s"], row["device"]) == (3.0, "cpu")
     assert list(store.read("epochs").loss) == [9.0, 8.0]
     assert list(store.read("invariance").distance) == pytest.approx([0.8, 1.0])
+
+
+def test_a_trial_stopped_before_its_last_epoch_is_recorded_as_stopped(tmp_path):
+    store = ResultsStore(tmp_path, "s")
+    trial = _trial(0.0, {"epoch": 0, "loss": 9.0, "knn_top1": 0.18, "images_seen": 320, "device_s": 1.5})
+    grid_callback = StoreCallback(store, STUDY, PROFILE, _Silent())
+    grid_callback.on_trial_start(0, [], trial)
+    grid_callback.on_trial_complete(0, [], trial)  # a grid trial cut short was interrupted: it stays pending
+    assert store.read("trials").empty
+    callback = StoreCallback(store, STUDY, PROFILE, _Silent(), stops_early=True)
+    callback.on_trial_start(0, [], trial)
+    callback.on_trial_complete(0, [], trial)  # ASHA (or the time budget) ended it after epoch 1 of 2
+    (row,) = store.read("trials").to_dict("records")
+    assert row["status"] == "stopped" and "after epoch 1 of 2" in row["error"]
+    assert "knn_top1" not in row and row["monitor_knn_top1"] == 0.18  # the cheap monitor, kept apart
+    assert (row["epochs"], row["images_seen"], row["device_s"]) == (1, 320, 1.5)
 
 
 def test_failed_trial_is_recorded_with_its_cause(tmp_path):
