@@ -71,6 +71,10 @@ class Progress:
                 f"  [green]✓[/] {key}  kNN {_fmt(row.get('knn_top1'))}  "
                 f"invariance {_fmt(row.get('invariance_l2_mean'))}  {row['wall_s']:.0f}s"
             )
+        elif row["status"] == "stopped":
+            self.console.print(
+                f"  [yellow]–[/] {key}  {row['error']} (per-epoch kNN {_fmt(row.get('monitor_knn_top1'))})"
+            )
         else:
             self.console.print(f"  [red]✗[/] {key}  {row['status']}: {row['error']}")
 

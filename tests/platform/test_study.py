@@ -171,3 +171,19 @@ def test_an_interrupted_study_resumes_with_no_duplicate_and_no_gap(ray_local, tm
     assert list(kept.finished_at) == list(before.finished_at)  # finished trials were not rerun
     epochs = pd.read_parquet(tmp_path / "interrupted" / "epochs.parquet")
     assert sorted(epochs.groupby("trial_id").epoch.apply(list).tolist()) == [[0, 1]] * 3
+
+
+@needs_cifar
+def test_a_multi_objective_search_trades_knn_against_compute(ray_local, tmp_path):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    study = Study(name="pareto", method="pirl", base={"num_negatives": 64},
+                  metric=["knn_top1", "device_s"], mode=["max", "min"],
+                  search=Search(space={"loss_weight": FloatDistribution(0.0, 1.0)}, trials=2))
+    trials = run_study(study, profile=SMALL, root=tmp_path, quiet=True)
+    assert len(trials) == 2 and (trials.status == "ok").all(), trials.error.tolist()  # no ASHA on two objectives
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "pareto" / "optuna.journal")))
+    pareto = optuna.load_study(study_name="pareto", storage=storage)
+    assert [d.name for d in pareto.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert all(len(t.values) == 2 for t in pareto.trials) and pareto.best_trials  # a Pareto front exists
