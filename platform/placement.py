@@ -93,7 +93,21 @@ def cluster_shape() -> ClusterShape:
             max_resources = dict(state.get_max_resources_from_cluster_config() or {})
     except Exception:  # no autoscaler (a laptop, ray.cluster_utils): plan by the nodes that are up
         pass
+    if not max_nodes:
+        max_nodes = _launcher_max_nodes()
     return ClusterShape(nodes=nodes, max_resources=max_resources, max_nodes=max_nodes)
+
+
+def _launcher_max_nodes(path: str = "~/ray_bootstrap_config.yaml") -> int:
+    """On the head of a ``ray up`` cluster the launcher leaves its config here: its max_workers + the head."""
+    path = os.path.expanduser(path)
+    if not os.path.exists(path):
+        return 0
+    import yaml
+
+    with open(path) as handle:
+        config = yaml.safe_load(handle) or {}
+    return int(config.get("max_workers", 0)) + 1
 
 
 def augment_policy(profile: Profile) -> str:
@@ -108,8 +122,18 @@ def augment_policy(profile: Profile) -> str:
 
 
 def augment_remote_args(policy: str, cluster: ClusterShape) -> dict[str, Any]:
-    """Ray remote arguments for the augmentation tasks (``map_batches``)."""
+    """Ray remote arguments for the augmentation tasks (``map_batches``).
+
+    ``require`` on a cluster with no augmentation node and no autoscaler to start one
+    would leave every trial waiting forever: it is refused with the fix instead.
+    """
     selector = {ROLE_LABEL: AUGMENT_ROLE}
+    if policy == "require" and not cluster.has_augment_nodes and cluster.max_nodes <= 1:
+        raise RuntimeError(
+            f"augmentation must run on nodes labelled {ROLE_LABEL}={AUGMENT_ROLE} (SSLAB_AUGMENT_NODES=require), "
+            "but no such node is up and this cluster has no autoscaler to start one; "
+            f"start one (ray start --labels {ROLE_LABEL}={AUGMENT_ROLE}) or set SSLAB_AUGMENT_NODES=prefer"
+        )
     if policy == "require" or (policy == "prefer" and cluster.has_augment_nodes):
         return {"label_selector": selector}
     return {}

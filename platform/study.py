@@ -261,8 +261,9 @@ def run_study(
 
     if to_run or _missing_baseline_seeds(store, profile, seeds):
         _init_ray(address)
-        placement.check_shared_storage(store.root, placement.cluster_shape())
-        placement.augment_policy(profile)
+        shape = placement.cluster_shape()  # refuse what could never run, before any work
+        placement.check_shared_storage(store.root, shape)
+        placement.augment_remote_args(placement.augment_policy(profile), shape)
         data = _load_data(profile, data_dir, progress)
         _record_baselines(store, profile, data, seeds, progress)
         if to_run:

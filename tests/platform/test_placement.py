@@ -61,8 +61,13 @@ def test_augmentation_goes_to_labelled_nodes_when_there_are_any():
     labelled = shape(node(CPU=2), node("b", "augment", CPU=8))
     assert augment_remote_args("prefer", plain) == {}
     assert augment_remote_args("prefer", labelled) == {"label_selector": {"sslab.io/role": "augment"}}
-    # "require" asks for them even before the autoscaler has started one
-    assert augment_remote_args("require", plain) == {"label_selector": {"sslab.io/role": "augment"}}
+    # "require" asks for them even before the autoscaler has started one...
+    autoscaled = shape(node(CPU=0), max_resources={"CPU": 128}, max_nodes=9)
+    assert augment_remote_args("require", autoscaled) == {"label_selector": {"sslab.io/role": "augment"}}
+    assert augment_remote_args("require", labelled) == {"label_selector": {"sslab.io/role": "augment"}}
+    # ...but where nothing could ever start one, trials would wait forever: refused with the fix
+    with pytest.raises(RuntimeError, match="no autoscaler.*SSLAB_AUGMENT_NODES=prefer"):
+        augment_remote_args("require", plain)
     assert augment_remote_args("any", labelled) == {}
     assert TRAIN_LABEL_SELECTOR == {"sslab.io/role": "!augment"}
 
@@ -94,3 +99,13 @@ def test_a_local_results_path_is_refused_on_a_multi_machine_cluster(monkeypatch,
         check_shared_storage(str(tmp_path), growing)
     monkeypatch.setenv(SHARED_ENV, "1")  # an NFS/EFS mount the user vouches for
     check_shared_storage(str(tmp_path), many)
+
+
+def test_the_launcher_config_on_a_head_tells_how_far_the_cluster_may_grow(tmp_path):
+    from pathlib import Path
+
+    from sslab.platform.placement import _launcher_max_nodes
+
+    cluster_yaml = Path(__file__).resolve().parents[2] / "cluster.yaml"
+    assert _launcher_max_nodes(str(cluster_yaml)) == 18 + 1  # max_workers + the head
+    assert _launcher_max_nodes(str(tmp_path / "absent.yaml")) == 0  # a laptop: no launcher
