@@ -462,7 +462,8 @@ def _run_trials(
             callbacks=[StoreCallback(store, study, profile, progress, stops_early=search is not None)],
         ),
     )
-    tuner.fit()
+    with placement.OrphanedWorkerGroupJanitor():
+        tuner.fit()
 
 
 def run_trial(

@@ -2,15 +2,15 @@
 then resume after an interruption."""
 
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import ray
-
-from sslab.platform.profiles import Profile
 from optuna.distributions import FloatDistribution
 
+from sslab.platform.profiles import Profile
 from sslab.platform.study import Search, Study, run_study, trial_key
 
 ARCHIVE = Path(os.environ.get("SSLAB_DATA", "~/.cache/sslab/data")).expanduser() / "cifar10-jpg.tar.gz"
@@ -187,3 +187,33 @@ def test_a_multi_objective_search_trades_knn_against_compute(ray_local, tmp_path
     pareto = optuna.load_study(study_name="pareto", storage=storage)
     assert [d.name for d in pareto.directions] == ["MAXIMIZE", "MINIMIZE"]
     assert all(len(t.values) == 2 for t in pareto.trials) and pareto.best_trials  # a Pareto front exists
+
+
+def test_the_janitor_frees_only_orphaned_sslab_worker_groups(ray_local):
+    from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from sslab.platform.placement import TRAIN_LABEL_SELECTOR, OrphanedWorkerGroupJanitor
+
+    orphan = placement_group([{"CPU": 0.01}], bundle_label_selector=[TRAIN_LABEL_SELECTOR])
+    busy = placement_group([{"CPU": 0.01}], bundle_label_selector=[TRAIN_LABEL_SELECTOR])
+    foreign = placement_group([{"CPU": 0.01}])  # not an sslab Train group: never touched
+    ray.get([orphan.ready(), busy.ready(), foreign.ready()])
+
+    @ray.remote(num_cpus=0.01)
+    class Worker:
+        def ping(self):
+            return "ok"
+
+    worker = Worker.options(scheduling_strategy=PlacementGroupSchedulingStrategy(busy)).remote()
+    assert ray.get(worker.ping.remote()) == "ok"
+    janitor = OrphanedWorkerGroupJanitor(grace_s=0.5)
+    assert janitor.sweep() == []  # first sight of an unused group starts its grace period
+    time.sleep(1.0)
+    assert janitor.sweep() == [orphan.id.hex()]
+    states = {pg_id: info["state"] for pg_id, info in placement_group_table().items()}
+    assert states[orphan.id.hex()] == "REMOVED"
+    assert states[busy.id.hex()] == states[foreign.id.hex()] == "CREATED"
+    ray.kill(worker)
+    for group in (busy, foreign):
+        remove_placement_group(group)
