@@ -4,22 +4,28 @@
     sslab run NAME [study flags]      same as python studies/NAME.py [study flags]
     sslab status NAME                 progress of a running or stopped study
     sslab report NAME [--format F]    the summary (table, csv or markdown) from the results store
+    sslab dashboard [--port P]        the Streamlit dashboard on http://localhost:8501
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import os
 import pkgutil
+import subprocess
 import sys
+from importlib import resources
 from typing import Sequence
 
 import sslab.studies
-from sslab.platform.study import Study
 
 
-def available_studies() -> dict[str, Study]:
+def available_studies() -> dict:
     """Every module of sslab.studies that defines ``STUDY``."""
+    from sslab.platform.study import Study
+
     found = {}
     for info in pkgutil.iter_modules(sslab.studies.__path__):
         module = importlib.import_module(f"sslab.studies.{info.name}")
@@ -29,7 +35,7 @@ def available_studies() -> dict[str, Study]:
     return found
 
 
-def _study(name: str) -> Study:
+def _study(name: str):
     studies = available_studies()
     if name not in studies:
         raise SystemExit(f"sslab: unknown study {name!r}; known studies: {', '.join(sorted(studies)) or 'none'}")
@@ -50,6 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = sub.add_parser("status", help="progress of a running or stopped study")
     status.add_argument("name")
     status.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
+    dashboard = sub.add_parser("dashboard", help="serve the dashboard on localhost")
+    dashboard.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
+    dashboard.add_argument("--port", type=int, default=8501)
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to listen on (default localhost only; 0.0.0.0 exposes it to the network)")
     args, rest = parser.parse_known_args(argv)
 
     if args.command == "studies":
@@ -65,10 +76,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rest:
             parser.error(f"unrecognised arguments: {' '.join(rest)}")
         _status(_study(args.name), args.results)
+    elif args.command == "dashboard":
+        return _dashboard(args.results, args.host, args.port, rest)
     return 0
 
 
-def _open_store(study: Study, root: str | None):
+def dashboard_command(host: str = "127.0.0.1", port: int = 8501, extra: Sequence[str] = ()) -> list[str]:
+    """``streamlit run`` on the installed app, listening on ``host:port`` only, without telemetry."""
+    app = resources.files("sslab.dashboard") / "app.py"
+    return [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", host, "--server.port", str(port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false", *extra]
+
+
+def _dashboard(root: str | None, host: str, port: int, extra: Sequence[str]) -> int:
+    from sslab.platform.results import results_root
+
+    if importlib.util.find_spec("streamlit") is None or importlib.util.find_spec("plotly") is None:
+        raise SystemExit("sslab: the dashboard needs streamlit and plotly: pip install 'sslab[dashboard]'")
+    env = {**os.environ, "SSLAB_RESULTS": results_root(root)}
+    print(f"sslab dashboard: http://{'localhost' if host in ('127.0.0.1', 'localhost') else host}:{port} "
+          f"reading {env['SSLAB_RESULTS']} (Ctrl-C stops it)", flush=True)
+    try:
+        return subprocess.call(dashboard_command(host, port, extra), env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _open_store(study, root: str | None):
     from sslab.platform.results import ResultsStore, results_root
 
     store = ResultsStore(results_root(root), study.name)
@@ -78,7 +112,7 @@ def _open_store(study: Study, root: str | None):
     return store, meta
 
 
-def _report(study: Study, root: str | None, fmt: str) -> None:
+def _report(study, root: str | None, fmt: str) -> None:
     from rich.console import Console
 
     from sslab.platform.progress import print_summary
@@ -97,10 +131,10 @@ def _report(study: Study, root: str | None, fmt: str) -> None:
         if not console.is_terminal:
             console.width = max(console.width, 160)
         print_summary(console, study.method, knobs, metric, mode, trials, store.read("baselines"),
-                      defaults=meta.get("defaults"))
+                      defaults=meta.get("defaults") if meta.get("kind") == "search" else None)
 
 
-def _knobs_metric_mode(study: Study, meta: dict) -> tuple[list[str], str, str]:
+def _knobs_metric_mode(study, meta: dict) -> tuple[list[str], str, str]:
     knobs = meta.get("knobs") or list(meta.get("grid") or study.knobs)
     metric, mode = meta.get("metric", study.metric), meta.get("mode", study.mode)
     return knobs, (metric[0] if isinstance(metric, list) else metric), (mode[0] if isinstance(mode, list) else mode)
@@ -131,7 +165,7 @@ def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials,
     return "\n".join(lines)
 
 
-def _status(study: Study, root: str | None) -> None:
+def _status(study, root: str | None) -> None:
     """Progress of a running or stopped study, from the results store alone."""
     import time
 

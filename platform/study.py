@@ -101,6 +101,11 @@ class Study:
         keys = list(grid)
         return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
+    def paper_defaults(self) -> dict[str, Any]:
+        """The method's own default (the paper's value) of every knob the study varies."""
+        defaults = methods.get(self.method).Config()
+        return {k: getattr(defaults, k) for k in self.knobs if hasattr(defaults, k)}
+
     def method_config(self, point: dict[str, Any], profile: Profile) -> dict[str, Any]:
         """The method's hyperparameters for one grid point: profile defaults < study base < point."""
         known = {f.name for f in fields(methods.get(self.method).Config)}
@@ -237,7 +242,7 @@ def run_study(
             "knobs": study.knobs,
             "grid": grid,
             "search": {name: repr(d) for name, d in search.space.items()} if search else None,
-            "defaults": study.configurations()[0] if search else None,
+            "defaults": study.paper_defaults(),
             "base": study.base,
             "seeds": seeds,
             "metric": study.metric,

@@ -6,7 +6,8 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = {"methods": "sslab/methods", "platform": "sslab/platform", "dashboard": "sslab/dashboard", "studies": "sslab/studies"}
+PACKAGES = {"methods": "sslab/methods", "platform": "sslab/platform", "dashboard": "sslab/dashboard",
+            "dashboard/pages": "sslab/dashboard/pages", "studies": "sslab/studies"}
 
 
 def test_platform_folder_has_no_init():

@@ -1,0 +1,25 @@
+"""sslab dashboard: ``sslab dashboard`` or ``streamlit run dashboard/app.py``.
+
+Reads the results store under ``$SSLAB_RESULTS`` (or the root typed in the sidebar) and nothing
+else: no Ray, no torch. Each page is one file under ``pages/``.
+"""
+
+import streamlit as st
+
+from sslab.dashboard import selection
+
+st.set_page_config(page_title="sslab", page_icon="🧪", layout="wide")
+
+PAGES = [
+    st.Page("pages/studies.py", title="Studies", icon="📋", default=True),
+    st.Page("pages/ablation.py", title="Ablation curve", icon="📈"),
+    st.Page("pages/probes.py", title="Layer probes", icon="🧅"),
+    st.Page("pages/invariance.py", title="Invariance", icon="🔁"),
+    st.Page("pages/training.py", title="Training curves", icon="📉"),
+    st.Page("pages/search.py", title="Search", icon="🔎"),
+    st.Page("pages/trials.py", title="Trials", icon="🗂️"),
+]
+
+page = st.navigation(PAGES)
+selection.sidebar()
+page.run()
