@@ -8,16 +8,16 @@ import streamlit as st
 
 from sslab.dashboard import selection
 
-st.set_page_config(page_title="sslab", page_icon="🧪", layout="wide")
+st.set_page_config(page_title="sslab", page_icon=":material/science:", layout="wide")
 
 PAGES = [
-    st.Page("pages/studies.py", title="Studies", icon="📋", default=True),
-    st.Page("pages/ablation.py", title="Ablation curve", icon="📈"),
-    st.Page("pages/probes.py", title="Layer probes", icon="🧅"),
-    st.Page("pages/invariance.py", title="Invariance", icon="🔁"),
-    st.Page("pages/training.py", title="Training curves", icon="📉"),
-    st.Page("pages/search.py", title="Search", icon="🔎"),
-    st.Page("pages/trials.py", title="Trials", icon="🗂️"),
+    st.Page("pages/studies.py", title="Studies", icon=":material/table_chart:", default=True),
+    st.Page("pages/ablation.py", title="Ablation curve", icon=":material/show_chart:"),
+    st.Page("pages/probes.py", title="Layer probes", icon=":material/layers:"),
+    st.Page("pages/invariance.py", title="Invariance", icon=":material/compare_arrows:"),
+    st.Page("pages/training.py", title="Training curves", icon=":material/timeline:"),
+    st.Page("pages/search.py", title="Search", icon=":material/travel_explore:"),
+    st.Page("pages/trials.py", title="Trials", icon=":material/filter_list:"),
 ]
 
 page = st.navigation(PAGES)

@@ -36,8 +36,8 @@ def is_log_scale(values: pd.Series) -> bool:
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, template="plotly_white",
-                      legend=dict(orientation="h", yanchor="top", y=-0.18), margin=dict(t=60, l=10, r=10))
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, template="plotly_white", height=480,
+                      legend=dict(font=dict(size=11)), margin=dict(t=60, l=10, r=10))
     return fig
 
 
@@ -65,12 +65,14 @@ def baseline_levels(baselines: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def ablation_figure(points: pd.DataFrame, knob: str, metric: str, *, defaults: dict[str, float] | None = None,
-                    baselines: pd.DataFrame | None = None) -> go.Figure:
+                    baselines: pd.DataFrame | None = None, unordered: set[str] = frozenset()) -> go.Figure:
+    """One curve per study; the studies in ``unordered`` (searches, whose other knobs vary from point
+    to point) are drawn as points only, since a line between them would suggest a curve."""
     fig = go.Figure()
     for study, group in points.groupby("study", sort=False):
         spread = group["std"].fillna(0)
         fig.add_trace(go.Scatter(
-            x=group["value"], y=group["mean"], name=str(study), mode="lines+markers",
+            x=group["value"], y=group["mean"], name=str(study), mode="markers" if study in unordered else "lines+markers",
             error_y=dict(type="data", array=spread, visible=True),
             customdata=np.stack([group["std"], group["n"]], axis=-1),
             hovertemplate=f"{knob}=%{{x}}<br>{metric} %{{y:.4f}} ± %{{customdata[0]:.4f}} (n=%{{customdata[1]}})<extra>%{{fullData.name}}</extra>",
@@ -161,13 +163,14 @@ def training_figure(epochs: pd.DataFrame, metric: str) -> go.Figure:
         rows = rows.sort_values("epoch")
         status = rows["status"].iloc[-1]
         name = rows["label"].iloc[-1] + ("" if status == "ok" else f" ({status})")
-        fig.add_trace(go.Scattergl(x=rows["epoch"], y=rows[metric], name=name, mode="lines+markers",
+        fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[metric], name=name, mode="lines+markers",
                                    marker=dict(size=4)))
         if status in ("stopped", "failed"):
-            fig.add_trace(go.Scattergl(x=rows["epoch"].iloc[-1:], y=rows[metric].iloc[-1:], mode="markers",
+            fig.add_trace(go.Scatter(x=rows["epoch"].iloc[-1:], y=rows[metric].iloc[-1:], mode="markers",
                                        marker=dict(symbol="x", size=13, color="firebrick" if status == "failed" else "black"),
                                        name=f"{status} early", legendgroup=status, showlegend=False,
                                        hovertemplate=f"{status} after epoch %{{x}}<extra>{name}</extra>"))
+    fig.update_xaxes(tickformat="d")
     return _layout(fig, f"{metric} per epoch (✕ = stopped early, red ✕ = failed)", "epoch", metric)
 
 

@@ -85,7 +85,7 @@ def dashboard_command(host: str = "127.0.0.1", port: int = 8501, extra: Sequence
     """``streamlit run`` on the installed app, listening on ``host:port`` only, without telemetry."""
     app = resources.files("sslab.dashboard") / "app.py"
     return [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", host, "--server.port", str(port),
-            "--server.headless", "true", "--browser.gatherUsageStats", "false", *extra]
+            "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer", *extra]
 
 
 def _dashboard(root: str | None, host: str, port: int, extra: Sequence[str]) -> int:

@@ -22,7 +22,8 @@ if points.empty:
     st.stop()
 defaults = {s.name: (s.meta.get("defaults") or {}).get(knob) for s in chosen.chosen if s.name in set(points["study"])}
 baselines = charts.baseline_levels(chosen.table("baselines"), metric)
-st.plotly_chart(charts.ablation_figure(points, knob, metric, defaults=defaults, baselines=baselines),
+searches = {s.name for s in chosen.chosen if s.kind == "search"}
+st.plotly_chart(charts.ablation_figure(points, knob, metric, defaults=defaults, baselines=baselines, unordered=searches),
                 key="ablation_chart")
 st.caption("Error bars: one standard deviation across seeds (n per point in the table); "
            "dotted: the paper's default; dashed: the same backbone untrained.")

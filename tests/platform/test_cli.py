@@ -92,3 +92,15 @@ def test_report_formats(tmp_path, capsys):
     main(["report", "pirl_lambda", "--results", str(tmp_path)])
     table = capsys.readouterr().out
     assert "best: loss_weight=0.5" in table and "compute: 3 trial(s) (3 ok)" in table
+
+
+def test_dashboard_serves_the_installed_app_on_localhost_only():
+    from pathlib import Path
+
+    from sslab.platform.cli import dashboard_command
+
+    command = dashboard_command()
+    app = Path(command[command.index("run") + 1])
+    assert app.name == "app.py" and (app.parent / "pages" / "studies.py").exists()
+    assert command[command.index("--server.address") + 1] == "127.0.0.1"
+    assert command[command.index("--browser.gatherUsageStats") + 1] == "false"

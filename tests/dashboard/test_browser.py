@@ -1,0 +1,107 @@
+"""The dashboard in a real browser: ``sslab dashboard`` serves the fixture store on localhost,
+headless Chromium (Debian's ``chromium``, driven by Playwright) visits every page, checks that
+the plotly charts rendered and no exception box appeared, and saves a screenshot of each page
+(``$SSLAB_SCREENSHOTS``, default ``build/screenshots``).
+
+CI installs chromium and sets ``SSLAB_REQUIRE_BROWSER=1``, so there a missing browser fails the
+test instead of skipping it.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("SSLAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+#: url path → (page title, plotly charts drawn on the fixture store)
+PAGES = {"": ("Studies", 0), "ablation": ("Ablation curve", 1), "probes": ("Layer probes", 1),
+         "invariance": ("Invariance", 1), "training": ("Training curves", 1), "search": ("Search", 3),
+         "trials": ("Trials", 0)}
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+def _browser_or_skip():
+    missing = []
+    if not CHROMIUM:
+        missing.append("chromium (apt-get install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("playwright (pip install playwright)")
+    if missing:
+        message = "browser test needs " + " and ".join(missing)
+        if os.environ.get("SSLAB_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(fixture_root, tmp_path_factory):
+    _browser_or_skip()
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "streamlit.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "sslab.platform.cli", "dashboard", "--results", str(fixture_root),
+                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"sslab dashboard did not come up on {url}:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_every_page_renders_its_charts_in_chromium(server):
+    from playwright.sync_api import sync_playwright
+
+    shots = Path(os.environ.get("SSLAB_SCREENSHOTS", ROOT / "build" / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        for path, (title, charts) in PAGES.items():
+            page.goto(f"{server}/{path}")
+            page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
+            if charts:
+                # a rendered chart has drawn marks (a trace, or parallel-coordinate axes), not just a frame
+                page.wait_for_function("n => [...document.querySelectorAll('.js-plotly-plot')]"
+                                       ".filter(e => e.querySelector('g.trace, .parcoords')).length >= n",
+                                       arg=charts, timeout=60_000)
+            else:
+                page.wait_for_selector("[data-testid='stDataFrame']", timeout=60_000)
+            page.wait_for_timeout(500)  # let the charts finish their transitions before the picture
+            assert page.locator("[data-testid='stException']").count() == 0, f"exception on /{path}"
+            page.screenshot(path=str(shots / f"{path or 'studies'}.png"), full_page=True)
+        # the sidebar's navigation links lead to the pages too
+        page.goto(server)
+        page.get_by_role("link", name="Layer probes").click()
+        page.get_by_role("heading", name="Layer probes").first.wait_for(timeout=60_000)
+        browser.close()
+    assert not errors, errors
+    assert sorted(p.name for p in shots.glob("*.png")) >= sorted(f"{p or 'studies'}.png" for p in PAGES)
