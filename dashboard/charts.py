@@ -130,7 +130,7 @@ def invariance_groups(invariance: pd.DataFrame, trials: pd.DataFrame, by: str = 
     if invariance.empty or trials.empty:
         return pd.DataFrame(columns=["group", "distance"])
     frame = invariance.merge(trials[["key", "method"]], on="key", how="inner")
-    group = frame["label"] if by == "trial" else frame["study"] + " · " + frame["method"].astype(str)
+    group = frame["label"].astype(str) if by == "trial" else frame["study"].astype(str) + " · " + frame["method"].astype(str)
     return pd.DataFrame({"group": group.to_numpy(), "distance": frame["distance"].to_numpy()})
 
 

@@ -16,7 +16,9 @@ left, right = st.columns(2)
 knob = left.selectbox("Hyperparameter", knobs, key="ablation_knob")
 metric = right.selectbox("Metric", charts.trial_metrics(trials), key="ablation_metric")
 
-points = charts.ablation_points(trials, knob, metric)
+# only the studies that vary this knob: another study's trials all sit at its fixed value
+varying = [s.name for s in chosen.chosen if knob in s.knobs]
+points = charts.ablation_points(trials[trials["study"].isin(varying)], knob, metric)
 if points.empty:
     st.info(f"No completed trial of the selected studies reports {metric} for {knob} yet.")
     st.stop()

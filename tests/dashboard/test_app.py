@@ -129,3 +129,14 @@ def _keys(root, study, status):
 
     trials = store.read_study(str(root), study).trials
     return trials.loc[trials["status"] == status, "key"].tolist()
+
+
+def test_ablation_curve_leaves_out_studies_that_hold_the_knob_fixed(tmp_path, monkeypatch):
+    store_factory.write_grid(tmp_path, "pirl_lambda")
+    fixed = store_factory.write_grid(tmp_path, "pirl_other", values=(0.5,), seeds=2, fail=None)
+    meta = fixed.metadata()
+    fixed.write_metadata({**{k: v for k, v in meta.items() if k not in ("schema_version", "study")}, "knobs": ["temperature"]})
+    app = open_page(tmp_path, "ablation", monkeypatch)
+    assert app.selectbox(key="ablation_knob").value == "loss_weight"
+    traces, _ = figure_of(app.get("plotly_chart")[0])
+    assert [t["name"] for t in traces] == ["pirl_lambda"]
