@@ -38,6 +38,24 @@ class MemoryBank(nn.Module):
 
     __getitem__ = rows
 
+    def similarities(self, embeddings: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Cosine similarities s = f · m_idx of B embeddings to their rows: ``idx`` (B,) gives (B,),
+        ``idx`` (B, N) gives (B, N). Differentiable in ``embeddings``; the bank is a constant.
+
+        For N rows per embedding the textbook form gathers a B x N x d tensor (4.2 GB at PIRL's
+        B = 256, N = 32,000, d = 128) that autograd keeps for the backward pass. When the bank
+        has fewer rows than N x d (CIFAR's 50,000 < 4 M, ImageNet's 1.28 M too), scoring the
+        batch against the whole bank with one matrix product and picking N columns per row is
+        the same number with a B x |D| intermediate instead: see ``benchmarks/memory_bank.py``.
+        """
+        bank = self.bank
+        idx = idx.to(bank.device)
+        if idx.dim() == 1:
+            return (embeddings * bank[idx]).sum(dim=1)
+        if self.num_samples <= idx.shape[1] * self.dim:
+            return (embeddings @ bank.T).gather(1, idx)
+        return torch.einsum("bd,bnd->bn", embeddings, bank[idx])
+
     def sample_negatives(
         self, batch_size: int, num_negatives: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:

@@ -158,13 +158,11 @@ class PIRL(nn.Module):
         return F.normalize(self.jigsaw_head(per_patch.reshape(len(patches), -1)).float(), dim=1)
 
     # --- loss ---------------------------------------------------------------------------
-    def _contrast(
-        self, term: str, emb: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor
-    ) -> torch.Tensor:
-        """L_NCE(m_I, emb) against the memory-bank negatives (eq. 3-4), in float32."""
+    def _contrast(self, term: str, emb: torch.Tensor, idx: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """L_NCE(m_I, emb) against the memory-bank rows ``negatives`` (B x N indices; eq. 3-4), in float32."""
         with torch.autocast(emb.device.type, enabled=False):
-            pos_sim = (emb * positives).sum(dim=1)
-            neg_sim = torch.einsum("bd,bnd->bn", emb, negatives)
+            pos_sim = self.memory_bank.similarities(emb, idx)
+            neg_sim = self.memory_bank.similarities(emb, negatives)
             tau = self.config.temperature
             if self.config.loss_form == "infonce":
                 return info_nce_loss(pos_sim, neg_sim, tau)
@@ -178,12 +176,11 @@ class PIRL(nn.Module):
         lam = self.config.loss_weight
         idx = batch["idx"].long()
         f = self.embed_image(batch["image"])
-        positives = self.memory_bank.rows(idx)  # m_I
-        negatives = self.memory_bank.rows(self.memory_bank.sample_negatives(len(idx), self.num_negatives))
-        loss_image = self._contrast("image", f, positives, negatives)
+        negatives = self.memory_bank.sample_negatives(len(idx), self.num_negatives)  # N uniform rows per image, shared by both terms
+        loss_image = self._contrast("image", f, idx, negatives)  # positives: m_I
         loss, loss_jigsaw = loss_image, float("nan")
         if lam > 0:  # at λ = 0 g is skipped entirely, so no jigsaw view is needed
-            jigsaw = self._contrast("jigsaw", self.embed_jigsaw(batch["jigsaw"]), positives, negatives)
+            jigsaw = self._contrast("jigsaw", self.embed_jigsaw(batch["jigsaw"]), idx, negatives)
             loss, loss_jigsaw = lam * jigsaw + (1 - lam) * loss_image, jigsaw.item()
         self._last_embedding = f.detach()
         return loss, {"loss": loss.item(), "loss_image": loss_image.item(), "loss_jigsaw": loss_jigsaw}

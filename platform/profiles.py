@@ -45,6 +45,8 @@ class Profile:
     augment_nodes: str = "prefer"
     #: "bf16" enables torch.autocast(bfloat16) on GPU; ignored on CPU
     precision: str = "fp32"
+    #: model and 4-D batches in channels_last (NHWC) memory format: faster convolutions on GPUs
+    channels_last: bool = False
     #: kNN (Wu et al. 2018): k neighbours, weights exp(s/τ_knn)
     knn_k: int = 200
     knn_temperature: float = 0.07
@@ -74,6 +76,7 @@ class Profile:
             "knn_k": self.knn_k >= 1,
             "probe_epochs": self.probe_epochs >= 1,
             "precision": self.precision in ("fp32", "bf16"),
+            "channels_last": isinstance(self.channels_last, bool),
             "worker_placement": self.worker_placement in ("PACK", "SPREAD", "STRICT_SPREAD"),
             "augment_nodes": self.augment_nodes in ("prefer", "require", "any"),
             "max_failures": self.max_failures >= 0,
@@ -133,6 +136,7 @@ PROFILES: dict[str, Profile] = {
         use_gpu=True,
         cpus_per_worker=4,
         precision="bf16",
+        channels_last=True,
     ),
 }
 

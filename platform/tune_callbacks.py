@@ -88,6 +88,7 @@ class StoreCallback(Callback):
             epochs=epochs,
             wall_s=time.time() - self._started.get(trial.trial_id, time.time()),
             train_s=float(result.get("train_s", math.nan)),
+            eval_s=float(result.get("eval_s", math.nan)),
             device_s=float(result.get("device_s", math.nan)),
             device="gpu" if self.profile.use_gpu else "cpu",
             images_seen=int(result.get("images_seen", 0)),

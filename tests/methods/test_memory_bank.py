@@ -93,3 +93,22 @@ def test_two_worker_update_equals_single_worker_update(tmp_path, split):
     single.update(idx, emb, 0.5)
     for rank in range(2):
         assert torch.allclose(torch.load(tmp_path / f"bank{rank}.pt"), single.bank, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_samples", [50, 5000])  # 50 <= N*d: whole-bank product; 5000 > N*d: gather
+def test_similarities_match_the_gathered_dot_products_and_their_gradient(num_samples):
+    torch.manual_seed(0)
+    bank = MemoryBank(num_samples, 8)
+    emb = F.normalize(torch.randn(6, 8), dim=1).requires_grad_(True)
+    idx = torch.randint(num_samples, (6,))
+    neg = torch.randint(num_samples, (6, 20))
+    expected_pos = (emb * bank.bank[idx]).sum(1)
+    expected_neg = torch.stack([bank.bank[neg[b]] @ emb[b] for b in range(6)])
+    pos, sims = bank.similarities(emb, idx), bank.similarities(emb, neg)
+    assert sims.shape == (6, 20) and pos.shape == (6,)
+    torch.testing.assert_close(pos, expected_pos)
+    torch.testing.assert_close(sims, expected_neg)
+    weights = torch.randn(6, 20)
+    (grad,) = torch.autograd.grad((sims * weights).sum(), emb)
+    (expected_grad,) = torch.autograd.grad((expected_neg * weights).sum(), emb)
+    torch.testing.assert_close(grad, expected_grad)

@@ -65,6 +65,8 @@ def test_in_process_loop_trains_evaluates_and_checkpoints_method_buffers(ray_loc
     assert {"knn_top1", "probe_res5_top1", "probe_conv1_top1", "invariance_l2_mean"} <= set(metrics)
     assert len(metrics["invariance_samples"]) == 8 and len(metrics["history"]) == 2
     assert all(math.isfinite(h["loss"]) for h in metrics["history"])
+    # the trial's own work, apart from start-up: epochs and evaluation timed separately
+    assert metrics["train_s"] > 0 and metrics["eval_s"] > 0
     state = _load_checkpoint(result.checkpoint)
     _, fresh = spec.build()
     bank_keys = [k for k in state["model"] if "bank" in k]
@@ -98,3 +100,12 @@ def test_two_data_parallel_workers_train_and_report(ray_local, tmp_path):
     assert result.metrics["epoch"] == 0
     assert result.metrics["images_seen"] == (64 // (8 * 2)) * 8 * 2
     assert math.isfinite(result.metrics["loss"]) and "knn_top1" in result.metrics
+
+
+def test_channels_last_trains_the_model_in_nhwc(ray_local, tmp_path):
+    result, _ = _fit(tmp_path, TINY.with_overrides(channels_last=True, epochs=1), name="nhwc")
+    assert math.isfinite(result.metrics["loss"])
+    weights = {k: v for k, v in _load_checkpoint(result.checkpoint)["model"].items() if v.dim() == 4}
+    assert weights and all(v.is_contiguous(memory_format=torch.channels_last) for v in weights.values())
+    with pytest.raises(ValueError, match="channels_last"):
+        TINY.with_overrides(channels_last="yes")

@@ -1,0 +1,113 @@
+"""sslab's worker loop against a bare PyTorch loop: the same model, batches, forward and backward.
+
+The views are computed once and materialised, so neither side pays for augmentation. sslab's
+side is the real Train loop (``make_trainer`` with ``num_workers=0``: the loop runs in this
+process) reading the materialised Ray Dataset through ``iter_torch_batches`` with the profile's
+local shuffle buffer, checking the loss, stepping the LR schedule, averaging step metrics and
+checkpointing every epoch. The bare side loops over the same batches held as tensors. Both build
+the model from the same seed. Epoch times after the first (warm-up) epoch are compared.
+
+    python benchmarks/train_loop.py [--images 2048] [--epochs 3] [--batch 64] [--width 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sslab.methods.views import ImageView, JigsawView, apply_views
+from sslab.platform.profiles import Profile
+from sslab.platform.train import TrialSpec, cosine_lr, make_trainer
+
+
+def bare_epochs(spec: TrialSpec, batches: list[dict[str, torch.Tensor]], epochs: int) -> list[float]:
+    """The loop a researcher would write by hand: forward, backward, step, the method's state update."""
+    profile = spec.profile
+    _, method = spec.build()
+    optimizer = torch.optim.SGD(method.parameters(), lr=profile.lr, momentum=profile.momentum,
+                                weight_decay=profile.weight_decay)
+    total = len(batches) * epochs
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, total, len(batches)))
+    seconds = []
+    for _ in range(epochs):
+        method.train()
+        start = time.perf_counter()
+        for batch in batches:
+            loss, _ = method(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            method.after_step(batch)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def sslab_epochs(spec: TrialSpec, dataset, storage: str) -> list[float]:
+    result = make_trainer(spec, dataset, name="train-loop-bench", storage_path=storage).fit()
+    return [row["epoch_s"] for row in result.metrics["history"]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2048)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per side; the first is a warm-up")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--width", type=int, default=8, help="ResNet-18 width (64 = the paper's)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "train_loop.json"))
+    args = parser.parse_args()
+
+    import ray
+    import ray.data
+
+    from sslab.platform.data import load_split
+
+    torch.set_num_threads(args.threads)
+    split = load_split("cifar10", "train", subset=args.images, seed=0)
+    views = apply_views([ImageView(), JigsawView()], split.images, np.random.default_rng(0))
+    columns = {"idx": split.idx, "label": split.labels, **views}
+    profile = Profile(name="bench", train_subset=args.images, width=args.width, epochs=args.epochs,
+                      batch_size=args.batch, lr=0.1, warmup_epochs=1, num_workers=0, torch_threads=args.threads,
+                      method_defaults={"loss_form": "infonce"})
+    spec = TrialSpec(method="pirl", method_config={"loss_form": "infonce", "num_negatives": 1024}, profile=profile,
+                     seed=0, num_samples=args.images)
+
+    ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False)
+    dataset = ray.data.from_items([{k: v[i] for k, v in columns.items()} for i in range(args.images)]).materialize()
+    batches = [
+        {k: torch.as_tensor(v[s:s + args.batch]) for k, v in columns.items()}
+        for s in range(0, args.images - args.batch + 1, args.batch)
+    ]
+    with tempfile.TemporaryDirectory() as storage:
+        sslab = sslab_epochs(spec, dataset, storage)
+    bare = bare_epochs(spec, batches, args.epochs)
+    ray.shutdown()
+
+    sslab_s, bare_s = float(np.mean(sslab[1:])), float(np.mean(bare[1:]))
+    overhead = sslab_s / bare_s - 1
+    steps = len(batches)
+    print(f"training loop: PIRL, ResNet-18 width {args.width}, {args.images} images, batch {args.batch}, "
+          f"{steps} steps/epoch, {args.threads} thread(s); mean of epochs 2..{args.epochs}")
+    print(f"{'loop':<8}{'s/epoch':>9}{'ms/step':>9}")
+    print(f"{'bare':<8}{bare_s:>9.2f}{bare_s / steps * 1e3:>9.1f}")
+    print(f"{'sslab':<8}{sslab_s:>9.2f}{sslab_s / steps * 1e3:>9.1f}")
+    print(f"sslab overhead: {overhead:+.1%} (target: at most +5%)")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": "train_loop", "images": args.images, "batch": args.batch,
+                               "width": args.width, "threads": args.threads, "machine": platform.machine(),
+                               "bare_epoch_s": bare, "sslab_epoch_s": sslab, "overhead": overhead}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
