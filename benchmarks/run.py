@@ -22,7 +22,7 @@ RESULTS = HERE / "results"
 
 #: name → the arguments of its quick run (the 2-core, under-10-minutes sizes)
 QUICK = {
-    "memory_bank": ["--repeats", "2", "--skip-per-sample-above", "4096"],
+    "memory_bank": ["--repeats", "2"],
     "train_loop": ["--images", "2048", "--epochs", "3"],
     "input_pipeline": ["--images", "5000", "--epochs", "1"],
     "sweep_overhead": ["--trials", "3", "--images", "1024", "--epochs", "2"],
