@@ -32,7 +32,7 @@ PAGES = ("studies", "ablation", "probes", "invariance", "training", "search", "t
 def open_page(page: str) -> float:
     start = time.perf_counter()
     app = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=600).run()
-    app.switch_page(f"pages/{page}.py").run()
+    app.switch_page(f"views/{page}.py").run()
     elapsed = time.perf_counter() - start
     if app.exception:
         raise RuntimeError(f"{page}: {app.exception[0].value}")

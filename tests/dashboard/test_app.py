@@ -23,7 +23,7 @@ def open_page(root, page, monkeypatch, **state):
     for key, value in state.items():
         app.session_state[key] = value
     app.run()
-    app.switch_page(f"pages/{page}.py").run()
+    app.switch_page(f"views/{page}.py").run()
     assert not app.exception, [e.value for e in app.exception]
     return app
 
@@ -115,7 +115,7 @@ def test_the_dashboard_never_imports_ray_or_torch(fixture_root):
         from streamlit.testing.v1 import AppTest
         for page in {list(PAGES)!r}:
             app = AppTest.from_file({APP!r}, default_timeout=120).run()
-            app.switch_page(f"pages/{{page}}.py").run()
+            app.switch_page(f"views/{{page}}.py").run()
             assert not app.exception, page
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("ray", "torch", "torchvision")))
     """)

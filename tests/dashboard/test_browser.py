@@ -82,10 +82,11 @@ def test_every_page_renders_its_charts_in_chromium(server):
     shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
         errors = []
-        page.on("pageerror", lambda err: errors.append(str(err)))
         for path, (title, charts) in PAGES.items():
+            # a fresh browser session per page: a link straight to a page must work, not only navigation
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.on("pageerror", lambda err: errors.append(str(err)))
             page.goto(f"{server}/{path}")
             page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
             if charts:
@@ -97,6 +98,9 @@ def test_every_page_renders_its_charts_in_chromium(server):
                 page.wait_for_selector("[data-testid='stDataFrame']", timeout=60_000)
             page.wait_for_timeout(500)  # let the charts finish their transitions before the picture
             assert page.locator("[data-testid='stException']").count() == 0, f"exception on /{path}"
+            # every page runs under app.py: its navigation names all seven pages by title
+            nav = page.locator("[data-testid='stSidebarNav']")
+            assert all(nav.get_by_text(t, exact=True).count() == 1 for t, _ in PAGES.values()), f"/{path}: {nav.inner_text()}"
             page.screenshot(path=str(shots / f"{path or 'studies'}.png"), full_page=True)
         # the sidebar's navigation links lead to the pages too
         page.goto(server)

@@ -101,6 +101,6 @@ def test_dashboard_serves_the_installed_app_on_localhost_only():
 
     command = dashboard_command()
     app = Path(command[command.index("run") + 1])
-    assert app.name == "app.py" and (app.parent / "pages" / "studies.py").exists()
+    assert app.name == "app.py" and (app.parent / "views" / "studies.py").exists()
     assert command[command.index("--server.address") + 1] == "127.0.0.1"
     assert command[command.index("--browser.gatherUsageStats") + 1] == "false"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"methods": "sslab/methods", "platform": "sslab/platform", "dashboard": "sslab/dashboard",
-            "dashboard/pages": "sslab/dashboard/pages", "studies": "sslab/studies"}
+            "dashboard/views": "sslab/dashboard/views", "studies": "sslab/studies"}
 
 
 def test_platform_folder_has_no_init():
