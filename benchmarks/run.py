@@ -23,7 +23,7 @@ RESULTS = HERE / "results"
 #: name → the arguments of its quick run (the 2-core, under-10-minutes sizes)
 QUICK = {
     "memory_bank": ["--repeats", "2"],
-    "train_loop": ["--images", "2048", "--epochs", "3"],
+    "train_loop": ["--images", "2048", "--epochs", "4"],
     "input_pipeline": ["--images", "5000", "--epochs", "1"],
     "sweep_overhead": ["--trials", "3", "--images", "1024", "--epochs", "2"],
     "dashboard_pages": ["--repeats", "2"],
