@@ -110,3 +110,12 @@ def require_trials(selection: Selection, what: str = "trials") -> pd.DataFrame:
                 "or wait for the first trial to land (the Studies page shows progress).")
         st.stop()
     return trials
+
+
+def require_table(selection: Selection, name: str, missing: str) -> pd.DataFrame:
+    """One store table across the selection, or the ``missing`` message (and stop the page)."""
+    frame = selection.table(name)
+    if frame.empty:
+        st.info(missing)
+        st.stop()
+    return frame

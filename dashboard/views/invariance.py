@@ -7,10 +7,7 @@ from sslab.dashboard import charts, selection
 st.title("Invariance")
 chosen = selection.current()
 trials = selection.require_trials(chosen)
-invariance = chosen.table("invariance")
-if invariance.empty:
-    st.info("No trial in the selection recorded invariance samples (invariance.parquet).")
-    st.stop()
+invariance = selection.require_table(chosen, "invariance", "No trial in the selection recorded invariance samples (invariance.parquet).")
 
 left, right = st.columns(2)
 by = left.radio("One curve per", ["trial", "method"], horizontal=True, key="invariance_by")

@@ -7,10 +7,7 @@ from sslab.dashboard import charts, selection
 st.title("Training curves")
 chosen = selection.current()
 trials = selection.require_trials(chosen)
-epochs = chosen.table("epochs")
-if epochs.empty:
-    st.info("No per-epoch rows (epochs.parquet) in the selection yet.")
-    st.stop()
+epochs = selection.require_table(chosen, "epochs", "No per-epoch rows (epochs.parquet) in the selection yet.")
 
 metrics = charts.epoch_metrics(epochs)
 left, right = st.columns(2)

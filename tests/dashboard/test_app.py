@@ -140,3 +140,10 @@ def test_ablation_curve_leaves_out_studies_that_hold_the_knob_fixed(tmp_path, mo
     assert app.selectbox(key="ablation_knob").value == "loss_weight"
     traces, _ = figure_of(app.get("plotly_chart")[0])
     assert [t["name"] for t in traces] == ["pirl_lambda"]
+
+
+def test_pages_explain_a_table_the_store_lacks(tmp_path, monkeypatch):
+    store_factory.write_grid(tmp_path, seeds=1, fail=None)
+    (tmp_path / "pirl_lambda" / "invariance.parquet").unlink()
+    app = open_page(tmp_path, "invariance", monkeypatch)
+    assert not app.get("plotly_chart") and "invariance.parquet" in app.info[0].value
