@@ -36,8 +36,13 @@ def is_log_scale(values: pd.Series) -> bool:
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, template="plotly_white", height=480,
-                      legend=dict(font=dict(size=11)), margin=dict(t=60, l=10, r=10))
+    """Shared look; long legend entries (trial labels) go below the plot so it keeps its width."""
+    names = [t.name for t in fig.data if t.name and t.showlegend is not False]
+    below = any(len(n) > 40 for n in names)
+    legend = dict(font=dict(size=11), **(dict(orientation="h", yanchor="top", y=-0.15, x=0) if below else {}))
+    height = 480 + (20 * len(names) if below else 0)
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, template="plotly_white", height=height,
+                      legend=legend, margin=dict(t=60, l=10, r=10))
     return fig
 
 
@@ -170,7 +175,8 @@ def training_figure(epochs: pd.DataFrame, metric: str) -> go.Figure:
                                        marker=dict(symbol="x", size=13, color="firebrick" if status == "failed" else "black"),
                                        name=f"{status} early", legendgroup=status, showlegend=False,
                                        hovertemplate=f"{status} after epoch %{{x}}<extra>{name}</extra>"))
-    fig.update_xaxes(tickformat="d")
+    last = int(epochs["epoch"].max()) if len(epochs) else 0
+    fig.update_xaxes(dtick=max(1, math.ceil(last / 10)))  # whole epochs only
     return _layout(fig, f"{metric} per epoch (✕ = stopped early, red ✕ = failed)", "epoch", metric)
 
 

@@ -14,7 +14,6 @@ import importlib
 import importlib.util
 import os
 import pkgutil
-import subprocess
 import sys
 from importlib import resources
 from typing import Sequence
@@ -96,10 +95,9 @@ def _dashboard(root: str | None, host: str, port: int, extra: Sequence[str]) -> 
     env = {**os.environ, "SSLAB_RESULTS": results_root(root)}
     print(f"sslab dashboard: http://{'localhost' if host in ('127.0.0.1', 'localhost') else host}:{port} "
           f"reading {env['SSLAB_RESULTS']} (Ctrl-C stops it)", flush=True)
-    try:
-        return subprocess.call(dashboard_command(host, port, extra), env=env)
-    except KeyboardInterrupt:
-        return 0
+    # become the server (no child left behind): Ctrl-C and a supervisor's SIGTERM reach Streamlit itself
+    command = dashboard_command(host, port, extra)
+    os.execve(command[0], command, env)
 
 
 def _open_store(study, root: str | None):

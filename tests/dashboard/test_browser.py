@@ -73,6 +73,9 @@ def server(fixture_root, tmp_path_factory):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    # sslab dashboard is the server itself: stopping it leaves nothing listening
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
 
 
 def test_every_page_renders_its_charts_in_chromium(server):
