@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "sweep_overhead.json"))
     args = parser.parse_args()
 
@@ -39,7 +40,7 @@ def main() -> None:
                   description="sweep overhead benchmark")
     profile = Profile(name="bench", train_subset=args.images, test_subset=512, width=8, epochs=args.epochs,
                       batch_size=64, lr=0.1, warmup_epochs=1, monitor_images=256, probe_epochs=5,
-                      invariance_samples=128, torch_threads=os.cpu_count() or 1,
+                      invariance_samples=128, torch_threads=os.cpu_count() or 1, num_workers=args.workers,
                       method_defaults={"loss_form": "infonce", "num_negatives": 512})
     with tempfile.TemporaryDirectory() as root:
         start = time.perf_counter()

@@ -236,14 +236,18 @@ class OrphanedWorkerGroupJanitor:
 
     def sweep(self) -> list[str]:
         """One pass; returns the ids of the groups removed."""
+        import ray
         from ray._raylet import PlacementGroupID
         from ray.util.placement_group import PlacementGroup, remove_placement_group
         from ray.util.state import list_actors, list_placement_groups
 
         now = time.monotonic()
-        alive = list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=10_000, raise_on_missing_output=False)
+        # this driver's cluster, by address: another Ray instance on the machine must not be asked
+        address = ray.get_runtime_context().gcs_address
+        alive = list_actors(address=address, filters=[("state", "=", "ALIVE")], detail=True, limit=10_000,
+                            raise_on_missing_output=False)
         in_use = {actor.placement_group_id for actor in alive if actor.placement_group_id}
-        groups = list_placement_groups(filters=[("state", "=", "CREATED")], detail=True, limit=10_000,
+        groups = list_placement_groups(address=address, filters=[("state", "=", "CREATED")], detail=True, limit=10_000,
                                        raise_on_missing_output=False)
         removed = []
         for group in groups:

@@ -34,7 +34,8 @@ class Profile:
     warmup_epochs: int = 0
     #: rows of the local shuffle buffer each Train worker draws its batches from (0 = no shuffle)
     shuffle_buffer: int = 4096
-    #: Ray Train workers per trial (0 = run the loop in the trial's own process)
+    #: Ray Train workers per trial; 0 = no TorchTrainer: the Tune trial's own process trains,
+    #: holding one worker's resources, and keeps its epoch checkpoints itself (platform/checkpoints.py)
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
@@ -109,6 +110,10 @@ PROFILES: dict[str, Profile] = {
     # lr 0.1 with one warm-up epoch: at λ=0 over 5 epochs kNN reached 0.264
     # against a 0.229 baseline; lr 0.03 gave 0.225, and lr 0.1 without warm-up
     # collapsed in the first epoch and ended at 0.217 (in-process, same subset).
+    #
+    # Each trial trains in its own process (num_workers=0): Ray Train's controller,
+    # worker group and dataset coordinator would add about 20 s of start-up to every
+    # trial on 2 CPUs (benchmarks/sweep_overhead.py), a quarter of a 5-epoch trial.
     "local": Profile(
         name="local",
         train_subset=5000,
@@ -118,7 +123,7 @@ PROFILES: dict[str, Profile] = {
         warmup_epochs=1,
         batch_size=64,
         lr=0.1,
-        num_workers=1,
+        num_workers=0,
         torch_threads=2,
         probe_epochs=30,
         invariance_samples=500,

@@ -55,7 +55,7 @@ def results_root(override: str | os.PathLike | None = None) -> str:
     return root.rstrip("/") if "://" in root else os.path.abspath(os.path.expanduser(root))
 
 
-def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+def filesystem_for(location: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem and the path on it of a local path or a URI."""
     if "://" in location:
         return pafs.FileSystem.from_uri(location)
@@ -70,7 +70,7 @@ class ResultsStore:
         self.study = study
         #: where the study lives, as the user names it (a path or a URI)
         self.location = f"{self.root}/{study}" if "://" in self.root else os.path.join(self.root, study)
-        self.fs, self._base = _filesystem(self.location)
+        self.fs, self._base = filesystem_for(self.location)
         self._local = isinstance(self.fs, pafs.LocalFileSystem)
 
     # ------------------------------------------------------------------ paths

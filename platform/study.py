@@ -8,8 +8,9 @@ A study script is declarative::
 
 ``run_study`` does the plumbing: it validates every configuration before any
 Ray work, evaluates the random-init baseline once per seed, runs one Tune trial
-per (configuration, seed) (each trial launches one TorchTrainer; Optuna is the
-searcher, a grid is given to it as the points to evaluate), writes every
+per (configuration, seed) (a trial launches one TorchTrainer, or with
+``num_workers=0`` trains in its own process; Optuna is the searcher, a grid is
+given to it as the points to evaluate), writes every
 finished trial to the results store the moment it finishes, and prints a
 summary. Re-running the same study skips the trials already in the store.
 """
@@ -21,6 +22,7 @@ import itertools
 import logging
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Sequence
 
@@ -403,7 +405,7 @@ def _run_trials(
     cluster = placement.cluster_shape()
     concurrent = placement.max_concurrent_trials(profile, cluster)
     augment_args = placement.augment_remote_args(placement.augment_policy(profile), cluster)
-    trial_resources = {TRIAL_RESOURCE: 1} if ray.cluster_resources().get(TRIAL_RESOURCE) else {"CPU": 1}
+    trial_resources = _trial_resources(profile, has_trial_resource=bool(ray.cluster_resources().get(TRIAL_RESOURCE)))
     if search:
         space = dict(search.space)
         space["seed"] = optuna.distributions.CategoricalDistribution([0])
@@ -456,19 +458,40 @@ def _run_trials(
             num_samples=num_trials,
             max_concurrent_trials=min(num_trials, concurrent),
             time_budget_s=search.time_budget_s if search else None,
+            # an in-process trial's process serves the next trial (no new process, no imports):
+            # safe, as a trial keeps no state outside its checkpoints and seeds itself
+            reuse_actors=profile.num_workers == 0,
         ),
         run_config=tune.RunConfig(
             name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=store.ray_storage,
             verbose=0,
-            # a trial whose driver died with its node starts again; its TorchTrainer resumes
-            # from the last epoch checkpoint (lost workers are retried by Ray Train itself)
+            # a trial whose process died with its node starts again and resumes from its last
+            # epoch checkpoint (a TorchTrainer's lost workers are retried by Ray Train itself)
             failure_config=tune.FailureConfig(max_failures=profile.max_failures, fail_fast=False),
             callbacks=[StoreCallback(store, study, profile, progress, stops_early=search is not None)],
         ),
     )
-    with placement.OrphanedWorkerGroupJanitor():
+    # only TorchTrainer runs leave placement groups behind when Tune kills their trial
+    with placement.OrphanedWorkerGroupJanitor() if profile.num_workers else nullcontext():
         tuner.fit()
+
+
+def _trial_resources(profile: Profile, *, has_trial_resource: bool):
+    """What one Tune trial's process holds.
+
+    A trial that launches a TorchTrainer only drives it: it holds the custom
+    ``sslab_trial`` resource (the head node's), never a CPU that the workers or
+    augmentation need. A trial that trains in its own process (``num_workers=0``)
+    holds one Train worker's resources and, like a Train worker, stays off
+    augmentation nodes.
+    """
+    from ray import tune
+
+    if profile.num_workers == 0:
+        bundle = {"CPU": profile.cpus_per_worker, **({"GPU": 1} if profile.use_gpu else {})}
+        return tune.PlacementGroupFactory([bundle], bundle_label_selector=[placement.TRAIN_LABEL_SELECTOR])
+    return {TRIAL_RESOURCE: 1} if has_trial_resource else {"CPU": 1}
 
 
 def run_trial(
@@ -482,11 +505,12 @@ def run_trial(
     storage: str,
     augment_args: dict[str, Any] | None = None,
 ) -> None:
-    """One Tune trial: launch one TorchTrainer for one (configuration, seed)."""
+    """One Tune trial: one (configuration, seed), trained in this process (``num_workers=0``)
+    or by one TorchTrainer."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from sslab.platform.augment import with_views
-    from sslab.platform.train import TrialSpec, make_trainer, root_cause
+    from sslab.platform.train import TrialSpec, make_trainer, root_cause, train_in_process
 
     point = _without_seed(config)
     seed = int(config["seed"])
@@ -499,13 +523,12 @@ def run_trial(
         eval_data=eval_ref,
     )
     _, method = spec.build()
-    trainer = make_trainer(
-        spec,
-        with_views(train_ds, method.views(), remote_args=augment_args),
-        name=trial_key(study.method, point, seed),
-        storage_path=storage,
-        callbacks=[TuneReportCallback()],
-    )
+    dataset = with_views(train_ds, method.views(), remote_args=augment_args)
+    name = trial_key(study.method, point, seed)
+    if profile.num_workers == 0:
+        train_in_process(spec, dataset, f"{storage}/{name}")
+        return
+    trainer = make_trainer(spec, dataset, name=name, storage_path=storage, callbacks=[TuneReportCallback()])
     try:
         trainer.fit()
     except Exception as err:  # Ray wraps worker errors in pages of traceback: keep the cause

@@ -1,4 +1,10 @@
-"""The one generic Ray Train worker loop, and the trainer that runs it.
+"""The one generic training loop, and the two ways a trial runs it.
+
+A trial with Train workers (``num_workers >= 1``) launches a TorchTrainer that
+runs the loop on every worker; a single-worker trial with ``num_workers=0``
+runs it in the Tune trial's own process (``train_in_process``), which skips
+Ray Train's start-up. The loop talks to either through a small session
+(rank, device, dataset, restore, report).
 
 Every method goes through the same loop: build the backbone and the method
 from the registry, wrap it for data parallelism, then per step
@@ -30,6 +36,7 @@ import torch
 
 from sslab import methods
 from sslab.methods.backbone import Backbone
+from sslab.platform.checkpoints import EpochCheckpoints
 from sslab.platform.evaluate import evaluate, knn_top1, pooled_features
 from sslab.platform.profiles import Profile
 
@@ -94,25 +101,93 @@ def _load_checkpoint(checkpoint: ray.train.Checkpoint) -> dict[str, Any]:
         return torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=False)
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """The generic worker loop (runs on every Ray Train worker, or in-process)."""
-    spec: TrialSpec = config["spec"]
-    profile = spec.profile
-    if profile.torch_threads:
-        torch.set_num_threads(profile.torch_threads)
-    context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device() if profile.use_gpu else torch.device("cpu")
+class RayTrainSession:
+    """The loop's link to Ray Train: one per Train worker of a TorchTrainer."""
 
-    backbone, method = spec.build()
-    method.to(device)
-    model = method
-    if world_size > 1:
-        model = ray.train.torch.prepare_model(
+    def __init__(self, profile: Profile):
+        context = ray.train.get_context()
+        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device() if profile.use_gpu else torch.device("cpu")
+
+    def dataset(self):
+        return ray.train.get_dataset_shard("train")
+
+    def wrap(self, method: torch.nn.Module) -> torch.nn.Module:
+        """Data parallelism across the worker group (gradients all-reduced by DDP)."""
+        if self.world_size == 1:
+            return method
+        return ray.train.torch.prepare_model(
             method,
             move_to_device=False,
             parallel_strategy_kwargs={"find_unused_parameters": bool(getattr(method, "has_unused_parameters", False))},
         )
+
+    def restore(self) -> dict[str, Any] | None:
+        checkpoint = ray.train.get_checkpoint()
+        return _load_checkpoint(checkpoint) if checkpoint is not None else None
+
+    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        ray.train.report(metrics, checkpoint=_save_checkpoint(state) if state is not None else None)
+
+
+class InProcessSession:
+    """The loop's link to Ray Tune when a trial trains in its own process (``num_workers=0``).
+
+    A single-worker trial needs no Train controller, worker group or dataset split
+    coordinator: on 2 CPUs they cost about 17 s of start-up per trial
+    (``benchmarks/sweep_overhead.py``). The trial's process holds the worker's
+    resources instead, reads the dataset itself, and keeps its epoch checkpoints in
+    ``checkpoints``, from which Tune's retry of a lost process and a re-run of the
+    study both continue.
+    """
+
+    rank, world_size = 0, 1
+
+    def __init__(self, profile: Profile, dataset, checkpoints: EpochCheckpoints, report=None):
+        self.device = torch.device("cuda" if profile.use_gpu else "cpu")
+        self._dataset, self._checkpoints = dataset, checkpoints
+        if report is None:
+            from ray import tune  # only a Tune trial needs it; Train workers never import Tune
+
+            report = tune.report
+        self._report = report
+
+    def dataset(self):
+        return self._dataset
+
+    def wrap(self, method: torch.nn.Module) -> torch.nn.Module:
+        return method
+
+    def restore(self) -> dict[str, Any] | None:
+        return self._checkpoints.latest()
+
+    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        if state is not None:  # on storage before Tune hears of the epoch
+            self._checkpoints.save(state, state["epoch"])
+        self._report(metrics)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """The generic loop on a Ray Train worker (or in-process under Train's local mode)."""
+    spec: TrialSpec = config["spec"]
+    run_loop(spec, RayTrainSession(spec.profile))
+
+
+def train_in_process(spec: TrialSpec, dataset, checkpoints: str, *, report=None) -> None:
+    """The generic loop in the calling process (a Tune trial): checkpoints under the path or URI ``checkpoints``."""
+    run_loop(spec, InProcessSession(spec.profile, dataset, EpochCheckpoints(checkpoints), report=report))
+
+
+def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> None:
+    """Train ``spec`` epoch by epoch, reporting and checkpointing each epoch through ``session``."""
+    profile = spec.profile
+    if profile.torch_threads:
+        torch.set_num_threads(profile.torch_threads)
+    rank, world_size, device = session.rank, session.world_size, session.device
+
+    backbone, method = spec.build()
+    method.to(device)
+    model = session.wrap(method)
     torch.manual_seed(spec.seed * 1000 + rank)  # negatives and other per-step draws differ per worker
     optimizer = torch.optim.SGD(
         method.parameters(), lr=profile.lr, momentum=profile.momentum, weight_decay=profile.weight_decay
@@ -131,9 +206,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         method.to(memory_format=torch.channels_last)
 
     start_epoch, history, images_seen, train_seconds, eval_seconds, restarts = 0, [], 0, 0.0, 0.0, 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:  # a retry after a lost worker or node, or a resumed study
-        state = _load_checkpoint(checkpoint)
+    state = session.restore()
+    if state is not None:  # a retry after a lost worker or node, or a resumed study
         restarts = state.get("restarts", 0) + 1
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -143,10 +217,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         eval_seconds = state.get("eval_seconds", 0.0)
         torch.set_rng_state(state["rng"])
         if start_epoch >= profile.epochs:  # resumed after the last epoch: say again what it reported
-            ray.train.report(state["last_metrics"], checkpoint=None)
+            session.report(state["last_metrics"], None)
             return
 
-    shard = ray.train.get_dataset_shard("train")
+    shard = session.dataset()
     for epoch in range(start_epoch, profile.epochs):
         method.train()
         sums: dict[str, float] = defaultdict(float)
@@ -224,7 +298,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 "last_metrics": {**metrics, "history": list(history)},
             }
         metrics["history"] = list(history)
-        ray.train.report(metrics, checkpoint=_save_checkpoint(state) if state else None)
+        session.report(metrics, state)
 
 
 def _eval_arrays(spec: TrialSpec) -> dict[str, np.ndarray]:

@@ -83,6 +83,33 @@ def test_trials_spread_their_workers_and_augment_on_the_augmentation_node(cluste
     assert views and {names.get(t.node_id, "head") for t in views} == {"augment"}
 
 
+def test_in_process_trials_train_on_trainer_nodes_and_augment_on_the_augmentation_node(cluster, tmp_path):
+    """num_workers=0: each trial trains in its own process, which holds a Train worker's CPU and so,
+    like a Train worker, runs on a trainer node: never on the head (no CPU) nor the augmentation node."""
+    from ray.util.state import list_actors, list_tasks
+
+    def trial_actors():
+        actors = list_actors(address=ray.get_runtime_context().gcs_address, limit=10_000, detail=True)
+        return {a.actor_id: a for a in actors if a.class_name.split(".")[-1] == "ImplicitFunc"}
+
+    def view_tasks():
+        tasks = list_tasks(filters=[("name", "=", "MapBatches(make_views)")], limit=10_000, detail=True)
+        return {t.task_id: t for t in tasks}
+
+    earlier_actors, earlier_tasks = trial_actors(), view_tasks()
+    profile = TWO_WORKERS.with_overrides(num_workers=0, epochs=2)
+    study = Study(name="in_process", method="pirl", grid={"loss_weight": [0.0, 1.0]}, base=STUDY.base)
+    trials = run_study(study, profile=profile, root=tmp_path, quiet=True)
+    assert (trials.status == "ok").all(), trials.error.tolist()
+    assert (trials.images_seen == 2 * 400).all()
+
+    names = _node_names(cluster)
+    ours = [a for key, a in trial_actors().items() if key not in earlier_actors]
+    assert ours and {names.get(a.node_id, "head") for a in ours} <= {"trainer-a", "trainer-b"}
+    views = [t for key, t in view_tasks().items() if key not in earlier_tasks]
+    assert views and {names.get(t.node_id, "head") for t in views} == {"augment"}
+
+
 def _wait_for(condition, *, timeout=240, every=0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

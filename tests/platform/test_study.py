@@ -16,18 +16,30 @@ from sslab.platform.study import Search, Study, run_study, trial_key
 ARCHIVE = Path(os.environ.get("SSLAB_DATA", "~/.cache/sslab/data")).expanduser() / "cifar10-jpg.tar.gz"
 needs_cifar = pytest.mark.skipif(not ARCHIVE.exists(), reason=f"CIFAR-10 archive not found at {ARCHIVE} (set SSLAB_DATA)")
 
+#: trials train in their own process (num_workers=0), as the local profile's do; the
+#: TorchTrainer path (num_workers >= 1) is run end to end below and in test_multinode.py
 SMALL = Profile(
     name="small", train_subset=200, test_subset=100, width=8, epochs=2, batch_size=50, lr=0.05,
-    num_workers=1, knn_k=10, probe_epochs=5, invariance_samples=20, monitor_images=100,
+    num_workers=0, knn_k=10, probe_epochs=5, invariance_samples=20, monitor_images=100,
 )
 STUDY = Study(name="mini_lambda", method="pirl", grid={"loss_weight": [0.0, 1.0]}, base={"num_negatives": 64})
 
 
-@pytest.fixture(scope="module")
-def ray_local():
+def _start_ray():
     from sslab.platform.placement import TRIAL_RESOURCE
 
-    ray.init(num_cpus=2, resources={TRIAL_RESOURCE: 10}, include_dashboard=True, log_to_driver=False)
+    if not ray.is_initialized():  # (again, after a test that checks a finished study needs no Ray)
+        ray.init(num_cpus=2, resources={TRIAL_RESOURCE: 10}, include_dashboard=True, log_to_driver=False)
+
+
+@pytest.fixture
+def ray_local():
+    _start_ray()
+    yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_down_after_the_module():
     yield
     ray.shutdown()
 
@@ -71,8 +83,30 @@ def test_a_local_results_path_is_refused_on_a_multi_machine_cluster(ray_local, t
 
 
 @needs_cifar
-def test_study_writes_the_store_and_resumes_without_rerunning(ray_local, tmp_path):
-    trials = run_study(STUDY, profile=SMALL, root=tmp_path, quiet=True)
+def _actors(class_name, *, alive=False):
+    """Actors of a class in this test's cluster (asked by address: another Ray instance on the
+    machine must not answer). Tune's trial class is named ``ImplicitFunc`` or, qualified,
+    ``wrap_function.<locals>.ImplicitFunc``."""
+    from ray.util.state import list_actors
+
+    address = ray.get_runtime_context().gcs_address
+    filters = [("state", "=", "ALIVE")] if alive else None
+    actors = list_actors(address=address, filters=filters, limit=10_000, detail=True)
+    return [a for a in actors if a.class_name.split(".")[-1] == class_name]
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "torch-trainer"])
+def test_study_writes_the_store_and_resumes_without_rerunning(ray_local, tmp_path, workers):
+    def ids(class_name):
+        return {a.actor_id for a in _actors(class_name)}
+
+    controllers, trial_actors = ids("TrainController"), ids("ImplicitFunc")
+    trials = run_study(STUDY, profile=SMALL.with_overrides(num_workers=workers), root=tmp_path, quiet=True)
+    new_controllers, new_trial_actors = ids("TrainController") - controllers, ids("ImplicitFunc") - trial_actors
+    if workers == 0:  # no Ray Train run at all, and one trial process served both trials in turn
+        assert not new_controllers and len(new_trial_actors) == 1
+    else:  # one TorchTrainer per trial
+        assert len(new_controllers) == 2
     assert sorted(trials.trial_id) == [trial_key("pirl", {"loss_weight": w}, 0) for w in (0.0, 1.0)]
     assert list(trials.status) == ["ok", "ok"], trials.error.tolist()
     for column in ["method", "seed", "error", "config/loss_weight", "config/temperature", "knn_top1",
@@ -90,7 +124,8 @@ def test_study_writes_the_store_and_resumes_without_rerunning(ray_local, tmp_pat
     resumed = trials
     # Everything done: a third run starts no trial at all, and needs neither Ray nor the data.
     ray.shutdown()
-    final = run_study(STUDY, profile=SMALL, root=tmp_path, data_dir=tmp_path / "no-data-here", quiet=True)
+    final = run_study(STUDY, profile=SMALL.with_overrides(num_workers=workers), root=tmp_path,
+                      data_dir=tmp_path / "no-data-here", quiet=True)
     pd.testing.assert_frame_equal(final, resumed)
     assert not ray.is_initialized()
 
@@ -171,6 +206,49 @@ def test_an_interrupted_study_resumes_with_no_duplicate_and_no_gap(ray_local, tm
     assert list(kept.finished_at) == list(before.finished_at)  # finished trials were not rerun
     epochs = pd.read_parquet(tmp_path / "interrupted" / "epochs.parquet")
     assert sorted(epochs.groupby("trial_id").epoch.apply(list).tolist()) == [[0, 1]] * 3
+
+
+def _kill_the_trial_process_after_epoch(root, study, epoch, seen):
+    """SIGKILL the (in-process) trial's process once ``epoch`` is checkpointed and reported."""
+    import signal
+
+    path = Path(root) / study / "epochs.parquet"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            epochs = pd.read_parquet(path)
+        except (FileNotFoundError, OSError, ValueError):
+            epochs = pd.DataFrame()
+        if not epochs.empty and epochs.epoch.max() >= epoch:
+            seen["before"] = epochs
+            alive = [a for a in _actors("ImplicitFunc", alive=True) if a.pid]
+            os.kill(alive[0].pid, signal.SIGKILL)
+            seen["killed_pid"] = alive[0].pid
+            return
+        time.sleep(0.2)
+
+
+@needs_cifar
+def test_a_killed_trial_process_resumes_from_its_epoch_checkpoint(ray_local, tmp_path):
+    import threading
+
+    study = Study(name="killed", method="pirl", grid={"loss_weight": [0.5]}, base={"num_negatives": 64})
+    profile = SMALL.with_overrides(epochs=4)
+    seen: dict = {}
+    killer = threading.Thread(target=_kill_the_trial_process_after_epoch, args=(tmp_path, "killed", 1, seen), daemon=True)
+    killer.start()
+    trials = run_study(study, profile=profile, root=tmp_path, quiet=True)
+    killer.join(timeout=5)
+    assert "killed_pid" in seen, "the trial process was never killed"
+
+    row = trials.iloc[0]
+    assert row.status == "ok" and row.restarts == 1, row.error  # Tune started it again, from a checkpoint
+    epochs = pd.read_parquet(tmp_path / "killed" / "epochs.parquet").sort_values("epoch").set_index("epoch")
+    assert epochs.index.tolist() == [0, 1, 2, 3]  # every epoch once: no gap, no rerun
+    before = seen["before"].sort_values("epoch").set_index("epoch")
+    pd.testing.assert_series_equal(epochs.loss.loc[before.index], before.loss)  # restored, not retrained
+    assert (epochs.restarts.loc[before.index] == 0).all() and (epochs.restarts.loc[before.index.max() + 1:] == 1).all()
+    assert row.images_seen == 4 * 4 * 50  # the lost epoch is not counted twice
 
 
 @needs_cifar

@@ -9,7 +9,7 @@ import torch
 
 from sslab.platform.augment import with_views
 from sslab.platform.profiles import Profile
-from sslab.platform.train import TrialSpec, _load_checkpoint, cosine_lr, make_trainer, root_cause
+from sslab.platform.train import TrialSpec, _load_checkpoint, cosine_lr, make_trainer, root_cause, train_in_process
 
 TINY = Profile(
     name="tiny", width=8, epochs=2, batch_size=16, lr=0.05, num_workers=0,
@@ -92,6 +92,51 @@ def test_nan_loss_stops_the_trial_naming_epoch_and_step(ray_local, tmp_path, mon
     with pytest.raises(Exception) as info:
         _fit(tmp_path, TINY, name="nan")
     assert root_cause(info.value).startswith("loss became NaN at epoch 0 step 1")
+
+
+class _Crash(Exception):
+    pass
+
+
+def _in_process(tmp_path, profile, crash_after_epoch=None):
+    """Run the loop in this process (as a Tune trial does) with checkpoints under tmp_path; the
+    report function records every epoch and may crash the 'process' once an epoch is reported."""
+    ds, eval_data = _data()
+    spec = TrialSpec("pirl", {"num_negatives": 16}, profile, seed=0, num_samples=64, eval_data=eval_data)
+    _, method = spec.build()
+    reported = []
+
+    def report(metrics):
+        reported.append(metrics)
+        if metrics["epoch"] == crash_after_epoch:
+            raise _Crash
+
+    try:
+        train_in_process(spec, with_views(ds, method.views()), str(tmp_path / "ckpt"), report=report)
+    except _Crash:
+        pass
+    return reported
+
+
+def test_an_in_process_trial_resumes_from_its_last_epoch_checkpoint(ray_local, tmp_path):
+    profile = TINY.with_overrides(epochs=3)
+    uninterrupted = _in_process(tmp_path / "a", profile)
+    assert [m["epoch"] for m in uninterrupted] == [0, 1, 2] and "knn_top1" in uninterrupted[-1]
+
+    before = _in_process(tmp_path / "b", profile, crash_after_epoch=1)  # the process dies after epoch 1
+    assert [m["epoch"] for m in before] == [0, 1]
+    after = _in_process(tmp_path / "b", profile)  # Tune's retry, or the study run again
+    assert [m["epoch"] for m in after] == [2]  # no finished epoch is trained twice
+    final = after[-1]
+    # the history before the crash is restored, not retrained: identical losses
+    assert [h["loss"] for h in final["history"][:2]] == [m["loss"] for m in before]
+    assert [h["restarts"] for h in final["history"]] == [0, 0, 1]
+    assert final["images_seen"] == uninterrupted[-1]["images_seen"] == 3 * (64 // 16) * 16
+    # the resumed run ends where the uninterrupted one does, within this tiny run's augmentation noise
+    assert final["loss"] == pytest.approx(uninterrupted[-1]["loss"], rel=0.15)
+
+    again = _in_process(tmp_path / "b", profile)  # resumed after its last epoch: the final report again
+    assert len(again) == 1 and again[0]["epoch"] == 2 and again[0]["loss"] == final["loss"]
 
 
 def test_two_data_parallel_workers_train_and_report(ray_local, tmp_path):
