@@ -47,8 +47,8 @@ def headline(name: str) -> str:
         return "; ".join(f"{r['views']}: sslab {r['images_per_s']:.0f} img/s = {r['ratio_vs_dataloader']:.2f}x DataLoader"
                          for r in data["rows"] if "ratio_vs_dataloader" in r)
     if name == "sweep_overhead":
-        return (f"{data['overhead_per_trial_s']:.1f} s start-up per trial vs {data['own_work_per_trial_s']:.1f} s "
-                f"of work; {data['outside_trials_s']:.1f} s per study outside trials")
+        return "; ".join(f"{m['mode']}: {m['overhead_per_trial_s']:.1f} s start-up per trial vs "
+                         f"{m['own_work_per_trial_s']:.1f} s of work" for m in data["modes"])
     if name == "dashboard_pages":
         slowest = max(data["pages"], key=lambda p: p["warm_s"])
         return f"slowest page {slowest['page']}: {slowest['warm_s']:.2f} s warm, {slowest['cold_s']:.2f} s cold"

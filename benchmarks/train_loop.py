@@ -1,8 +1,8 @@
 """sslab's worker loop against a bare PyTorch loop: the same model, batches, forward and backward.
 
 The views are computed once and materialised, so neither side pays for augmentation. sslab's
-side is the real Train loop (``make_trainer`` with ``num_workers=0``: the loop runs in this
-process) reading the materialised Ray Dataset through ``iter_torch_batches`` with the profile's
+side is the real loop as a ``local``-profile trial runs it (``train_in_process``: in this
+process, epoch checkpoints written to disk) reading the materialised Ray Dataset through ``iter_torch_batches`` with the profile's
 local shuffle buffer, checking the loss, stepping the LR schedule, averaging step metrics and
 checkpointing every epoch. The bare side loops over the same batches held as tensors. Both build
 the model from the same seed; the bare loop runs before and after sslab's, to bracket drift.
@@ -29,7 +29,7 @@ import torch
 from sslab.methods.views import ImageView, JigsawView, apply_views
 from sslab.platform.augment import VIEW_BATCH
 from sslab.platform.profiles import Profile
-from sslab.platform.train import TrialSpec, cosine_lr, make_trainer
+from sslab.platform.train import TrialSpec, cosine_lr, train_in_process
 
 
 def bare_epochs(spec: TrialSpec, batches: list[dict[str, torch.Tensor]], epochs: int) -> list[float]:
@@ -57,9 +57,10 @@ def bare_epochs(spec: TrialSpec, batches: list[dict[str, torch.Tensor]], epochs:
 
 def sslab_fit(spec: TrialSpec, dataset, storage: str, name: str) -> tuple[float, list[float]]:
     """Wall seconds of the whole ``fit()`` and the loop's own per-epoch times."""
+    reports: list[dict] = []
     start = time.perf_counter()
-    result = make_trainer(spec, dataset, name=name, storage_path=storage).fit()
-    return time.perf_counter() - start, [row["epoch_s"] for row in result.metrics["history"]]
+    train_in_process(spec, dataset, os.path.join(storage, name), report=reports.append)
+    return time.perf_counter() - start, [row["epoch_s"] for row in reports[-1]["history"]]
 
 
 def main() -> None:
