@@ -7,9 +7,7 @@ faults are real: a Train worker process is SIGKILLed, a node is removed.
 """
 
 import os
-import signal
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
+import faults
 from sslab.platform.placement import ROLE_LABEL, TRIAL_RESOURCE
 from sslab.platform.profiles import Profile
 from sslab.platform.study import Study, run_study, trial_key
@@ -68,7 +67,7 @@ def _node_names(cluster):
 
 
 def test_trials_spread_their_workers_and_augment_on_the_augmentation_node(cluster, spread_study):
-    from ray.util.state import list_actors, list_tasks
+    from ray.util.state import list_tasks
 
     _, trials = spread_study
     assert sorted(trials.trial_id) == sorted(trial_key("pirl", {"loss_weight": w}, 0) for w in (0.0, 1.0))
@@ -76,7 +75,7 @@ def test_trials_spread_their_workers_and_augment_on_the_augmentation_node(cluste
     assert (trials.images_seen == TWO_WORKERS.epochs * 400).all()  # 2 workers × 4 steps × 50 images per epoch
 
     names = _node_names(cluster)
-    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], limit=1000, detail=True)
+    workers = faults.actors("RayTrainWorker")
     by_group = Counter(names.get(w.node_id, "head") for w in workers)
     assert by_group == {"trainer-a": 2, "trainer-b": 2}  # 2 trials × 2 workers, one per trainer node each
     views = list_tasks(filters=[("name", "=", "MapBatches(make_views)")], limit=10000, detail=True)
@@ -86,11 +85,10 @@ def test_trials_spread_their_workers_and_augment_on_the_augmentation_node(cluste
 def test_in_process_trials_train_on_trainer_nodes_and_augment_on_the_augmentation_node(cluster, tmp_path):
     """num_workers=0: each trial trains in its own process, which holds a Train worker's CPU and so,
     like a Train worker, runs on a trainer node: never on the head (no CPU) nor the augmentation node."""
-    from ray.util.state import list_actors, list_tasks
+    from ray.util.state import list_tasks
 
     def trial_actors():
-        actors = list_actors(address=ray.get_runtime_context().gcs_address, limit=10_000, detail=True)
-        return {a.actor_id: a for a in actors if a.class_name.split(".")[-1] == "ImplicitFunc"}
+        return {a.actor_id: a for a in faults.actors("ImplicitFunc")}
 
     def view_tasks():
         tasks = list_tasks(filters=[("name", "=", "MapBatches(make_views)")], limit=10_000, detail=True)
@@ -110,53 +108,15 @@ def test_in_process_trials_train_on_trainer_nodes_and_augment_on_the_augmentatio
     assert views and {names.get(t.node_id, "head") for t in views} == {"augment"}
 
 
-def _wait_for(condition, *, timeout=240, every=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(every)
-    raise TimeoutError("condition not met in time")
-
-
-def _epochs(root, study):
-    path = Path(root) / study / "epochs.parquet"
-    try:
-        return pd.read_parquet(path)
-    except (FileNotFoundError, OSError, ValueError):
-        return pd.DataFrame()
-
-
-def _kill_a_train_worker_after_epoch(root, study, epoch, seen):
-    """SIGKILL one live Train worker process once ``epoch`` has been checkpointed and reported."""
-    from ray.util.state import list_actors
-
-    def reported():
-        epochs = _epochs(root, study)
-        return not epochs.empty and epochs.epoch.max() >= epoch
-
-    _wait_for(reported)
-    seen["before"] = _epochs(root, study)
-    alive = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")], detail=True)
-    os.kill(alive[0].pid, signal.SIGKILL)
-    seen["killed_pid"] = alive[0].pid
-
-
 def test_a_killed_train_worker_resumes_from_its_checkpoint(cluster, spread_study, tmp_path):
     _, reference = spread_study
     study = Study(name="killed", method="pirl", grid={"loss_weight": [0.0]}, base=STUDY.base)
-    seen: dict = {}
-    killer = threading.Thread(target=_kill_a_train_worker_after_epoch, args=(tmp_path, "killed", 1, seen), daemon=True)
-    killer.start()
-    trials = run_study(study, profile=TWO_WORKERS, root=tmp_path, quiet=True)
-    killer.join(timeout=5)
-    assert "killed_pid" in seen, "the worker was never killed"
+    trials, seen = faults.run_study_killing(study, TWO_WORKERS, tmp_path, victim="RayTrainWorker", after_epoch=1)
 
     row = trials.set_index("trial_id").loc[KEY]
     assert row.status == "ok", row.error
     assert row.restarts == 1  # one worker-group restart, from a checkpoint
-    epochs = _epochs(tmp_path, "killed").sort_values("epoch")
+    epochs = faults.read_epochs(tmp_path, "killed").sort_values("epoch")
     assert epochs.epoch.tolist() == list(range(TWO_WORKERS.epochs))  # every epoch once: no gap, no rerun
     # epochs finished before the kill were restored from the checkpoint, not trained again
     before = seen["before"].sort_values("epoch").set_index("epoch")
@@ -192,10 +152,10 @@ def test_a_node_lost_mid_study_loses_no_trial(cluster, tmp_path):
     runner.start()
 
     def second_trial_training():
-        epochs = _epochs(tmp_path, "lost_node")
+        epochs = faults.read_epochs(tmp_path, "lost_node")
         return (tmp_path / "lost_node" / "trials.parquet").exists() and not epochs.empty and (epochs.trial_id == second).any()
 
-    _wait_for(second_trial_training)
+    faults.wait_for(second_trial_training)
     finished = pd.read_parquet(tmp_path / "lost_node" / "trials.parquet")
     ray_cluster.remove_node(nodes.pop("trainer-b"))
     nodes["trainer-c"] = ray_cluster.add_node(num_cpus=1)
@@ -210,5 +170,5 @@ def test_a_node_lost_mid_study_loses_no_trial(cluster, tmp_path):
     kept = trials[trials.trial_id == first].reset_index(drop=True)[finished.columns]
     pd.testing.assert_frame_equal(kept, finished.reset_index(drop=True))
     assert trials.set_index("trial_id").loc[second, "restarts"] >= 1
-    epochs = _epochs(tmp_path, "lost_node")
+    epochs = faults.read_epochs(tmp_path, "lost_node")
     assert sorted(epochs[epochs.trial_id == second].epoch) == list(range(TWO_WORKERS.epochs))

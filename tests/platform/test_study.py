@@ -10,6 +10,7 @@ import pytest
 import ray
 from optuna.distributions import FloatDistribution
 
+import faults
 from sslab.platform.profiles import Profile
 from sslab.platform.study import Search, Study, run_study, trial_key
 
@@ -83,22 +84,10 @@ def test_a_local_results_path_is_refused_on_a_multi_machine_cluster(ray_local, t
 
 
 @needs_cifar
-def _actors(class_name, *, alive=False):
-    """Actors of a class in this test's cluster (asked by address: another Ray instance on the
-    machine must not answer). Tune's trial class is named ``ImplicitFunc`` or, qualified,
-    ``wrap_function.<locals>.ImplicitFunc``."""
-    from ray.util.state import list_actors
-
-    address = ray.get_runtime_context().gcs_address
-    filters = [("state", "=", "ALIVE")] if alive else None
-    actors = list_actors(address=address, filters=filters, limit=10_000, detail=True)
-    return [a for a in actors if a.class_name.split(".")[-1] == class_name]
-
-
 @pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "torch-trainer"])
 def test_study_writes_the_store_and_resumes_without_rerunning(ray_local, tmp_path, workers):
     def ids(class_name):
-        return {a.actor_id for a in _actors(class_name)}
+        return {a.actor_id for a in faults.actors(class_name)}
 
     controllers, trial_actors = ids("TrainController"), ids("ImplicitFunc")
     trials = run_study(STUDY, profile=SMALL.with_overrides(num_workers=workers), root=tmp_path, quiet=True)
@@ -208,39 +197,11 @@ def test_an_interrupted_study_resumes_with_no_duplicate_and_no_gap(ray_local, tm
     assert sorted(epochs.groupby("trial_id").epoch.apply(list).tolist()) == [[0, 1]] * 3
 
 
-def _kill_the_trial_process_after_epoch(root, study, epoch, seen):
-    """SIGKILL the (in-process) trial's process once ``epoch`` is checkpointed and reported."""
-    import signal
-
-    path = Path(root) / study / "epochs.parquet"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        try:
-            epochs = pd.read_parquet(path)
-        except (FileNotFoundError, OSError, ValueError):
-            epochs = pd.DataFrame()
-        if not epochs.empty and epochs.epoch.max() >= epoch:
-            seen["before"] = epochs
-            alive = [a for a in _actors("ImplicitFunc", alive=True) if a.pid]
-            os.kill(alive[0].pid, signal.SIGKILL)
-            seen["killed_pid"] = alive[0].pid
-            return
-        time.sleep(0.2)
-
-
 @needs_cifar
 def test_a_killed_trial_process_resumes_from_its_epoch_checkpoint(ray_local, tmp_path):
-    import threading
-
     study = Study(name="killed", method="pirl", grid={"loss_weight": [0.5]}, base={"num_negatives": 64})
-    profile = SMALL.with_overrides(epochs=4)
-    seen: dict = {}
-    killer = threading.Thread(target=_kill_the_trial_process_after_epoch, args=(tmp_path, "killed", 1, seen), daemon=True)
-    killer.start()
-    trials = run_study(study, profile=profile, root=tmp_path, quiet=True)
-    killer.join(timeout=5)
-    assert "killed_pid" in seen, "the trial process was never killed"
-
+    trials, seen = faults.run_study_killing(study, SMALL.with_overrides(epochs=4), tmp_path,
+                                            victim="ImplicitFunc", after_epoch=1)
     row = trials.iloc[0]
     assert row.status == "ok" and row.restarts == 1, row.error  # Tune started it again, from a checkpoint
     epochs = pd.read_parquet(tmp_path / "killed" / "epochs.parquet").sort_values("epoch").set_index("epoch")
