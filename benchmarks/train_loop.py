@@ -78,7 +78,6 @@ def main() -> None:
 
     from sslab.platform.data import load_split
 
-    logging.getLogger("ray").setLevel(logging.WARNING)  # local mode logs every report at INFO
     torch.set_num_threads(args.threads)
     split = load_split("cifar10", "train", subset=args.images, seed=0)
     views = apply_views([ImageView(), JigsawView()], split.images, np.random.default_rng(0))
@@ -89,7 +88,9 @@ def main() -> None:
     spec = TrialSpec(method="pirl", method_config={"loss_form": "infonce", "num_negatives": 1024}, profile=profile,
                      seed=0, num_samples=args.images)
 
-    ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # every dataset execution logs at INFO
+    ray.data.DataContext.get_current().enable_progress_bars = False
     # blocks of VIEW_BATCH rows, as the augmentation stage emits them
     dataset = (ray.data.from_items([{k: v[i] for k, v in columns.items()} for i in range(args.images)])
                .repartition(max(1, args.images // VIEW_BATCH)).materialize())
