@@ -65,7 +65,7 @@ def measure(impl: str, negatives: int, batch: int, bank_size: int, dim: int, rep
     import torch
     import torch.nn.functional as F
 
-    from sslab.methods.memory_bank import MemoryBank
+    from sslab.methods.blocks.memory_bank import MemoryBank
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sslab.methods.pirl import PIRL, PIRLConfig, hyperparameter
+from sslab.methods.blocks.config import hyperparameter
+from sslab.methods.pirl import PIRL, PIRLConfig
 
 
 @dataclass

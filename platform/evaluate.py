@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sslab.methods.backbone import TAPS, Backbone
+from sslab.methods.blocks.backbone import TAPS, Backbone
 from sslab.methods.views import ImageView, apply_views
 
 

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgres
 from rich.table import Table
 
 from sslab import methods
-from sslab.methods.backbone import TAPS
+from sslab.methods.blocks.backbone import TAPS
 
 
 def _symbols(method: str) -> dict[str, str]:

@@ -346,7 +346,7 @@ def _record_baselines(store: ResultsStore, profile: Profile, data: dict[str, Any
     """The same evaluation of the untrained backbone, once per seed (the random-init reference)."""
     import torch
 
-    from sslab.methods.backbone import Backbone
+    from sslab.methods.blocks.backbone import Backbone
     from sslab.platform.train import evaluate_for_profile
 
     name = backbone_name(profile)

@@ -35,7 +35,7 @@ import ray.train.torch
 import torch
 
 from sslab import methods
-from sslab.methods.backbone import Backbone
+from sslab.methods.blocks.backbone import Backbone
 from sslab.platform.checkpoints import EpochCheckpoints
 from sslab.platform.evaluate import evaluate, knn_top1, pooled_features
 from sslab.platform.profiles import Profile

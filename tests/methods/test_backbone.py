@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from sslab.methods.backbone import TAPS, Backbone
+from sslab.methods.blocks.backbone import TAPS, Backbone
 
 
 def test_taps_are_the_five_named_stages():

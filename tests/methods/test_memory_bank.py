@@ -6,7 +6,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from sslab.methods.memory_bank import MemoryBank
+from sslab.methods.blocks.memory_bank import MemoryBank
 
 
 def test_initial_rows_are_unit_vectors_and_seeded():

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslab.methods.backbone import Backbone
+from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.npid import NPID, NPIDConfig
 from sslab.methods.pirl import PIRL, PIRLConfig
 from sslab.methods.views import ImageView, JigsawView

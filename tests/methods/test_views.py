@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from sslab.methods.jigsaw import permutation_set
+from sslab.methods.blocks.permutations import permutation_set
 from sslab.methods.views import MEAN, STD, ImageView, JigsawView, apply_views
 
 

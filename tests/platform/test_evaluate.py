@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslab.methods.backbone import TAPS, Backbone
+from sslab.methods.blocks.backbone import TAPS, Backbone
 from sslab.platform.evaluate import evaluate, knn_top1, linear_probe_top1, pooled_features
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sslab.methods.jigsaw import minimum_hamming_distance, permutation_set
+from sslab.methods.blocks.permutations import minimum_hamming_distance, permutation_set
 
 ALL = math.factorial(9)
 
