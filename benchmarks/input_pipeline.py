@@ -6,8 +6,9 @@ same views with the same number of CPU workers:
 - ``pirl``: v_I (random resized crop, flip, colour jitter, grayscale) and v_I^t (a crop cut into
   3x3 cells, an 8x8 patch at a random offset in each, per-patch jitter and grayscale, shuffled
   by a random permutation): 1 image + 9 patches per sample;
-- ``simclr``: two independent crops with flip, jitter and grayscale (SimCLR's two views,
-  without hue jitter, which sslab's views do not implement).
+- ``simclr``: SimCLR's CIFAR-10 augmentation (google-research/simclr, colour strength 0.5, no
+  blur), twice per image: random resized crop (scale 0.08-1), flip, ColorJitter(0.4, 0.4, 0.4,
+  0.1) applied with p 0.8, grayscale with p 0.2.
 
 sslab's side is ``with_views(to_ray_dataset(split), views)`` (batched augmentation in Ray Data
 tasks, streamed to the consumer as Train's ``iter_torch_batches`` does); the DataLoader's side
@@ -30,18 +31,38 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from sslab.methods.views import MEAN, STD, ImageView, JigsawView
+from sslab.methods.views import CIFAR10, ImageView, JigsawView
+
+MEAN, STD = list(CIFAR10.mean), list(CIFAR10.std)
+
+#: SimCLR's CIFAR-10 views (ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s) at strength s = 0.5, p 0.8),
+#: as sslab declares them: one ImageView drawing two independent copies, keys view_0 and view_1.
+SIMCLR_VIEWS = [ImageView(name="view", copies=2, scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.8,
+                          grayscale=0.2)]
 
 
 # ------------------------------------------------------------------ the DataLoader baseline
-def _image_transform(scale: tuple[float, float]) -> v2.Compose:
+def _pirl_image_transform() -> v2.Compose:
+    """PIRL's v_I, as ``ImageView()``."""
     return v2.Compose([
-        v2.RandomResizedCrop(32, scale=scale, antialias=False),
+        v2.RandomResizedCrop(32, scale=(0.2, 1.0), antialias=False),
         v2.RandomHorizontalFlip(),
         v2.ColorJitter(0.4, 0.4, 0.4),
         v2.RandomGrayscale(0.2),
         v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(MEAN.tolist(), STD.tolist()),
+        v2.Normalize(MEAN, STD),
+    ])
+
+
+def _simclr_transform() -> v2.Compose:
+    """SimCLR's CIFAR-10 augmentation as its PyTorch ports write it, = ``SIMCLR_VIEWS``' ImageView."""
+    return v2.Compose([
+        v2.RandomResizedCrop(32, scale=(0.08, 1.0), antialias=False),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        v2.RandomGrayscale(0.2),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(MEAN, STD),
     ])
 
 
@@ -52,12 +73,12 @@ class PerImageViews(torch.utils.data.Dataset):
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # N x 3 x H x W uint8
         self.kind = kind
         if kind == "pirl":
-            self.image = _image_transform((0.2, 1.0))
+            self.image = _pirl_image_transform()
             self.crop = v2.RandomResizedCrop(30, scale=(0.6, 1.0), ratio=(1.0, 1.0), antialias=False)
             self.patch = v2.Compose([v2.ColorJitter(0.4, 0.4, 0.4), v2.RandomGrayscale(0.2),
-                                     v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN.tolist(), STD.tolist())])
+                                     v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
         else:
-            self.view = _image_transform((0.08, 1.0))
+            self.view = _simclr_transform()
 
     def __len__(self) -> int:
         return len(self.images)
@@ -65,7 +86,7 @@ class PerImageViews(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         x = self.images[i]
         if self.kind == "simclr":
-            return {"idx": i, "view1": self.view(x), "view2": self.view(x)}
+            return {"idx": i, "view_0": self.view(x), "view_1": self.view(x)}
         crop = self.crop(x)
         patches = []
         for r in range(3):
@@ -93,11 +114,10 @@ def sslab_epochs(images: np.ndarray, kind: str, workers: int, batch: int, epochs
     from sslab.platform.augment import with_views
     from sslab.platform.data import Split, to_ray_dataset
 
-    views = ([ImageView(), JigsawView()] if kind == "pirl"
-             else [ImageView(name="view1", scale=(0.08, 1.0)), ImageView(name="view2", scale=(0.08, 1.0))])
+    views = [ImageView(), JigsawView()] if kind == "pirl" else SIMCLR_VIEWS
     n = len(images)
     split = Split(images, np.zeros(n, dtype=np.int64), np.arange(n, dtype=np.int64), ["x"])
-    dataset = with_views(to_ray_dataset(split), views)
+    dataset = with_views(to_ray_dataset(split), views, stats=CIFAR10)
     seconds = []
     for _ in range(epochs + 1):
         start, seen = time.perf_counter(), 0

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from sslab.platform.profiles import Profile
 from sslab.platform.results import ResultsStore
-from sslab.platform.study import Study, _init_ray, run_study
+from sslab.platform.runner import _init_ray, run_study
+from sslab.platform.study import Study
 
 MODES = {0: "in-process", 1: "torch-trainer"}
 

@@ -2,7 +2,8 @@
 
 The registry below maps a method's name to the place its class lives; nothing is
 imported until ``get`` is called, so importing ``sslab.methods`` has no side effects.
-Adding a method: write ``methods/<name>.py``, its tests, and one line here.
+Adding a method: write ``methods/<name>.py`` (a ``sslab.methods.base.Method``), its tests,
+and one line here; the contract test (``tests/methods/test_contract.py``) covers it at once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib
 _REGISTRY: dict[str, str] = {
     "npid": "sslab.methods.npid:NPID",
     "pirl": "sslab.methods.pirl:PIRL",
+    "simclr": "sslab.methods.simclr:SimCLR",
 }
 
 

@@ -1,7 +1,9 @@
-"""Contrastive losses as pure functions of similarities, each tested against its formula.
+"""Contrastive losses as pure functions, each tested against its formula.
 
-All take cosine similarities: ``pos_sim`` (B,) or (B, 1) between a representation and
-its positive, ``neg_sim`` (B, N) between it and N negatives; all average over the batch.
+NCE and InfoNCE take cosine similarities: ``pos_sim`` (B,) or (B, 1) between a
+representation and its positive, ``neg_sim`` (B, N) between it and N negatives. NT-Xent
+takes the two views' embeddings, since its negatives are the other embeddings of the
+global batch. All average over the batch.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from sslab.methods.blocks.distributed import all_gather_with_grad, rank
 
 
 def _as_column(pos_sim: torch.Tensor, neg_sim: torch.Tensor) -> torch.Tensor:
@@ -75,3 +79,43 @@ def info_nce_loss(pos_sim: torch.Tensor, neg_sim: torch.Tensor, temperature: flo
     logits = torch.cat([pos, neg_sim], dim=1) / temperature
     target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits, target)
+
+
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent loss (Chen et al. 2020, eq. 1) over the global batch of every worker.
+
+    ``z1``, ``z2`` (B, D) are this worker's projections of the two views of B images. Both
+    are L2-normalised and gathered from every data-parallel worker (``all_gather_with_grad``,
+    the official code's cross-replica concat), giving 2N embeddings for N = B × world size.
+    Every embedding z_i is an anchor whose candidates are the other 2N − 1 embeddings; its
+    positive z_j is the other view of the same image:
+
+        ℓ_i = −log [ exp(s_ij / τ) / Σ_{k≠i} exp(s_ik / τ) ],   s = cosine similarity.
+
+    The loss is the mean of ℓ_i over this worker's 2B anchors. With DDP's gradient averaging
+    and the gather's backward (each worker's rows receive every worker's gradient), training
+    equals one worker on the global batch, whose loss is the mean over all 2N anchors.
+
+    Scale: the mean over 2N anchors is the paper's Algorithm 1 (L = 1/2N Σ_k [ℓ(2k−1, 2k) +
+    ℓ(2k, 2k−1)]) and the PyTorch ports' convention (solo-learn, lightly); the official TF
+    code sums the two directions and averages over N, i.e. twice this value (same optimum,
+    twice the gradient at a given learning rate; methods.md 3.1).
+
+    Computed as a cross-entropy over the (2B, 2N) logits with the self-similarity masked to
+    −inf, so it is stable at any τ (log-sum-exp inside ``cross_entropy``).
+    """
+    if z1.dim() != 2 or z1.shape != z2.shape:
+        raise ValueError(f"expected z1 and z2 of the same shape (B, D), got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature (τ) = {temperature!r} must be > 0")
+    batch = z1.shape[0]
+    anchors = F.normalize(torch.cat([z1, z2]), dim=1)  # (2B, D): this worker's view 1 then view 2
+    candidates = all_gather_with_grad(anchors)  # (2N, D): every worker's block of 2B rows, in rank order
+    logits = anchors @ candidates.T / temperature  # (2B, 2N)
+
+    # Columns of each local anchor itself and of its positive (the other view, B rows away).
+    own = rank() * 2 * batch + torch.arange(2 * batch, device=z1.device)
+    positive = own.roll(batch)
+    rows = torch.arange(2 * batch, device=z1.device)
+    logits = logits.index_put((rows, own), torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device))
+    return F.cross_entropy(logits, positive)

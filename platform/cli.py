@@ -128,7 +128,7 @@ def _report(study, root: str | None, fmt: str) -> None:
         console = Console()
         if not console.is_terminal:
             console.width = max(console.width, 160)
-        print_summary(console, study.method, knobs, metric, mode, trials, store.read("baselines"),
+        print_summary(console, study.symbols(), knobs, metric, mode, trials, store.read("baselines"),
                       defaults=meta.get("defaults") if meta.get("kind") == "search" else None)
 
 
@@ -144,12 +144,14 @@ def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials,
 
     per_config = by_configuration(trials, knobs, metric, mode)
     lines = [f"## {name}: {metric}", ""]
-    header = [*knobs, "mean", "std", "seeds", "gap to best", "beyond spread"]
+    several = "method" in per_config
+    header = [*(["method"] if several else []), *knobs, "mean", "std", "seeds", "gap to best", "beyond spread"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     for _, row in per_config.iterrows():
         beyond = row["beyond_spread"]
-        cells = [f"{row[f'config/{k}']:g}" if isinstance(row[f"config/{k}"], float) else str(row[f"config/{k}"])
-                 for k in knobs]
+        cells = [str(row["method"])] if several else []
+        cells += [f"{row[f'config/{k}']:g}" if isinstance(row[f"config/{k}"], float) else str(row[f"config/{k}"])
+                  for k in knobs]
         cells += [f"{row['mean']:.3f}", "–" if row["n"] < 2 else f"{row['std']:.3f}", str(int(row["n"])),
                   "best" if row["best"] else f"{row['gap_to_best']:+.3f}",
                   "–" if beyond is None else ("yes" if beyond else "no")]

@@ -17,14 +17,17 @@ worker and the random-init baseline in the study driver.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sslab.methods.base import Method
 from sslab.methods.blocks.backbone import TAPS, Backbone
-from sslab.methods.views import ImageView, apply_views
+from sslab.methods.views import ImageView, Normalization, apply_views
+from sslab.platform import metrics as names
+from sslab.platform.profiles import Profile
 
 
 @torch.no_grad()
@@ -33,17 +36,19 @@ def pooled_features(
     images: np.ndarray,
     taps: Sequence[str] = TAPS,
     *,
+    stats: Normalization,
     batch_size: int = 500,
     device: torch.device | str = "cpu",
 ) -> dict[str, torch.Tensor]:
-    """Globally average-pooled features (N × C_tap, float32, CPU) of uint8 HWC images at each tap."""
+    """Globally average-pooled features (N × C_tap, float32, CPU) of uint8 HWC images at each tap,
+    normalised with the training set's ``stats``."""
     was_training = backbone.training
     backbone.eval()
     view = ImageView(size=images.shape[1])
     rng = np.random.default_rng(0)  # eval views draw nothing, but the signature wants a generator
     chunks: dict[str, list[torch.Tensor]] = {tap: [] for tap in taps}
     for start in range(0, len(images), batch_size):
-        batch = apply_views([view], images[start : start + batch_size], rng, train=False)[view.name]
+        batch = apply_views([view], images[start : start + batch_size], rng, train=False, stats=stats)[view.name]
         maps = backbone.features(torch.from_numpy(batch).to(device), taps=taps)
         for tap in taps:
             chunks[tap].append(maps[tap].float().mean(dim=(2, 3)).cpu())
@@ -115,21 +120,25 @@ def linear_probe_top1(
 
 @torch.no_grad()
 def invariance_distances(
-    method: torch.nn.Module,
+    method: Method,
     images: np.ndarray,
     *,
+    stats: Normalization,
     seed: int = 0,
     batch_size: int = 250,
     device: torch.device | str = "cpu",
-) -> np.ndarray:
-    """l2 distance between normalised f(v_I) and g(v_I^t) for each image (PIRL Fig. 3)."""
+) -> np.ndarray | None:
+    """l2 distance between the method's two normalised representations of each image, e.g.
+    f(v_I) and g(v_I^t) for PIRL (Fig. 3); None for a method without an invariance pair."""
+    views = method.invariance_views(method.config, images.shape[1])
+    if views is None:
+        return None
     was_training = method.training
     method.eval()
     rng = np.random.default_rng(seed)
-    views = method.invariance_views()
     distances = []
     for start in range(0, len(images), batch_size):
-        arrays = apply_views(views, images[start : start + batch_size], rng, train=False)
+        arrays = apply_views(views, images[start : start + batch_size], rng, train=False, stats=stats)
         batch = {key: torch.from_numpy(value).to(device) for key, value in arrays.items()}
         f, g = method.invariance_pair(batch)
         distances.append((f.float() - g.float()).norm(dim=1).cpu())
@@ -152,7 +161,8 @@ def evaluate(
     test_images: np.ndarray,
     test_labels: np.ndarray,
     *,
-    method: torch.nn.Module | None = None,
+    stats: Normalization,
+    method: Method | None = None,
     knn_k: int = 200,
     knn_temperature: float = 0.07,
     probe_epochs: int = 100,
@@ -163,20 +173,73 @@ def evaluate(
 ) -> Evaluation:
     """kNN on pooled res5, a linear probe per tap and, given a method, its invariance."""
     taps = tuple(dict.fromkeys([*probe_taps, "res5"]))
-    train_feats = pooled_features(backbone, train_images, taps, device=device)
-    test_feats = pooled_features(backbone, test_images, taps, device=device)
+    train_feats = pooled_features(backbone, train_images, taps, stats=stats, device=device)
+    test_feats = pooled_features(backbone, test_images, taps, stats=stats, device=device)
     y_train, y_test = torch.as_tensor(train_labels), torch.as_tensor(test_labels)
     metrics = {
-        "knn_top1": knn_top1(
+        names.KNN: knn_top1(
             train_feats["res5"], y_train, test_feats["res5"], y_test, k=knn_k, temperature=knn_temperature
         )
     }
     for tap in probe_taps:
-        metrics[f"probe_{tap}_top1"] = linear_probe_top1(
+        metrics[names.probe(tap)] = linear_probe_top1(
             train_feats[tap], y_train, test_feats[tap], y_test, epochs=probe_epochs, seed=seed
         )
     invariance = None
-    if method is not None and invariance_samples > 0 and hasattr(method, "invariance_pair"):
-        invariance = invariance_distances(method, test_images[:invariance_samples], seed=seed, device=device)
-        metrics["invariance_l2_mean"] = float(invariance.mean())
+    if method is not None and invariance_samples > 0:
+        invariance = invariance_distances(method, test_images[:invariance_samples], stats=stats, seed=seed,
+                                          device=device)
+        if invariance is not None:
+            metrics[names.INVARIANCE] = float(invariance.mean())
     return Evaluation(metrics, invariance)
+
+
+def evaluate_for_profile(
+    backbone: Backbone,
+    arrays: dict[str, Any],
+    profile: Profile,
+    *,
+    seed: int,
+    method: Method | None = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """The profile's evaluation (kNN, probes, invariance when a method is given) as report metrics.
+
+    ``arrays``: train_images/labels, test_images/labels and ``stats`` (the training split's
+    ``Normalization``). Used for trained trials and for the random-init baseline alike, so both
+    are measured the same way.
+    """
+    result = evaluate(
+        backbone,
+        arrays["train_images"],
+        arrays["train_labels"],
+        arrays["test_images"],
+        arrays["test_labels"],
+        stats=arrays["stats"],
+        method=method,
+        knn_k=profile.knn_k,
+        knn_temperature=profile.knn_temperature,
+        probe_epochs=profile.probe_epochs,
+        invariance_samples=profile.invariance_samples,
+        seed=seed,
+        device=device,
+    )
+    out: dict[str, Any] = dict(result.metrics)
+    if result.invariance is not None:
+        out["invariance_samples"] = np.asarray(result.invariance, dtype=np.float32).tolist()
+    return out
+
+
+def monitor_knn(backbone: Backbone, arrays: dict[str, Any], profile: Profile, device) -> float:
+    """The cheap per-epoch kNN on the first ``monitor_images`` train and test images (curves, ASHA)."""
+    n, stats = profile.monitor_images, arrays["stats"]
+    train = pooled_features(backbone, arrays["train_images"][:n], ("res5",), stats=stats, device=device)["res5"]
+    test = pooled_features(backbone, arrays["test_images"][:n], ("res5",), stats=stats, device=device)["res5"]
+    return knn_top1(
+        train,
+        torch.as_tensor(arrays["train_labels"][:n]),
+        test,
+        torch.as_tensor(arrays["test_labels"][:n]),
+        k=profile.knn_k,
+        temperature=profile.knn_temperature,
+    )

@@ -2,8 +2,10 @@
 
 A study script says *what* to compare (method, base configuration, search
 space, seeds); a profile says *how large* each trial is: dataset and subset,
-backbone, epochs, batch size, Train workers and GPUs per trial, evaluation
-sizes. ``--profile local`` runs on a laptop CPU in minutes; ``--profile cifar``
+image size, backbone, epochs, batch size, Train workers and GPUs per trial,
+evaluation sizes. How a method is optimised (optimiser, learning rate, warm-up)
+is the method's own configuration; a method adapts it to a profile's scale in
+``Method.profile_defaults``. ``--profile local`` runs on a laptop CPU in minutes; ``--profile cifar``
 is the paper-scale CIFAR-10 run with one GPU per trial.
 """
 
@@ -23,15 +25,13 @@ class Profile:
     train_subset: int | None = None
     #: test images used by kNN, probes and invariance; None = the whole split
     test_subset: int | None = None
+    #: side of the (square) images every dataset is decoded to, and of the views' output
+    image_size: int = 32
     arch: str = "resnet18"
     width: int = 64
     cifar_stem: bool = True
     epochs: int = 200
     batch_size: int = 256
-    lr: float = 0.03
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_epochs: int = 0
     #: rows of the local shuffle buffer each Train worker draws its batches from (0 = no shuffle)
     shuffle_buffer: int = 4096
     #: Ray Train workers per trial; 0 = no TorchTrainer: the Tune trial's own process trains,
@@ -63,15 +63,16 @@ class Profile:
     max_failures: int = 2
     #: torch intra-op threads per Train worker (0 = Ray's default: one per CPU of the worker)
     torch_threads: int = 0
-    #: method hyperparameters this profile needs, applied under the study's own settings
-    #: (precedence: method defaults < profile < study base < grid point); recorded in config/<name>
+    #: method hyperparameters set for every method that has them, for ad-hoc profiles (tests,
+    #: benchmarks); the built-in profiles set none: a method's own ``profile_defaults`` adapt it.
+    #: Precedence: method defaults < method's profile_defaults < this < study base < grid point.
     method_defaults: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         checks = {
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 2,
-            "lr": self.lr > 0,
+            "image_size": isinstance(self.image_size, int) and self.image_size >= 8,
             "num_workers": self.num_workers >= 0,
             "width": self.width >= 1,
             "knn_k": self.knn_k >= 1,
@@ -97,23 +98,17 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def backbone_name(self) -> str:
+        """The backbone this profile trains, e.g. ``resnet18-w8-cifar`` (baselines are keyed by it)."""
+        return f"{self.arch}-w{self.width}{'-cifar' if self.cifar_stem else ''}"
+
 
 PROFILES: dict[str, Profile] = {
     # Minutes on a 2-core laptop CPU: a narrow ResNet-18 on a 5,000-image
     # class-balanced subset of CIFAR-10. Enough to rank settings and to beat a
-    # random-init backbone; not enough to reproduce paper numbers.
-    #
-    # It uses the softmax (InfoNCE) form of the contrastive loss: NCE's
-    # normalising constant Z is estimated once, on the first batch, against a
-    # still-random memory bank, and in a 4-epoch run the loss then diverges
-    # (kNN fell below the random-init baseline); the softmax form needs no Z.
-    # lr 0.1 with one warm-up epoch: at λ=0 over 5 epochs kNN reached 0.264
-    # against a 0.229 baseline; lr 0.03 gave 0.225, and lr 0.1 without warm-up
-    # collapsed in the first epoch and ended at 0.217 (in-process, same subset).
-    # Re-measured at commit 8dc2dc6 (seed 0, whole pirl_lambda study): λ=0 now
-    # ends at 0.213-0.219 against a 0.223 baseline on both trial paths, while
-    # λ = .5 / .75 / 1 reach 0.282 / 0.248 / 0.272: at this scale the jigsaw
-    # term is what lifts kNN above the baseline.
+    # random-init backbone; not enough to reproduce paper numbers. Methods adapt
+    # their optimiser and loss to this scale in their own ``profile_defaults``.
     #
     # Each trial trains in its own process (num_workers=0): Ray Train's controller,
     # worker group and dataset coordinator would add about 20 s of start-up to every
@@ -124,14 +119,11 @@ PROFILES: dict[str, Profile] = {
         test_subset=2000,
         width=8,
         epochs=5,
-        warmup_epochs=1,
         batch_size=64,
-        lr=0.1,
         num_workers=0,
         torch_threads=2,
         probe_epochs=30,
         invariance_samples=500,
-        method_defaults={"loss_form": "infonce"},
     ),
     # The CIFAR-10 setting: full data, ResNet-18, one GPU per trial.
     "cifar": Profile(
@@ -139,8 +131,6 @@ PROFILES: dict[str, Profile] = {
         width=64,
         epochs=200,
         batch_size=256,
-        lr=0.03,
-        warmup_epochs=5,
         num_workers=1,
         use_gpu=True,
         cpus_per_worker=4,

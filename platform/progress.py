@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import fields
 from typing import Any
 
 import pandas as pd
@@ -11,13 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sslab import methods
-from sslab.methods.blocks.backbone import TAPS
-
-
-def _symbols(method: str) -> dict[str, str]:
-    """Hyperparameter name → paper symbol (λ, τ, ...) from the method's Config metadata."""
-    return {f.name: f.metadata.get("symbol", f.name) for f in fields(methods.get(method).Config)}
+from sslab.platform import metrics as names
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -36,7 +29,7 @@ class Progress:
         if not self.console.is_terminal:  # logs and pipes get the whole table, not an 80-column cut
             self.console.width = max(self.console.width, 160)
         self.console.print(
-            f"[bold]{study.name}[/]: {study.method} on {profile.dataset}"
+            f"[bold]{study.name}[/]: {', '.join(study.method_names)} on {profile.dataset}"
             f"{f' ({profile.train_subset} train images)' if profile.train_subset else ''}, profile {profile.name}, "
             f"{total} trial(s), {already_done} already in the results store"
         )
@@ -60,40 +53,40 @@ class Progress:
     def trial_epoch(self, key: str, result: dict[str, Any]) -> None:
         epoch = int(result.get("epoch", 0)) + 1
         parts = [f"{key}: epoch {epoch}/{self.profile.epochs}", f"loss {_fmt(result.get('loss'))}"]
-        if "knn_top1" in result:
-            parts.append(f"kNN {_fmt(result['knn_top1'])}")
+        if names.KNN in result:
+            parts.append(f"kNN {_fmt(result[names.KNN])}")
         self._bar.update(self._task, description="  ".join(parts))
 
     def trial_finished(self, key: str, row: dict[str, Any]) -> None:
         self._bar.advance(self._task)
         if row["status"] == "ok":
             self.console.print(
-                f"  [green]✓[/] {key}  kNN {_fmt(row.get('knn_top1'))}  "
-                f"invariance {_fmt(row.get('invariance_l2_mean'))}  {row['wall_s']:.0f}s"
+                f"  [green]✓[/] {key}  kNN {_fmt(row.get(names.KNN))}  "
+                f"invariance {_fmt(row.get(names.INVARIANCE))}  {row['wall_s']:.0f}s"
             )
         elif row["status"] == "stopped":
             self.console.print(
-                f"  [yellow]–[/] {key}  {row['error']} (per-epoch kNN {_fmt(row.get('monitor_knn_top1'))})"
+                f"  [yellow]–[/] {key}  {row['error']} (per-epoch kNN {_fmt(row.get(names.MONITOR_KNN))})"
             )
         else:
             self.console.print(f"  [red]✗[/] {key}  {row['status']}: {row['error']}")
 
     def summary(self, trials: pd.DataFrame, baselines: pd.DataFrame) -> None:
         self._bar.stop()
-        defaults = self.study.configurations()[0] if self.study.search else None
-        print_summary(self.console, self.study.method, self.study.knobs, self.study.primary_metric,
+        defaults = self.study.configurations()[0][1] if self.study.search else None
+        print_summary(self.console, self.study.symbols(), self.study.knobs, self.study.primary_metric,
                       self.study.primary_mode, trials, baselines, defaults=defaults)
 
 
-def print_summary(console: Console, method: str, knobs: list[str], metric: str, mode: str,
+def print_summary(console: Console, symbols: dict[str, str], knobs: list[str], metric: str, mode: str,
                   trials: pd.DataFrame, baselines: pd.DataFrame, *, defaults: dict[str, Any] | None = None) -> None:
     """Every trial, then (with several seeds) mean ± std per configuration, the best, and the compute spent."""
     from sslab.platform.summary import by_configuration, describe, totals
 
-    console.print(summary_table(method, knobs, trials, baselines, sort_by=metric if defaults else None))
+    console.print(summary_table(symbols, knobs, trials, baselines, sort_by=metric if defaults else None))
     per_config = by_configuration(trials, knobs, metric, mode)
     if not per_config.empty and per_config["n"].max() > 1:
-        console.print(configuration_table(method, knobs, metric, per_config))
+        console.print(configuration_table(symbols, knobs, metric, per_config))
     for line in describe(per_config, knobs, metric):
         console.print(f"  {line}")
     if defaults is not None and not trials.empty:
@@ -121,9 +114,11 @@ def _against_defaults(trials: pd.DataFrame, knobs: list[str], metric: str, mode:
             f"({best[metric] - default_value:+.3f})")
 
 
-def configuration_table(method: str, knobs: list[str], metric: str, per_config: pd.DataFrame) -> Table:
-    symbols = _symbols(method)
+def configuration_table(symbols: dict[str, str], knobs: list[str], metric: str, per_config: pd.DataFrame) -> Table:
     table = Table(title=f"{metric} per configuration: mean ± std over seeds")
+    several = "method" in per_config
+    if several:
+        table.add_column("method")
     for name in knobs:
         table.add_column(symbols.get(name, name), justify="right")
     for column in ("mean", "std", "seeds", "gap to best", "beyond spread"):
@@ -131,6 +126,7 @@ def configuration_table(method: str, knobs: list[str], metric: str, per_config: 
     for _, row in per_config.iterrows():
         beyond = row["beyond_spread"]
         table.add_row(
+            *([row["method"]] if several else []),
             *[_fmt(row[f"config/{n}"], 3) for n in knobs],
             _fmt(row["mean"]), _fmt(row["std"]), str(int(row["n"])),
             "best" if row["best"] else _fmt(row["gap_to_best"]),
@@ -139,12 +135,15 @@ def configuration_table(method: str, knobs: list[str], metric: str, per_config: 
     return table
 
 
-def summary_table(method: str, knobs: list[str], trials: pd.DataFrame, baselines: pd.DataFrame,
+def summary_table(symbols: dict[str, str], knobs: list[str], trials: pd.DataFrame, baselines: pd.DataFrame,
                   *, sort_by: str | None = None) -> Table:
-    """λ (or whichever knobs), seed, kNN, probe per tap, invariance, wall time; then the baseline."""
-    symbols = _symbols(method)
-    taps = [t for t in TAPS if f"probe_{t}_top1" in trials or f"probe_{t}_top1" in baselines]
-    table = Table(title=f"{method}: results ({len(trials)} trial(s))")
+    """(method,) λ (or whichever knobs), seed, kNN, probe per tap, invariance, wall time; then the baseline."""
+    taps = [t for t in names.TAPS if names.probe(t) in trials or names.probe(t) in baselines]
+    methods_seen = sorted(trials["method"].dropna().unique()) if "method" in trials else []
+    several = len(methods_seen) > 1
+    table = Table(title=f"{', '.join(methods_seen) or 'results'}: {len(trials)} trial(s)")
+    if several:
+        table.add_column("method")
     for name in knobs:
         table.add_column(symbols.get(name, name), justify="right")
     for column in ["seed", "status", "kNN"] + [f"probe {t}" for t in taps] + ["invariance", "wall s"]:
@@ -153,24 +152,27 @@ def summary_table(method: str, knobs: list[str], trials: pd.DataFrame, baselines
         if sort_by and sort_by in trials:
             ordered = trials.sort_values(sort_by, ascending=False, na_position="last")
         else:
-            ordered = trials.sort_values([f"config/{n}" for n in knobs if f"config/{n}" in trials] + ["seed"])
+            ordered = trials.sort_values((["method"] if several else [])
+                                         + [f"config/{n}" for n in knobs if f"config/{n}" in trials] + ["seed"])
         for _, row in ordered.iterrows():
             table.add_row(
+                *([row["method"]] if several else []),
                 *[_fmt(row.get(f"config/{n}"), 3) for n in knobs],
                 str(row["seed"]),
                 row["status"],
-                _fmt(row.get("knn_top1")),
-                *[_fmt(row.get(f"probe_{t}_top1")) for t in taps],
-                _fmt(row.get("invariance_l2_mean")),
+                _fmt(row.get(names.KNN)),
+                *[_fmt(row.get(names.probe(t))) for t in taps],
+                _fmt(row.get(names.INVARIANCE)),
                 _fmt(row.get("wall_s"), 0),
             )
     for _, row in baselines.iterrows():
+        label = ["random init"] + [""] * (len(knobs) + several - 1)
         table.add_row(
-            *(["random init"] + [""] * (len(knobs) - 1)),
+            *label[: len(knobs) + several],
             str(row["seed"]),
             "baseline",
-            _fmt(row.get("knn_top1")),
-            *[_fmt(row.get(f"probe_{t}_top1")) for t in taps],
+            _fmt(row.get(names.KNN)),
+            *[_fmt(row.get(names.probe(t))) for t in taps],
             "–",
             _fmt(row.get("wall_s"), 0),
         )

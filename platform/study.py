@@ -1,4 +1,4 @@
-"""Studies: a base configuration, a search space and seeds, run through Ray Tune.
+"""Declaring a study: which methods, their base configuration, a grid or a search, seeds.
 
 A study script is declarative::
 
@@ -6,33 +6,25 @@ A study script is declarative::
     if __name__ == "__main__":
         STUDY.main()
 
-``run_study`` does the plumbing: it validates every configuration before any
-Ray work, evaluates the random-init baseline once per seed, runs one Tune trial
-per (configuration, seed) (a trial launches one TorchTrainer, or with
-``num_workers=0`` trains in its own process; Optuna is the searcher, a grid is
-given to it as the points to evaluate), writes every
-finished trial to the results store the moment it finishes, and prints a
-summary. Re-running the same study skips the trials already in the store.
+A study may compare methods as well as one method's knobs: ``methods`` maps each method
+to its own base configuration, and the method becomes a dimension of the grid::
+
+    Study(name="supcon_vs_ce", methods={"supcon": {}, "supervised": {}}, seeds=3)
+
+This module says *what* a study compares and validates it; ``runner.py`` runs it on Ray
+and ``trial.py`` is one trial. A method's settings are layered, later wins: its Config
+defaults (the paper's) < its ``profile_defaults`` for the profile < the profile's
+``method_defaults`` < the study's ``base`` < the method's entry in ``methods`` < the grid point.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import logging
-import os
-import time
-from contextlib import nullcontext
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
-import pandas as pd
-
 from sslab import methods
-from sslab.platform import placement
-from sslab.platform.placement import TRIAL_RESOURCE
-from sslab.platform.profiles import Profile, get_profile
-from sslab.platform.results import ResultsStore, results_root
+from sslab.platform.profiles import Profile
 
 
 @dataclass
@@ -63,11 +55,15 @@ class Study:
     """What a study compares; nothing about how Ray runs it."""
 
     name: str
-    method: str
+    #: the method, for a study of one method's knobs (or use ``methods``)
+    method: str | None = None
     #: the grid, at full size (the ``cifar`` profile and larger)
     grid: dict[str, list[Any]] = field(default_factory=dict)
     description: str = ""
+    #: settings shared by every method of the study
     base: dict[str, Any] = field(default_factory=dict)
+    #: several methods compared, each with its own base configuration (the method is a grid dimension)
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: int = 1
     #: one metric, or several (multi-objective search, e.g. ["knn_top1", "device_s"])
     metric: str | list[str] = "knn_top1"
@@ -76,6 +72,16 @@ class Study:
     #: smaller grids for some profiles, e.g. {"local": {...}}
     grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     search: Search | None = None
+
+    def __post_init__(self) -> None:
+        if (self.method is None) == (not self.methods):
+            raise ValueError(f"study {self.name!r}: give either method='...' or methods={{...}}, not both or neither")
+
+    # --- what is compared -------------------------------------------------------------------
+    @property
+    def method_names(self) -> list[str]:
+        """The methods this study trains, in declaration order."""
+        return list(self.methods) if self.methods else [self.method]
 
     @property
     def knobs(self) -> list[str]:
@@ -93,71 +99,90 @@ class Study:
     def grid_for(self, profile: str) -> dict[str, list[Any]]:
         return self.grids.get(profile, self.grid)
 
-    def configurations(self, profile: str | None = None) -> list[dict[str, Any]]:
-        """Every point of the (profile's) grid as method-config overrides, in grid order;
-        for a search, the one point evaluated first: the method's defaults."""
+    def with_method(self, method: str) -> "Study":
+        """The same study on another method (``--method``): its results go to ``<name>-<method>``
+        unless it is the study's own method."""
+        methods.get(method)  # an unknown name fails here, listing the known ones
+        if self.method_names == [method]:
+            return self
+        if len(self.method_names) > 1:
+            raise ValueError(f"study {self.name!r} compares methods {self.method_names}; --method applies to "
+                             "studies of one method's knobs")
+        return replace(self, name=f"{self.name}-{method}", method=method, methods={})
+
+    def configurations(self, profile: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """Every (method, point) of the (profile's) grid, methods outer, grid order inner; for a
+        search, the one point evaluated first: the method's defaults."""
         if self.search:
-            defaults = methods.get(self.method).Config()
-            return [{k: getattr(defaults, k) for k in self.search.space}]
+            return [(m, self.paper_defaults(m)) for m in self.method_names]
         grid = self.grid_for(profile) if profile else self.grid
         keys = list(grid)
-        return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+        points = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+        return [(m, point) for m in self.method_names for point in points]
 
-    def paper_defaults(self) -> dict[str, Any]:
-        """The method's own default (the paper's value) of every knob the study varies."""
-        defaults = methods.get(self.method).Config()
+    def paper_defaults(self, method: str | None = None) -> dict[str, Any]:
+        """A method's own default (the paper's value) of every knob the study varies."""
+        defaults = methods.get(method or self.method_names[0]).Config()
         return {k: getattr(defaults, k) for k in self.knobs if hasattr(defaults, k)}
 
-    def method_config(self, point: dict[str, Any], profile: Profile) -> dict[str, Any]:
-        """The method's hyperparameters for one grid point: profile defaults < study base < point."""
-        known = {f.name for f in fields(methods.get(self.method).Config)}
-        profile_defaults = {k: v for k, v in profile.method_defaults.items() if k in known}
-        return {**profile_defaults, **self.base, **point}
+    def symbols(self) -> dict[str, str]:
+        """Hyperparameter name → paper symbol (λ, τ, ...), over the study's methods."""
+        out: dict[str, str] = {}
+        for name in reversed(self.method_names):
+            out.update(methods.get(name).Config.symbols())
+        return out
 
+    def method_config(self, method: str, point: dict[str, Any], profile: Profile) -> dict[str, Any]:
+        """The settings of ``method`` at one grid point, layered as the module docstring says."""
+        cls = methods.get(method)
+        known = cls.Config.field_names()
+        return {
+            **cls.profile_defaults.get(profile.name, {}),
+            **{k: v for k, v in profile.method_defaults.items() if k in known},
+            **self.base,
+            **self.methods.get(method, {}),
+            **point,
+        }
+
+    # --- validation -----------------------------------------------------------------------
     def validate(self, profile: Profile) -> None:
         """Build every configuration's method Config (for a search: the ends of every range):
-        a bad value fails here, before Ray starts."""
-        cls = methods.get(self.method)
-        known = {f.name for f in fields(cls.Config)}
+        a bad value or a knob a method lacks fails here, before Ray starts."""
+        if self.search and len(self.method_names) > 1:
+            raise ValueError(f"study {self.name!r}: a search covers one method; compare methods with a grid")
         varied = set(self.search.space) if self.search else set(self.grid) | set(self.grid_for(profile.name))
-        unknown = sorted((varied | set(self.base)) - known)
-        if unknown:
-            raise ValueError(f"study {self.name!r}: {self.method} has no hyperparameter(s) {unknown}; known: {sorted(known)}")
+        for method in self.method_names:
+            cls = methods.get(method)
+            known = cls.Config.field_names()
+            unknown = sorted((varied | set(self.base) | set(self.methods.get(method, {}))) - known)
+            if unknown:
+                having = [m for m in methods.names() if set(unknown) <= methods.get(m).Config.field_names()]
+                raise ValueError(
+                    f"study {self.name!r}: {method} has no hyperparameter(s) {unknown}"
+                    + (f" (methods that have them: {', '.join(having)})" if having else "")
+                    + f"; {method}'s are: {sorted(known)}"
+                )
         if isinstance(self.metric, list) != isinstance(self.mode, list) or (
             isinstance(self.metric, list) and len(self.metric) != len(self.mode)
         ):
             raise ValueError(f"study {self.name!r}: metric {self.metric!r} and mode {self.mode!r} must pair up")
-        for point in self.configurations(profile.name):
-            cls.Config(**self.method_config(point, profile))
-        if self.search:
-            for name, distribution in self.search.space.items():
-                for value in _extremes(distribution):
-                    cls.Config(**self.method_config({**self.configurations()[0], name: value}, profile))
-            if self.search.trials < 1:
-                raise ValueError(f"study {self.name!r}: a search needs at least 1 trial, got {self.search.trials}")
+        for method, point in self.configurations(profile.name):
+            cls = methods.get(method)
+            cls.Config(**self.method_config(method, point, profile))
+            if self.search:
+                for name, distribution in self.search.space.items():
+                    for value in _extremes(distribution):
+                        cls.Config(**self.method_config(method, {**point, name: value}, profile))
+        if self.search and self.search.trials < 1:
+            raise ValueError(f"study {self.name!r}: a search needs at least 1 trial, got {self.search.trials}")
         if self.seeds < 1:
             raise ValueError(f"study {self.name!r}: seeds = {self.seeds} must be at least 1")
 
-    def main(self, argv: Sequence[str] | None = None) -> pd.DataFrame:
-        """Command-line entry point of a study script."""
-        parser = build_parser(self)
-        args = parser.parse_args(argv)
-        overrides = {k: v for k, v in {"epochs": args.epochs, "train_subset": args.subset}.items() if v is not None}
-        try:
-            return run_study(
-                self,
-                profile=args.profile,
-                seeds=args.seeds,
-                root=args.results,
-                data_dir=args.data_dir,
-                address=args.address,
-                profile_overrides=overrides,
-                retry_failed=args.retry_failed,
-                trials=getattr(args, "trials", None),
-                time_budget_s=getattr(args, "time_budget", None),
-            )
-        except (ValueError, PermissionError) as err:  # a bad flag or setting: one line, no traceback
-            parser.exit(2, f"{self.name}: error: {err}\n")
+    def main(self, argv: Sequence[str] | None = None):
+        """Command-line entry point of a study script (see ``runner.main``)."""
+        from sslab.platform.runner import main  # the runner needs Ray; declaring a study does not
+
+        return main(self, argv)
 
 
 def _extremes(distribution: Any) -> list[Any]:
@@ -166,370 +191,7 @@ def _extremes(distribution: Any) -> list[Any]:
     return list(choices) if choices is not None else [distribution.low, distribution.high]
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def build_parser(study: Study) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=study.name, description=study.description or None)
-    parser.add_argument("--profile", default=study.profile, help="local (CPU, minutes) or cifar (GPU, full CIFAR-10)")
-    parser.add_argument("--seeds", type=_positive_int, default=None, help=f"seeds per configuration (default {study.seeds})")
-    parser.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
-    parser.add_argument("--data-dir", default=None, help="dataset folder (default $SSLAB_DATA or ~/.cache/sslab/data)")
-    parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
-    parser.add_argument("--epochs", type=_positive_int, default=None, help="override the profile's epochs")
-    parser.add_argument("--subset", type=_positive_int, default=None, help="override the profile's training subset size")
-    parser.add_argument("--retry-failed", action="store_true", help="run failed trials of an earlier run again")
-    if study.search:
-        parser.add_argument("--trials", type=_positive_int, default=None,
-                            help=f"trial budget of the search (default {study.search.trials}, less on small profiles)")
-        parser.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
-                            help="stop starting trials after this many seconds")
-    return parser
-
-
 def trial_key(method: str, point: dict[str, Any], seed: int) -> str:
-    """A trial's stable id: the same configuration and seed always map to the same id."""
+    """A trial's stable id: the same method, configuration and seed always map to the same id."""
     parts = [method] + [f"{k}={point[k]:g}" if isinstance(point[k], float) else f"{k}={point[k]}" for k in sorted(point)]
     return "-".join(parts + [f"seed={seed}"])
-
-
-def backbone_name(profile: Profile) -> str:
-    return f"{profile.arch}-w{profile.width}{'-cifar' if profile.cifar_stem else ''}"
-
-
-def run_study(
-    study: Study,
-    *,
-    profile: str | Profile | None = None,
-    seeds: int | None = None,
-    root: str | os.PathLike | None = None,
-    data_dir: str | os.PathLike | None = None,
-    address: str | None = None,
-    profile_overrides: dict[str, Any] | None = None,
-    retry_failed: bool = False,
-    quiet: bool = False,
-    trials: int | None = None,
-    time_budget_s: float | None = None,
-) -> pd.DataFrame:
-    """Run (or resume) a study; returns its trials table."""
-    from sslab.platform.progress import Progress  # rich is only needed when a study runs
-
-    profile = profile if isinstance(profile, Profile) else get_profile(profile or study.profile)
-    if profile_overrides:
-        profile = profile.with_overrides(**profile_overrides)
-    seeds = study.seeds if seeds is None else seeds
-    if seeds < 1:
-        raise ValueError(f"--seeds = {seeds} must be at least 1")
-    study.validate(profile)
-    store = ResultsStore(results_root(root), study.name)
-    store.check_writable()
-    search = study.search.for_profile(profile.name, trials=trials, time_budget_s=time_budget_s) if study.search else None
-    grid = study.grid_for(profile.name)
-    store.write_metadata(
-        {
-            "method": study.method,
-            "description": study.description,
-            "kind": "search" if search else "grid",
-            "knobs": study.knobs,
-            "grid": grid,
-            "search": {name: repr(d) for name, d in search.space.items()} if search else None,
-            "defaults": study.paper_defaults(),
-            "base": study.base,
-            "seeds": seeds,
-            "metric": study.metric,
-            "mode": study.mode,
-            "total_trials": search.trials if search else len(study.configurations(profile.name)) * seeds,
-            "profile": profile.to_dict(),
-            "backbone": backbone_name(profile),
-        }
-    )
-    skip_statuses = ("ok", "stopped") if retry_failed else ("ok", "failed", "stopped")
-    done = store.finished_trial_ids(skip_statuses)
-    first_points = [{**point, "seed": seed} for point in study.configurations(profile.name) for seed in range(seeds)]
-    pending = [p for p in first_points if trial_key(study.method, _without_seed(p), p["seed"]) not in done]
-    if search:  # the defaults first, then as many proposals as the budget has left
-        total = search.trials
-        to_run = max(0, total - len(done))
-        pending = pending[:to_run]
-    else:
-        total, to_run = len(first_points), len(pending)
-    progress = Progress(study, profile, total=total, already_done=total - to_run, quiet=quiet)
-
-    if to_run or _missing_baseline_seeds(store, profile, seeds):
-        _init_ray(address)
-        shape = placement.cluster_shape()  # refuse what could never run, before any work
-        placement.check_shared_storage(store.root, shape)
-        placement.augment_remote_args(placement.augment_policy(profile), shape)
-        data = _load_data(profile, data_dir, progress)
-        _record_baselines(store, profile, data, seeds, progress)
-        if to_run:
-            _run_trials(study, profile, store, pending, to_run, data, progress, search=search)
-    trials = store.read("trials")
-    progress.summary(trials, store.read("baselines"))
-    return trials
-
-
-def _without_seed(point: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in point.items() if k != "seed"}
-
-
-def _init_ray(address: str | None) -> None:
-    import ray
-
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
-    # The results store is the record; Tune's own CSV/JSON/TensorBoard loggers are not needed.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    # Progress is ours (platform/progress.py): Tune's legacy reporter at verbose=0 prints nothing.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-    else:
-        ray.init(
-            resources={TRIAL_RESOURCE: 1000},
-            # Ray's state API lives in the dashboard: Ray Train needs it to free the placement group
-            # of a trial that Tune stopped early (ASHA); it listens on localhost only
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-        )
-
-
-def _load_data(profile: Profile, data_dir, progress) -> dict[str, Any]:
-    import ray
-
-    from sslab.platform.data import data_dir as resolve_data_dir
-    from sslab.platform.data import load_split, to_ray_dataset
-
-    root = resolve_data_dir(data_dir)
-    train = load_split(profile.dataset, "train", root=root, subset=profile.train_subset, seed=0)
-    test = load_split(profile.dataset, "test", root=root, subset=profile.test_subset, seed=0)
-    for name, split in (("train", train), ("test", test)):
-        if split.skipped:
-            progress.note(f"{split.skipped} unreadable image(s) skipped in the {name} split")
-        if len(split.labels) == 0:
-            raise ValueError(f"the {name} split of {profile.dataset!r} is empty; check the dataset at {root}")
-    arrays = {
-        "train_images": train.images,
-        "train_labels": train.labels,
-        "test_images": test.images,
-        "test_labels": test.labels,
-    }
-    return {"arrays": arrays, "eval_ref": ray.put(arrays), "train_ds": to_ray_dataset(train), "num_samples": len(train.labels)}
-
-
-def _missing_baseline_seeds(store: ResultsStore, profile: Profile, seeds: int) -> list[int]:
-    """Seeds whose random-init baseline of this profile's backbone is not in the store yet."""
-    existing = store.read("baselines")
-    if existing.empty:
-        return list(range(seeds))
-    done = set(existing.loc[existing["backbone"] == backbone_name(profile), "seed"])
-    return [seed for seed in range(seeds) if seed not in done]
-
-
-def _record_baselines(store: ResultsStore, profile: Profile, data: dict[str, Any], seeds: int, progress) -> None:
-    """The same evaluation of the untrained backbone, once per seed (the random-init reference)."""
-    import torch
-
-    from sslab.methods.blocks.backbone import Backbone
-    from sslab.platform.train import evaluate_for_profile
-
-    name = backbone_name(profile)
-    for seed in _missing_baseline_seeds(store, profile, seeds):
-        start = time.perf_counter()
-        torch.manual_seed(seed)
-        backbone = Backbone(profile.arch, cifar_stem=profile.cifar_stem, width=profile.width)
-        metrics = evaluate_for_profile(backbone, data["arrays"], profile, seed=seed)
-        store.record_baseline({"backbone": name, "seed": seed, **metrics, "wall_s": time.perf_counter() - start})
-        progress.note(f"random-init baseline (seed {seed}): kNN top-1 {metrics['knn_top1']:.3f}")
-
-
-def _optuna_storage(store: ResultsStore):
-    """The search's Optuna study, persisted beside the results store (a journal file), so an
-    interrupted search resumes with its history and ``optuna.load_study`` can inspect it.
-    On an object-store root the journal lives on the driver's disk under ~/.cache/sslab/optuna."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
-
-    if "://" in store.location:
-        path = os.path.join(os.path.expanduser("~/.cache/sslab/optuna"), f"{store.study}.journal")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    else:
-        path = os.path.join(store.location, "optuna.journal")
-    storage = optuna.storages.JournalStorage(JournalFileBackend(path))
-    # trials left RUNNING by an interrupted driver will never report: mark them failed
-    for summary in optuna.get_all_study_summaries(storage):
-        if summary.study_name == store.study:
-            stale = optuna.load_study(study_name=store.study, storage=storage)
-            for trial in stale.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-                storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-    return storage
-
-
-def _run_trials(
-    study: Study,
-    profile: Profile,
-    store: ResultsStore,
-    pending: list[dict[str, Any]],
-    num_trials: int,
-    data,
-    progress,
-    *,
-    search: Search | None = None,
-) -> None:
-    import optuna
-    import ray
-    from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
-
-    from sslab.platform.tune_callbacks import StoreCallback
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Tune's result files are off (the results store is the record): its ResultGrid need not say so.
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    cluster = placement.cluster_shape()
-    concurrent = placement.max_concurrent_trials(profile, cluster)
-    augment_args = placement.augment_remote_args(placement.augment_policy(profile), cluster)
-    trial_resources = _trial_resources(profile, has_trial_resource=bool(ray.cluster_resources().get(TRIAL_RESOURCE)))
-    if search:
-        space = dict(search.space)
-        space["seed"] = optuna.distributions.CategoricalDistribution([0])
-        storage = _optuna_storage(store)
-    else:
-        grid = study.grid_for(profile.name)
-        space = {key: optuna.distributions.CategoricalDistribution(values) for key, values in grid.items()}
-        space["seed"] = optuna.distributions.CategoricalDistribution(sorted({p["seed"] for p in pending}))
-        storage = None
-    searcher = OptunaSearch(
-        space=space,
-        metric=study.metric,
-        mode=study.mode,
-        points_to_evaluate=pending or None,
-        # a resumed search must not replay the proposals of the run before it: seed by trials done
-        sampler=optuna.samplers.TPESampler(seed=len(store.finished_trial_ids())),
-        study_name=study.name,
-        storage=storage,
-    )
-    scheduler = None
-    if search and search.early_stopping and not isinstance(study.metric, list):
-        from ray.tune.schedulers import ASHAScheduler
-
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration",
-            metric=study.metric,
-            mode=study.mode,
-            max_t=profile.epochs,
-            grace_period=search.grace_epochs,
-            reduction_factor=search.reduction_factor,
-        )
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            run_trial,
-            study=study,
-            profile=profile,
-            train_ds=data["train_ds"],
-            eval_ref=data["eval_ref"],
-            num_samples=data["num_samples"],
-            storage=f"{store.ray_storage}/train",
-            augment_args=augment_args,
-        ),
-        trial_resources,
-    )
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=searcher,
-            scheduler=scheduler,
-            num_samples=num_trials,
-            max_concurrent_trials=min(num_trials, concurrent),
-            time_budget_s=search.time_budget_s if search else None,
-            # an in-process trial's process serves the next trial (no new process, no imports):
-            # safe, as a trial keeps no state outside its checkpoints and seeds itself
-            reuse_actors=profile.num_workers == 0,
-        ),
-        run_config=tune.RunConfig(
-            name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=store.ray_storage,
-            verbose=0,
-            # a trial whose process died with its node starts again and resumes from its last
-            # epoch checkpoint (a TorchTrainer's lost workers are retried by Ray Train itself)
-            failure_config=tune.FailureConfig(max_failures=profile.max_failures, fail_fast=False),
-            callbacks=[StoreCallback(store, study, profile, progress, stops_early=search is not None)],
-        ),
-    )
-    # only TorchTrainer runs leave placement groups behind when Tune kills their trial
-    with placement.OrphanedWorkerGroupJanitor() if profile.num_workers else nullcontext():
-        tuner.fit()
-
-
-def _trial_resources(profile: Profile, *, has_trial_resource: bool):
-    """What one Tune trial's process holds.
-
-    A trial that launches a TorchTrainer only drives it: it holds the custom
-    ``sslab_trial`` resource (the head node's), never a CPU that the workers or
-    augmentation need. A trial that trains in its own process (``num_workers=0``)
-    holds one Train worker's resources and, like a Train worker, stays off
-    augmentation nodes.
-    """
-    from ray import tune
-
-    if profile.num_workers == 0:
-        bundle = {"CPU": profile.cpus_per_worker, **({"GPU": 1} if profile.use_gpu else {})}
-        return tune.PlacementGroupFactory([bundle], bundle_label_selector=[placement.TRAIN_LABEL_SELECTOR])
-    return {TRIAL_RESOURCE: 1} if has_trial_resource else {"CPU": 1}
-
-
-def run_trial(
-    config: dict[str, Any],
-    *,
-    study: Study,
-    profile: Profile,
-    train_ds,
-    eval_ref,
-    num_samples: int,
-    storage: str,
-    augment_args: dict[str, Any] | None = None,
-) -> None:
-    """One Tune trial: one (configuration, seed), trained in this process (``num_workers=0``)
-    or by one TorchTrainer."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from sslab.platform.augment import with_views
-    from sslab.platform.train import TrialSpec, make_trainer, root_cause, train_in_process
-
-    point = _without_seed(config)
-    seed = int(config["seed"])
-    spec = TrialSpec(
-        method=study.method,
-        method_config=study.method_config(point, profile),
-        profile=profile,
-        seed=seed,
-        num_samples=num_samples,
-        eval_data=eval_ref,
-    )
-    _, method = spec.build()
-    dataset = with_views(train_ds, method.views(), remote_args=augment_args)
-    name = trial_key(study.method, point, seed)
-    if profile.num_workers == 0:
-        train_in_process(spec, dataset, f"{storage}/{name}")
-        return
-    trainer = make_trainer(spec, dataset, name=name, storage_path=storage, callbacks=[TuneReportCallback()])
-    try:
-        trainer.fit()
-    except Exception as err:  # Ray wraps worker errors in pages of traceback: keep the cause
-        raise RuntimeError(root_cause(err)) from None

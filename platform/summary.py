@@ -18,7 +18,10 @@ COST_COLUMNS = ("wall_s", "device_s", "images_seen")
 
 
 def knob_columns(trials: pd.DataFrame, knobs: list[str]) -> list[str]:
-    return [f"config/{k}" for k in knobs if f"config/{k}" in trials]
+    """The columns that tell configurations apart: ``method`` when the trials span several
+    methods, then ``config/<knob>`` per knob."""
+    several = "method" in trials and trials["method"].nunique() > 1
+    return (["method"] if several else []) + [f"config/{k}" for k in knobs if f"config/{k}" in trials]
 
 
 def by_configuration(trials: pd.DataFrame, knobs: list[str], metric: str, mode: str = "max") -> pd.DataFrame:
@@ -69,8 +72,9 @@ def describe(table: pd.DataFrame, knobs: list[str], metric: str) -> list[str]:
     if table.empty:
         return [f"no finished trial reports {metric} yet"]
     best = table[table["best"]].iloc[0]
-    name = ", ".join(f"{k}={best[f'config/{k}']:g}" if isinstance(best[f"config/{k}"], float)
-                     else f"{k}={best[f'config/{k}']}" for k in knobs if f"config/{k}" in table)
+    name = ", ".join(([str(best["method"])] if "method" in table else [])
+                     + [f"{k}={best[f'config/{k}']:g}" if isinstance(best[f"config/{k}"], float)
+                        else f"{k}={best[f'config/{k}']}" for k in knobs if f"config/{k}" in table])
     lines = [f"best: {name}: {metric} {best['mean']:.3f} ± {_std(best['std'])} over {int(best['n'])} seed(s)"]
     known = table[table["beyond_spread"].notna() & ~table["best"]]
     if known.empty:

@@ -7,9 +7,11 @@ Ray Train's start-up. The loop talks to either through a small session
 (rank, device, dataset, restore, report).
 
 Every method goes through the same loop: build the backbone and the method
-from the registry, wrap it for data parallelism, then per step
-``method(batch)`` (= ``training_step``) → backward → SGD step → cosine LR step
-→ ``method.after_step(batch)``. Each epoch reports its mean losses to Ray
+from the registry, wrap it for data parallelism, build the optimiser its
+configuration names (``Method.parameter_groups``, ``blocks.optim``), then per
+step ``method(batch, ctx)`` (= ``training_step``) → backward → optimiser step →
+warm-up + cosine LR step → ``method.after_step(batch, ctx)``, where ``ctx``
+(``StepContext``) says the global step, the total steps, the epoch and the world size. Each epoch reports its mean losses to Ray
 (and so to Tune) with a checkpoint holding the model (method buffers such as
 the memory bank included), the optimizer, the schedule and the history; the
 last epoch adds the evaluation of the frozen backbone. The loop knows nothing
@@ -18,7 +20,6 @@ about any particular method.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import tempfile
@@ -35,9 +36,12 @@ import ray.train.torch
 import torch
 
 from sslab import methods
+from sslab.methods.base import DataInfo, Method, StepContext
 from sslab.methods.blocks.backbone import Backbone
+from sslab.methods.blocks.optim import build_optimizer, build_schedule
 from sslab.platform.checkpoints import EpochCheckpoints
-from sslab.platform.evaluate import evaluate, knn_top1, pooled_features
+from sslab.platform.evaluate import evaluate_for_profile, monitor_knn
+from sslab.platform import metrics as names
 from sslab.platform.profiles import Profile
 
 CHECKPOINT_FILE = "state.pt"
@@ -63,31 +67,30 @@ def root_cause(error: BaseException | str) -> str:
 
 @dataclass
 class TrialSpec:
-    """What one trial trains: a method configuration, a profile, a seed and its data."""
+    """What one trial trains: a method and its configuration, a profile, a seed and its data."""
 
     method: str
     method_config: dict[str, Any]
     profile: Profile
     seed: int
-    num_samples: int
-    #: ObjectRef (or dict) of the evaluation arrays: train_images/labels, test_images/labels
+    data: DataInfo
+    #: ObjectRef (or dict) of the evaluation arrays: train_images/labels, test_images/labels, stats
     eval_data: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def build(self) -> tuple[Backbone, torch.nn.Module]:
+    @property
+    def method_class(self) -> type[Method]:
+        return methods.get(self.method)
+
+    def config(self):
+        """The method's validated configuration."""
+        return self.method_class.Config(**self.method_config)
+
+    def build(self) -> tuple[Backbone, Method]:
         """The backbone and the method, initialised from ``seed`` (identical on every worker)."""
         torch.manual_seed(self.seed)
         backbone = Backbone(self.profile.arch, cifar_stem=self.profile.cifar_stem, width=self.profile.width)
-        cls = methods.get(self.method)
-        return backbone, cls(cls.Config(**self.method_config), backbone, self.num_samples)
-
-
-def cosine_lr(step: int, total_steps: int, warmup_steps: int) -> float:
-    """Multiplier of the base LR: linear warm-up, then half a cosine down to 0."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return backbone, self.method_class.build(self.config(), backbone, self.data)
 
 
 def _save_checkpoint(state: dict[str, Any]) -> ray.train.Checkpoint:
@@ -112,14 +115,14 @@ class RayTrainSession:
     def dataset(self):
         return ray.train.get_dataset_shard("train")
 
-    def wrap(self, method: torch.nn.Module) -> torch.nn.Module:
+    def wrap(self, method: Method) -> torch.nn.Module:
         """Data parallelism across the worker group (gradients all-reduced by DDP)."""
         if self.world_size == 1:
             return method
         return ray.train.torch.prepare_model(
             method,
             move_to_device=False,
-            parallel_strategy_kwargs={"find_unused_parameters": bool(getattr(method, "has_unused_parameters", False))},
+            parallel_strategy_kwargs={"find_unused_parameters": bool(method.unused_parameters())},
         )
 
     def restore(self) -> dict[str, Any] | None:
@@ -155,7 +158,7 @@ class InProcessSession:
     def dataset(self):
         return self._dataset
 
-    def wrap(self, method: torch.nn.Module) -> torch.nn.Module:
+    def wrap(self, method: Method) -> torch.nn.Module:
         return method
 
     def restore(self) -> dict[str, Any] | None:
@@ -189,14 +192,11 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
     method.to(device)
     model = session.wrap(method)
     torch.manual_seed(spec.seed * 1000 + rank)  # negatives and other per-step draws differ per worker
-    optimizer = torch.optim.SGD(
-        method.parameters(), lr=profile.lr, momentum=profile.momentum, weight_decay=profile.weight_decay
-    )
-    steps_per_epoch = max(1, spec.num_samples // (profile.batch_size * world_size))
+    config = method.config
+    optimizer = build_optimizer(method.parameter_groups(), config, global_batch=profile.batch_size * world_size)
+    steps_per_epoch = max(1, spec.data.num_samples // (profile.batch_size * world_size))
     total_steps = steps_per_epoch * profile.epochs
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: cosine_lr(s, total_steps, profile.warmup_epochs * steps_per_epoch)
-    )
+    schedule = build_schedule(optimizer, total_steps, config.warmup_epochs * steps_per_epoch)
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16)
         if profile.precision == "bf16" and device.type == "cuda"
@@ -238,8 +238,10 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             if profile.channels_last:
                 batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
                          for k, v in batch.items()}
+            ctx = StepContext(step=schedule.last_epoch, total_steps=total_steps, epoch=epoch,
+                              world_size=world_size, rank=rank)
             with autocast:
-                loss, step_metrics = model(batch)
+                loss, step_metrics = model(batch, ctx)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"loss became NaN at epoch {epoch} step {step} (value {loss.item()}); "
@@ -249,7 +251,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             loss.backward()
             optimizer.step()
             schedule.step()
-            method.after_step(batch)
+            method.after_step(batch, ctx)
             for key, value in step_metrics.items():
                 sums[key] += float(value)
             steps += 1
@@ -275,7 +277,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
                     evaluate_for_profile(backbone, _eval_arrays(spec), profile, seed=spec.seed, method=method, device=device)
                 )
             else:
-                metrics["knn_top1"] = _monitor_knn(spec, backbone, device)
+                metrics[names.KNN] = monitor_knn(backbone, _eval_arrays(spec), profile, device)
         eval_seconds += time.perf_counter() - eval_start
         history.append({k: v for k, v in metrics.items() if k != "invariance_samples"})
         metrics["train_s"] = train_seconds
@@ -304,54 +306,6 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
 def _eval_arrays(spec: TrialSpec) -> dict[str, np.ndarray]:
     data = spec.eval_data
     return ray.get(data) if isinstance(data, ray.ObjectRef) else data
-
-
-def _monitor_knn(spec: TrialSpec, backbone: Backbone, device) -> float:
-    """The per-epoch kNN on the first ``monitor_images`` train and test images (for curves and ASHA)."""
-    data, n, profile = _eval_arrays(spec), spec.profile.monitor_images, spec.profile
-    train = pooled_features(backbone, data["train_images"][:n], ("res5",), device=device)["res5"]
-    test = pooled_features(backbone, data["test_images"][:n], ("res5",), device=device)["res5"]
-    return knn_top1(
-        train,
-        torch.as_tensor(data["train_labels"][:n]),
-        test,
-        torch.as_tensor(data["test_labels"][:n]),
-        k=profile.knn_k,
-        temperature=profile.knn_temperature,
-    )
-
-
-def evaluate_for_profile(
-    backbone: Backbone,
-    arrays: dict[str, np.ndarray],
-    profile: Profile,
-    *,
-    seed: int,
-    method: torch.nn.Module | None = None,
-    device: torch.device | str = "cpu",
-) -> dict[str, Any]:
-    """The profile's evaluation (kNN, probes, invariance when a method is given) as report metrics.
-
-    Used for trained trials and for the random-init baseline alike, so both are measured the same way.
-    """
-    result = evaluate(
-        backbone,
-        arrays["train_images"],
-        arrays["train_labels"],
-        arrays["test_images"],
-        arrays["test_labels"],
-        method=method,
-        knn_k=profile.knn_k,
-        knn_temperature=profile.knn_temperature,
-        probe_epochs=profile.probe_epochs,
-        invariance_samples=profile.invariance_samples,
-        seed=seed,
-        device=device,
-    )
-    out: dict[str, Any] = dict(result.metrics)
-    if result.invariance is not None:
-        out["invariance_samples"] = np.asarray(result.invariance, dtype=np.float32).tolist()
-    return out
 
 
 def make_trainer(

@@ -15,8 +15,11 @@ from typing import Any
 from ray.tune import Callback
 
 from sslab import methods
+from sslab.platform import metrics as names
 from sslab.platform.results import ResultsStore
+from sslab.platform.study import trial_key
 from sslab.platform.train import root_cause
+from sslab.platform.trial import split_trial_config
 
 #: result keys that describe bookkeeping, not per-epoch metrics
 _NOT_EPOCH_METRICS = {"history", "invariance_samples", "config", "checkpoint_path"}
@@ -40,15 +43,12 @@ class StoreCallback(Callback):
 
     # ------------------------------------------------------------- helpers
     def _identity(self, trial) -> tuple[str, dict[str, Any]]:
-        from sslab.platform.study import trial_key
-
-        config = dict(trial.config)
-        seed = int(config.pop("seed"))
-        cls = methods.get(self.study.method)
-        full = asdict(cls.Config(**self.study.method_config(config, self.profile)))
+        method, point, seed = split_trial_config(trial.config)
+        cls = methods.get(method)
+        full = asdict(cls.Config(**self.study.method_config(method, point, self.profile)))
         row = {
-            "trial_id": trial_key(self.study.method, config, seed),
-            "method": self.study.method,
+            "trial_id": trial_key(method, point, seed),
+            "method": method,
             "seed": seed,
             **{f"config/{name}": value for name, value in full.items()},
         }
@@ -74,11 +74,11 @@ class StoreCallback(Callback):
         finished = epochs >= self.profile.epochs
         if not finished and not self.stops_early:
             return  # interrupted, not stopped: the next run resumes it from its last checkpoint
-        metric_keys = [k for k in result if k == "knn_top1" or k.startswith("probe_") or k == "invariance_l2_mean"]
+        metric_keys = [k for k in result if names.is_evaluation(k)]
         if not finished:
             # stopped early (ASHA, or the search's time budget): its kNN is the cheap per-epoch
             # monitor, not the final evaluation, so it is kept apart from knn_top1
-            row["monitor_knn_top1"] = float(result.get("knn_top1", math.nan))
+            row[names.MONITOR_KNN] = float(result.get(names.KNN, math.nan))
             metric_keys = []
         row.update(
             status="ok" if finished else "stopped",

@@ -1,7 +1,10 @@
 """Data-parallel helpers for losses and state that span every worker (torch.distributed).
 
 Outside a process group (one worker, tests, evaluation) every helper is the identity, so a
-method reads the same with one worker or many.
+method reads the same with one worker or many. The helpers that cannot carry a gradient
+across workers (``all_gather_no_grad``, ``mean_over_workers``, ``log_mean_exp_over_workers``)
+return a detached copy with one worker too, so a method never trains differently on one
+worker than on many, and writing into the result never touches the input.
 
 - ``all_gather_with_grad``: the global batch for a contrastive loss whose negatives come from
   every worker (SimCLR's cross-replica concat); the backward pass sends each worker the
@@ -58,27 +61,30 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
-    """The rows of ``x`` from every worker, concatenated in rank order, without gradient."""
+    """The rows of ``x`` from every worker, concatenated in rank order, without gradient (a new tensor)."""
     if world_size() == 1:
-        return x
+        return x.detach().clone()
     parts = [torch.empty_like(x) for _ in range(world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts, dim=0)
 
 
 def mean_over_workers(x: torch.Tensor) -> torch.Tensor:
-    """The element-wise mean of ``x`` over workers (a new tensor; no gradient flows between workers)."""
+    """The element-wise mean of ``x`` over workers (a new tensor, detached: no gradient flows)."""
     if world_size() == 1:
-        return x
+        return x.detach().clone()
     total = x.detach().clone()
     dist.all_reduce(total)
     return total / world_size()
 
 
 def log_mean_exp_over_workers(log_x: torch.Tensor) -> torch.Tensor:
-    """log of the workers' mean of exp(log_x), computed stably (e.g. one log Z for every replica)."""
+    """log of the workers' mean of exp(log_x), computed stably (e.g. one log Z for every replica).
+
+    A new tensor, detached: no gradient flows.
+    """
     if world_size() == 1:
-        return log_x
+        return log_x.detach().clone()
     parts = [torch.empty_like(log_x) for _ in range(world_size())]
-    dist.all_gather(parts, log_x.contiguous())
+    dist.all_gather(parts, log_x.detach().contiguous())
     return torch.logsumexp(torch.stack(parts), dim=0) - math.log(len(parts))

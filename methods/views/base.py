@@ -140,3 +140,29 @@ def is_number(v: object) -> bool:
 
 def is_range(v: object) -> bool:
     return isinstance(v, tuple | list) and len(v) == 2 and all(is_number(e) for e in v)
+
+
+@dataclass(frozen=True)
+class Augmented:
+    """A view that draws its training-time augmentation in evaluation mode too.
+
+    Invariance is the distance between the representations of an image and of its transformed
+    version t(x) (PIRL sec. 5.2): a method whose transformation *is* its training augmentation
+    (SimCLR and the Siamese family) declares ``[ImageView(name="clean"), Augmented(ImageView(...))]``.
+    """
+
+    view: View
+
+    @property
+    def name(self) -> str:
+        return self.view.name
+
+    def keys(self) -> tuple[str, ...]:
+        return self.view.keys()
+
+    def empty(self, n: int) -> dict[str, np.ndarray]:
+        return self.view.empty(n)
+
+    def apply(self, images: torch.Tensor, rng: np.random.Generator, *, train: bool,
+              stats: Normalization) -> dict[str, np.ndarray]:
+        return self.view.apply(images, rng, train=True, stats=stats)

@@ -1,9 +1,11 @@
-"""The image view: a random resized crop with flip and colour jitter (PIRL's v_I, SimCLR's t(x)).
+"""The image view: a random resized crop with flip and photometric jitter (PIRL's v_I, SimCLR's t(x)).
 
 It follows torchvision's ``RandomResizedCrop`` (area fraction in ``scale``, log-uniform aspect
-ratio in ``ratio``, 10 tries then the whole image), ``RandomHorizontalFlip``, ``ColorJitter``
-and ``RandomGrayscale``, vectorised over the batch: crops and flips are per-sample sampling
-grids through one ``torch.nn.functional.grid_sample`` call (bilinear).
+ratio in ``ratio``, 10 tries then the whole image), ``RandomHorizontalFlip``,
+``RandomApply([ColorJitter(b, c, s, h)], p)``, ``RandomGrayscale``, ``GaussianBlur`` and
+``RandomSolarize``, vectorised over the batch: crops and flips are per-sample sampling grids
+through one ``torch.nn.functional.grid_sample`` call (bilinear), the photometric ops are the
+batched numpy functions of ``colour.py``.
 
 Limitation: sampling is bilinear without anti-aliasing, which is exact for CIFAR-sized inputs
 (crops are never minified by more than the crop itself) but aliases when a large image is
@@ -14,6 +16,7 @@ are decoded.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,24 +24,59 @@ import torch
 import torch.nn.functional as F
 
 from sslab.methods.views.base import Normalization, check, is_int, is_number, is_range
-from sslab.methods.views.colour import colour
+from sslab.methods.views.colour import (blur_kernel_size, jitter_strengths, random_color_jitter,
+                                        random_gaussian_blur, random_grayscale, random_solarize)
 
 
 @dataclass(frozen=True)
 class ImageView:
-    """Random resized crop, horizontal flip, colour jitter, grayscale.
+    """Random resized crop, horizontal flip, colour jitter, grayscale, blur, solarisation.
 
-    Output ``name``: float32 N x 3 x size x size, normalised with the dataset's statistics.
-    Evaluation mode (``train=False``) is a plain resize of the full image to ``size``.
+    Output: float32 N x 3 x size x size per key, normalised with the dataset's statistics. The
+    keys are ``(name,)`` for one copy, else ``name_0 .. name_{copies-1}``: independent draws of the
+    same augmentation (a Siamese method's two views). Evaluation mode (``train=False``) is a plain
+    resize of the full image to ``size`` (the same for every copy).
+
+    Per sample, in this order (BYOL's and SimCLR's; flip commutes with the rest, so MoCo v2's
+    flip-last order gives the same distribution): crop, flip, colour jitter with probability
+    ``jitter_prob`` (the enabled ops of ColorJitter(b, c, s, h) in a random order), grayscale
+    with probability ``grayscale``, Gaussian blur with probability ``blur_prob`` (sigma uniform in
+    ``blur_sigma``, kernel ~10% of ``size``, odd: ``colour.blur_kernel_size``), solarisation
+    with probability ``solarize_prob``. The defaults are PIRL's v_I; blur, solarisation and hue
+    are off by default and draw no random numbers when off, so the defaults' output for a given
+    generator never changes. Asymmetric views (BYOL) are separate instances with their own
+    probabilities and names.
+
+    Paper presets (``/work/shared/reference/methods.md`` section 3; s = SimCLR's colour strength,
+    ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s)):
+
+    - SimCLR, CIFAR-10 (google-research/simclr README: strength 0.5, no blur):
+      ``ImageView(scale=(0.08, 1), jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.8, grayscale=0.2,
+      copies=2)``; on ImageNet-sized images strength 1.0 ``jitter=(0.8, 0.8, 0.8, 0.2)`` and
+      ``blur_prob=0.5``.
+    - MoCo v2 ("aug-plus", facebookresearch/moco main_moco.py): ``scale=(0.2, 1),
+      jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.8, grayscale=0.2, blur_prob=0.5, copies=2``.
+    - BYOL (deepmind-research byol/utils/augmentations.py), also Barlow Twins and VICReg: two
+      instances with ``scale=(0.08, 1), jitter=(0.4, 0.4, 0.2, 0.1), jitter_prob=0.8,
+      grayscale=0.2``, the first ``blur_prob=1.0, solarize_prob=0.0``, the second
+      ``blur_prob=0.1, solarize_prob=0.2``. At 32 px solo-learn turns blur off (``blur_prob=0``)
+      and VICReg's CIFAR config uses ``scale=(0.2, 1)``, solarisation 0.1.
     """
 
     name: str = "image"
     size: int = 32
     scale: tuple[float, float] = (0.2, 1.0)  # area fraction of the crop
     flip: bool = True
-    jitter: float = 0.4  # brightness/contrast/saturation strength s: factors in [1-s, 1+s]
+    #: colour jitter strengths: s for ColorJitter(s, s, s), or (brightness, contrast, saturation,
+    #: hue): factors uniform in [max(0, 1 - x), 1 + x], hue shift uniform in [-hue, hue]
+    jitter: float | tuple[float, float, float, float] = 0.4
     grayscale: float = 0.2  # probability
     ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect ratio range of the crop (log-uniform)
+    jitter_prob: float = 1.0  # probability that a sample is colour-jittered at all (SimCLR: 0.8)
+    blur_prob: float = 0.0  # probability of a Gaussian blur (SimCLR ImageNet, MoCo v2: 0.5)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # range of the blur's sigma, in output pixels
+    solarize_prob: float = 0.0  # probability of x -> 1 - x where x >= 0.5 (BYOL's second view: 0.2)
+    copies: int = 1  # independent views of this augmentation: keys name_0 .. name_{copies-1}
 
     def __post_init__(self) -> None:
         check(isinstance(self.name, str) and self.name != "", "name", self.name, "a non-empty string")
@@ -47,36 +85,68 @@ class ImageView:
               "(lo, hi) with 0 < lo <= hi <= 1")
         check(is_range(self.ratio) and 0 < self.ratio[0] <= self.ratio[1], "ratio", self.ratio,
               "(lo, hi) with 0 < lo <= hi")
-        check(is_number(self.jitter) and 0 <= self.jitter, "jitter", self.jitter, "a number >= 0")
+        if isinstance(self.jitter, Sequence) and not isinstance(self.jitter, str):
+            check(len(self.jitter) == 4 and all(is_number(v) and v >= 0 for v in self.jitter)
+                  and self.jitter[3] <= 0.5, "jitter", self.jitter,
+                  "a number >= 0 or (brightness, contrast, saturation, hue), each >= 0, hue <= 0.5")
+        else:
+            check(is_number(self.jitter) and 0 <= self.jitter, "jitter", self.jitter,
+                  "a number >= 0 or (brightness, contrast, saturation, hue), each >= 0, hue <= 0.5")
         check(is_number(self.grayscale) and 0 <= self.grayscale <= 1, "grayscale", self.grayscale, "[0, 1]")
+        check(is_number(self.jitter_prob) and 0 <= self.jitter_prob <= 1, "jitter_prob", self.jitter_prob,
+              "a probability in [0, 1]")
+        check(is_number(self.blur_prob) and 0 <= self.blur_prob <= 1, "blur_prob", self.blur_prob,
+              "a probability in [0, 1]")
+        check(is_range(self.blur_sigma) and 0 < self.blur_sigma[0] <= self.blur_sigma[1], "blur_sigma",
+              self.blur_sigma, "(lo, hi) with 0 < lo <= hi")
+        check(is_number(self.solarize_prob) and 0 <= self.solarize_prob <= 1, "solarize_prob",
+              self.solarize_prob, "a probability in [0, 1]")
+        check(is_int(self.copies) and self.copies >= 1, "copies", self.copies, "an integer >= 1")
 
     def keys(self) -> tuple[str, ...]:
-        return (self.name,)
+        if self.copies == 1:
+            return (self.name,)
+        return tuple(f"{self.name}_{i}" for i in range(self.copies))
 
     def empty(self, n: int) -> dict[str, np.ndarray]:
-        return {self.name: np.zeros((n, 3, self.size, self.size), dtype=np.float32)}
+        return {key: np.zeros((n, 3, self.size, self.size), dtype=np.float32) for key in self.keys()}
 
     def apply(self, images: torch.Tensor, rng: np.random.Generator, *, train: bool,
               stats: Normalization) -> dict[str, np.ndarray]:
         n, _, h, w = images.shape
         size = self.size
+        keys = self.keys()
         if not train:
             y = images if (h, w) == (size, size) else F.interpolate(
                 images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            return {self.name: stats.apply(y.numpy())}
-        cw, ch, x0, y0 = random_resized_crop(rng, n, h, w, self.scale, self.ratio)
-        sign = np.where(rng.random(n) < 0.5, -1.0, 1.0) if self.flip else np.ones(n)
+            y = stats.apply(y.numpy())
+            return {key: y if i == 0 else y.copy() for i, key in enumerate(keys)}
+        m = n * self.copies  # row c * n + i is copy c of image i
+        cw, ch, x0, y0 = random_resized_crop(rng, m, h, w, self.scale, self.ratio)
+        sign = np.where(rng.random(m) < 0.5, -1.0, 1.0) if self.flip else np.ones(m)
         # Output pixel u (edge coordinates: pixel k spans [k, k+1)) samples the source at
         # x0 + (u + 0.5) * cw / size, or at its mirror image inside the box when flipped; grid_sample
         # wants that in normalised coordinates (align_corners=False): 2 * x / w - 1.
         t = (np.arange(size) + 0.5) / size  # output pixel centres as fractions of the box
-        tx = np.where(sign[:, None] < 0, 1 - t, t)  # n x size
-        grid = np.empty((n, size, size, 2), dtype=np.float32)
+        tx = np.where(sign[:, None] < 0, 1 - t, t)  # m x size
+        grid = np.empty((m, size, size, 2), dtype=np.float32)
         grid[..., 0] = ((x0[:, None] + tx * cw[:, None]) * (2.0 / w) - 1.0)[:, None, :]
         grid[..., 1] = ((y0[:, None] + t * ch[:, None]) * (2.0 / h) - 1.0)[:, :, None]
-        y = F.grid_sample(images, torch.from_numpy(grid), mode="bilinear", padding_mode="border", align_corners=False)
-        y = colour(y.numpy(), rng, self.jitter, self.grayscale)
-        return {self.name: stats.apply(y)}
+        if self.copies == 1:
+            y = F.grid_sample(images, torch.from_numpy(grid), mode="bilinear", padding_mode="border",
+                              align_corners=False).numpy()
+        else:  # the copies of an image stacked vertically in one grid: one call, no copy of the source
+            c = self.copies
+            stacked = grid.reshape(c, n, size, size, 2).transpose(1, 0, 2, 3, 4).reshape(n, c * size, size, 2)
+            y = F.grid_sample(images, torch.from_numpy(np.ascontiguousarray(stacked)), mode="bilinear",
+                              padding_mode="border", align_corners=False).numpy()
+            y = np.ascontiguousarray(y.reshape(n, 3, c, size, size).transpose(2, 0, 1, 3, 4)).reshape(m, 3, size, size)
+        y = random_color_jitter(y, rng, jitter_strengths(self.jitter), self.jitter_prob)
+        y = random_grayscale(y, rng, self.grayscale)
+        y = random_gaussian_blur(y, rng, self.blur_prob, self.blur_sigma, blur_kernel_size(size))
+        y = random_solarize(y, rng, self.solarize_prob)
+        y = stats.apply(y)
+        return {key: y[i * n:(i + 1) * n] for i, key in enumerate(keys)}
 
 
 def random_resized_crop(rng: np.random.Generator, n: int, h: int, w: int,

@@ -10,7 +10,10 @@ import torch.nn.functional as F
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.npid import NPID, NPIDConfig
 from sslab.methods.pirl import PIRL, PIRLConfig
+from sslab.methods.base import StepContext
 from sslab.methods.views import ImageView, JigsawView
+
+CTX = StepContext(step=0, total_steps=1, epoch=0)
 
 ALL = math.factorial(9)
 
@@ -19,7 +22,7 @@ def make(config, method=PIRL, num_samples=64, seed=0, width=8):
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # N is capped for these small banks
-        return method(config, Backbone("resnet18", cifar_stem=True, width=width), num_samples)
+        return method(config, Backbone("resnet18", cifar_stem=True, width=width), num_samples=num_samples)
 
 
 def batch(n=16, seed=1, jigsaw=True):
@@ -86,13 +89,15 @@ def test_npid_config_fixes_lambda_at_zero():
 # --- views, heads, bookkeeping -------------------------------------------------------------
 def test_views_follow_lambda():
     pirl = make(PIRLConfig(num_permutations=100, permutation_seed=3, embedding_dim=16))
-    assert pirl.views() == [ImageView(), JigsawView(num_permutations=100, permutation_seed=3)]
-    assert pirl.invariance_views() == pirl.views()
-    assert not pirl.has_unused_parameters
+    config = pirl.config
+    assert PIRL.views(config, 32) == [ImageView(), JigsawView(num_permutations=100, permutation_seed=3)]
+    assert PIRL.invariance_views(config, 32) == PIRL.views(config, 32)
+    assert not pirl.unused_parameters()
     npid = make(NPIDConfig(embedding_dim=16), method=NPID)
-    assert npid.views() == [ImageView()]
-    assert [type(v) for v in npid.invariance_views()] == [ImageView, JigsawView]
-    assert npid.has_unused_parameters and npid.name == "npid" and pirl.name == "pirl"
+    assert NPID.views(npid.config, 32) == [ImageView()]
+    assert [type(v) for v in NPID.invariance_views(npid.config, 32)] == [ImageView, JigsawView]
+    assert npid.unused_parameters() == {n for n, _ in npid.named_parameters() if "patch_head" in n or "jigsaw_head" in n}
+    assert npid.name == "npid" and pirl.name == "pirl"
 
 
 def test_num_negatives_is_capped_with_a_warning():
@@ -101,7 +106,7 @@ def test_num_negatives_is_capped_with_a_warning():
     assert method.num_negatives == 63
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert PIRL(PIRLConfig(num_negatives=10), Backbone("resnet18", width=8), 64).num_negatives == 10
+        assert PIRL(PIRLConfig(num_negatives=10), Backbone("resnet18", width=8), num_samples=64).num_negatives == 10
 
 
 def test_invariance_pair_is_normalised_and_gradient_free():
@@ -116,14 +121,14 @@ def test_invariance_pair_is_normalised_and_gradient_free():
 def test_training_step_reports_eq5_terms_and_estimates_z_once():
     method = make(PIRLConfig(embedding_dim=16, loss_weight=0.25))
     assert torch.isnan(method.log_z_image) and torch.isnan(method.log_z_jigsaw)
-    loss, metrics = method(batch())  # forward == training_step
+    loss, metrics = method(batch(), CTX)  # forward == training_step
     assert set(metrics) == {"loss", "loss_image", "loss_jigsaw"}
     assert all(isinstance(v, float) for v in metrics.values())
     assert metrics["loss"] == pytest.approx(0.25 * metrics["loss_jigsaw"] + 0.75 * metrics["loss_image"], rel=1e-6)
     assert loss.item() == pytest.approx(metrics["loss"])
     z = (method.log_z_image.item(), method.log_z_jigsaw.item())
     assert all(math.isfinite(v) for v in z) and z[0] != z[1]
-    method.training_step(batch(seed=5))
+    method.training_step(batch(seed=5), CTX)
     assert (method.log_z_image.item(), method.log_z_jigsaw.item()) == z
 
 
@@ -133,9 +138,9 @@ def test_lambda_zero_pirl_equals_npid_and_needs_no_jigsaw():
     assert pirl.state_dict().keys() == npid.state_dict().keys()
     data = batch(jigsaw=False)
     torch.manual_seed(42)
-    loss_pirl, metrics_pirl = pirl.training_step(data)
+    loss_pirl, metrics_pirl = pirl.training_step(data, CTX)
     torch.manual_seed(42)
-    loss_npid, metrics_npid = npid.training_step(data)
+    loss_npid, metrics_npid = npid.training_step(data, CTX)
     assert torch.equal(loss_pirl, loss_npid)
     assert math.isnan(metrics_npid["loss_jigsaw"]) and metrics_npid["loss"] == metrics_npid["loss_image"]
     loss_npid.backward()
@@ -146,7 +151,7 @@ def test_infonce_form_matches_cross_entropy_with_memory_bank_rows():
     method = make(PIRLConfig(embedding_dim=16, loss_weight=0.0, loss_form="infonce", num_negatives=20))
     data = batch(8)
     torch.manual_seed(7)
-    loss, _ = method.training_step(data)
+    loss, _ = method.training_step(data, CTX)
     torch.manual_seed(7)
     negatives = method.memory_bank.sample_negatives(8, 20)
     f = method.embed_image(data["image"])
@@ -161,21 +166,21 @@ def test_after_step_moves_bank_rows_towards_f():
     method = make(PIRLConfig(embedding_dim=16, bank_momentum=0.3))
     data = batch(6)
     before = method.memory_bank.bank.clone()
-    method.training_step(data)
+    method.training_step(data, CTX)
     f = method.embed_image(data["image"]).detach()  # train-mode BN: same batch, same output
-    method.after_step(data)
+    method.after_step(data, CTX)
     expected = F.normalize(0.3 * before[:6] + 0.7 * f, dim=1)
     assert torch.allclose(method.memory_bank.bank[:6], expected, atol=1e-5)
     assert torch.equal(method.memory_bank.bank[6:], before[6:])
     assert torch.allclose(method.memory_bank.bank.norm(dim=1), torch.ones(64), atol=1e-5)
     with pytest.raises(RuntimeError, match="training_step"):
-        method.after_step(data)
+        method.after_step(data, CTX)
 
 
 def test_state_dict_round_trip_restores_bank_and_z():
     method = make(PIRLConfig(embedding_dim=16))
-    method.training_step(batch())
-    method.after_step(batch())
+    method.training_step(batch(), CTX)
+    method.after_step(batch(), CTX)
     state = method.state_dict()
     assert {"memory_bank.bank", "log_z_image", "log_z_jigsaw"} <= set(state)
     fresh = make(PIRLConfig(embedding_dim=16), seed=99)
@@ -184,7 +189,7 @@ def test_state_dict_round_trip_restores_bank_and_z():
     assert torch.equal(fresh.memory_bank.bank, method.memory_bank.bank)
     assert torch.equal(fresh.log_z_image, method.log_z_image)
     assert torch.equal(fresh.log_z_jigsaw, method.log_z_jigsaw)
-    fresh.training_step(batch(seed=3))  # a restored Z is used, not re-estimated
+    fresh.training_step(batch(seed=3), CTX)  # a restored Z is used, not re-estimated
     assert torch.equal(fresh.log_z_image, method.log_z_image)
 
 
@@ -198,11 +203,11 @@ def test_sgd_steps_lower_the_pirl_loss_on_a_fixed_batch():
     def loss_with_fixed_negatives():
         with torch.random.fork_rng():
             torch.manual_seed(123)
-            return method.training_step(data)[1]
+            return method.training_step(data, CTX)[1]
 
     first = loss_with_fixed_negatives()
     for _ in range(5):
-        loss, _ = method.training_step(data)
+        loss, _ = method.training_step(data, CTX)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -216,8 +221,8 @@ def test_jigsaw_patches_leave_batchnorm_running_statistics_to_the_images():
     with_patches = make(PIRLConfig(loss_weight=0.5, embedding_dim=16))
     images_only = make(PIRLConfig(loss_weight=0.0, embedding_dim=16))
     data = batch()
-    with_patches.training_step(data)
-    images_only.training_step(data)
+    with_patches.training_step(data, CTX)
+    images_only.training_step(data, CTX)
     stats = [k for k in with_patches.backbone.state_dict() if k.endswith(("running_mean", "running_var"))]
     assert stats
     for key in stats:

@@ -1,16 +1,30 @@
-"""Tests of the batched view implementation (methods/views.py)."""
+"""Tests of the view protocol, ``apply_views``, ``Normalization`` and the view types (methods/views/).
+
+Photometric ops are checked sample by sample against torchvision's functional ops on the same
+parameters; probabilities statistically; the default ``ImageView``/``JigsawView`` output against
+numbers frozen before the Siamese-family extensions (PIRL's results depend on them).
+"""
 
 from __future__ import annotations
 
 import math
 import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import torch
+import torchvision.transforms.v2 as TV
+import torchvision.transforms.v2.functional as TF
 
 from sslab.methods.blocks.permutations import permutation_set
-from sslab.methods.views import MEAN, STD, ImageView, JigsawView, apply_views
+from sslab.methods.views import CIFAR10, ImageView, JigsawView, Normalization, View, apply_views, colour
+from sslab.methods.views.image import random_resized_crop
+
+STATS = CIFAR10
+MEAN = np.asarray(STATS.mean, dtype=np.float32)
+STD = np.asarray(STATS.std, dtype=np.float32)
 
 
 def _images(n: int = 16, h: int = 32, w: int = 32, seed: int = 0) -> np.ndarray:
@@ -41,7 +55,7 @@ VIEWS = [ImageView(), JigsawView(num_permutations=100)]
 @pytest.mark.parametrize("train", [True, False])
 def test_shapes_dtypes_keys(train):
     out = apply_views([ImageView(size=24), JigsawView(num_permutations=100, crop_size=27, patch_size=7)],
-                      _images(5, 32, 40), np.random.default_rng(0), train=train)
+                      _images(5, 32, 40), np.random.default_rng(0), train=train, stats=STATS)
     assert set(out) == {"image", "jigsaw", "jigsaw_perm"}
     assert out["image"].shape == (5, 3, 24, 24) and out["image"].dtype == np.float32
     assert out["jigsaw"].shape == (5, 9, 3, 7, 7) and out["jigsaw"].dtype == np.float32
@@ -52,7 +66,7 @@ def test_shapes_dtypes_keys(train):
 
 def test_custom_names_and_empty_batch():
     views = [ImageView(name="a"), ImageView(name="b", size=16), JigsawView(name="t")]
-    out = apply_views(views, _images(0), np.random.default_rng(0))
+    out = apply_views(views, _images(0), np.random.default_rng(0), stats=STATS)
     assert {k: v.shape for k, v in out.items()} == {
         "a": (0, 3, 32, 32), "b": (0, 3, 16, 16), "t": (0, 9, 3, 8, 8), "t_perm": (0,)}
 
@@ -62,7 +76,7 @@ def test_constant_image_normalises_to_mean_std(value):
     images = np.full((3, 32, 32, 3), value, dtype=np.uint8)
     expected = (value / 255.0 - MEAN) / STD
     out = apply_views([ImageView(), ImageView(name="small", size=20), JigsawView(num_permutations=10)],
-                      images, np.random.default_rng(0), train=False)
+                      images, np.random.default_rng(0), train=False, stats=STATS)
     for key in ("image", "small", "jigsaw"):
         np.testing.assert_allclose(np.moveaxis(out[key], -3, -1), np.broadcast_to(expected, np.moveaxis(
             out[key], -3, -1).shape), atol=1e-5, err_msg=key)
@@ -70,9 +84,9 @@ def test_constant_image_normalises_to_mean_std(value):
 
 def test_deterministic_in_rng_and_varies_with_seed():
     images = _images(8)
-    a = apply_views(VIEWS, images, np.random.default_rng(123))
-    b = apply_views(VIEWS, images, np.random.default_rng(123))
-    c = apply_views(VIEWS, images, np.random.default_rng(124))
+    a = apply_views(VIEWS, images, np.random.default_rng(123), stats=STATS)
+    b = apply_views(VIEWS, images, np.random.default_rng(123), stats=STATS)
+    c = apply_views(VIEWS, images, np.random.default_rng(124), stats=STATS)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
         assert not np.array_equal(a[key], c[key]), key
@@ -80,9 +94,9 @@ def test_deterministic_in_rng_and_varies_with_seed():
 
 def test_eval_image_view_is_plain_resize_of_full_image():
     images = _images(4)
-    out = apply_views([ImageView()], images, np.random.default_rng(0), train=False)["image"]
+    out = apply_views([ImageView()], images, np.random.default_rng(0), train=False, stats=STATS)["image"]
     np.testing.assert_allclose(_denormalise(out), images.transpose(0, 3, 1, 2) / 255.0, atol=1e-5)
-    again = apply_views([ImageView()], images, np.random.default_rng(99), train=False)["image"]
+    again = apply_views([ImageView()], images, np.random.default_rng(99), train=False, stats=STATS)["image"]
     np.testing.assert_array_equal(out, again)
 
 
@@ -90,7 +104,7 @@ def test_eval_image_view_is_plain_resize_of_full_image():
 def test_eval_jigsaw_patches_are_cells_reordered_by_permutation(side):
     n, p = 6, 100
     images, values = _cells_image(n, side)
-    out = apply_views([JigsawView(num_permutations=p)], images, np.random.default_rng(1), train=False)
+    out = apply_views([JigsawView(num_permutations=p)], images, np.random.default_rng(1), train=False, stats=STATS)
     perms = permutation_set(p).numpy()[out["jigsaw_perm"]]
     patches = _denormalise(out["jigsaw"]) * 255  # n x 9 x 3 x 8 x 8
     for i in range(n):
@@ -106,7 +120,7 @@ def test_train_jigsaw_patch_comes_from_its_cell_with_jitter():
     rows, cols = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
     image = np.stack([rows * 8, cols * 8, np.zeros_like(rows)], axis=-1).astype(np.uint8)
     view = JigsawView(num_permutations=50, jitter=0.0, grayscale=0.0, crop_scale=(1.0, 1.0))
-    out = apply_views([view], np.repeat(image[None], n, axis=0), np.random.default_rng(5), train=True)
+    out = apply_views([view], np.repeat(image[None], n, axis=0), np.random.default_rng(5), train=True, stats=STATS)
     perms = permutation_set(50).numpy()[out["jigsaw_perm"]]
     pixels = np.rint(_denormalise(out["jigsaw"]) * 255 / 8).astype(int)  # n x 9 x 3 x 8 x 8
     offsets = set()
@@ -126,13 +140,14 @@ def test_train_flip_and_crop_vary_across_batch():
     image = _images(1)[0]
     batch = np.repeat(image[None], 64, axis=0)
     flip_only = ImageView(scale=(1.0, 1.0), ratio=(1.0, 1.0), jitter=0.0, grayscale=0.0)
-    out = _denormalise(apply_views([flip_only], batch, np.random.default_rng(0))["image"]) * 255
+    out = _denormalise(apply_views([flip_only], batch, np.random.default_rng(0), stats=STATS)["image"]) * 255
     plain = image.transpose(2, 0, 1).astype(np.float32)
     is_plain = np.isclose(out, plain, atol=1e-3).all(axis=(1, 2, 3))
     is_mirror = np.isclose(out, plain[:, :, ::-1], atol=1e-3).all(axis=(1, 2, 3))
     assert (is_plain | is_mirror).all() and is_plain.any() and is_mirror.any()
 
-    crops = apply_views([ImageView(flip=False, jitter=0.0, grayscale=0.0)], batch, np.random.default_rng(0))["image"]
+    crops = apply_views([ImageView(flip=False, jitter=0.0, grayscale=0.0)], batch, np.random.default_rng(0),
+                        stats=STATS)["image"]
     distinct = {crops[i].tobytes() for i in range(len(crops))}
     assert len(distinct) == len(crops)
 
@@ -142,17 +157,17 @@ def test_train_colour_jitter_and_grayscale():
     batch = np.repeat(image[None], 32, axis=0)
     base = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False)
     jittered = _denormalise(apply_views([ImageView(**base, jitter=0.4, grayscale=0.0)], batch,
-                                        np.random.default_rng(0))["image"])
+                                        np.random.default_rng(0), stats=STATS)["image"])
     assert jittered.min() >= -1e-5 and jittered.max() <= 1 + 1e-5
     assert len({jittered[i].tobytes() for i in range(32)}) == 32  # per-sample factors
     assert jittered.mean(axis=(1, 2, 3)).std() > 0.02
     gray = _denormalise(apply_views([ImageView(**base, jitter=0.0, grayscale=1.0)], batch,
-                                    np.random.default_rng(0))["image"])
+                                    np.random.default_rng(0), stats=STATS)["image"])
     np.testing.assert_allclose(gray[:, 0], gray[:, 1], atol=1e-5)
     np.testing.assert_allclose(gray[:, 1], gray[:, 2], atol=1e-5)
     # jigsaw patches are jittered independently: within one image, patches differ in gray state
     out = apply_views([JigsawView(num_permutations=10, jitter=0.0, grayscale=0.5)], batch,
-                      np.random.default_rng(0))["jigsaw"]
+                      np.random.default_rng(0), stats=STATS)["jigsaw"]
     patches = _denormalise(out)  # n x 9 x 3 x p x p
     is_gray = np.isclose(patches[:, :, 0], patches[:, :, 1], atol=1e-5).all(axis=(2, 3))
     assert is_gray.any(axis=1).any() and (~is_gray).any(axis=1).any()
@@ -161,10 +176,10 @@ def test_train_colour_jitter_and_grayscale():
 
 def test_single_permutation_always_index_zero():
     images, values = _cells_image(8, 30)
-    out = apply_views([JigsawView(num_permutations=1)], images, np.random.default_rng(3), train=True)
+    out = apply_views([JigsawView(num_permutations=1)], images, np.random.default_rng(3), train=True, stats=STATS)
     assert (out["jigsaw_perm"] == 0).all()
     perm = permutation_set(1).numpy()[0]
-    evals = apply_views([JigsawView(num_permutations=1)], images, np.random.default_rng(3), train=False)
+    evals = apply_views([JigsawView(num_permutations=1)], images, np.random.default_rng(3), train=False, stats=STATS)
     patches = _denormalise(evals["jigsaw"]) * 255
     np.testing.assert_allclose(patches[:, :, 0, 4, 4], values[:, perm, 0].astype(np.float32), atol=1e-3)
 
@@ -173,7 +188,7 @@ def test_all_permutations_index_is_row_of_full_set():
     """P = 9!: a uniform permutation is drawn directly, and its index is its row in permutation_set(9!)."""
     n = 32
     images, values = _cells_image(n, 30)
-    out = apply_views([JigsawView()], images, np.random.default_rng(11), train=False)
+    out = apply_views([JigsawView()], images, np.random.default_rng(11), train=False, stats=STATS)
     index = out["jigsaw_perm"]
     assert ((index >= 0) & (index < math.factorial(9))).all() and len(set(index.tolist())) == n
     perms = permutation_set(math.factorial(9)).numpy()[index]
@@ -186,16 +201,16 @@ def test_read_only_input_no_warning():
     images.setflags(write=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        apply_views(VIEWS, images, np.random.default_rng(0))
+        apply_views(VIEWS, images, np.random.default_rng(0), stats=STATS)
 
 
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="uint8"):
-        apply_views(VIEWS, _images(2).astype(np.float32), np.random.default_rng(0))
+        apply_views(VIEWS, _images(2).astype(np.float32), np.random.default_rng(0), stats=STATS)
     with pytest.raises(ValueError, match="N x H x W x 3"):
-        apply_views(VIEWS, _images(2)[..., :1], np.random.default_rng(0))
+        apply_views(VIEWS, _images(2)[..., :1], np.random.default_rng(0), stats=STATS)
     with pytest.raises(ValueError, match="distinct name"):
-        apply_views([ImageView(), ImageView()], _images(2), np.random.default_rng(0))
+        apply_views([ImageView(), ImageView()], _images(2), np.random.default_rng(0), stats=STATS)
     with pytest.raises(ValueError, match="patch_size"):
         JigsawView(patch_size=11)
     with pytest.raises(ValueError, match="num_permutations"):
@@ -209,10 +224,353 @@ def test_throughput_512_cifar_images():
     the bound here is loose so a busy CI machine does not fail it."""
     images = _images(512)
     views = [ImageView(), JigsawView()]
-    apply_views(views, images, np.random.default_rng(0))
+    apply_views(views, images, np.random.default_rng(0), stats=STATS)
     times = []
     for seed in range(3):
         start = time.perf_counter()
-        apply_views(views, images, np.random.default_rng(seed))
+        apply_views(views, images, np.random.default_rng(seed), stats=STATS)
         times.append(time.perf_counter() - start)
     assert min(times) < 2.0, times
+
+
+# --------------------------------------------------------------------------- the open view set
+
+
+@dataclass(frozen=True)
+class RotationView:
+    """A view type the library does not know: RotNet's rotation by k * 90° (counter-clockwise),
+    with k uniform in 0..3 as its label; the unrotated image (k = 0) in evaluation mode."""
+
+    name: str = "rot"
+
+    def keys(self) -> tuple[str, ...]:
+        return (self.name, self.name + "_label")
+
+    def empty(self, n: int) -> dict[str, np.ndarray]:
+        return {self.name: np.zeros((n, 3, 32, 32), dtype=np.float32), self.name + "_label": np.zeros(n, np.int64)}
+
+    def apply(self, images: torch.Tensor, rng: np.random.Generator, *, train: bool,
+              stats: Normalization) -> dict[str, np.ndarray]:
+        n = images.shape[0]
+        k = rng.integers(0, 4, n) if train else np.zeros(n, dtype=np.int64)
+        x = images.numpy()
+        rotated = np.stack([np.rot90(x[i], k[i], axes=(1, 2)) for i in range(n)])
+        return {self.name: stats.apply(rotated), self.name + "_label": k.astype(np.int64)}
+
+
+def test_new_view_type_defined_outside_the_library_runs_through_apply_views():
+    assert isinstance(RotationView(), View)
+    images = _images(64)
+    views = [ImageView(), RotationView()]
+    out = apply_views(views, images, np.random.default_rng(0), stats=STATS)
+    assert set(out) == {"image", "rot", "rot_label"}
+    assert out["rot"].shape == (64, 3, 32, 32) and out["rot_label"].dtype == np.int64
+    assert set(out["rot_label"].tolist()) == {0, 1, 2, 3}
+    rotated = np.rint(_denormalise(out["rot"]) * 255)
+    for i in range(64):
+        want = np.rot90(images[i].transpose(2, 0, 1), out["rot_label"][i], axes=(1, 2))
+        np.testing.assert_allclose(rotated[i], want, atol=1e-3)
+    again = apply_views(views, images, np.random.default_rng(0), stats=STATS)
+    for key in out:
+        np.testing.assert_array_equal(out[key], again[key])
+    empty = apply_views(views, _images(0), np.random.default_rng(0), stats=STATS)
+    assert {k: v.shape for k, v in empty.items()} == {"image": (0, 3, 32, 32), "rot": (0, 3, 32, 32),
+                                                        "rot_label": (0,)}
+    evals = apply_views([RotationView()], images, np.random.default_rng(0), train=False, stats=STATS)
+    assert (evals["rot_label"] == 0).all()
+
+
+def test_two_views_with_the_same_key_are_refused():
+    with pytest.raises(ValueError, match="'rot'.*distinct name"):
+        apply_views([RotationView(), ImageView(name="rot")], _images(2), np.random.default_rng(0), stats=STATS)
+    with pytest.raises(ValueError, match="'v_1'"):  # a copy's key clashes with another view's name
+        apply_views([ImageView(name="v", copies=2), ImageView(name="v_1")], _images(2), np.random.default_rng(0),
+                    stats=STATS)
+
+
+@pytest.mark.parametrize("thing", [object(), "image", {"name": "image"}])
+def test_a_non_view_is_refused_with_type_error(thing):
+    with pytest.raises(TypeError, match="View protocol"):
+        apply_views([ImageView(), thing], _images(2), np.random.default_rng(0), stats=STATS)
+
+
+# --------------------------------------------------------------------------- Normalization
+
+
+def test_normalization_of_known_images():
+    images = np.zeros((4, 2, 2, 3), dtype=np.uint8)
+    images[:2, :, :, 0] = 255  # red: half the pixels 1, half 0 -> mean 0.5, std 0.5
+    images[:, :, :, 1] = 51  # green: constant 0.2 -> std floored at 1e-3
+    images[:, 0, :, 2] = 255  # blue: the top row of every image -> mean 0.5, std 0.5
+    images[:, 1, :, 2] = 0
+    stats = Normalization.of(images)
+    np.testing.assert_allclose(stats.mean, (0.5, 0.2, 0.5), atol=1e-12)
+    np.testing.assert_allclose(stats.std, (0.5, 1e-3, 0.5), atol=1e-12)
+    # only the first max_images count: the first two images are pure red, blue on the top row
+    first = Normalization.of(images, max_images=2)
+    np.testing.assert_allclose(first.mean, (1.0, 0.2, 0.5), atol=1e-12)
+    # random images: the plain formula over all pixels
+    rand = _images(20, 8, 8, seed=3)
+    want = rand.reshape(-1, 3) / 255.0
+    got = Normalization.of(rand)
+    np.testing.assert_allclose(got.mean, want.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(got.std, want.std(axis=0), rtol=1e-12)
+
+
+def test_normalization_apply_is_the_formula_on_the_channel_axis():
+    stats = Normalization((0.1, 0.5, 0.9), (0.2, 0.25, 0.5))
+    x = np.random.default_rng(0).random((4, 9, 3, 5, 6), dtype=np.float32)  # channel axis -3, as jigsaw's
+    y = stats.apply(x)
+    assert y.dtype == np.float32 and y.flags.c_contiguous and y.shape == x.shape
+    for c in range(3):
+        np.testing.assert_allclose(y[:, :, c], (x[:, :, c] - stats.mean[c]) / stats.std[c], rtol=1e-6, atol=1e-6)
+    # apply_views normalises every view with the statistics it is given
+    images = _images(3)
+    out = apply_views([ImageView()], images, np.random.default_rng(0), train=False, stats=stats)["image"]
+    np.testing.assert_allclose(out, stats.apply(images.transpose(0, 3, 1, 2) / np.float32(255)), atol=1e-6)
+
+
+def test_normalization_validates():
+    with pytest.raises(ValueError, match="3 means and 3 positive stds"):
+        Normalization((0.5, 0.5), (0.2, 0.2, 0.2))
+    with pytest.raises(ValueError, match="3 means and 3 positive stds"):
+        Normalization((0.5, 0.5, 0.5), (0.2, 0.0, 0.2))
+
+
+# --------------------------------------------------------------------------- the default output is frozen
+# Numbers computed with the code before blur/solarisation/hue/jitter_prob/copies were added
+# (commit e18fd6a): the defaults must keep their exact draws, PIRL's results depend on them.
+
+
+def test_default_image_view_output_unchanged():
+    rng = np.random.default_rng(2024)
+    out = apply_views([ImageView()], _images(8), rng, stats=STATS)["image"]
+    i = np.arange(8)
+    np.testing.assert_allclose(out[i, i % 3, i * 4, 31 - i * 3], [
+        -1.0122618675231934, -0.08328335732221603, 1.4475250244140625, 0.1647590696811676,
+        -0.3384189009666443, 0.3791295289993286, -0.04739474132657051, -0.7515934109687805], atol=1e-5)
+    assert math.isclose(float(out.astype(np.float64).sum()), 712.3303786774995, rel_tol=1e-6)
+    assert rng.random() == 0.9377436856688152  # exactly as many draws as before
+
+
+def test_pirl_views_output_unchanged():
+    rng = np.random.default_rng(7)
+    out = apply_views([ImageView(), JigsawView()], _images(8), rng, stats=STATS)
+    i = np.arange(8)
+    np.testing.assert_allclose(out["image"][i, i % 3, i * 4, i * 3], [
+        0.7823956608772278, -0.8558283448219299, 0.11044996231794357, 0.37901556491851807,
+        -1.0268054008483887, 1.4830917119979858, 0.9262484908103943, -0.4320841133594513], atol=1e-5)
+    np.testing.assert_allclose(out["jigsaw"][i, i, i % 3, i % 8, 7 - i], [
+        -0.21703414618968964, -0.17490096390247345, 0.3394022285938263, -0.14887623488903046,
+        -0.9426630139350891, 1.6454129219055176, -0.11757487058639526, -0.28917396068573], atol=1e-5)
+    assert math.isclose(float(out["image"].astype(np.float64).sum()), -2524.844501743033, rel_tol=1e-6)
+    assert math.isclose(float(out["jigsaw"].astype(np.float64).sum()), 1421.1366502014862, rel_tol=1e-6)
+    assert out["jigsaw_perm"].tolist() == [345539, 125486, 342613, 126127, 156010, 23379, 292257, 198660]
+    assert rng.random() == 0.6359252504051075
+
+
+def test_disabled_features_draw_nothing():
+    """Spelling out the defaults of the new fields changes nothing; so does jitter as a 4-tuple without hue."""
+    spelled = ImageView(jitter=(0.4, 0.4, 0.4, 0.0), jitter_prob=1.0, blur_prob=0.0, solarize_prob=0.0, copies=1)
+    images = _images(16)
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    out_a = apply_views([ImageView()], images, a, stats=STATS)["image"]
+    out_b = apply_views([spelled], images, b, stats=STATS)["image"]
+    np.testing.assert_array_equal(out_a, out_b)
+    assert a.random() == b.random()
+
+
+# --------------------------------------------------------------------------- photometric ops vs torchvision
+
+
+def _float_images(n: int, h: int = 12, w: int = 14, seed: int = 0) -> np.ndarray:
+    """float32 n x 3 x h x w in [0, 1], from uint8 so that channel ties and gray pixels occur."""
+    x = np.random.default_rng(seed).integers(0, 256, (n, 3, h, w)).astype(np.float32) / 255
+    x[0] = x[0, :1]  # one gray image
+    x[1, :, :2] = 1.0  # saturated and black corners
+    x[1, :, -2:] = 0.0
+    x[2, 1] = x[2, 0]  # red == green everywhere (ties in the max)
+    return x
+
+
+def test_adjust_hue_matches_torchvision_per_sample():
+    x = _float_images(24)
+    shifts = np.random.default_rng(1).uniform(-0.5, 0.5, 24).astype(np.float32)
+    shifts[:4] = [0.0, 0.5, -0.5, 1 / 3]
+    got = colour.adjust_hue(x, shifts)
+    for i in range(len(x)):
+        want = TF.adjust_hue(torch.from_numpy(x[i]), float(shifts[i])).numpy()
+        np.testing.assert_allclose(got[i], want, atol=1e-5, err_msg=f"sample {i}, shift {shifts[i]}")
+
+
+def test_apply_jitter_matches_torchvision_ops_in_the_given_order():
+    n = 48
+    x = _float_images(n, seed=2)
+    rng = np.random.default_rng(3)
+    factors = np.empty((n, 4), dtype=np.float32)
+    factors[:, :3] = rng.uniform(0.2, 1.8, (n, 3))
+    factors[:, 3] = rng.uniform(-0.5, 0.5, n)
+    order = np.argsort(rng.random((n, 4)), axis=1)
+    order[:8, :3] = np.argsort(rng.random((8, 3)), axis=1)  # some rows without hue, as a 3-op jitter
+    order[:8, 3] = order[:8, 2]  # (an op repeated is applied twice: both sides do so)
+    got = colour.apply_jitter(x.copy(), factors, order)
+    ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+    for i in range(n):
+        want = torch.from_numpy(x[i])
+        for op in order[i]:
+            want = ops[op](want, float(factors[i, op]))
+        np.testing.assert_allclose(got[i], want.numpy(), atol=2e-5, err_msg=f"sample {i}, order {order[i]}")
+
+
+def test_random_color_jitter_is_torchvision_color_jitter_with_the_documented_draws():
+    """ColorJitter(b, c, s, h) with its random order of 4 ops, on parameters re-drawn in the documented order."""
+    n, strengths = 40, (0.4, 0.3, 0.2, 0.1)
+    x = _float_images(n, seed=4)
+    got = colour.random_color_jitter(x.copy(), np.random.default_rng(9), strengths)
+    rng = np.random.default_rng(9)
+    bcs = rng.uniform([0.6, 0.7, 0.8], [1.4, 1.3, 1.2], (n, 3))
+    hue = rng.uniform(-0.1, 0.1, n)
+    order = np.argsort(rng.random((n, 4)), axis=1)
+    assert len({tuple(o) for o in order}) > 12  # the order really varies (24 possible)
+    for i in range(n):
+        params = dict(fn_idx=torch.from_numpy(order[i]), brightness_factor=float(np.float32(bcs[i, 0])),
+                      contrast_factor=float(np.float32(bcs[i, 1])), saturation_factor=float(np.float32(bcs[i, 2])),
+                      hue_factor=float(np.float32(hue[i])))
+        want = TV.ColorJitter(*strengths).transform(torch.from_numpy(x[i]), params).numpy()
+        np.testing.assert_allclose(got[i], want, atol=2e-5, err_msg=f"sample {i}")
+
+
+def test_separate_strengths_brightness_only():
+    """jitter=(0.4, 0, 0, 0): each sample is scaled by one factor in [0.6, 1.4], nothing else happens."""
+    x = np.random.default_rng(0).uniform(0.05, 0.7, (400, 3, 4, 4)).astype(np.float32)  # no clipping at 1.4
+    y = colour.random_color_jitter(x.copy(), np.random.default_rng(1), (0.4, 0.0, 0.0, 0.0))
+    ratio = y / x
+    per_sample = ratio.reshape(400, -1)
+    np.testing.assert_allclose(per_sample, np.broadcast_to(per_sample[:, :1], per_sample.shape), rtol=1e-5)
+    f = per_sample[:, 0]
+    assert 0.6 <= f.min() < 0.62 and 1.38 < f.max() <= 1.4
+
+
+def test_hue_only_keeps_each_pixels_channel_extremes():
+    """A hue rotation keeps value (max) and the min channel per pixel; only the middle channel and the
+    positions change."""
+    view = ImageView(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False, jitter=(0, 0, 0, 0.5), grayscale=0.0)
+    images = _images(32)
+    out = _denormalise(apply_views([view], images, np.random.default_rng(0), stats=STATS)["image"])
+    src = images.transpose(0, 3, 1, 2) / np.float32(255)
+    np.testing.assert_allclose(out.max(axis=1), src.max(axis=1), atol=1e-5)
+    np.testing.assert_allclose(out.min(axis=1), src.min(axis=1), atol=1e-5)
+    assert np.abs(out - src).max() > 0.3  # the hue did move
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5, 23])
+def test_gaussian_blur_matches_torchvision_per_sample(kernel_size):
+    x = _float_images(6, 32, 30, seed=5)
+    sigmas = np.array([0.1, 0.5, 1.0, 1.5, 2.0, 3.7])
+    got = colour.gaussian_blur(x, sigmas, kernel_size)
+    for i in range(len(x)):
+        want = TF.gaussian_blur(torch.from_numpy(x[i]), [kernel_size, kernel_size], [float(sigmas[i])] * 2)
+        np.testing.assert_allclose(got[i], want.numpy(), atol=1e-5, err_msg=f"sigma {sigmas[i]}")
+
+
+def test_blur_kernel_size_is_simclrs_ten_percent_odd():
+    assert [colour.blur_kernel_size(s) for s in (8, 10, 32, 64, 96, 224)] == [1, 1, 3, 7, 9, 23]
+
+
+def test_solarize_matches_torchvision():
+    x = _float_images(4)
+    x[0, 0, 0, :3] = [0.5, np.nextafter(np.float32(0.5), np.float32(0)), 1.0]  # the threshold is inclusive
+    np.testing.assert_array_equal(colour.solarize(x), TF.solarize(torch.from_numpy(x), 0.5).numpy())
+
+
+# --------------------------------------------------------------------------- probabilities through ImageView
+
+_STILL = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False, grayscale=0.0)  # geometry off (size as input)
+
+
+def _changed_fraction(view: ImageView, n: int = 2000, seed: int = 0) -> float:
+    images = _images(n, view.size, view.size, seed=seed)
+    out = _denormalise(apply_views([view], images, np.random.default_rng(seed), stats=STATS)[view.name])
+    src = images.transpose(0, 3, 1, 2) / np.float32(255)
+    return float((np.abs(out - src) > 1e-4).any(axis=(1, 2, 3)).mean())
+
+
+@pytest.mark.parametrize("field, p, extra", [
+    ("blur_prob", 0.5, dict(jitter=0.0, blur_sigma=(0.5, 2.0))),  # sigma >= 0.5 so every blur shows
+    ("solarize_prob", 0.3, dict(jitter=0.0)),
+    ("jitter_prob", 0.8, dict(jitter=(0.4, 0.4, 0.4, 0.1))),
+])
+def test_probabilities_hold_statistically(field, p, extra):
+    """2000 images: the fraction changed is p within 5 binomial standard deviations (~0.05)."""
+    fraction = _changed_fraction(ImageView(**_STILL, **extra, **{field: p}))
+    assert abs(fraction - p) < 5 * math.sqrt(p * (1 - p) / 2000), fraction
+    assert _changed_fraction(ImageView(**_STILL, **extra, **{field: 1.0}), n=200) == 1.0
+    assert _changed_fraction(ImageView(**_STILL, **extra, **{field: 0.0}), n=200) == 0.0
+
+
+def test_blur_and_solarize_through_image_view_are_the_functional_ops():
+    images = _images(16)
+    src = images.transpose(0, 3, 1, 2) / np.float32(255)
+    solar = _denormalise(apply_views([ImageView(**_STILL, jitter=0.0, solarize_prob=1.0)], images,
+                                     np.random.default_rng(0), stats=STATS)["image"])
+    np.testing.assert_allclose(solar, colour.solarize(src), atol=1e-5)
+    blurred = _denormalise(apply_views([ImageView(**_STILL, jitter=0.0, blur_prob=1.0)], images,
+                                       np.random.default_rng(0), stats=STATS)["image"])
+    rng = np.random.default_rng(0)
+    random_resized_crop(rng, 16, 32, 32, (1.0, 1.0), (1.0, 1.0))  # the crop's draws come first
+    sigmas = rng.uniform(0.1, 2.0, 16)  # then, with p = 1, one sigma per image and nothing else
+    np.testing.assert_allclose(blurred, colour.gaussian_blur(src, sigmas, 3), atol=1e-5)
+
+
+# --------------------------------------------------------------------------- copies
+
+
+def test_copies_keys_shapes_and_independence():
+    view = ImageView(name="view", copies=3, size=16)
+    assert view.keys() == ("view_0", "view_1", "view_2")
+    assert ImageView(name="view").keys() == ("view",)
+    assert {k: v.shape for k, v in view.empty(0).items()} == {f"view_{i}": (0, 3, 16, 16) for i in range(3)}
+    out = apply_views([view], _images(8), np.random.default_rng(0), stats=STATS)
+    assert set(out) == set(view.keys())
+    assert all(v.shape == (8, 3, 16, 16) and v.dtype == np.float32 and v.flags.c_contiguous for v in out.values())
+    assert not np.array_equal(out["view_0"], out["view_1"]) and not np.array_equal(out["view_1"], out["view_2"])
+    evals = apply_views([view], _images(8), np.random.default_rng(0), train=False, stats=STATS)
+    np.testing.assert_array_equal(evals["view_0"], evals["view_2"])
+
+
+def test_each_copy_is_a_view_of_its_own_image():
+    """Flip only: copy c of image i is image i, plain or mirrored, and both occur in every copy."""
+    images = _images(32)
+    out = apply_views([ImageView(name="v", copies=2, scale=(1.0, 1.0), ratio=(1.0, 1.0), jitter=0.0, grayscale=0.0)],
+                      images, np.random.default_rng(0), stats=STATS)
+    plain = images.transpose(0, 3, 1, 2).astype(np.float32)
+    for key in ("v_0", "v_1"):
+        got = _denormalise(out[key]) * 255
+        is_plain = np.isclose(got, plain, atol=1e-3).all(axis=(1, 2, 3))
+        is_mirror = np.isclose(got, plain[..., ::-1], atol=1e-3).all(axis=(1, 2, 3))
+        assert (is_plain | is_mirror).all() and is_plain.any() and is_mirror.any(), key
+    assert not np.array_equal(out["v_0"], out["v_1"])
+
+
+# --------------------------------------------------------------------------- validation of the new fields
+
+
+@pytest.mark.parametrize("fields, named", [
+    (dict(jitter=-0.1), "jitter"),
+    (dict(jitter=(0.4, 0.4, 0.4)), "jitter"),
+    (dict(jitter=(0.4, 0.4, 0.4, 0.6)), "jitter"),
+    (dict(jitter=(0.4, -0.4, 0.4, 0.1)), "jitter"),
+    (dict(jitter="strong"), "jitter"),
+    (dict(jitter_prob=1.5), "jitter_prob"),
+    (dict(blur_prob=-0.1), "blur_prob"),
+    (dict(blur_sigma=(0.0, 1.0)), "blur_sigma"),
+    (dict(blur_sigma=(2.0, 1.0)), "blur_sigma"),
+    (dict(blur_sigma=1.0), "blur_sigma"),
+    (dict(solarize_prob=2), "solarize_prob"),
+    (dict(copies=0), "copies"),
+    (dict(copies=1.5), "copies"),
+    (dict(copies=True), "copies"),
+])
+def test_new_fields_are_validated(fields, named):
+    with pytest.raises(ValueError, match=f"^{named} = "):
+        ImageView(**fields)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import ray
 
-from sslab.platform.study import run_study
+from sslab.platform.runner import run_study
 
 
 def read_epochs(root, study: str) -> pd.DataFrame:

@@ -2,13 +2,16 @@
 
 CIFAR-10 tests read the real archive through SSLAB_DATA (CI points it at a folder holding
 cifar10-jpg.tar.gz) and are skipped when it is absent; the archive is decoded at most once per
-test session, into a session-scoped cache folder.
+test session, into a session-scoped cache folder. CIFAR-100 is tested on small synthetic copies
+of its archive, extracted tree and torchvision pickles (there is no real copy on CI machines).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import pickle
+import re
 import tarfile
 import time
 from pathlib import Path
@@ -23,13 +26,17 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from sslab.platform import data as data_mod  # noqa: E402
+from sslab.methods.views import CIFAR10 as CIFAR10_STATS  # noqa: E402
+from sslab.methods.views import Normalization  # noqa: E402
 from sslab.platform.data import (  # noqa: E402
     DatasetNotFoundError,
     Split,
     cache_dir,
     data_dir,
     load_split,
+    pixel_statistics,
     to_ray_dataset,
+    train_normalization,
 )
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -228,31 +235,108 @@ def _make_archive(path: Path, prefix: str = "", long_names: bool = False) -> dic
     return pixels
 
 
-@pytest.mark.parametrize("prefix,long_names", [("", False), ("cifar10-jpg/", False), ("", True)])
-def test_archive_reading_and_cache_fallback(tmp_path, monkeypatch, prefix, long_names):
+@pytest.mark.parametrize("dataset,prefix,long_names", [
+    ("cifar10", "", False), ("cifar10", "cifar10-jpg/", False), ("cifar10", "", True),
+    ("cifar100", "", False), ("cifar100", "cifar100-jpg/", False),
+])
+def test_archive_reading_and_cache_fallback(tmp_path, monkeypatch, dataset, prefix, long_names):
     root = tmp_path / "data"
     root.mkdir()
-    pixels = _make_archive(root / "cifar10-jpg.tar.gz", prefix, long_names)
-    train = load_split("cifar10", "train", root=root, download=False)
+    pixels = _make_archive(root / f"{dataset}-jpg.tar.gz", prefix, long_names)
+    train = load_split(dataset, "train", root=root, download=False)
     assert train.classes == ["a_cls", "b_cls"]
     assert train.images.shape == (6, 8, 8, 3)
     np.testing.assert_array_equal(train.labels, [0, 0, 0, 1, 1, 1])
     np.testing.assert_array_equal(train.images[:3], np.stack(pixels[("train", "a_cls")]))
     np.testing.assert_array_equal(train.images[3:], np.stack(pixels[("train", "b_cls")]))
-    test = load_split("cifar10", "test", root=root, download=False)
+    test = load_split(dataset, "test", root=root, download=False)
     assert len(test.labels) == 4 and test.classes == train.classes
+    assert {p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.parquet")} == {dataset}
     # with the source gone, the decoded copy in the cache is still found
-    (root / "cifar10-jpg.tar.gz").unlink()
-    again = load_split("cifar10", "train", root=root, download=False)
+    (root / f"{dataset}-jpg.tar.gz").unlink()
+    again = load_split(dataset, "train", root=root, download=False)
     np.testing.assert_array_equal(again.images, train.images)
+    assert again.normalization == train.normalization
 
 
-def test_extracted_cifar_tree(tmp_path):
+def test_cifar_archives_do_not_stand_in_for_each_other(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    _make_archive(root / "cifar10-jpg.tar.gz")
+    assert len(load_split("cifar10", "train", root=root, download=False)) == 6
+    with pytest.raises(DatasetNotFoundError) as info:  # neither the CIFAR-10 archive nor its cached decode
+        load_split("cifar100", "train", root=root, download=False)
+    message = str(info.value)
+    assert "CIFAR-100" in message
+    for place in ("cifar100-jpg.tar.gz", "cifar100", "cifar100-jpg", "cifar-100-python"):
+        assert str(root / place) in message, (place, message)
+
+
+@pytest.mark.parametrize("dataset,tree", [("cifar10", "cifar10-jpg"), ("cifar100", "cifar100"),
+                                          ("cifar100", "cifar100-jpg")])
+def test_extracted_cifar_tree(tmp_path, dataset, tree):
     root = tmp_path / "data"
     for split in ("train", "test"):
-        _make_folder(root / "cifar10-jpg" / split, classes=("x", "y"), per_class=2, size=(4, 4))
-    s = load_split("cifar10", "test", root=root, download=False)
+        _make_folder(root / tree / split, classes=("x", "y"), per_class=2, size=(4, 4))
+    s = load_split(dataset, "test", root=root, download=False)
     assert s.images.shape == (4, 4, 4, 3) and s.classes == ["x", "y"]
+
+
+def _make_cifar100_pickles(folder: Path, names=("maple_tree", "apple", "bee"), n_train=6, n_test=3):
+    """A fake torchvision ``cifar-100-python/``: pickled dicts as in the real files (class names
+    deliberately unsorted, to check that labels follow the sorted names). Returns the pixels and
+    the original fine labels per split."""
+    rng = np.random.default_rng(5)
+    folder.mkdir(parents=True)
+    out = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        fine = [i % len(names) for i in range(n)]
+        entry = {"filenames": [f"{i}.png" for i in range(n)], "fine_labels": fine, "coarse_labels": [0] * n,
+                 "data": images.transpose(0, 3, 1, 2).reshape(n, -1)}
+        (folder / split).write_bytes(pickle.dumps(entry))
+        out[split] = (images, fine)
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": list(names), "coarse_label_names": ["all"]}))
+    return out
+
+
+def test_cifar100_torchvision_pickles(tmp_path):
+    root = tmp_path / "data"
+    made = _make_cifar100_pickles(root / "cifar-100-python")
+    for split in ("train", "test"):
+        s = load_split("cifar100", split, root=root, download=False)
+        images, fine = made[split]
+        assert s.classes == ["apple", "bee", "maple_tree"]
+        np.testing.assert_array_equal(s.images, images)
+        given = ["maple_tree", "apple", "bee"]
+        np.testing.assert_array_equal(s.labels, [s.classes.index(given[f]) for f in fine])
+    resized = load_split("cifar100", "test", root=root, download=False, image_size=16)
+    assert resized.images.shape == (3, 16, 16, 3)
+
+
+def test_cifar100_damaged_pickle_gives_clear_error(tmp_path):
+    root = tmp_path / "data"
+    _make_cifar100_pickles(root / "cifar-100-python")
+    (root / "cifar-100-python" / "train").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match=r"cifar-100-python/train.*damaged"):
+        load_split("cifar100", "train", root=root, download=False)
+    (root / "cifar-100-python" / "meta").unlink()
+    with pytest.raises(ValueError, match=r"lacks \['meta'\]"):
+        load_split("cifar100", "test", root=root, download=False)
+
+
+def test_cifar100_failed_download_uses_torchvision_cifar100(tmp_path, monkeypatch):
+    torchvision_datasets = pytest.importorskip("torchvision.datasets")
+    asked = []
+
+    def offline(*args, **kwargs):
+        asked.append(kwargs)
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torchvision_datasets, "CIFAR100", offline)
+    with pytest.raises(DatasetNotFoundError, match=r"CIFAR-100 \(test\) not found(.|\n)*network is unreachable"):
+        load_split("cifar100", "test", root=tmp_path / "data")
+    assert asked and asked[0]["download"] is True
 
 
 # ------------------------------------------------------------------ imagefolder
@@ -270,7 +354,8 @@ def test_imagefolder_corrupt_file_is_skipped(tmp_path):
     np.testing.assert_array_equal(np.bincount(s.labels), [4, 4, 4])
     np.testing.assert_array_equal(s.images[0], written[str(root / "cat" / "000.png")])
     cached = load_split(f"imagefolder:{root}")  # second load comes from the cache
-    assert cached.skipped == 0 and str(tmp_path / "cache") in cached.source
+    assert str(tmp_path / "cache") in cached.source
+    assert cached.skipped == s.skipped == 1  # the count survives the cache
     np.testing.assert_array_equal(cached.images, s.images)
 
 
@@ -296,16 +381,6 @@ def test_imagefolder_split_folders_and_relative_path(tmp_path, monkeypatch):
         load_split("imagefolder:tree", "val")
 
 
-def test_imagefolder_sizes_must_agree_unless_image_size(tmp_path):
-    root = tmp_path / "imgs"
-    _make_folder(root, per_class=2)
-    _write_image(root / "dog" / "big.png", np.zeros((20, 30, 3), np.uint8))
-    with pytest.raises(ValueError, match=r"big\.png.*image_size"):
-        load_split(f"imagefolder:{root}")
-    s = load_split(f"imagefolder:{root}", image_size=8)
-    assert s.images.shape == (7, 8, 8, 3)
-
-
 def test_imagefolder_empty_and_unreadable(tmp_path):
     empty = tmp_path / "empty"
     (empty / "cat").mkdir(parents=True)
@@ -319,6 +394,159 @@ def test_imagefolder_empty_and_unreadable(tmp_path):
         load_split(f"imagefolder:{junk}")
 
 
+def test_cifar100_download_path_reads_what_torchvision_wrote(tmp_path, monkeypatch):
+    torchvision_datasets = pytest.importorskip("torchvision.datasets")
+    made = {}
+
+    def fake_download(root, train, download):
+        if not made:
+            made.update(_make_cifar100_pickles(Path(root) / "cifar-100-python"))
+
+    monkeypatch.setattr(torchvision_datasets, "CIFAR100", fake_download)
+    s = load_split("cifar100", "train", root=tmp_path / "data")
+    np.testing.assert_array_equal(s.images, made["train"][0])
+
+
+# ------------------------------------------------------------------ normalisation statistics
+
+
+def test_pixel_statistics_equal_numpy():
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 256, (37, 9, 11, 3), dtype=np.uint8)
+    images[..., 2] //= 3  # channels with different statistics
+    stats = pixel_statistics(images, chunk_pixels=5 * 9 * 11)  # 5 images a chunk, the last chunk partial
+    reference = images.astype(np.float64) / 255.0
+    np.testing.assert_allclose(stats.mean, reference.mean(axis=(0, 1, 2)), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(stats.std, reference.std(axis=(0, 1, 2)), rtol=0, atol=1e-12)
+    assert isinstance(stats, Normalization)
+    flat = pixel_statistics(np.full((2, 3, 3, 3), 9, np.uint8))
+    assert flat.mean == (9 / 255,) * 3 and flat.std == (1e-3,) * 3  # floored as Normalization.of does
+
+
+def test_split_normalization_from_data_and_cached(tmp_path):
+    root = tmp_path / "tree"
+    _make_folder(root / "train", classes=("a", "b"), per_class=5, size=(6, 6), seed=1)
+    _make_folder(root / "test", classes=("a", "b"), per_class=3, size=(6, 6), seed=2)
+    train = load_split(f"imagefolder:{root}", "train")
+    reference = train.images.astype(np.float64) / 255.0
+    np.testing.assert_allclose(train.normalization.mean, reference.mean(axis=(0, 1, 2)), atol=1e-12)
+    np.testing.assert_allclose(train.normalization.std, reference.std(axis=(0, 1, 2)), atol=1e-12)
+    cached = load_split(f"imagefolder:{root}", "train")
+    assert cached.source.endswith(".parquet")
+    assert cached.normalization == train.normalization  # from the cache metadata, bit for bit
+    calls = []
+    original = data_mod.pixel_statistics
+    with pytest.MonkeyPatch.context() as mp:  # a cached load does not recompute
+        mp.setattr(data_mod, "pixel_statistics", lambda *a, **k: calls.append(1) or original(*a, **k))
+        load_split(f"imagefolder:{root}", "train")
+    assert calls == []
+    test = load_split(f"imagefolder:{root}", "test")
+    assert test.normalization != train.normalization  # each split carries its own ...
+    assert train_normalization(f"imagefolder:{root}") == train.normalization  # ... callers use train's
+    subset = load_split(f"imagefolder:{root}", "train", subset=4)
+    assert subset.normalization == train.normalization  # the whole split's, not the subset's
+
+
+def test_split_built_by_hand_computes_its_normalization():
+    images = np.random.default_rng(0).integers(0, 256, (4, 5, 5, 3), dtype=np.uint8)
+    s = Split(images, np.zeros(4, np.int64), np.arange(4, dtype=np.int64), ["x"])
+    assert s.normalization == pixel_statistics(images)
+    given = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    labels, idx = np.zeros(4, np.int64), np.arange(4, dtype=np.int64)
+    assert Split(images, labels, idx, ["x"], normalization=given).normalization is given
+    empty = Split(np.zeros((0, 2, 2, 3), np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64), [])
+    assert empty.normalization is None
+
+
+def test_cifar10_normalization_from_data(cifar):
+    stats = load_split("cifar10", "train").normalization
+    # the published CIFAR-10 statistics, up to the archive's JPEG compression
+    np.testing.assert_allclose(stats.mean, CIFAR10_STATS.mean, atol=0.01)
+    np.testing.assert_allclose(stats.std, CIFAR10_STATS.std, atol=0.01)
+    assert load_split("cifar10", "test", subset=100).normalization != stats
+    assert train_normalization("cifar10") == stats
+
+
+# ------------------------------------------------------------------ grayscale, odd sizes, errors
+
+
+def test_imagefolder_grayscale_pngs_resized_to_rgb(tmp_path):
+    root = tmp_path / "mnistish"
+    rng = np.random.default_rng(2)
+    for split, n in (("train", 20), ("test", 5)):
+        for c in ("0", "1", "7"):
+            for i in range(n):
+                _write_image(root / split / c / f"{i:03d}.png", rng.integers(0, 256, (28, 28), dtype=np.uint8))
+    assert Image.open(root / "train" / "0" / "000.png").mode == "L"
+    train = load_split(f"imagefolder:{root}", "train", image_size=32)
+    test = load_split(f"imagefolder:{root}", "test", image_size=32)
+    assert train.images.shape == (60, 32, 32, 3) and train.images.dtype == np.uint8
+    assert test.images.shape == (15, 32, 32, 3) and train.classes == test.classes == ["0", "1", "7"]
+    for s in (train, test):
+        np.testing.assert_array_equal(s.images[..., 0], s.images[..., 1])
+        np.testing.assert_array_equal(s.images[..., 0], s.images[..., 2])
+    assert len(set(train.normalization.mean)) == 1 and len(set(train.normalization.std)) == 1
+    native = load_split(f"imagefolder:{root}", "train")  # no image_size: grey 28 x 28 as RGB
+    assert native.images.shape == (60, 28, 28, 3)
+    first = np.asarray(Image.open(root / "train" / "0" / "000.png"))
+    np.testing.assert_array_equal(native.images[0, ..., 1], first)
+
+
+def test_imagefolder_mixed_modes_and_sizes(tmp_path):
+    root = tmp_path / "mixed"
+    rng = np.random.default_rng(4)
+    # a wide RGB image whose centre square is pure red and its ends green: the centre crop keeps red only
+    wide = np.zeros((20, 40, 3), np.uint8)
+    wide[:, :, 1] = 255
+    wide[:, 10:30] = (255, 0, 0)
+    _write_image(root / "a" / "wide.png", wide)
+    _write_image(root / "a" / "tall.png", rng.integers(0, 256, (50, 24, 3), dtype=np.uint8))
+    _write_image(root / "a" / "grey.jpg", rng.integers(0, 256, (33, 17), dtype=np.uint8))
+    _write_image(root / "b" / "grey16.png", np.full((12, 30), 0x8080, np.uint16))  # 16-bit grey, mid-grey
+    _write_image(root / "b" / "rgba.png", rng.integers(0, 256, (40, 40, 4), dtype=np.uint8))
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).convert("P").save(root / "b" / "palette.png")
+    Image.fromarray(rng.integers(0, 256, (10, 14), dtype=np.uint8)).convert("LA").save(root / "b" / "grey_alpha.png")
+    assert Image.open(root / "b" / "grey16.png").mode.startswith("I")
+    s = load_split(f"imagefolder:{root}", image_size=20)
+    assert s.images.shape == (7, 20, 20, 3) and s.images.dtype == np.uint8 and s.skipped == 0
+    names = ["grey.jpg", "tall.png", "wide.png", "grey16.png", "grey_alpha.png", "palette.png", "rgba.png"]
+    got = dict(zip(names, s.images, strict=True))
+    np.testing.assert_array_equal(got["wide.png"], np.broadcast_to(np.array([255, 0, 0], np.uint8), (20, 20, 3)))
+    for grey in ("grey.jpg", "grey16.png", "grey_alpha.png"):
+        np.testing.assert_array_equal(got[grey][..., 0], got[grey][..., 2], err_msg=grey)
+    np.testing.assert_array_equal(got["grey16.png"], np.full((20, 20, 3), 0x80, np.uint8))  # scaled, not clipped
+
+
+def test_imagefolder_sizes_must_agree_unless_image_size(tmp_path):
+    root = tmp_path / "imgs"
+    _make_folder(root, per_class=2)
+    _write_image(root / "dog" / "big.png", np.zeros((20, 30, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"differ in size: .*big\.png is 30x20 .*16x16.*pass an image size"):
+        load_split(f"imagefolder:{root}")
+    s = load_split(f"imagefolder:{root}", image_size=8)
+    assert s.images.shape == (7, 8, 8, 3)
+
+
+def test_imagefolder_empty_folders_name_the_folder(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=rf"{re.escape(str(empty))} holds no class sub-folder and no image"):
+        load_split(f"imagefolder:{empty}")
+    loose = tmp_path / "loose"
+    _write_image(loose / "photo.png", np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(loose))} holds 1 image file.*photo\.png.*no class sub"):
+        load_split(f"imagefolder:{loose}")
+    split_tree = tmp_path / "splits"
+    _make_folder(split_tree / "train", classes=("a",), per_class=1)
+    (split_tree / "test").mkdir()
+    test_folder = re.escape(str(split_tree / "test"))
+    with pytest.raises(ValueError, match=rf"{test_folder} holds no class sub-folder"):
+        load_split(f"imagefolder:{split_tree}", "test")
+    (split_tree / "test" / "a").mkdir()  # a class folder without images
+    with pytest.raises(ValueError, match=rf"no images in {test_folder} \(test\).*{test_folder}/<class>/"):
+        load_split(f"imagefolder:{split_tree}", "test")
+
+
 def test_missing_and_unknown_datasets(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="not found"):
         load_split(f"imagefolder:{tmp_path / 'nope'}")
@@ -328,6 +556,8 @@ def test_missing_and_unknown_datasets(tmp_path):
         load_split("mnist")
     with pytest.raises(ValueError, match="split"):
         load_split("cifar10", "validation")
+    with pytest.raises(ValueError, match="CIFAR-100 has the splits"):
+        load_split("cifar100", "validation")
 
 
 def test_cache_goes_to_fallback_when_data_dir_read_only(tmp_path, monkeypatch):
@@ -415,7 +645,7 @@ def test_to_ray_dataset_columns_and_views(ray_cluster):
     views = [ImageView(), JigsawView(num_permutations=10)]
 
     def augment(b):
-        out = apply_views(views, b["image"], np.random.default_rng(int(b["idx"][0])))
+        out = apply_views(views, b["image"], np.random.default_rng(int(b["idx"][0])), stats=split.normalization)
         return {"idx": b["idx"], **out}
 
     augmented = ds.map_batches(augment, batch_size=128, batch_format="numpy").take_batch(64)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from sslab.methods.blocks.backbone import TAPS, Backbone
+from sslab.methods.views import CIFAR10
 from sslab.platform.evaluate import evaluate, knn_top1, linear_probe_top1, pooled_features
 
 
@@ -50,7 +51,7 @@ def test_linear_probe_learns_a_linear_rule_and_not_noise():
 def test_pooled_features_have_one_vector_per_image_and_tap():
     backbone = Backbone("resnet18", cifar_stem=True, width=8)
     images = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
-    features = pooled_features(backbone, images, TAPS, batch_size=4)
+    features = pooled_features(backbone, images, TAPS, stats=CIFAR10, batch_size=4)
     assert {tap: tuple(f.shape) for tap, f in features.items()} == {
         tap: (10, backbone.tap_channels[tap]) for tap in TAPS
     }
@@ -69,7 +70,7 @@ def test_evaluate_reports_every_tap_and_invariance_in_range():
     labels = np.arange(60) % 3
     result = evaluate(
         backbone, images[:40], labels[:40], images[40:], labels[40:],
-        method=method, knn_k=5, probe_epochs=2, invariance_samples=12,
+        stats=CIFAR10, method=method, knn_k=5, probe_epochs=2, invariance_samples=12,
     )
     assert set(result.metrics) == {"knn_top1", "invariance_l2_mean", *(f"probe_{t}_top1" for t in TAPS)}
     assert all(0.0 <= v <= 1.0 for k, v in result.metrics.items() if k != "invariance_l2_mean")

@@ -19,7 +19,8 @@ from ray.cluster_utils import Cluster
 import faults
 from sslab.platform.placement import ROLE_LABEL, TRIAL_RESOURCE
 from sslab.platform.profiles import Profile
-from sslab.platform.study import Study, run_study, trial_key
+from sslab.platform.runner import run_study
+from sslab.platform.study import Study, trial_key
 
 ARCHIVE = Path(os.environ.get("SSLAB_DATA", "~/.cache/sslab/data")).expanduser() / "cifar10-jpg.tar.gz"
 pytestmark = pytest.mark.skipif(not ARCHIVE.exists(), reason=f"CIFAR-10 archive not found at {ARCHIVE} (set SSLAB_DATA)")

@@ -12,7 +12,8 @@ from optuna.distributions import FloatDistribution
 
 import faults
 from sslab.platform.profiles import Profile
-from sslab.platform.study import Search, Study, run_study, trial_key
+from sslab.platform.runner import run_study
+from sslab.platform.study import Search, Study, trial_key
 
 ARCHIVE = Path(os.environ.get("SSLAB_DATA", "~/.cache/sslab/data")).expanduser() / "cifar10-jpg.tar.gz"
 needs_cifar = pytest.mark.skipif(not ARCHIVE.exists(), reason=f"CIFAR-10 archive not found at {ARCHIVE} (set SSLAB_DATA)")
@@ -161,7 +162,8 @@ INTERRUPTED = Study(name="interrupted", method="pirl", grid={"loss_weight": [0.0
 _DRIVER = f"""
 import sys
 from sslab.platform.profiles import Profile
-from sslab.platform.study import Study, run_study
+from sslab.platform.runner import run_study
+from sslab.platform.study import Study
 run_study({INTERRUPTED!r}, profile={SMALL!r}, root=sys.argv[1], quiet=True)
 """
 

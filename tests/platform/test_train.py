@@ -9,12 +9,16 @@ import torch
 
 from sslab.platform.augment import with_views
 from sslab.platform.profiles import Profile
-from sslab.platform.train import TrialSpec, _load_checkpoint, cosine_lr, make_trainer, root_cause, train_in_process
+from sslab.methods.base import DataInfo
+from sslab.methods.views import CIFAR10
+from sslab.platform.train import TrialSpec, _load_checkpoint, make_trainer, root_cause, train_in_process
 
 TINY = Profile(
-    name="tiny", width=8, epochs=2, batch_size=16, lr=0.05, num_workers=0,
+    name="tiny", width=8, epochs=2, batch_size=16, num_workers=0,
     knn_k=5, probe_epochs=2, invariance_samples=8, monitor_images=32,
+    method_defaults={"base_lr": 0.05, "lr_scaling": "none", "warmup_epochs": 0},
 )
+DATA = DataInfo(num_samples=64, num_classes=4, image_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -31,25 +35,18 @@ def _data(n=64, seed=0):
     images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     labels = np.arange(n) % 4
     ds = ray.data.from_items([{"idx": i, "image": images[i], "label": labels[i]} for i in range(n)])
-    eval_data = {"train_images": images, "train_labels": labels, "test_images": images[:24], "test_labels": labels[:24]}
+    eval_data = {"train_images": images, "train_labels": labels, "test_images": images[:24], "test_labels": labels[:24],
+                 "stats": CIFAR10}
     return ds, eval_data
 
 
 def _fit(tmp_path, profile, method_config=None, name="t"):
     ds, eval_data = _data()
-    spec = TrialSpec("pirl", {"num_negatives": 16, **(method_config or {})}, profile, seed=0, num_samples=64,
-                     eval_data=eval_data)
-    _, method = spec.build()
-    trainer = make_trainer(spec, with_views(ds, method.views()), name=name, storage_path=str(tmp_path))
+    config = {"num_negatives": 16, **profile.method_defaults, **(method_config or {})}
+    spec = TrialSpec("pirl", config, profile, seed=0, data=DATA, eval_data=eval_data)
+    views = spec.method_class.views(spec.config(), 32)
+    trainer = make_trainer(spec, with_views(ds, views, stats=CIFAR10), name=name, storage_path=str(tmp_path))
     return trainer.fit(), spec
-
-
-def test_cosine_schedule_warms_up_then_decays_to_zero():
-    assert cosine_lr(0, 100, 10) == pytest.approx(0.1)
-    assert cosine_lr(9, 100, 10) == pytest.approx(1.0)
-    assert cosine_lr(10, 100, 10) == pytest.approx(1.0)
-    assert cosine_lr(55, 100, 10) == pytest.approx(0.5)
-    assert cosine_lr(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_root_cause_digs_the_nan_message_out_of_ray_tracebacks():
@@ -82,8 +79,8 @@ def test_nan_loss_stops_the_trial_naming_epoch_and_step(ray_local, tmp_path, mon
     original = PIRL.training_step
     calls = {"n": 0}
 
-    def poisoned(self, batch):
-        loss, metrics = original(self, batch)
+    def poisoned(self, batch, ctx):
+        loss, metrics = original(self, batch, ctx)
         calls["n"] += 1
         return (loss * float("nan"), metrics) if calls["n"] == 2 else (loss, metrics)
 
@@ -102,8 +99,9 @@ def _in_process(tmp_path, profile, crash_after_epoch=None):
     """Run the loop in this process (as a Tune trial does) with checkpoints under tmp_path; the
     report function records every epoch and may crash the 'process' once an epoch is reported."""
     ds, eval_data = _data()
-    spec = TrialSpec("pirl", {"num_negatives": 16}, profile, seed=0, num_samples=64, eval_data=eval_data)
-    _, method = spec.build()
+    spec = TrialSpec("pirl", {"num_negatives": 16, **profile.method_defaults}, profile, seed=0, data=DATA,
+                     eval_data=eval_data)
+    views = spec.method_class.views(spec.config(), 32)
     reported = []
 
     def report(metrics):
@@ -112,7 +110,7 @@ def _in_process(tmp_path, profile, crash_after_epoch=None):
             raise _Crash
 
     try:
-        train_in_process(spec, with_views(ds, method.views()), str(tmp_path / "ckpt"), report=report)
+        train_in_process(spec, with_views(ds, views, stats=CIFAR10), str(tmp_path / "ckpt"), report=report)
     except _Crash:
         pass
     return reported

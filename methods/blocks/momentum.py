@@ -1,0 +1,74 @@
+"""Momentum (EMA) encoders: the frozen copy, its update and BYOL's cosine schedule.
+
+MoCo's key encoder, BYOL's target network and UniGrad's momentum branch are an exponential
+moving average of the online network's weights. The method owns the schedule (it knows the
+global step); these helpers only copy, update and compute the coefficient, so a method
+reads ``ema_update_(self.target, self.online, cosine_momentum(base, progress))``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` whose parameters take no gradient (the initial target / key encoder).
+
+    MoCo and the PyTorch ports of BYOL (solo-learn, lightly) start the target as a copy of
+    the online weights; the official BYOL code initialises it from a different seed instead
+    (methods.md 3.3), which matters little since the EMA pulls it to the online weights.
+    The copy keeps ``module``'s train/eval mode.
+    """
+    target = copy.deepcopy(module)
+    target.requires_grad_(False)
+    return target
+
+
+@torch.no_grad()
+def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """θ_target ← m·θ_target + (1 − m)·θ_online for every parameter, in place (MoCo eq. 2, BYOL eq. 1).
+
+    ``momentum`` m = 1 leaves the target as it is, m = 0 copies the online weights.
+
+    Only parameters move. Buffers (BatchNorm running statistics, ``num_batches_tracked``)
+    are left to the target's own forward passes, as every reference does: BYOL's official
+    code averages ``target_params`` only and keeps the target's BN state from its own
+    forward in training mode (methods.md 3.3); MoCo's ``_momentum_update_key_encoder``,
+    solo-learn and lightly average ``parameters()`` only. While training, the target runs in
+    train mode and normalises with batch statistics, so its running statistics never enter
+    the loss; they matter only if the target is evaluated, and then statistics gathered with
+    the target's own weights describe it better than the online network's would.
+
+    Raises ValueError when the two modules' parameters differ in names or shapes.
+    """
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum = {momentum!r} must lie in [0, 1]")
+    target_params, online_params = dict(target.named_parameters()), dict(online.named_parameters())
+    if target_params.keys() != online_params.keys():
+        missing = sorted(target_params.keys() ^ online_params.keys())
+        raise ValueError(f"target and online modules differ in their parameters: {missing[:5]}")
+    for name, t in target_params.items():
+        if t.shape != online_params[name].shape:
+            raise ValueError(f"parameter {name}: target shape {tuple(t.shape)} != online "
+                             f"shape {tuple(online_params[name].shape)}")
+    if target_params:
+        names = list(target_params)
+        # lerp(t, o, 1 − m) = t + (1 − m)(o − t), BYOL's form; one fused kernel per device and dtype
+        torch._foreach_lerp_([target_params[n] for n in names], [online_params[n] for n in names], 1.0 - momentum)
+
+
+def cosine_momentum(base: float, progress: float) -> float:
+    """BYOL's target decay rate τ = 1 − (1 − τ_base)·(cos(π·progress) + 1)/2 (Grill et al. 2020, sec. 3.3).
+
+    ``progress`` = k / K (global step over total steps) in [0, 1]: τ = τ_base at the start,
+    (1 + τ_base)/2 halfway, 1 at the end. solo-learn's MoCo v2+ and UniGrad use the same schedule.
+    """
+    if not 0.0 <= base <= 1.0:
+        raise ValueError(f"base = {base!r} must lie in [0, 1]")
+    if not 0.0 <= progress <= 1.0:
+        raise ValueError(f"progress = {progress!r} must lie in [0, 1] (global step / total steps)")
+    return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0

@@ -1,0 +1,112 @@
+"""SimCLR: A Simple Framework for Contrastive Learning (Chen et al. 2020, arXiv:2002.05709).
+
+Two random views of every image go through the backbone f and a projection MLP g; the
+NT-Xent loss (eq. 1) pulls the two projections of an image together against the other
+2N − 2 projections of the global batch (``losses.nt_xent_loss``, negatives from every
+data-parallel worker, gradients flowing back to each worker's own rows):
+
+    ℓ_i = −log exp(sim(z_i, z_j)/τ) / Σ_{k≠i} exp(sim(z_i, z_k)/τ),   z = g(f(x̃)).
+
+Defaults follow the official code's CIFAR-10 setting (google-research/simclr README:
+ResNet-18, batch 512, 1000 epochs, LARS, lr 1.0 scaled linearly per 256 images, weight
+decay 1e-6, **τ = 0.5**, colour strength 0.5, no blur; 10 warm-up epochs as in its
+``run.py``): τ = 0.5 rather than the ImageNet paper's 0.1 because sslab trains at CIFAR
+scale with CIFAR-sized batches, where the README reports 0.5. Choices where the official
+code and the ports differ:
+
+- the loss is the mean over the 2N anchors (PyTorch ports) rather than the TF code's sum of
+  both directions (twice the value; ``losses.nt_xent_loss``);
+- the projection head is the v1 paper's two layers (``blocks.heads.mlp``: Linear-BN-ReLU-
+  Linear-BN, hidden width = the backbone's feature width, 128-d output); the official
+  code's output BN has a scale and no shift, here it has neither (affine=False);
+- BatchNorm statistics are per worker (the official code's global BN is left to
+  SyncBatchNorm, not used here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from sslab.methods.base import Batch, Method, StepContext
+from sslab.methods.blocks.backbone import Backbone
+from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.heads import mlp
+from sslab.methods.losses import nt_xent_loss
+from sslab.methods.views import Augmented, ImageView, View
+
+
+@dataclass
+class SimCLRConfig(MethodConfig):
+    """SimCLR's hyperparameters, official CIFAR-10 defaults (see the module docstring)."""
+
+    temperature: float = hyperparameter(0.5, "τ", "NT-Xent temperature (CIFAR: 0.5; ImageNet paper: 0.1)", "(0, inf)")
+    projection_dim: int = hyperparameter(128, "d", "output dimension of the projection head g", "[1, inf)")
+    projection_hidden_dim: int = hyperparameter(
+        0, "projection_hidden_dim", "hidden width of g; 0 = the backbone's feature width (paper)", "[0, inf)")
+    projection_layers: int = hyperparameter(2, "projection_layers", "Linear layers in g (v1: 2, v2: 3)", "[1, 8]")
+    color_strength: float = hyperparameter(
+        0.5, "s", "colour distortion strength: ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) with p 0.8", "[0, inf)")
+    crop_min_scale: float = hyperparameter(0.08, "crop_min_scale", "smallest area fraction of a random crop", "(0, 1]")
+    blur_prob: float = hyperparameter(0.0, "blur_prob", "Gaussian blur probability (CIFAR: 0, ImageNet: 0.5)", "[0, 1]")
+    optimizer: str = hyperparameter("lars", "optimizer", "optimizer family", "{sgd, lars, adamw}")
+    base_lr: float = hyperparameter(1.0, "lr", "LARS learning rate per 256 images (CIFAR README)", "(0, inf)")
+    weight_decay: float = hyperparameter(1e-6, "wd", "weight decay", "[0, inf)")
+    exclude_norm_and_bias: bool = hyperparameter(
+        True, "exclude_norm_and_bias", "no weight decay and no LARS adaptation on BatchNorm and biases (official)",
+        "{true, false}")
+    warmup_epochs: int = hyperparameter(10, "warmup_epochs", "linear warm-up before the cosine decay", "[0, inf)")
+
+
+class SimCLR(Method):
+    """Backbone f, projection head g, NT-Xent over the global batch."""
+
+    name = "simclr"
+    Config = SimCLRConfig
+    # 5 epochs on 5,000 CPU images at batch 64: the paper's 10 warm-up epochs would never end,
+    # so one warm-up epoch; base lr 1.0 per 256 gives 0.25 at batch 64.
+    profile_defaults = {"local": {"warmup_epochs": 1}}
+
+    def __init__(self, config: SimCLRConfig, backbone: Backbone) -> None:
+        super().__init__(config, backbone)
+        hidden = config.projection_hidden_dim or backbone.out_dim
+        self.projector = mlp(backbone.out_dim, hidden, config.projection_dim, config.projection_layers,
+                             last_bn=True, last_bn_affine=False)
+
+    @classmethod
+    def augmentation(cls, config: SimCLRConfig, image_size: int, name: str = "view", copies: int = 2) -> ImageView:
+        """SimCLR's t ~ T: random resized crop, flip, colour distortion of strength s (p 0.8),
+        grayscale (p 0.2), blur (off on CIFAR)."""
+        s = config.color_strength
+        return ImageView(name=name, size=image_size, scale=(config.crop_min_scale, 1.0),
+                         jitter=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s), jitter_prob=0.8, grayscale=0.2,
+                         blur_prob=config.blur_prob, copies=copies)
+
+    @classmethod
+    def views(cls, config: SimCLRConfig, image_size: int) -> list[View]:
+        """Two independent draws of SimCLR's augmentation: keys ``view_0`` and ``view_1``."""
+        return [cls.augmentation(config, image_size)]
+
+    @classmethod
+    def invariance_views(cls, config: SimCLRConfig, image_size: int) -> list[View]:
+        """The whole image and one draw of the training augmentation t(x)."""
+        return [ImageView(name="clean", size=image_size),
+                Augmented(cls.augmentation(config, image_size, name="transformed", copies=1))]
+
+    def project(self, images: torch.Tensor) -> torch.Tensor:
+        """z = g(f(x)), B x d (not normalised: the loss normalises)."""
+        return self.projector(self.backbone(images))
+
+    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+        z1, z2 = self.project(batch["view_0"]), self.project(batch["view_1"])
+        loss = nt_xent_loss(z1.float(), z2.float(), self.config.temperature)
+        return loss, {"loss": loss.item()}
+
+    @torch.no_grad()
+    def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z(x), z(t(x))), the L2-normalised projections the loss makes invariant (as PIRL
+        measures its heads' outputs f(v_I), g(v_I^t))."""
+        return (F.normalize(self.project(batch["clean"]).float(), dim=1),
+                F.normalize(self.project(batch["transformed"]).float(), dim=1))

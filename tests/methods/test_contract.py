@@ -1,0 +1,170 @@
+"""The method contract (methods/base.py), checked for every registered method with no
+per-method code: a new method is covered the moment its registry line exists."""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from dataclasses import fields
+
+import numpy as np
+import pytest
+import torch
+
+from sslab import methods
+from sslab.methods.base import DataInfo, Method, StepContext
+from sslab.methods.blocks.backbone import Backbone
+from sslab.methods.blocks.config import MethodConfig
+from sslab.methods.blocks.optim import build_optimizer
+from sslab.methods.views import CIFAR10, View, apply_views
+
+NAMES = methods.names()
+DATA = DataInfo(num_samples=48, num_classes=4, image_size=32)
+BATCH = 8
+
+
+def _build(cls: type[Method], seed: int = 0) -> Method:
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. PIRL capping N at the tiny bank's size
+        return cls.build(cls.Config(), Backbone("resnet18", width=4), DATA)
+
+
+def _batch(cls: type[Method], seed: int = 0) -> dict[str, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (BATCH, DATA.image_size, DATA.image_size, 3), dtype=np.uint8)
+    arrays = apply_views(cls.views(cls.Config(), DATA.image_size), images, rng, stats=CIFAR10)
+    batch = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    batch["idx"] = torch.from_numpy(rng.choice(DATA.num_samples, BATCH, replace=False))
+    batch["label"] = torch.from_numpy(rng.integers(0, DATA.num_classes, BATCH))
+    return batch
+
+
+def _ctx(step: int = 0) -> StepContext:
+    return StepContext(step=step, total_steps=10, epoch=0)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit-equal, NaN equal to NaN (an unset log Z stays NaN)."""
+    if a.is_floating_point():
+        return torch.allclose(a, b, rtol=0, atol=0, equal_nan=True)
+    return torch.equal(a, b)
+
+
+def _invalid_values(f) -> list[object]:
+    """Values outside a field's declared range (or of the wrong type)."""
+    allowed = f.metadata["range"]
+    if f.type in (bool, "bool"):
+        return ["yes", 1]
+    if allowed.startswith("{"):
+        return ["not-a-choice", 3]
+    left, low, high, right = re.match(r"^([\[(])\s*([^,]+?)\s*,\s*([^,]+?)\s*([\])])$", allowed).groups()
+    out: list[object] = [math.nan, "0.1"]
+    if low != "-inf":
+        out.append(float(low) if left == "(" else float(low) - 1)
+    if high != "inf":
+        out.append(float(high) if right == ")" else float(high) + 1)
+    if f.type in (int, "int"):
+        out = [int(v) for v in out if isinstance(v, float) and math.isfinite(v)] + [0.5, "1"]
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registry_resolves_to_a_method(name):
+    cls = methods.get(name)
+    assert issubclass(cls, Method) and cls.name == name
+    assert issubclass(cls.Config, MethodConfig)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_defaults_are_valid_and_every_field_is_declared(name):
+    config = methods.get(name).Config()
+    config.validate()
+    for f in fields(config):
+        assert {"symbol", "help", "range"} <= set(f.metadata), f"{name}.{f.name} is not declared with hyperparameter()"
+        assert f.metadata["help"], f"{name}.{f.name} has no help"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_out_of_range_value_is_refused_naming_the_field(name):
+    cls = methods.get(name)
+    for f in fields(cls.Config):
+        for value in _invalid_values(f):
+            with pytest.raises(ValueError, match=re.escape(f.name)):
+                cls.Config(**{f.name: value})
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_views_are_known_from_the_configuration_alone(name, monkeypatch):
+    cls = methods.get(name)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("views() must not build the model")
+
+    monkeypatch.setattr(cls, "__init__", no_model)
+    for views in (cls.views(cls.Config(), 32), cls.invariance_views(cls.Config(), 32) or []):
+        assert all(isinstance(v, View) for v in views)
+        keys = [k for v in views for k in v.keys()]
+        assert len(keys) == len(set(keys))
+    assert cls.views(cls.Config(), 32), f"{name} declares no view"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_training_step_gives_a_finite_loss_and_a_gradient_on_every_trained_parameter(name):
+    cls = methods.get(name)
+    method = _build(cls)
+    loss, metrics = method(_batch(cls), _ctx())
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    assert metrics["loss"] == pytest.approx(loss.item())
+    loss.backward()
+    unused = method.unused_parameters()
+    assert unused <= {n for n, _ in method.named_parameters()}
+    for pname, p in method.named_parameters():
+        if pname in unused:
+            assert p.grad is None, f"{name}: {pname} is declared unused but got a gradient"
+        else:
+            assert p.grad is not None, f"{name}: no gradient reached {pname}"
+            assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient on {pname}"
+    grouped = [p for group in method.parameter_groups() for p in group["params"]]
+    assert len(grouped) == len({id(p) for p in grouped}) == sum(1 for p in method.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_state_dict_round_trip_gives_the_same_next_loss(name):
+    cls = methods.get(name)
+    first = _build(cls, seed=0)
+    optimizer = build_optimizer(first.parameter_groups(), first.config, global_batch=BATCH)
+    batch = _batch(cls, seed=1)
+    loss, _ = first(batch, _ctx(0))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    first.after_step(batch, _ctx(0))
+
+    second = _build(cls, seed=123)  # other initial weights and state, then the checkpoint
+    second.load_state_dict(first.state_dict())
+    following = _batch(cls, seed=2)
+    torch.manual_seed(7)
+    expected, _ = first(following, _ctx(1))
+    torch.manual_seed(7)
+    got, _ = second(following, _ctx(1))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_after_step_changes_exactly_the_state_it_declares(name):
+    cls = methods.get(name)
+    method = _build(cls)
+    batch = _batch(cls)
+    loss, _ = method(batch, _ctx())
+    loss.backward()
+    before = {k: v.detach().clone() for k, v in method.state_dict().items()}
+    method.after_step(batch, _ctx())
+    after = method.state_dict()
+    changed = {k for k in before if not _same(before[k], after[k])}
+    declared = method.after_step_updates()
+    assert all(k.startswith(declared) for k in changed) if declared else not changed, (
+        f"{name}: after_step changed {sorted(changed)} but declares {declared}")
+    for prefix in declared:
+        assert any(k.startswith(prefix) for k in changed), f"{name}: declared {prefix!r} but after_step left it alone"
