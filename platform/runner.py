@@ -210,12 +210,11 @@ def _load_data(profile: Profile, data_dir, progress) -> dict[str, Any]:
     import ray
 
     from sslab.platform.data import data_dir as resolve_data_dir
-    from sslab.platform.data import load_split, to_ray_dataset
+    from sslab.platform.data import to_ray_dataset
 
     root = resolve_data_dir(data_dir)
-    size = profile.image_size
-    train = load_split(profile.dataset, "train", root=root, subset=profile.train_subset, seed=0, image_size=size)
-    test = load_split(profile.dataset, "test", root=root, subset=profile.test_subset, seed=0, image_size=size)
+    train = _load_capped(profile, "train", profile.train_subset, root, progress)
+    test = _load_capped(profile, "test", profile.test_subset, root, progress)
     for name, split in (("train", train), ("test", test)):
         if split.skipped:
             progress.note(f"{split.skipped} unreadable image(s) skipped in the {name} split")
@@ -235,6 +234,21 @@ def _load_data(profile: Profile, data_dir, progress) -> dict[str, Any]:
     info = DataInfo(num_samples=len(train.labels), num_classes=train.num_classes, image_size=profile.image_size)
     return {"arrays": arrays, "eval_ref": ray.put(arrays), "train_ds": to_ray_dataset(train), "info": info,
             "stats": stats}
+
+
+def _load_capped(profile: Profile, split: str, subset: int | None, root, progress):
+    """A split at the profile's image size, with the profile's subset, or all of it when the
+    dataset is smaller than the subset (the profiles' sizes are CIFAR's; a small ImageFolder is
+    used whole, and the run says so)."""
+    from sslab.platform.data import load_split
+
+    whole = load_split(profile.dataset, split, root=root, seed=0, image_size=profile.image_size)
+    if subset is None or subset >= len(whole.labels):
+        if subset is not None and subset > len(whole.labels):
+            progress.note(f"the {split} split of {profile.dataset} has {len(whole.labels)} images (fewer than the "
+                          f"profile's {subset}): using all of them")
+        return whole
+    return load_split(profile.dataset, split, root=root, subset=subset, seed=0, image_size=profile.image_size)
 
 
 def _missing_baseline_seeds(store: ResultsStore, profile: Profile, seeds: int) -> list[int]:

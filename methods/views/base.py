@@ -37,8 +37,9 @@ class Normalization:
 
     @classmethod
     def of(cls, images: np.ndarray, max_images: int = 10_000) -> "Normalization":
-        """The statistics of uint8 images N x H x W x 3 (the first ``max_images`` suffice)."""
-        sample = np.asarray(images[:max_images], dtype=np.float64) / 255.0
+        """The statistics of uint8 images N x H x W x 3, from at most ``max_images`` of them taken
+        evenly over the array (datasets are often sorted by class)."""
+        sample = np.asarray(images[:: max(1, -(-len(images) // max_images))], dtype=np.float64) / 255.0
         mean = sample.mean(axis=(0, 1, 2))
         std = sample.std(axis=(0, 1, 2))
         return cls(tuple(float(m) for m in mean), tuple(float(max(s, 1e-3)) for s in std))

@@ -34,7 +34,8 @@ class ImageView:
 
     Output: float32 N x 3 x size x size per key, normalised with the dataset's statistics. The
     keys are ``(name,)`` for one copy, else ``name_0 .. name_{copies-1}``: independent draws of the
-    same augmentation (a Siamese method's two views). Evaluation mode (``train=False``) is a plain
+    same augmentation (a Siamese method's two views), drawn one copy after the other, so the
+    output equals that of separate views ``replace(view, name=f"{name}_{i}", copies=1)``. Evaluation mode (``train=False``) is a plain
     resize of the full image to ``size`` (the same for every copy).
 
     Per sample, in this order (BYOL's and SimCLR's; flip commutes with the rest, so MoCo v2's
@@ -113,7 +114,7 @@ class ImageView:
 
     def apply(self, images: torch.Tensor, rng: np.random.Generator, *, train: bool,
               stats: Normalization) -> dict[str, np.ndarray]:
-        n, _, h, w = images.shape
+        _, _, h, w = images.shape
         size = self.size
         keys = self.keys()
         if not train:
@@ -121,32 +122,29 @@ class ImageView:
                 images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             y = stats.apply(y.numpy())
             return {key: y if i == 0 else y.copy() for i, key in enumerate(keys)}
-        m = n * self.copies  # row c * n + i is copy c of image i
-        cw, ch, x0, y0 = random_resized_crop(rng, m, h, w, self.scale, self.ratio)
-        sign = np.where(rng.random(m) < 0.5, -1.0, 1.0) if self.flip else np.ones(m)
+        # Copies one after the other, each drawing in turn: copies=2 is exactly two views named
+        # name_0 and name_1 (one batch of 2n rows would be no faster: twice the working set).
+        return {key: stats.apply(self._augment(images, rng)) for key in keys}
+
+    def _augment(self, images: torch.Tensor, rng: np.random.Generator) -> np.ndarray:
+        """One random view of every image: N x 3 x size x size in [0, 1], not normalised."""
+        n, _, h, w = images.shape
+        size = self.size
+        cw, ch, x0, y0 = random_resized_crop(rng, n, h, w, self.scale, self.ratio)
+        sign = np.where(rng.random(n) < 0.5, -1.0, 1.0) if self.flip else np.ones(n)
         # Output pixel u (edge coordinates: pixel k spans [k, k+1)) samples the source at
         # x0 + (u + 0.5) * cw / size, or at its mirror image inside the box when flipped; grid_sample
         # wants that in normalised coordinates (align_corners=False): 2 * x / w - 1.
         t = (np.arange(size) + 0.5) / size  # output pixel centres as fractions of the box
-        tx = np.where(sign[:, None] < 0, 1 - t, t)  # m x size
-        grid = np.empty((m, size, size, 2), dtype=np.float32)
+        tx = np.where(sign[:, None] < 0, 1 - t, t)  # n x size
+        grid = np.empty((n, size, size, 2), dtype=np.float32)
         grid[..., 0] = ((x0[:, None] + tx * cw[:, None]) * (2.0 / w) - 1.0)[:, None, :]
         grid[..., 1] = ((y0[:, None] + t * ch[:, None]) * (2.0 / h) - 1.0)[:, :, None]
-        if self.copies == 1:
-            y = F.grid_sample(images, torch.from_numpy(grid), mode="bilinear", padding_mode="border",
-                              align_corners=False).numpy()
-        else:  # the copies of an image stacked vertically in one grid: one call, no copy of the source
-            c = self.copies
-            stacked = grid.reshape(c, n, size, size, 2).transpose(1, 0, 2, 3, 4).reshape(n, c * size, size, 2)
-            y = F.grid_sample(images, torch.from_numpy(np.ascontiguousarray(stacked)), mode="bilinear",
-                              padding_mode="border", align_corners=False).numpy()
-            y = np.ascontiguousarray(y.reshape(n, 3, c, size, size).transpose(2, 0, 1, 3, 4)).reshape(m, 3, size, size)
-        y = random_color_jitter(y, rng, jitter_strengths(self.jitter), self.jitter_prob)
+        y = F.grid_sample(images, torch.from_numpy(grid), mode="bilinear", padding_mode="border", align_corners=False)
+        y = random_color_jitter(y.numpy(), rng, jitter_strengths(self.jitter), self.jitter_prob)
         y = random_grayscale(y, rng, self.grayscale)
         y = random_gaussian_blur(y, rng, self.blur_prob, self.blur_sigma, blur_kernel_size(size))
-        y = random_solarize(y, rng, self.solarize_prob)
-        y = stats.apply(y)
-        return {key: y[i * n:(i + 1) * n] for i, key in enumerate(keys)}
+        return random_solarize(y, rng, self.solarize_prob)
 
 
 def random_resized_crop(rng: np.random.Generator, n: int, h: int, w: int,

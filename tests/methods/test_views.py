@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -536,6 +536,18 @@ def test_copies_keys_shapes_and_independence():
     assert not np.array_equal(out["view_0"], out["view_1"]) and not np.array_equal(out["view_1"], out["view_2"])
     evals = apply_views([view], _images(8), np.random.default_rng(0), train=False, stats=STATS)
     np.testing.assert_array_equal(evals["view_0"], evals["view_2"])
+
+
+def test_copies_are_separate_views_drawn_in_turn():
+    view = ImageView(name="v", copies=2, scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.8,
+                     blur_prob=0.5, solarize_prob=0.2)
+    a, b = np.random.default_rng(4), np.random.default_rng(4)
+    together = apply_views([view], _images(8), a, stats=STATS)
+    apart = apply_views([replace(view, name="v_0", copies=1), replace(view, name="v_1", copies=1)], _images(8), b,
+                        stats=STATS)
+    for key in ("v_0", "v_1"):
+        np.testing.assert_array_equal(together[key], apart[key])
+    assert a.random() == b.random()
 
 
 def test_each_copy_is_a_view_of_its_own_image():

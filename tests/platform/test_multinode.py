@@ -27,9 +27,10 @@ pytestmark = pytest.mark.skipif(not ARCHIVE.exists(), reason=f"CIFAR-10 archive 
 
 #: two Train workers per trial, spread over the two trainer nodes
 TWO_WORKERS = Profile(
-    name="two-workers", train_subset=400, test_subset=200, width=8, epochs=4, batch_size=50, lr=0.05,
+    name="two-workers", train_subset=400, test_subset=200, width=8, epochs=4, batch_size=50,
     num_workers=2, worker_placement="SPREAD", knn_k=20, probe_epochs=5, invariance_samples=50,
-    monitor_images=100, max_failures=2, method_defaults={"loss_form": "infonce"},
+    monitor_images=100, max_failures=2,
+    method_defaults={"loss_form": "infonce", "base_lr": 0.05, "lr_scaling": "none", "warmup_epochs": 0},
 )
 STUDY = Study(name="spread", method="pirl", grid={"loss_weight": [0.0, 1.0]}, base={"num_negatives": 128})
 POINT = {"loss_weight": 0.0}

@@ -21,7 +21,8 @@ needs_cifar = pytest.mark.skipif(not ARCHIVE.exists(), reason=f"CIFAR-10 archive
 #: trials train in their own process (num_workers=0), as the local profile's do; the
 #: TorchTrainer path (num_workers >= 1) is run end to end below and in test_multinode.py
 SMALL = Profile(
-    name="small", train_subset=200, test_subset=100, width=8, epochs=2, batch_size=50, lr=0.05,
+    name="small", train_subset=200, test_subset=100, width=8, epochs=2, batch_size=50,
+    method_defaults={"base_lr": 0.05, "lr_scaling": "none", "warmup_epochs": 0},
     num_workers=0, knn_k=10, probe_epochs=5, invariance_samples=20, monitor_images=100,
 )
 STUDY = Study(name="mini_lambda", method="pirl", grid={"loss_weight": [0.0, 1.0]}, base={"num_negatives": 64})
@@ -62,12 +63,50 @@ def test_bad_values_are_refused_before_any_ray_work(tmp_path):
     assert not ray.is_initialized()
 
 
-def test_method_config_precedence_profile_then_base_then_point():
+def test_method_config_precedence_method_profile_then_profile_then_base_then_point():
     profile = SMALL.with_overrides(method_defaults={"loss_form": "infonce", "temperature": 0.2, "not_a_pirl_field": 1})
     study = Study(name="s", method="pirl", grid={"temperature": [0.1]}, base={"loss_form": "nce", "bank_momentum": 0.9})
-    config = study.method_config({"temperature": 0.1}, profile)
+    config = study.method_config("pirl", {"temperature": 0.1}, profile)
     assert config == {"loss_form": "nce", "temperature": 0.1, "bank_momentum": 0.9}
-    assert Study(name="s", method="pirl", grid={}).method_config({}, profile) == {"loss_form": "infonce", "temperature": 0.2}
+    plain = Study(name="s", method="pirl", grid={})
+    assert plain.method_config("pirl", {}, profile)["loss_form"] == "infonce"
+    # the method's own adaptation to the local profile sits under everything a study or profile says
+    from sslab.platform.profiles import get_profile
+
+    local = get_profile("local")
+    assert plain.method_config("pirl", {}, local) == {"loss_form": "infonce", "base_lr": 0.4, "warmup_epochs": 1}
+    assert Study(name="s", method="pirl", base={"base_lr": 0.2}).method_config("pirl", {}, local)["base_lr"] == 0.2
+
+
+def test_methods_are_a_grid_dimension_and_knobs_must_exist_in_each():
+    both = Study(name="two", methods={"pirl": {"loss_weight": 0.25}, "simclr": {}}, grid={"temperature": [0.1, 0.2]})
+    assert both.configurations() == [("pirl", {"temperature": 0.1}), ("pirl", {"temperature": 0.2}),
+                                     ("simclr", {"temperature": 0.1}), ("simclr", {"temperature": 0.2})]
+    assert both.method_config("pirl", {"temperature": 0.1}, SMALL)["loss_weight"] == 0.25
+    assert "loss_weight" not in both.method_config("simclr", {"temperature": 0.1}, SMALL)
+    both.validate(SMALL)
+    lacking = Study(name="neg", methods={"pirl": {}, "simclr": {}}, grid={"num_negatives": [16]})
+    with pytest.raises(ValueError, match=r"simclr has no hyperparameter\(s\) \['num_negatives'\] \(methods that have them: npid, pirl\)"):
+        lacking.validate(SMALL)
+    with pytest.raises(ValueError, match="either method"):
+        Study(name="x")
+
+
+def test_method_flag_moves_a_study_to_another_method_or_refuses_naming_the_knob(tmp_path):
+    import subprocess
+    import sys
+
+    moved = STUDY.with_method("npid")
+    assert moved.name == "mini_lambda-npid" and moved.method_names == ["npid"]
+    assert STUDY.with_method("pirl") is STUDY
+    env = {**os.environ, "SSLAB_RESULTS": str(tmp_path)}
+    done = subprocess.run([sys.executable, "studies/pirl_negatives.py", "--method", "simclr"], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+                          cwd=Path(__file__).parents[2])
+    assert done.returncode == 2
+    assert done.stdout.strip().splitlines()[-1].startswith(
+        "pirl_negatives-simclr: error: study 'pirl_negatives-simclr': simclr has no hyperparameter(s) ['num_negatives']")
+    assert not (tmp_path / "pirl_negatives-simclr").exists() or not any((tmp_path / "pirl_negatives-simclr").iterdir())
 
 
 def test_a_local_results_path_is_refused_on_a_multi_machine_cluster(ray_local, tmp_path, monkeypatch):
@@ -131,7 +170,7 @@ def test_search_space_values_are_checked_before_ray(tmp_path):
     bad = Study(name="bad", method="pirl", search=Search(space={"loss_weight": FloatDistribution(0.0, 2.0)}))
     with pytest.raises(ValueError, match="loss_weight"):
         run_study(bad, profile=SMALL, root=tmp_path, quiet=True)
-    assert SEARCH.configurations() == [{"temperature": 0.07, "loss_weight": 0.5}]  # the paper's defaults first
+    assert SEARCH.configurations() == [("pirl", {"temperature": 0.07, "loss_weight": 0.5})]  # the paper's defaults first
 
 
 @needs_cifar

@@ -21,7 +21,7 @@ class _Silent:
 def _trial(loss_weight, last_result, error=None):
     return SimpleNamespace(
         trial_id=f"t{loss_weight}",
-        config={"loss_weight": loss_weight, "seed": 1},
+        config={"method": "pirl", "loss_weight": loss_weight, "seed": 1},
         last_result=last_result,
         get_error=lambda: error,
     )

@@ -1,0 +1,98 @@
+"""Studies on data other than CIFAR-10: a folder of small grayscale images, end to end,
+through the real study script; and a study that compares two methods on it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+from PIL import Image
+
+from sslab.platform.profiles import Profile
+from sslab.platform.runner import run_study
+from sslab.platform.study import Study
+
+REPO = Path(__file__).resolve().parents[2]
+CLASSES = ("circle", "stripes", "noise")
+
+
+def _grayscale_folder(root: Path, per_class: dict[str, int], side: int = 28) -> Path:
+    """train/<class>/*.png and test/<class>/*.png: 28×28 8-bit grayscale images, one pattern per class."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:side, :side]
+    for split, count in per_class.items():
+        for label, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                if label == 0:
+                    r = rng.uniform(4, 12)
+                    img = ((yy - side / 2) ** 2 + (xx - side / 2) ** 2 < r * r) * 200.0
+                elif label == 1:
+                    img = ((xx + rng.integers(0, 8)) // 4 % 2) * 220.0
+                else:
+                    img = rng.uniform(0, 255, (side, side))
+                img = np.clip(img + rng.normal(0, 10, img.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(img, mode="L").save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def gray_folder(tmp_path_factory) -> Path:
+    return _grayscale_folder(tmp_path_factory.mktemp("gray"), {"train": 40, "test": 10})
+
+
+def test_pirl_lambda_runs_on_a_folder_of_28px_grayscale_images(gray_folder, tmp_path):
+    env = {**os.environ, "SSLAB_RESULTS": str(tmp_path), "RAY_ADDRESS": ""}
+    done = subprocess.run(
+        [sys.executable, "studies/pirl_lambda.py", "--dataset", f"imagefolder:{gray_folder}", "--epochs", "1"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert "using all of them" in done.stdout  # the profile's 5,000-image subset is capped, and said so
+    trials = pd.read_parquet(tmp_path / "pirl_lambda" / "trials.parquet")
+    assert sorted(trials["config/loss_weight"]) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert (trials.status == "ok").all(), trials.error.tolist()
+    assert trials.knn_top1.between(0, 1).all() and trials.invariance_l2_mean.notna().all()
+    assert (trials.images_seen == 64).all()  # 120 images, batch 64, drop_last: one step per epoch
+    baselines = pd.read_parquet(tmp_path / "pirl_lambda" / "baselines.parquet")
+    assert len(baselines) == 1
+    # the same store refuses other data rather than mixing it in
+    again = subprocess.run([sys.executable, "studies/pirl_lambda.py", "--epochs", "1"], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert again.returncode == 2 and "were trained on" in again.stdout and "--results" in again.stdout
+
+
+TINY = Profile(
+    name="tiny", train_subset=None, test_subset=None, width=4, epochs=1, batch_size=30,
+    num_workers=0, knn_k=10, probe_epochs=2, invariance_samples=10, monitor_images=30, torch_threads=1,
+    method_defaults={"num_negatives": 32, "lr_scaling": "none", "base_lr": 0.05, "warmup_epochs": 0},
+)
+
+
+def test_a_study_compares_two_methods_on_the_same_data(gray_folder, tmp_path):
+    from sslab.platform.placement import TRIAL_RESOURCE
+
+    study = Study(name="two_methods", methods={"npid": {}, "simclr": {"projection_dim": 16}},
+                  grid={"temperature": [0.2]})
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, resources={TRIAL_RESOURCE: 10}, include_dashboard=False, log_to_driver=False)
+    try:
+        trials = run_study(study, profile=TINY.with_overrides(dataset=f"imagefolder:{gray_folder}"),
+                           root=tmp_path, quiet=True)
+    finally:
+        ray.shutdown()
+    assert sorted(trials.method) == ["npid", "simclr"]
+    assert (trials.status == "ok").all(), trials.error.tolist()
+    assert (trials["config/temperature"] == 0.2).all()
+    by_method = trials.set_index("method")
+    assert by_method.loc["simclr", "config/projection_dim"] == 16
+    assert pd.isna(by_method.loc["simclr", "config/loss_weight"])  # a knob simclr does not have
+    assert by_method.loc["npid", "config/num_negatives"] == 32  # the profile's setting, where a method has the knob
+    assert by_method.invariance_l2_mean.notna().all()  # both methods declare an invariance pair
