@@ -1,15 +1,17 @@
 """Images per second per GPU of the real training loop: fp32 against bf16 autocast + channels_last.
 
-PIRL (image + 9 jigsaw patches, memory bank, N = 4,096 negatives) with the paper's ResNet-18 on
-CIFAR-10 views computed once and materialised (the input pipeline is measured apart, in
-``input_pipeline.py``), trained by one Ray Train worker holding one GPU through ``make_trainer``:
-the same loop every study runs, with the profile's ``precision`` and ``channels_last``. GPU
-utilisation is sampled with ``nvidia-smi`` while it trains, and the device name is recorded.
+Every registered method (``--methods`` to choose: PIRL with its jigsaw patches and memory bank at
+N = 4,096 negatives, NPID++, SimCLR's two views and NT-Xent, ...) with the paper's ResNet-18 on
+CIFAR-10 views computed once per method and materialised (the input pipeline is measured apart,
+in ``input_pipeline.py``), trained by one Ray Train worker holding one GPU through
+``make_trainer``: the same loop every study runs, with the profile's ``precision`` and
+``channels_last``. GPU utilisation is sampled with ``nvidia-smi`` while it trains, and the
+device name is recorded.
 
 Without a CUDA device it says so and exits 0 (``--cpu`` runs the same code on the CPU, at a
-small size, to check the script itself). SimCLR joins the table when sslab has a SimCLR method.
+small size, to check the script itself).
 
-    python benchmarks/gpu_throughput.py [--images 10240] [--epochs 3] [--batch 256]
+    python benchmarks/gpu_throughput.py [--images 10240] [--epochs 3] [--batch 256] [--methods pirl simclr]
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sslab.methods.views import ImageView, JigsawView, apply_views
+from sslab import methods
+from sslab.methods.base import DataInfo
+from sslab.methods.views import apply_views
 from sslab.platform.augment import VIEW_BATCH
 from sslab.platform.profiles import Profile
 from sslab.platform.train import TrialSpec, make_trainer
@@ -71,6 +75,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="the first is a warm-up")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--methods", nargs="+", default=methods.names(), choices=methods.names())
     parser.add_argument("--cpu", action="store_true", help="run on the CPU (checks the script, measures nothing useful)")
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "gpu_throughput.json"))
     args = parser.parse_args()
@@ -90,35 +95,43 @@ def main() -> None:
     use_gpu = not args.cpu
     device = torch.cuda.get_device_name(0) if use_gpu else platform.processor() or "cpu"
     split = load_split("cifar10", "train", subset=args.images, seed=0)
-    views = apply_views([ImageView(), JigsawView()], split.images, np.random.default_rng(0))
-    columns = {"idx": split.idx, "label": split.labels, **views}
     ray.init(include_dashboard=False, log_to_driver=False)
-    dataset = (ray.data.from_items([{k: v[i] for k, v in columns.items()} for i in range(args.images)])
-               .repartition(max(1, args.images // VIEW_BATCH)).materialize())
     base = Profile(name="gpu-bench", train_subset=args.images, width=args.width, epochs=args.epochs,
-                   batch_size=args.batch, lr=0.03, num_workers=1, use_gpu=use_gpu, cpus_per_worker=1,
-                   method_defaults={"loss_form": "nce"})
+                   batch_size=args.batch, num_workers=1, use_gpu=use_gpu, cpus_per_worker=1)
+    info = DataInfo(num_samples=args.images, num_classes=split.num_classes, image_size=base.image_size)
     rows = []
-    for label, precision, channels_last in SETTINGS:
-        profile = replace(base, precision=precision, channels_last=channels_last)
-        spec = TrialSpec(method="pirl", method_config={"num_negatives": 4096}, profile=profile, seed=0,
-                         num_samples=args.images)
-        with tempfile.TemporaryDirectory() as storage, Utilisation() as utilisation:
-            result = make_trainer(spec, dataset, name=label.replace(" ", ""), storage_path=storage).fit()
-        epochs = [h["epoch_s"] for h in result.metrics["history"]][1:]
-        steps = args.images // args.batch
-        rate = steps * args.batch / float(np.mean(epochs))
-        rows.append({"method": "pirl", "setting": label, "images_per_s": rate, "gpu_util_median": utilisation.median,
-                     "loss": result.metrics["loss"]})
+    for name in args.methods:
+        cls = methods.get(name)
+        config = {"num_negatives": 4096} if "num_negatives" in cls.Config.field_names() else {}
+        views = apply_views(cls.views(cls.Config(**config), base.image_size), split.images,
+                            np.random.default_rng(0), stats=split.normalization)
+        columns = {"idx": split.idx, "label": split.labels, **views}
+        dataset = (ray.data.from_items([{k: v[i] for k, v in columns.items()} for i in range(args.images)])
+                   .repartition(max(1, args.images // VIEW_BATCH)).materialize())
+        for label, precision, channels_last in SETTINGS:
+            profile = replace(base, precision=precision, channels_last=channels_last)
+            spec = TrialSpec(method=name, method_config=config, profile=profile, seed=0, data=info)
+            with tempfile.TemporaryDirectory() as storage, Utilisation() as utilisation:
+                result = make_trainer(spec, dataset, name=f"{name}-{label.replace(' ', '')}",
+                                      storage_path=storage).fit()
+            epochs = [h["epoch_s"] for h in result.metrics["history"]][1:]
+            steps = args.images // args.batch
+            rate = steps * args.batch / float(np.mean(epochs))
+            rows.append({"method": name, "setting": label, "images_per_s": rate,
+                         "gpu_util_median": utilisation.median, "loss": result.metrics["loss"]})
     ray.shutdown()
-    speedup = rows[1]["images_per_s"] / rows[0]["images_per_s"]
-    summary = (f"PIRL ResNet-18 on {device}: {rows[0]['images_per_s']:.0f} img/s fp32, "
-               f"{rows[1]['images_per_s']:.0f} img/s bf16+channels_last ({speedup:.2f}x)")
-    print(f"gpu throughput: PIRL, ResNet-18 width {args.width}, batch {args.batch}, {args.images} images, "
+    parts = []
+    for name in args.methods:
+        fp32, bf16 = (r for r in rows if r["method"] == name)
+        parts.append(f"{name} {fp32['images_per_s']:.0f} → {bf16['images_per_s']:.0f} img/s "
+                     f"({bf16['images_per_s'] / fp32['images_per_s']:.2f}x)")
+    summary = f"ResNet-18 on {device}, fp32 → bf16+channels_last: " + "; ".join(parts)
+    print(f"gpu throughput: ResNet-18 width {args.width}, batch {args.batch}, {args.images} images, "
           f"device {device}; epochs 2..{args.epochs}")
-    print(f"{'setting':<24}{'images/s':>10}{'GPU util %':>12}{'final loss':>12}")
+    print(f"{'method':<10}{'setting':<24}{'images/s':>10}{'GPU util %':>12}{'final loss':>12}")
     for row in rows:
-        print(f"{row['setting']:<24}{row['images_per_s']:>10.0f}{row['gpu_util_median']:>12.0f}{row['loss']:>12.3f}")
+        print(f"{row['method']:<10}{row['setting']:<24}{row['images_per_s']:>10.0f}"
+              f"{row['gpu_util_median']:>12.0f}{row['loss']:>12.3f}")
     print(summary)
     out.write_text(json.dumps({"benchmark": "gpu_throughput", "device": device, "width": args.width,
                                "batch": args.batch, "images": args.images, "rows": rows, "summary": summary}, indent=2))

@@ -39,9 +39,10 @@ def measure(workers: int, args: argparse.Namespace) -> dict:
     study = Study(name="bench_sweep", method="pirl", grid={"loss_weight": values},
                   description="sweep overhead benchmark")
     profile = Profile(name="bench", train_subset=args.images, test_subset=512, width=8, epochs=args.epochs,
-                      batch_size=64, lr=0.1, warmup_epochs=1, monitor_images=256, probe_epochs=5,
+                      batch_size=64, monitor_images=256, probe_epochs=5,
                       invariance_samples=128, torch_threads=os.cpu_count() or 1, num_workers=workers,
-                      method_defaults={"loss_form": "infonce", "num_negatives": 512})
+                      method_defaults={"loss_form": "infonce", "num_negatives": 512, "base_lr": 0.4,
+                                       "warmup_epochs": 1})
     with tempfile.TemporaryDirectory() as root:
         start = time.perf_counter()
         run_study(study, profile=profile, root=root, quiet=True)

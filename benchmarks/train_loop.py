@@ -26,31 +26,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sslab.methods.base import DataInfo, StepContext
 from sslab.methods.views import ImageView, JigsawView, apply_views
 from sslab.platform.augment import VIEW_BATCH
 from sslab.platform.profiles import Profile
-from sslab.platform.train import TrialSpec, cosine_lr, train_in_process
+from sslab.platform.train import TrialSpec, train_in_process
 
 
 def bare_epochs(spec: TrialSpec, batches: list[dict[str, torch.Tensor]], epochs: int) -> list[float]:
     """The loop a researcher would write by hand: forward, backward, step, the method's state update."""
-    profile = spec.profile
     _, method = spec.build()
-    optimizer = torch.optim.SGD(method.parameters(), lr=profile.lr, momentum=profile.momentum,
-                                weight_decay=profile.weight_decay)
+    config = method.config
+    optimizer = torch.optim.SGD(method.parameters(), lr=config.learning_rate(spec.profile.batch_size),
+                                momentum=config.momentum, weight_decay=config.weight_decay)
     total = len(batches) * epochs
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, total, len(batches)))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=optimizer.param_groups[0]["lr"],
+                                                   total_steps=total, pct_start=1 / epochs)
     seconds = []
-    for _ in range(epochs):
+    for epoch in range(epochs):
         method.train()
         start = time.perf_counter()
-        for batch in batches:
-            loss, _ = method(batch)
+        for step, batch in enumerate(batches):
+            ctx = StepContext(step=epoch * len(batches) + step, total_steps=total, epoch=epoch)
+            loss, _ = method(batch, ctx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            method.after_step(batch)
+            method.after_step(batch, ctx)
         seconds.append(time.perf_counter() - start)
     return seconds
 
@@ -80,13 +83,13 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     split = load_split("cifar10", "train", subset=args.images, seed=0)
-    views = apply_views([ImageView(), JigsawView()], split.images, np.random.default_rng(0))
+    views = apply_views([ImageView(), JigsawView()], split.images, np.random.default_rng(0), stats=split.normalization)
     columns = {"idx": split.idx, "label": split.labels, **views}
     profile = Profile(name="bench", train_subset=args.images, width=args.width, epochs=args.epochs,
-                      batch_size=args.batch, lr=0.1, warmup_epochs=1, num_workers=0, torch_threads=args.threads,
-                      method_defaults={"loss_form": "infonce"})
-    spec = TrialSpec(method="pirl", method_config={"loss_form": "infonce", "num_negatives": 1024}, profile=profile,
-                     seed=0, num_samples=args.images)
+                      batch_size=args.batch, num_workers=0, torch_threads=args.threads)
+    config = {"loss_form": "infonce", "num_negatives": 1024, "base_lr": 0.4, "warmup_epochs": 1}
+    spec = TrialSpec(method="pirl", method_config=config, profile=profile, seed=0,
+                     data=DataInfo(num_samples=args.images, num_classes=10, image_size=32))
 
     ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # every dataset execution logs at INFO

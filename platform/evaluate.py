@@ -7,11 +7,12 @@ worker and the random-init baseline in the study driver.
 - kNN top-1 (Wu et al. 2018, sec. 3.4): cosine similarity of L2-normalised
   pooled res5 features, the k nearest training images vote with weight
   exp(s/τ).
-- Linear probes (PIRL sec. 5.1 / Goyal et al. 2019): one linear classifier per
+- Linear probes (Misra & van der Maaten 2019, sec. 5.1; Goyal et al. 2019): one linear classifier per
   tap (conv1, res2..res5) on globally average-pooled, standardised, frozen
   features.
-- Invariance (PIRL sec. 5.2, Fig. 3): for test images, the l2 distance between
-  the normalised f(v_I) and g(v_I^t); the samples are kept for histograms.
+- Invariance (Misra & van der Maaten 2019, sec. 5.2, Fig. 3): for test images, the l2 distance
+  between the method's two normalised representations of an image and of its transformed
+  version (``Method.invariance_pair``); the samples are kept for histograms.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def invariance_distances(
     device: torch.device | str = "cpu",
 ) -> np.ndarray | None:
     """l2 distance between the method's two normalised representations of each image, e.g.
-    f(v_I) and g(v_I^t) for PIRL (Fig. 3); None for a method without an invariance pair."""
+    f(v_I) and g(v_I^t) (Misra & van der Maaten 2019, Fig. 3); None for a method without an invariance pair."""
     views = method.invariance_views(method.config, images.shape[1])
     if views is None:
         return None

@@ -2,7 +2,7 @@
 
 A study script is declarative::
 
-    STUDY = Study(name="pirl_lambda", method="pirl", grid={"loss_weight": [0, .25, .5, .75, 1]})
+    STUDY = Study(name="<method>_<knob>", method="<method>", grid={"<knob>": [0.0, 0.5, 1.0]})
     if __name__ == "__main__":
         STUDY.main()
 

@@ -11,10 +11,11 @@ from the registry, wrap it for data parallelism, build the optimiser its
 configuration names (``Method.parameter_groups``, ``blocks.optim``), then per
 step ``method(batch, ctx)`` (= ``training_step``) → backward → optimiser step →
 warm-up + cosine LR step → ``method.after_step(batch, ctx)``, where ``ctx``
-(``StepContext``) says the global step, the total steps, the epoch and the world size. Each epoch reports its mean losses to Ray
-(and so to Tune) with a checkpoint holding the model (method buffers such as
-the memory bank included), the optimizer, the schedule and the history; the
-last epoch adds the evaluation of the frozen backbone. The loop knows nothing
+(``StepContext``) says the global step, the total steps, the epoch and the
+world size. Each epoch reports its mean losses to Ray (and so to Tune) with a
+checkpoint holding the model (every method buffer included), the optimizer,
+the schedule and the history; the last epoch adds the evaluation of the frozen
+backbone. The loop knows nothing
 about any particular method.
 """
 

@@ -167,6 +167,7 @@ def blur_kernel_size(size: int) -> int:
 
     SimCLR (``data_util.random_blur``: ``kernel_size = height // 10``, radius = kernel_size // 2,
     kernel 2 * radius + 1) and BYOL (23 for 224 px) use this; 3 at 32 px, 9 at 96 px, 23 at 224 px.
+    Below 20 px it is 1, i.e. no blur (and no random draws for it).
     """
     return 2 * ((size // 10) // 2) + 1
 

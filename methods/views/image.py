@@ -35,15 +35,16 @@ class ImageView:
     Output: float32 N x 3 x size x size per key, normalised with the dataset's statistics. The
     keys are ``(name,)`` for one copy, else ``name_0 .. name_{copies-1}``: independent draws of the
     same augmentation (a Siamese method's two views), drawn one copy after the other, so the
-    output equals that of separate views ``replace(view, name=f"{name}_{i}", copies=1)``. Evaluation mode (``train=False``) is a plain
-    resize of the full image to ``size`` (the same for every copy).
+    output equals that of the separate views ``replace(view, name=f"{name}_{i}", copies=1)``.
+    Evaluation mode (``train=False``) is a plain resize of the full image to ``size`` (the same
+    for every copy).
 
     Per sample, in this order (BYOL's and SimCLR's; flip commutes with the rest, so MoCo v2's
     flip-last order gives the same distribution): crop, flip, colour jitter with probability
     ``jitter_prob`` (the enabled ops of ColorJitter(b, c, s, h) in a random order), grayscale
     with probability ``grayscale``, Gaussian blur with probability ``blur_prob`` (sigma uniform in
-    ``blur_sigma``, kernel ~10% of ``size``, odd: ``colour.blur_kernel_size``), solarisation
-    with probability ``solarize_prob``. The defaults are PIRL's v_I; blur, solarisation and hue
+    ``blur_sigma``, kernel ~10% of ``size``, odd: ``colour.blur_kernel_size``; none below 20 px),
+    solarisation with probability ``solarize_prob``. The defaults are PIRL's v_I; blur, solarisation and hue
     are off by default and draw no random numbers when off, so the defaults' output for a given
     generator never changes. Asymmetric views (BYOL) are separate instances with their own
     probabilities and names.

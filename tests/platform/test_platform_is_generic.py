@@ -1,0 +1,22 @@
+"""The platform never names a particular method: everything it knows comes through the contract."""
+
+import re
+from pathlib import Path
+
+from sslab import methods
+from sslab.methods.blocks.config import MethodConfig
+
+PLATFORM = Path(__file__).resolve().parents[2] / "platform"
+
+
+def test_no_platform_file_names_a_method_or_its_knobs():
+    generic = MethodConfig.field_names()  # the optimiser fields every method shares
+    words = set(methods.names())
+    for name in methods.names():
+        cls = methods.get(name)
+        words |= {cls.__name__.lower()} | (cls.Config.field_names() - generic)
+    words -= {"temperature"}  # also the kNN's τ, a platform setting of its own
+    pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, words))) + r")\b", re.IGNORECASE)
+    hits = [f"{path.name}:{n}: {line.strip()}" for path in sorted(PLATFORM.glob("*.py"))
+            for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not hits, "platform/ names a method or one of its knobs:\n" + "\n".join(hits)
