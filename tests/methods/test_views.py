@@ -8,7 +8,6 @@ numbers frozen before the Siamese-family extensions (PIRL's results depend on th
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from dataclasses import dataclass, replace
 
@@ -217,20 +216,6 @@ def test_bad_inputs_raise_clear_errors():
         JigsawView(num_permutations=0)
     with pytest.raises(ValueError, match="scale"):
         ImageView(scale=(0.5, 0.2))
-
-
-def test_throughput_512_cifar_images():
-    """The performance goal is well under 0.5 s for 512 images (~0.05 s measured on 2 cores);
-    the bound here is loose so a busy CI machine does not fail it."""
-    images = _images(512)
-    views = [ImageView(), JigsawView()]
-    apply_views(views, images, np.random.default_rng(0), stats=STATS)
-    times = []
-    for seed in range(3):
-        start = time.perf_counter()
-        apply_views(views, images, np.random.default_rng(seed), stats=STATS)
-        times.append(time.perf_counter() - start)
-    assert min(times) < 2.0, times
 
 
 # --------------------------------------------------------------------------- the open view set
