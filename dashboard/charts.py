@@ -13,20 +13,22 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from sslab.platform import metrics
+
 #: metrics a trial row may carry, in the order a reader looks for them
-TRIAL_METRICS = ("knn_top1", "invariance_l2_mean", "loss")
+TRIAL_METRICS = (metrics.KNN, metrics.INVARIANCE, metrics.LOSS)
 FINISHED = ("ok", "failed", "stopped")
 MAX_LINES = 20
 
 
 def probe_taps(frame: pd.DataFrame) -> list[str]:
-    """The probed taps in the store's own order (conv1, res2, ..., res5 for a ResNet)."""
-    return [c[len("probe_"):-len("_top1")] for c in frame.columns if c.startswith("probe_") and c.endswith("_top1")]
+    """The probed taps, shallowest first (conv1, res2, ..., res5 for a ResNet)."""
+    return [metrics.probe_tap(c) for c in metrics.probe_columns(frame.columns)]
 
 
 def trial_metrics(trials: pd.DataFrame) -> list[str]:
     present = [m for m in TRIAL_METRICS if m in trials]
-    return present[:1] + [f"probe_{t}_top1" for t in probe_taps(trials)] + present[1:]
+    return present[:1] + [metrics.probe(t) for t in probe_taps(trials)] + present[1:]
 
 
 def is_log_scale(values: pd.Series) -> bool:
@@ -56,6 +58,9 @@ def ablation_points(trials: pd.DataFrame, knob: str, metric: str) -> pd.DataFram
     ok = trials[(trials["status"] == "ok") & trials[metric].notna() & trials[column].notna()]
     if ok.empty:
         return pd.DataFrame(columns=columns)
+    if "method" in ok:  # a study comparing methods draws one curve per method
+        several = ok.groupby("study")["method"].transform("nunique") > 1
+        ok = ok.assign(study=ok["study"].astype(str).where(~several, ok["study"].astype(str) + " · " + ok["method"].astype(str)))
     points = (ok.groupby(["study", column])[metric].agg(mean="mean", std="std", n="count")
               .reset_index().rename(columns={column: "value"}))
     return points.sort_values(["study", "value"]).reset_index(drop=True)[columns]
@@ -102,9 +107,9 @@ def probe_profile(trials: pd.DataFrame, by: str = "method") -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     ok = trials[trials["status"] == "ok"]
     group = ok["study"] + " · " + ok["method"].astype(str) if by == "method" else ok["label"]
-    long = ok.assign(group=group).melt(id_vars="group", value_vars=[f"probe_{t}_top1" for t in taps],
+    long = ok.assign(group=group).melt(id_vars="group", value_vars=[metrics.probe(t) for t in taps],
                                        var_name="tap", value_name="accuracy").dropna(subset=["accuracy"])
-    long["tap"] = long["tap"].str.removeprefix("probe_").str.removesuffix("_top1")
+    long["tap"] = long["tap"].map(metrics.probe_tap)
     profile = long.groupby(["group", "tap"], sort=False)["accuracy"].agg(mean="mean", std="std", n="count").reset_index()
     profile["tap"] = pd.Categorical(profile["tap"], categories=taps, ordered=True)
     return profile.sort_values(["group", "tap"]).reset_index(drop=True)[columns]

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.fs as pafs
 
-from sslab.platform import summary
+from sslab.platform import metrics, summary
 from sslab.platform.results import SCHEMA_VERSION, ResultsStore, results_root
 
 TABLES = ("trials", "epochs", "baselines", "invariance")
@@ -50,7 +50,7 @@ class StudyData:
 
     @property
     def metric(self) -> str:
-        metric = self.meta.get("metric") or "knn_top1"
+        metric = self.meta.get("metric") or metrics.KNN
         return metric[0] if isinstance(metric, list) else metric
 
     @property
@@ -213,7 +213,8 @@ def status_of(data: StudyData, now: float | None = None) -> StudyStatus:
     running = int((trials["status"] == "running").sum()) if not trials.empty else 0
     if running:
         counts["running"] = running
-    status = StudyStatus(data.name, data.kind, str(data.meta.get("method", "?")), "", len(finished), data.total,
+    method = ", ".join(data.meta.get("methods") or [str(data.meta.get("method", "?"))])
+    status = StudyStatus(data.name, data.kind, method, "", len(finished), data.total,
                          counts=counts, updated=data.updated, problem=data.problem)
     status.state = _state(data, len(finished), now)
     cost = summary.totals(finished) if not finished.empty else {}

@@ -96,3 +96,21 @@ def test_parallel_coordinates_use_log10_for_wide_knobs(search):
     labels = [d.label for d in fig.data[0].dimensions]
     assert labels == ["log10 temperature", "loss_weight", "log10 num_negatives", "knn_top1"]
     assert len(fig.data[0].dimensions[0].values) == 10
+
+
+def test_a_study_comparing_methods_draws_one_ablation_curve_per_method():
+    import pandas as pd
+
+    from sslab.dashboard import charts
+
+    trials = pd.DataFrame({
+        "study": ["cmp"] * 4 + ["solo"] * 2,
+        "method": ["pirl", "pirl", "simclr", "simclr", "pirl", "pirl"],
+        "status": "ok",
+        "config/temperature": [0.1, 0.2, 0.1, 0.2, 0.1, 0.2],
+        "knn_top1": [0.30, 0.32, 0.40, 0.44, 0.25, 0.27],
+    })
+    points = charts.ablation_points(trials, "temperature", "knn_top1")
+    assert sorted(points["study"].unique()) == ["cmp · pirl", "cmp · simclr", "solo"]
+    simclr = points[points["study"] == "cmp · simclr"]
+    assert simclr["mean"].tolist() == [0.40, 0.44]
