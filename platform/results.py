@@ -14,9 +14,11 @@ Schema (version 1)
 ------------------
 trials: ``trial_id`` (stable across re-runs: method, configuration and seed),
 ``method``, ``seed``, ``status`` (``ok`` / ``failed`` / ``stopped``), ``error``,
-``config/<name>`` per hyperparameter, ``knn_top1``, ``probe_<tap>_top1`` per
+``config/<name>`` per hyperparameter (the union over a study's methods; a
+method without a knob has none), ``knn_top1``, ``probe_<tap>_top1`` per
 probed tap, ``invariance_l2_mean``, ``loss``, ``epochs``, ``wall_s``,
-``images_seen``, ``finished_at``.
+``images_seen``, ``finished_at``. The metric names are defined in
+``platform/metrics.py``.
 epochs: ``trial_id``, ``epoch``, ``loss`` and every other per-epoch metric.
 baselines: ``backbone``, ``seed``, ``knn_top1``, ``probe_<tap>_top1``.
 invariance: ``trial_id``, ``distance``.

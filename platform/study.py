@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from sslab import methods
+from sslab.platform import metrics
 from sslab.platform.profiles import Profile
 
 
@@ -66,7 +67,7 @@ class Study:
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: int = 1
     #: one metric, or several (multi-objective search, e.g. ["knn_top1", "device_s"])
-    metric: str | list[str] = "knn_top1"
+    metric: str | list[str] = metrics.KNN
     mode: str | list[str] = "max"
     profile: str = "local"
     #: smaller grids for some profiles, e.g. {"local": {...}}

@@ -157,3 +157,24 @@ def test_channels_last_trains_the_model_in_nhwc(ray_local, tmp_path):
     assert weights and all(v.is_contiguous(memory_format=torch.channels_last) for v in weights.values())
     with pytest.raises(ValueError, match="channels_last"):
         TINY.with_overrides(channels_last="yes")
+
+
+def test_the_loop_hands_every_step_its_context_and_resumes_counting(ray_local, tmp_path, monkeypatch):
+    """ctx.step is the global optimiser step across epochs and across a resume, so a method's
+    own schedules (BYOL's momentum, MoCo's m) continue where they were."""
+    from sslab.methods.pirl import PIRL
+
+    seen = []
+    original = PIRL.after_step
+
+    def recording(self, batch, ctx):
+        seen.append((ctx.step, ctx.epoch, ctx.total_steps, ctx.world_size))
+        return original(self, batch, ctx)
+
+    monkeypatch.setattr(PIRL, "after_step", recording)
+    profile = TINY.with_overrides(epochs=3)
+    _in_process(tmp_path, profile, crash_after_epoch=0)  # the process dies after epoch 0 ...
+    _in_process(tmp_path, profile)  # ... and the trial resumes
+    assert [s for s, *_ in seen] == list(range(12))
+    assert [e for _, e, *_ in seen] == [0] * 4 + [1] * 4 + [2] * 4
+    assert {(total, world) for *_, total, world in seen} == {(12, 1)}
