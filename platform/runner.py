@@ -117,6 +117,7 @@ def run_study(
     if seeds < 1:
         raise ValueError(f"--seeds = {seeds} must be at least 1")
     study.validate(profile)
+    _check_profile_fits(profile, address)
     store = ResultsStore(results_root(root), study.name)
     store.check_writable()
     _check_same_data(store, profile)
@@ -168,6 +169,29 @@ def run_study(
     trials = store.read("trials")
     progress.summary(trials, store.read("baselines"))
     return trials
+
+
+def _check_profile_fits(profile: Profile, address: str | None) -> None:
+    """What is known to fail before any work, refused before Ray starts and before the store is touched."""
+    workers = max(1, profile.num_workers)
+    global_batch = profile.batch_size * workers
+    if profile.train_subset is not None and profile.train_subset < global_batch:
+        raise ValueError(
+            f"--subset {profile.train_subset} is smaller than one training batch of profile {profile.name!r} "
+            f"({profile.batch_size} images × {workers} worker(s)): use --subset {global_batch} or more"
+        )
+    import ray
+
+    joins_a_cluster = bool(address or os.environ.get("RAY_ADDRESS")) or ray.is_initialized()
+    if profile.use_gpu and not joins_a_cluster:
+        import torch
+
+        if torch.cuda.device_count() == 0:
+            raise ValueError(
+                f"profile {profile.name!r} trains on GPUs, and this machine has none and no cluster is given: "
+                "run it on a cluster (ray up cluster.yaml, then the same command there, or --address), "
+                "or use --profile local"
+            )
 
 
 def _check_same_data(store: ResultsStore, profile: Profile) -> None:

@@ -297,3 +297,24 @@ def test_the_janitor_frees_only_orphaned_sslab_worker_groups(ray_local):
     ray.kill(worker)
     for group in (busy, foreign):
         remove_placement_group(group)
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--subset", "3"], "--subset 3 is smaller than one training batch of profile 'local' (64 images × 1 worker(s)): use --subset 64"),
+    (["--profile", "cifar"], "profile 'cifar' trains on GPUs, and this machine has none"),
+])
+def test_what_cannot_run_is_refused_in_one_line_before_ray_starts(tmp_path, flags, says):
+    import subprocess
+    import sys
+
+    import torch
+
+    if "cifar" in flags and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"SSLAB_RESULTS": str(tmp_path)}
+    done = subprocess.run([sys.executable, "studies/pirl_lambda.py", *flags], env=env, cwd=Path(__file__).parents[2],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    lines = done.stdout.strip().splitlines()
+    # one line and nothing else: Ray never started (ray.init would have logged), no trace back
+    assert done.returncode == 2 and len(lines) == 1 and says in lines[0], done.stdout[-2000:]
+    assert not any(tmp_path.iterdir())  # nothing written to the store
