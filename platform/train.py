@@ -21,6 +21,7 @@ about any particular method.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -35,6 +36,7 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
+import torch.distributed as dist
 
 from sslab import methods
 from sslab.methods.base import DataInfo, Method, StepContext
@@ -48,8 +50,21 @@ from sslab.platform.profiles import Profile
 CHECKPOINT_FILE = "state.pt"
 
 
-class NonFiniteLossError(FloatingPointError):
+#: the result key of a trial that failed in a way no retry can mend (its value: the one-line cause)
+FAILURE = "failure"
+
+
+class DeterministicTrialError(Exception):
+    """A failure that would happen again on a retry (a non-finite loss, an empty epoch): the trial
+    reports it as its last result and ends, instead of raising into Tune's and Train's retries."""
+
+
+class NonFiniteLossError(DeterministicTrialError, FloatingPointError):
     """The loss became NaN or infinite; the trial stops, the study goes on."""
+
+
+class EmptyEpochError(DeterministicTrialError, ValueError):
+    """An epoch produced no full batch."""
 
 
 _NAN_MESSAGE = re.compile(r"loss became (?:NaN|infinite) at epoch \d+ step \d+[^\n]*")
@@ -222,86 +237,106 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             return
 
     shard = session.dataset()
-    for epoch in range(start_epoch, profile.epochs):
-        method.train()
-        sums: dict[str, float] = defaultdict(float)
-        steps, epoch_start = 0, time.perf_counter()
-        for step, batch in enumerate(
-            shard.iter_torch_batches(
-                batch_size=profile.batch_size,
-                drop_last=True,
-                device=device,
-                local_shuffle_buffer_size=profile.shuffle_buffer or None,
-                # a new, reproducible batch order every epoch (and on every retry of that epoch)
-                local_shuffle_seed=(spec.seed * 1_000_003 + epoch * 1_009 + rank) if profile.shuffle_buffer else None,
-            )
-        ):
-            if profile.channels_last:
-                batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
-                         for k, v in batch.items()}
-            ctx = StepContext(step=schedule.last_epoch, total_steps=total_steps, epoch=epoch,
-                              world_size=world_size, rank=rank)
-            with autocast:
-                loss, step_metrics = model(batch, ctx)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss became NaN at epoch {epoch} step {step} (value {loss.item()}); "
-                    "lower the learning rate or check the method's temperature"
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, profile.epochs):
+            method.train()
+            sums: dict[str, float] = defaultdict(float)
+            steps, epoch_start = 0, time.perf_counter()
+            for step, batch in enumerate(
+                shard.iter_torch_batches(
+                    batch_size=profile.batch_size,
+                    drop_last=True,
+                    device=device,
+                    local_shuffle_buffer_size=profile.shuffle_buffer or None,
+                    # a new, reproducible batch order every epoch (and on every retry of that epoch)
+                    local_shuffle_seed=(spec.seed * 1_000_003 + epoch * 1_009 + rank) if profile.shuffle_buffer else None,
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            method.after_step(batch, ctx)
-            for key, value in step_metrics.items():
-                sums[key] += float(value)
-            steps += 1
-        if steps == 0:
-            raise ValueError(
-                f"epoch {epoch} produced no full batch of {profile.batch_size} images on worker {rank}; "
-                "the dataset is empty or smaller than batch_size × workers: lower batch_size or use more data"
-            )
-        train_seconds += time.perf_counter() - epoch_start
-        images_seen += steps * profile.batch_size * world_size
-        metrics: dict[str, Any] = {key: value / steps for key, value in sums.items()}
-        metrics.update(
-            epoch=epoch,
-            lr=optimizer.param_groups[0]["lr"],
-            images_seen=images_seen,
-            epoch_s=time.perf_counter() - epoch_start,
-            restarts=restarts,
-        )
-        eval_start = time.perf_counter()
-        if rank == 0 and spec.eval_data is not None:
-            if epoch == profile.epochs - 1:
-                metrics.update(
-                    evaluate_for_profile(backbone, _eval_arrays(spec), profile, seed=spec.seed, method=method, device=device)
+            ):
+                if profile.channels_last:
+                    batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+                             for k, v in batch.items()}
+                ctx = StepContext(step=schedule.last_epoch, total_steps=total_steps, epoch=epoch,
+                                  world_size=world_size, rank=rank)
+                with autocast:
+                    loss, step_metrics = model(batch, ctx)
+                if not _finite_on_every_worker(loss, world_size):
+                    raise NonFiniteLossError(
+                        f"loss became NaN at epoch {epoch} step {step} (value {loss.item()}); "
+                        "lower the learning rate or check the method's temperature"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                method.after_step(batch, ctx)
+                for key, value in step_metrics.items():
+                    sums[key] += float(value)
+                steps += 1
+            if steps == 0:
+                raise EmptyEpochError(
+                    f"epoch {epoch} produced no full batch of {profile.batch_size} images on worker {rank}; "
+                    "the dataset is empty or smaller than batch_size × workers: lower batch_size or use more data"
                 )
-            else:
-                metrics[names.KNN] = monitor_knn(backbone, _eval_arrays(spec), profile, device)
-        eval_seconds += time.perf_counter() - eval_start
-        history.append({k: v for k, v in metrics.items() if k != "invariance_samples"})
-        metrics["train_s"] = train_seconds
-        metrics["eval_s"] = eval_seconds  # per-epoch monitor kNN and the final evaluation
-        # compute spent: seconds of every device the trial holds (GPUs, or the workers' CPUs)
-        metrics["device_s"] = train_seconds * world_size * (1 if profile.use_gpu else profile.cpus_per_worker)
-        state = None
-        if rank == 0:
-            state = {
-                "model": method.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "epoch": epoch,
-                "history": history,
-                "images_seen": images_seen,
-                "train_seconds": train_seconds,
-                "eval_seconds": eval_seconds,
-                "rng": torch.get_rng_state(),
-                "restarts": restarts,
-                "last_metrics": {**metrics, "history": list(history)},
-            }
-        metrics["history"] = list(history)
-        session.report(metrics, state)
+            train_seconds += time.perf_counter() - epoch_start
+            images_seen += steps * profile.batch_size * world_size
+            metrics: dict[str, Any] = {key: value / steps for key, value in sums.items()}
+            metrics.update(
+                epoch=epoch,
+                lr=optimizer.param_groups[0]["lr"],
+                images_seen=images_seen,
+                epoch_s=time.perf_counter() - epoch_start,
+                restarts=restarts,
+            )
+            eval_start = time.perf_counter()
+            if rank == 0 and spec.eval_data is not None:
+                if epoch == profile.epochs - 1:
+                    metrics.update(
+                        evaluate_for_profile(backbone, _eval_arrays(spec), profile, seed=spec.seed, method=method, device=device)
+                    )
+                else:
+                    metrics[names.KNN] = monitor_knn(backbone, _eval_arrays(spec), profile, device)
+            eval_seconds += time.perf_counter() - eval_start
+            history.append({k: v for k, v in metrics.items() if k != "invariance_samples"})
+            metrics["train_s"] = train_seconds
+            metrics["eval_s"] = eval_seconds  # per-epoch monitor kNN and the final evaluation
+            # compute spent: seconds of every device the trial holds (GPUs, or the workers' CPUs)
+            metrics["device_s"] = train_seconds * world_size * (1 if profile.use_gpu else profile.cpus_per_worker)
+            state = None
+            if rank == 0:
+                state = {
+                    "model": method.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "epoch": epoch,
+                    "history": history,
+                    "images_seen": images_seen,
+                    "train_seconds": train_seconds,
+                    "eval_seconds": eval_seconds,
+                    "rng": torch.get_rng_state(),
+                    "restarts": restarts,
+                    "last_metrics": {**metrics, "history": list(history)},
+                }
+            metrics["history"] = list(history)
+            session.report(metrics, state)
+    except DeterministicTrialError as err:
+        # no retry can mend it: report the cause as the trial's last result and end normally, so
+        # neither Tune nor Ray Train starts it again (a raised error would cost max_failures + 1 attempts)
+        session.report({
+            FAILURE: str(err), "failed_epoch": epoch, "epoch": epoch - 1, names.KNN: math.nan, names.LOSS: math.nan,
+            "images_seen": images_seen, "train_s": train_seconds, "eval_s": eval_seconds, "restarts": restarts,
+            "device_s": train_seconds * world_size * (1 if profile.use_gpu else profile.cpus_per_worker),
+            "history": list(history),
+        }, None)
+
+
+def _finite_on_every_worker(loss: torch.Tensor, world_size: int) -> bool:
+    """Whether the loss is finite on every data-parallel worker, so that all of them stop together
+    (one stopping alone would leave the others waiting in the gradient all-reduce)."""
+    finite = torch.isfinite(loss.detach()).float()
+    if world_size > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())
 
 
 def _eval_arrays(spec: TrialSpec) -> dict[str, np.ndarray]:

@@ -18,7 +18,7 @@ from sslab import methods
 from sslab.platform import metrics as names
 from sslab.platform.results import ResultsStore
 from sslab.platform.study import trial_key
-from sslab.platform.train import root_cause
+from sslab.platform.train import FAILURE, root_cause
 from sslab.platform.trial import split_trial_config
 
 #: result keys that describe bookkeeping, not per-epoch metrics
@@ -70,6 +70,9 @@ class StoreCallback(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         key, row = self._identity(trial)
         result = trial.last_result or {}
+        if result.get(FAILURE):  # a failure no retry can mend, reported by the loop as its last result
+            self._record_failure(key, row, trial, result, result[FAILURE], epochs=int(result.get("failed_epoch", 0)))
+            return
         epochs = int(result.get("epoch", -1)) + 1
         finished = epochs >= self.profile.epochs
         if not finished and not self.stops_early:
@@ -92,7 +95,7 @@ class StoreCallback(Callback):
             device_s=float(result.get("device_s", math.nan)),
             device="gpu" if self.profile.use_gpu else "cpu",
             images_seen=int(result.get("images_seen", 0)),
-            restarts=int(result.get("restarts", 0)),
+            restarts=max(int(result.get("restarts", 0)), int(trial.num_failures)),
             finished_at=time.time(),
         )
         if result.get("invariance_samples"):
@@ -104,16 +107,22 @@ class StoreCallback(Callback):
         key, row = self._identity(trial)
         result = trial.last_result or {}
         error = trial.get_error()
+        cause = root_cause(error) if error is not None else "unknown error (see the trial's error file)"
+        self._record_failure(key, row, trial, result, cause, epochs=int(result.get("epoch", -1)) + 1)
+
+    def _record_failure(self, key: str, row: dict[str, Any], trial, result: dict[str, Any], cause: str,
+                        *, epochs: int) -> None:
         row.update(
             status="failed",
-            error=root_cause(error) if error is not None else "unknown error (see the trial's error file)",
+            error=cause,
             loss=float(result.get("loss", math.nan)),
-            epochs=int(result.get("epoch", -1)) + 1,
+            epochs=epochs,
             wall_s=time.time() - self._started.get(trial.trial_id, time.time()),
             device_s=float(result.get("device_s", math.nan)),
             device="gpu" if self.profile.use_gpu else "cpu",
             images_seen=int(result.get("images_seen", 0)),
-            restarts=int(result.get("restarts", 0)),
+            # Tune's retries of a lost process, or the loop's own count of resumes, whichever saw more
+            restarts=max(int(result.get("restarts", 0)), int(trial.num_failures)),
             finished_at=time.time(),
         )
         self.store.record_trial(row)

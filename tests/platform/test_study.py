@@ -318,3 +318,17 @@ def test_what_cannot_run_is_refused_in_one_line_before_ray_starts(tmp_path, flag
     # one line and nothing else: Ray never started (ray.init would have logged), no trace back
     assert done.returncode == 2 and len(lines) == 1 and says in lines[0], done.stdout[-2000:]
     assert not any(tmp_path.iterdir())  # nothing written to the store
+
+
+@needs_cifar
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "torch-trainer"])
+def test_a_nan_trial_costs_one_attempt_and_the_study_goes_on(ray_local, tmp_path, workers):
+    """lr 1e30 makes the second step's loss NaN, every time: the trial is recorded failed with the
+    epoch and step at once, not retried max_failures times; the other trial still runs."""
+    study = Study(name="nan", method="pirl", grid={"base_lr": [1e30, 0.05]}, base={"num_negatives": 64})
+    trials = run_study(study, profile=SMALL.with_overrides(num_workers=workers, max_failures=2), root=tmp_path,
+                       quiet=True).set_index("config/base_lr")
+    failed, ok = trials.loc[1e30], trials.loc[0.05]
+    assert failed.status == "failed" and failed.error.startswith("loss became NaN at epoch 0 step 1"), failed.error
+    assert failed.restarts == 0 and failed.epochs == 0  # one attempt: Tune started it once
+    assert ok.status == "ok", ok.error

@@ -24,6 +24,7 @@ def _trial(loss_weight, last_result, error=None):
         config={"method": "pirl", "loss_weight": loss_weight, "seed": 1},
         last_result=last_result,
         get_error=lambda: error,
+        num_failures=0,
     )
 
 
@@ -84,3 +85,21 @@ def test_callback_pickles_without_its_live_display(tmp_path):
     callback = StoreCallback(ResultsStore(tmp_path, "s"), STUDY, PROFILE, progress=object())
     clone = pickle.loads(pickle.dumps(callback))
     assert clone.progress is None and clone.store.location == callback.store.location
+
+
+def test_a_failure_reported_as_the_last_result_is_recorded_failed_with_its_cause(tmp_path):
+    store = ResultsStore(tmp_path, "s")
+    callback = StoreCallback(store, STUDY, PROFILE, _Silent())
+    trial = _trial(0.5, {})
+    callback.on_trial_start(0, [], trial)
+    trial.last_result = {"failure": "loss became NaN at epoch 1 step 3 (value nan); lower the learning rate",
+                         "failed_epoch": 1, "epoch": 0, "knn_top1": float("nan"), "images_seen": 128,
+                         "device_s": 2.0, "restarts": 0, "history": [{"epoch": 0, "loss": 9.0}]}
+    callback.on_trial_complete(0, [], trial)
+    row = store.read("trials").iloc[0]
+    assert row.status == "failed" and row.error.startswith("loss became NaN at epoch 1 step 3")
+    assert row.epochs == 1 and row.images_seen == 128 and row.restarts == 0
+    retried = _trial(0.0, {"epoch": 2, "restarts": 0}, error=RuntimeError("node lost"))
+    retried.num_failures = 2  # Tune started it twice more
+    callback.on_trial_error(0, [], retried)
+    assert store.read("trials").set_index("config/loss_weight").loc[0.0, "restarts"] == 2
