@@ -272,7 +272,7 @@ def load_split(dataset: str, split: str = "train", *, root: Path | None = None,
                          "(a folder with one sub-folder per class) or 'parquet:<path>'")
     if subset is None:
         return full
-    return _take_subset(full, subset, seed, f"{dataset} {split}")
+    return take_subset(full, subset, seed, f"{dataset} {split}")
 
 
 def train_normalization(dataset: str, *, root: Path | None = None, image_size: int | None = None,
@@ -949,7 +949,9 @@ def _subset_quotas(counts: np.ndarray, k: int) -> np.ndarray:
     return quota
 
 
-def _take_subset(full: Split, k: int, seed: int, what: str) -> Split:
+def take_subset(full: Split, k: int, seed: int, what: str = "the split") -> Split:
+    """A class-balanced subset of ``k`` images drawn with ``seed`` (what ``load_split(subset=k)`` returns)."""
+    _check_subset_arg(k)
     n = len(full.labels)
     if k > n:
         raise ValueError(f"subset = {k} is larger than {what} ({n} images); use subset <= {n} or None for all")

@@ -264,7 +264,7 @@ def _load_capped(profile: Profile, split: str, subset: int | None, root, progres
     """A split at the profile's image size, with the profile's subset, or all of it when the
     dataset is smaller than the subset (the profiles' sizes are CIFAR's; a small ImageFolder is
     used whole, and the run says so)."""
-    from sslab.platform.data import load_split
+    from sslab.platform.data import load_split, take_subset
 
     whole = load_split(profile.dataset, split, root=root, seed=0, image_size=profile.image_size)
     if subset is None or subset >= len(whole.labels):
@@ -272,7 +272,7 @@ def _load_capped(profile: Profile, split: str, subset: int | None, root, progres
             progress.note(f"the {split} split of {profile.dataset} has {len(whole.labels)} images (fewer than the "
                           f"profile's {subset}): using all of them")
         return whole
-    return load_split(profile.dataset, split, root=root, subset=subset, seed=0, image_size=profile.image_size)
+    return take_subset(whole, subset, seed=0, what=f"{profile.dataset} {split}")
 
 
 def _missing_baseline_seeds(store: ResultsStore, profile: Profile, seeds: int) -> list[int]:

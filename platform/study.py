@@ -124,7 +124,7 @@ class Study:
     def paper_defaults(self, method: str | None = None) -> dict[str, Any]:
         """A method's own default (the paper's value) of every knob the study varies."""
         defaults = methods.get(method or self.method_names[0]).Config()
-        return {k: getattr(defaults, k) for k in self.knobs if hasattr(defaults, k)}
+        return {k: getattr(defaults, k) for k in self.knobs if k in defaults.field_names()}
 
     def symbols(self) -> dict[str, str]:
         """Hyperparameter name → paper symbol (λ, τ, ...), over the study's methods."""
