@@ -71,7 +71,7 @@ class EpochCheckpoints:
         for epoch in reversed(self._epochs()):
             try:
                 with self.fs.open_input_file(self._path(epoch)) as src:
-                    return torch.load(io.BytesIO(src.read()), map_location="cpu", weights_only=False)
+                    return torch.load(io.BytesIO(src.read()), map_location="cpu", weights_only=True)
             except Exception as err:  # noqa: BLE001 - any unreadable file: fall back to the previous epoch
                 log.warning("checkpoint %s does not load (%s); resuming from the one before it",
                             self._path(epoch), err)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections import defaultdict
@@ -109,15 +110,26 @@ class TrialSpec:
         return backbone, self.method_class.build(self.config(), backbone, self.data)
 
 
-def _save_checkpoint(state: dict[str, Any]) -> ray.train.Checkpoint:
+def _report_with_checkpoint(metrics: dict[str, Any], state: dict[str, Any], *, persisted: bool) -> None:
+    """``ray.train.report`` with the state as a checkpoint, staged in a temporary folder that is
+    removed once Ray has copied it to the run's storage (report returns after the upload), so
+    nothing accumulates in a node's temporary folder over a long trial. Train's local mode
+    (``num_workers=0`` through a TorchTrainer, tests only) keeps the folder itself as the
+    checkpoint (``persisted=False``), so there it stays."""
     directory = tempfile.mkdtemp(prefix="sslab-ckpt-")
-    torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
-    return ray.train.Checkpoint.from_directory(directory)
+    try:
+        torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+    finally:
+        if persisted:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _load_checkpoint(checkpoint: ray.train.Checkpoint) -> dict[str, Any]:
+    """The state of a checkpoint, loaded as tensors and plain types only (``weights_only``): a
+    checkpoint on a shared bucket can never run code on the node that resumes from it."""
     with checkpoint.as_directory() as directory:
-        return torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=False)
+        return torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
 
 
 class RayTrainSession:
@@ -127,6 +139,8 @@ class RayTrainSession:
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device() if profile.use_gpu else torch.device("cpu")
+        #: Train copies a reported checkpoint to the run's storage, except in its local mode (no workers)
+        self._persisted = profile.num_workers >= 1
 
     def dataset(self):
         return ray.train.get_dataset_shard("train")
@@ -146,7 +160,10 @@ class RayTrainSession:
         return _load_checkpoint(checkpoint) if checkpoint is not None else None
 
     def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
-        ray.train.report(metrics, checkpoint=_save_checkpoint(state) if state is not None else None)
+        if state is None:
+            ray.train.report(metrics)
+        else:
+            _report_with_checkpoint(metrics, state, persisted=self._persisted)
 
 
 class InProcessSession:

@@ -41,3 +41,23 @@ def test_a_truncated_newest_file_falls_back_to_the_one_before(tmp_path, caplog):
 def test_keep_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="keep"):
         EpochCheckpoints(str(tmp_path), keep=0)
+
+
+class _RunsCode:
+    """A pickled object whose loading would call os.system: what a hostile bucket could hold."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch hacked",))
+
+
+def test_a_checkpoint_is_loaded_as_tensors_and_plain_types_only(tmp_path, caplog, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    checkpoints = EpochCheckpoints(str(tmp_path / "trial"), keep=2)
+    checkpoints.save(_state(1), 1)
+    checkpoints.save({"epoch": 2, "payload": _RunsCode()}, 2)
+    with caplog.at_level(logging.WARNING):
+        assert checkpoints.latest()["epoch"] == 1  # the newest is refused, the one before is used
+    assert "epoch-000002.pt does not load" in caplog.text
+    assert not (tmp_path / "hacked").exists()

@@ -176,3 +176,14 @@ def test_the_loop_hands_every_step_its_context_and_resumes_counting(ray_local, t
     assert [s for s, *_ in seen] == list(range(12))
     assert [e for _, e, *_ in seen] == [0] * 4 + [1] * 4 + [2] * 4
     assert {(total, world) for *_, total, world in seen} == {(12, 1)}
+
+
+def test_train_worker_checkpoints_leave_nothing_in_the_temporary_folder(ray_local, tmp_path):
+    import glob
+    import tempfile
+
+    pattern = f"{tempfile.gettempdir()}/sslab-ckpt-*"
+    before = set(glob.glob(pattern))
+    result, _ = _fit(tmp_path, TINY.with_overrides(num_workers=1, epochs=3), name="tmp")
+    assert result.checkpoint is not None and _load_checkpoint(result.checkpoint)["epoch"] == 2
+    assert set(glob.glob(pattern)) - before == set()  # 3 epochs, 3 checkpoints, no folder left behind
