@@ -199,7 +199,9 @@ class Split:
 
     def __post_init__(self) -> None:
         if self.normalization is None and len(self.images) > 0:
-            self.normalization = pixel_statistics(self.images)
+            from sslab.methods.views import Normalization
+
+            self.normalization = Normalization.of(self.images)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -207,34 +209,6 @@ class Split:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-
-def pixel_statistics(images: np.ndarray, chunk_pixels: int = 1 << 19) -> Normalization:
-    """Exact per-channel mean and standard deviation of all pixels of uint8 images N x H x W x 3,
-    in [0, 1] units (std floored at 1e-3 as in ``Normalization.of``).
-
-    Unlike ``Normalization.of`` it reads every image, not the first 10,000 (a split decoded from
-    the CIFAR archives is sorted by class, so its first images are not a fair sample), counting
-    each channel's 256 values over ~``chunk_pixels`` pixels at a time (bounded memory whatever the
-    image size): exact, and 0.4-0.9 s for CIFAR-10's 50,000 training images on 2 cores.
-    """
-    from sslab.methods.views import Normalization
-
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or len(images) == 0:
-        raise ValueError(f"pixel_statistics needs uint8 images N x H x W x 3 with N >= 1, got {images.dtype} "
-                         f"{images.shape}")
-    chunk = max(1, chunk_pixels // max(1, images.shape[1] * images.shape[2]))
-    counts = np.zeros(3 * 256, dtype=np.int64)
-    offset = np.array([0, 256, 512], dtype=np.intp)
-    for start in range(0, len(images), chunk):
-        pixels = images[start:start + chunk].reshape(-1, 3)
-        counts += np.bincount((pixels + offset).ravel(), minlength=3 * 256)
-    counts = counts.reshape(3, 256).astype(np.float64)
-    values = np.arange(256, dtype=np.float64) / 255.0
-    total = counts.sum(axis=1)
-    mean = counts @ values / total
-    var = (counts * (values[None, :] - mean[:, None]) ** 2).sum(axis=1) / total
-    return Normalization(tuple(float(m) for m in mean), tuple(float(max(math.sqrt(v), 1e-3)) for v in var))
 
 
 def load_split(dataset: str, split: str = "train", *, root: Path | None = None,
@@ -471,7 +445,9 @@ def _cached_or_decode(source: _Source, split: str, root: Path | None, image_size
         more = f" and {len(decoded.skipped) - _MAX_NAMED} more" if len(decoded.skipped) > _MAX_NAMED else ""
         warnings.warn(f"skipped {len(decoded.skipped)} unreadable image(s) in {source.describe} ({split}): "
                       f"{named}{more}", RuntimeWarning, stacklevel=4)
-    stats = pixel_statistics(decoded.images)
+    from sslab.methods.views import Normalization
+
+    stats = Normalization.of(decoded.images)
     _write_cache(target, decoded, stats, {"dataset": source.slug, "split": split, "source": str(source.path),
                                           "image_size": image_size})
     for stale in cache.glob(f"{stem}-*.parquet"):  # older decodes of the same source

@@ -166,9 +166,9 @@ def summary_table(symbols: dict[str, str], knobs: list[str], trials: pd.DataFram
                 _fmt(row.get("wall_s"), 0),
             )
     for _, row in baselines.iterrows():
-        label = ["random init"] + [""] * (len(knobs) + several - 1)
+        lead = len(knobs) + several  # the method and knob columns; "random init" in the first of them
         table.add_row(
-            *label[: len(knobs) + several],
+            *(["random init"] + [""] * (lead - 1) if lead else []),
             str(row["seed"]),
             "baseline",
             _fmt(row.get(names.KNN)),

@@ -18,11 +18,11 @@ from typing import Any, Sequence
 import pandas as pd
 
 from sslab import methods
+from sslab.methods.base import DataInfo
 from sslab.platform import placement
 from sslab.platform.placement import TRIAL_RESOURCE
 from sslab.platform.profiles import Profile, get_profile
 from sslab.platform.results import ResultsStore, results_root
-from sslab.methods.base import DataInfo
 from sslab.platform.study import Search, Study, trial_key
 from sslab.platform.trial import run_trial, split_trial_config
 
@@ -76,14 +76,14 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
         parser.add_argument("--method", default=None, choices=methods.names(),
                             help=f"run this study's knobs on another method (default {study.method_names[0]}); "
                                  "results go to <study>-<method>")
+    else:  # a study comparing methods has no --method
+        parser.set_defaults(method=None)
     parser.add_argument("--seeds", type=_positive_int, default=None, help=f"seeds per configuration (default {study.seeds})")
     parser.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
     parser.add_argument("--data-dir", default=None, help="dataset folder (default $SSLAB_DATA or ~/.cache/sslab/data)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
     parser.add_argument("--epochs", type=_positive_int, default=None, help="override the profile's epochs")
     parser.add_argument("--subset", type=_positive_int, default=None, help="override the profile's training subset size")
-    if len(study.method_names) > 1:
-        parser.set_defaults(method=None)
     parser.add_argument("--retry-failed", action="store_true", help="run failed trials of an earlier run again")
     if study.search:
         parser.add_argument("--trials", type=_positive_int, default=None,
@@ -141,7 +141,6 @@ def run_study(
             "total_trials": search.trials if search else len(study.configurations(profile.name)) * seeds,
             "profile": profile.to_dict(),
             "backbone": profile.backbone_name,
-            "dataset": profile.dataset,
         }
     )
     skip_statuses = ("ok", "stopped") if retry_failed else ("ok", "failed", "stopped")
@@ -256,8 +255,7 @@ def _load_data(profile: Profile, data_dir, progress) -> dict[str, Any]:
         "stats": stats,
     }
     info = DataInfo(num_samples=len(train.labels), num_classes=train.num_classes, image_size=profile.image_size)
-    return {"arrays": arrays, "eval_ref": ray.put(arrays), "train_ds": to_ray_dataset(train), "info": info,
-            "stats": stats}
+    return {"arrays": arrays, "eval_ref": ray.put(arrays), "train_ds": to_ray_dataset(train), "info": info}
 
 
 def _load_capped(profile: Profile, split: str, subset: int | None, root, progress):
@@ -388,7 +386,7 @@ def _run_trials(
             train_ds=data["train_ds"],
             eval_ref=data["eval_ref"],
             data_info=data["info"],
-            stats=data["stats"],
+            stats=data["arrays"]["stats"],
             storage=f"{store.ray_storage}/train",
             augment_args=augment_args,
         ),

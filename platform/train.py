@@ -228,6 +228,8 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
     config = method.config
     optimizer = build_optimizer(method.parameter_groups(), config, global_batch=profile.batch_size * world_size)
     steps_per_epoch = max(1, spec.data.num_samples // (profile.batch_size * world_size))
+    # compute spent is seconds × every device the trial holds (GPUs, or the workers' CPUs)
+    devices_held = world_size * (1 if profile.use_gpu else profile.cpus_per_worker)
     total_steps = steps_per_epoch * profile.epochs
     schedule = build_schedule(optimizer, total_steps, config.warmup_epochs * steps_per_epoch)
     autocast = (
@@ -317,8 +319,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             history.append({k: v for k, v in metrics.items() if k != "invariance_samples"})
             metrics["train_s"] = train_seconds
             metrics["eval_s"] = eval_seconds  # per-epoch monitor kNN and the final evaluation
-            # compute spent: seconds of every device the trial holds (GPUs, or the workers' CPUs)
-            metrics["device_s"] = train_seconds * world_size * (1 if profile.use_gpu else profile.cpus_per_worker)
+            metrics["device_s"] = train_seconds * devices_held
             state = None
             if rank == 0:
                 state = {
@@ -342,7 +343,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
         session.report({
             FAILURE: str(err), "failed_epoch": epoch, "epoch": epoch - 1, names.KNN: math.nan, names.LOSS: math.nan,
             "images_seen": images_seen, "train_s": train_seconds, "eval_s": eval_seconds, "restarts": restarts,
-            "device_s": train_seconds * world_size * (1 if profile.use_gpu else profile.cpus_per_worker),
+            "device_s": train_seconds * devices_held,
             "history": list(history),
         }, None)
 

@@ -36,13 +36,31 @@ class Normalization:
             raise ValueError(f"Normalization needs 3 means and 3 positive stds, got {self.mean}, {self.std}")
 
     @classmethod
-    def of(cls, images: np.ndarray, max_images: int = 10_000) -> "Normalization":
-        """The statistics of uint8 images N x H x W x 3, from at most ``max_images`` of them taken
-        evenly over the array (datasets are often sorted by class)."""
-        sample = np.asarray(images[:: max(1, -(-len(images) // max_images))], dtype=np.float64) / 255.0
-        mean = sample.mean(axis=(0, 1, 2))
-        std = sample.std(axis=(0, 1, 2))
-        return cls(tuple(float(m) for m in mean), tuple(float(max(s, 1e-3)) for s in std))
+    def of(cls, images: np.ndarray, max_images: int | None = None, chunk_pixels: int = 1 << 19) -> "Normalization":
+        """The exact per-channel statistics of uint8 images N x H x W x 3 in [0, 1] units (std
+        floored at 1e-3), over every image or at most ``max_images`` taken evenly over the array
+        (datasets are often sorted by class, so the first images are no fair sample).
+
+        Each channel's 256 values are counted ~``chunk_pixels`` pixels at a time, so memory stays
+        bounded whatever the image size; 0.4-0.9 s for CIFAR-10's 50,000 images on 2 cores.
+        """
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or len(images) == 0:
+            raise ValueError(f"Normalization.of needs uint8 images N x H x W x 3 with N >= 1, got {images.dtype} "
+                             f"{images.shape}")
+        if max_images is not None:
+            images = images[:: max(1, -(-len(images) // max_images))]
+        chunk = max(1, chunk_pixels // max(1, images.shape[1] * images.shape[2]))
+        counts = np.zeros(3 * 256, dtype=np.int64)
+        offset = np.array([0, 256, 512], dtype=np.intp)
+        for start in range(0, len(images), chunk):
+            pixels = images[start:start + chunk].reshape(-1, 3)
+            counts += np.bincount((pixels + offset).ravel(), minlength=3 * 256)
+        counts = counts.reshape(3, 256).astype(np.float64)
+        values = np.arange(256, dtype=np.float64) / 255.0
+        total = counts.sum(axis=1)
+        mean = counts @ values / total
+        var = (counts * (values[None, :] - mean[:, None]) ** 2).sum(axis=1) / total
+        return cls(tuple(float(m) for m in mean), tuple(float(max(math.sqrt(v), 1e-3)) for v in var))
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """(x - mean) / std per channel (channel axis -3), as a contiguous float32 array."""

@@ -34,7 +34,6 @@ from sslab.platform.data import (  # noqa: E402
     cache_dir,
     data_dir,
     load_split,
-    pixel_statistics,
     to_ray_dataset,
     train_normalization,
 )
@@ -410,17 +409,17 @@ def test_cifar100_download_path_reads_what_torchvision_wrote(tmp_path, monkeypat
 # ------------------------------------------------------------------ normalisation statistics
 
 
-def test_pixel_statistics_equal_numpy():
+def test_normalization_statistics_equal_numpy():
     rng = np.random.default_rng(7)
     images = rng.integers(0, 256, (37, 9, 11, 3), dtype=np.uint8)
     images[..., 2] //= 3  # channels with different statistics
-    stats = pixel_statistics(images, chunk_pixels=5 * 9 * 11)  # 5 images a chunk, the last chunk partial
+    stats = Normalization.of(images, chunk_pixels=5 * 9 * 11)  # 5 images a chunk, the last chunk partial
     reference = images.astype(np.float64) / 255.0
     np.testing.assert_allclose(stats.mean, reference.mean(axis=(0, 1, 2)), rtol=0, atol=1e-12)
     np.testing.assert_allclose(stats.std, reference.std(axis=(0, 1, 2)), rtol=0, atol=1e-12)
     assert isinstance(stats, Normalization)
-    flat = pixel_statistics(np.full((2, 3, 3, 3), 9, np.uint8))
-    assert flat.mean == (9 / 255,) * 3 and flat.std == (1e-3,) * 3  # floored as Normalization.of does
+    flat = Normalization.of(np.full((2, 3, 3, 3), 9, np.uint8))
+    assert flat.mean == (9 / 255,) * 3 and flat.std == (1e-3,) * 3  # the std is floored
 
 
 def test_split_normalization_from_data_and_cached(tmp_path):
@@ -435,9 +434,9 @@ def test_split_normalization_from_data_and_cached(tmp_path):
     assert cached.source.endswith(".parquet")
     assert cached.normalization == train.normalization  # from the cache metadata, bit for bit
     calls = []
-    original = data_mod.pixel_statistics
+    original = Normalization.of
     with pytest.MonkeyPatch.context() as mp:  # a cached load does not recompute
-        mp.setattr(data_mod, "pixel_statistics", lambda *a, **k: calls.append(1) or original(*a, **k))
+        mp.setattr(Normalization, "of", classmethod(lambda cls, *a, **k: calls.append(1) or original(*a, **k)))
         load_split(f"imagefolder:{root}", "train")
     assert calls == []
     test = load_split(f"imagefolder:{root}", "test")
@@ -450,7 +449,7 @@ def test_split_normalization_from_data_and_cached(tmp_path):
 def test_split_built_by_hand_computes_its_normalization():
     images = np.random.default_rng(0).integers(0, 256, (4, 5, 5, 3), dtype=np.uint8)
     s = Split(images, np.zeros(4, np.int64), np.arange(4, dtype=np.int64), ["x"])
-    assert s.normalization == pixel_statistics(images)
+    assert s.normalization == Normalization.of(images)
     given = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     labels, idx = np.zeros(4, np.int64), np.arange(4, dtype=np.int64)
     assert Split(images, labels, idx, ["x"], normalization=given).normalization is given
