@@ -18,9 +18,9 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from sslab.platform import metrics, summary
-from sslab.platform.results import SCHEMA_VERSION, ResultsStore, results_root
+from sslab.platform.results import SCHEMA_VERSION, TABLES, ResultsStore, StoreError, results_root
 
-TABLES = ("trials", "epochs", "baselines", "invariance")
+
 #: the files whose modification times say whether a study changed (the loaders' cache key)
 STORE_FILES = ("study.json", *(f"{t}.parquet" for t in TABLES))
 
@@ -125,9 +125,8 @@ def read_study(root: str, name: str, stamp: tuple = ()) -> StudyData:
     updated = max((mtime for _, mtime, _ in stamp), default=0) / 1e9 or None
     try:
         meta = store.metadata()
-    except (OSError, ValueError) as err:
-        return StudyData(name, store.location, {}, **empty, updated=updated,
-                         problem=f"study.json cannot be read ({err}); rerun the study's command to rewrite it")
+    except (StoreError, OSError) as err:  # the store's message names the file and the way out
+        return StudyData(name, store.location, {}, **empty, updated=updated, problem=str(err))
     version = meta.get("schema_version", SCHEMA_VERSION if not meta else None)
     if version != SCHEMA_VERSION:
         return StudyData(
@@ -139,10 +138,9 @@ def read_study(root: str, name: str, stamp: tuple = ()) -> StudyData:
     for table in TABLES:
         try:
             tables[table] = store.read(table)
-        except Exception as err:  # a truncated or foreign file: say which, show the rest
+        except (StoreError, OSError) as err:  # a truncated or foreign file: say which, show the rest
             tables[table] = pd.DataFrame()
-            problems.append(f"{table}.parquet cannot be read ({type(err).__name__}: {err}); "
-                            f"delete it and rerun the study to rewrite it")
+            problems.append(str(err))
     if not meta and not tables["trials"].empty:
         problems.append("study.json is missing (an interrupted or hand-made store): knobs are guessed from the "
                         "configurations that vary; rerun the study's command to rewrite it")

@@ -67,14 +67,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name:24s} {study.description}")
     elif args.command == "run":
         _study(args.name).main(rest)
-    elif args.command == "report":
+    elif args.command in ("report", "status"):
         if rest:
             parser.error(f"unrecognised arguments: {' '.join(rest)}")
-        _report(_study(args.name), args.results, args.format)
-    elif args.command == "status":
-        if rest:
-            parser.error(f"unrecognised arguments: {' '.join(rest)}")
-        _status(_study(args.name), args.results)
+        from sslab.platform.results import StoreError
+
+        try:
+            if args.command == "report":
+                _report(_study(args.name), args.results, args.format)
+            else:
+                _status(_study(args.name), args.results)
+        except StoreError as err:  # a damaged table: one line with the way out, not pyarrow's traceback
+            raise SystemExit(f"sslab: {err}") from None
     elif args.command == "dashboard":
         return _dashboard(args.results, args.host, args.port, rest)
     return 0

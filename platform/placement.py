@@ -28,6 +28,11 @@ from sslab.platform.profiles import Profile
 #: custom resource a Tune trial's driver holds, so it never takes a CPU that
 #: Ray Data's augmentation or the Train workers need (see DESIGN.md)
 TRIAL_RESOURCE = "sslab_trial"
+class CannotPlace(ValueError):
+    """What a profile asks of the cluster (GPUs, CPUs, nodes, shared storage) it cannot have; the
+    message names the fix. Raised before any data is loaded or trial started."""
+
+
 #: node label naming a node's role in the cluster (cluster.yaml sets it per node type)
 ROLE_LABEL = "sslab.io/role"
 AUGMENT_ROLE = "augment"
@@ -131,7 +136,7 @@ def augment_remote_args(policy: str, cluster: ClusterShape) -> dict[str, Any]:
     """
     selector = {ROLE_LABEL: AUGMENT_ROLE}
     if policy == "require" and not cluster.has_augment_nodes and cluster.max_nodes <= 1:
-        raise RuntimeError(
+        raise CannotPlace(
             f"augmentation must run on nodes labelled {ROLE_LABEL}={AUGMENT_ROLE} (SSLAB_AUGMENT_NODES=require), "
             "but no such node is up and this cluster has no autoscaler to start one; "
             f"start one (ray start --labels {ROLE_LABEL}={AUGMENT_ROLE}) or set SSLAB_AUGMENT_NODES=prefer"
@@ -158,7 +163,7 @@ def max_concurrent_trials(profile: Profile, cluster: ClusterShape) -> int:
     if profile.use_gpu:
         gpus = max(cluster.total("GPU"), cluster.max_resources.get("GPU", 0))
         if gpus < workers:
-            raise RuntimeError(
+            raise CannotPlace(
                 f"profile {profile.name!r} needs {workers} GPU(s) per trial but the cluster has {gpus:g} "
                 "(nor may its autoscaler start more); start GPU nodes (ray up cluster.yaml) or use --profile local"
             )
@@ -168,7 +173,7 @@ def max_concurrent_trials(profile: Profile, cluster: ClusterShape) -> int:
     per_trial = workers * profile.cpus_per_worker + (0 if augment_nodes else 1)
     if cpus < per_trial:
         where = "on nodes that are not augmentation nodes " if augment_nodes else ""
-        raise RuntimeError(
+        raise CannotPlace(
             f"profile {profile.name!r} needs {per_trial:g} CPUs per trial "
             f"({workers} Train worker(s) × {profile.cpus_per_worker:g} CPU"
             f"{'' if augment_nodes else ' + 1 for augmentation'}) but the cluster has {cpus:g} {where}; "
@@ -177,7 +182,7 @@ def max_concurrent_trials(profile: Profile, cluster: ClusterShape) -> int:
     if profile.worker_placement == "STRICT_SPREAD":
         hosts = sum(1 for n in nodes if n.role != AUGMENT_ROLE and n.resources.get("CPU", 0) >= profile.cpus_per_worker)
         if hosts < workers:
-            raise RuntimeError(
+            raise CannotPlace(
                 f"profile {profile.name!r} places its {workers} Train workers on different nodes (STRICT_SPREAD) "
                 f"but only {hosts} node(s) can host one; add nodes or use worker_placement='SPREAD'"
             )
@@ -207,7 +212,7 @@ def check_shared_storage(root: str | os.PathLike, cluster: ClusterShape) -> None
         if len(machines) > 1
         else f"may grow to {cluster.max_nodes} machines (autoscaler)"
     )
-    raise RuntimeError(
+    raise CannotPlace(
         f"the results root {str(root)!r} is a local path, but this Ray cluster {spans}: checkpoints and results written there "
         "would not reach the other nodes. Set SSLAB_RESULTS (or --results) to shared storage such as "
         f"s3://BUCKET/sslab, or set {SHARED_ENV}=1 if the path is a mount every node shares (NFS, EFS)"
@@ -233,6 +238,8 @@ class OrphanedWorkerGroupJanitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.removed: list[str] = []
+        #: sweeps done, and why any failed (a failed sweep is tried again next round)
+        self.sweeps, self.failures = 0, []
 
     def sweep(self) -> list[str]:
         """One pass; returns the ids of the groups removed."""
@@ -266,8 +273,9 @@ class OrphanedWorkerGroupJanitor:
         while not self._stop.wait(self.interval_s):
             try:
                 self.sweep()
-            except Exception:  # the state API may be briefly unavailable (a restarting head): try next round
-                continue
+                self.sweeps += 1
+            except Exception as err:  # the state API may be briefly unavailable (a restarting head): try next round
+                self.failures.append(f"{type(err).__name__}: {err}")
 
     def __enter__(self) -> "OrphanedWorkerGroupJanitor":
         self._thread = threading.Thread(target=self._loop, name="sslab-placement-janitor", daemon=True)

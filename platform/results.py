@@ -46,6 +46,28 @@ import pyarrow.parquet as pq
 SCHEMA_VERSION = 1
 TRIAL_STATUSES = ("ok", "failed", "stopped")
 TRIAL_COLUMNS = ("trial_id", "method", "seed", "status", "error")
+TABLES = ("trials", "epochs", "baselines", "invariance")
+
+#: what a rerun does once an unreadable file is moved aside
+_RECOVERY = {
+    "trials": "finished trials are then recorded again from their last checkpoints, without training",
+    "epochs": "unfinished trials rewrite their epochs; the epoch curves of finished trials are lost",
+    "baselines": "the random-init baselines are then measured again",
+    "invariance": "the invariance samples of finished trials are lost; their rows in trials.parquet are kept",
+    "study": "it is written again by the next run",
+}
+
+
+class StoreError(Exception):
+    """The results store cannot be used as it is; the message names the file, the cause and the fix."""
+
+
+class UnreadableStoreError(StoreError):
+    """A file of the store exists but does not read (truncated, corrupt, not Parquet)."""
+
+
+class StoreWriteError(StoreError):
+    """A file of the store could not be written (disk full, permissions, a lost bucket)."""
 
 
 def results_root(override: str | os.PathLike | None = None) -> str:
@@ -90,7 +112,28 @@ class ResultsStore:
     def _exists(self, path: str) -> bool:
         return self.fs.get_file_info(path).type == pafs.FileType.File
 
+    def _shown(self, path: str) -> str:
+        """A store path as the user names the store (a local path or a URI)."""
+        return f"{self.location}/{posixpath.basename(path)}" if "://" in self.location else path
+
+    def _unreadable(self, path: str, table: str, err: Exception) -> UnreadableStoreError:
+        shown = self._shown(path)
+        return UnreadableStoreError(
+            f"{shown} cannot be read ({err}); move it aside (mv {shown} {shown}.unreadable) and run the "
+            f"study again: {_RECOVERY[table]}"
+        )
+
     def _write_bytes(self, path: str, data: bytes) -> None:
+        try:
+            self._replace(path, data)
+        except OSError as err:
+            raise StoreWriteError(
+                f"cannot write {self._shown(path)} ({getattr(err, 'strerror', None) or err}); nothing already "
+                "recorded is lost and the trials keep their checkpoints: free space or fix the permissions, "
+                "then run the same command again to record them"
+            ) from err
+
+    def _replace(self, path: str, data: bytes) -> None:
         """Atomically replace a file: write beside it, then rename (one PUT on object stores)."""
         self.fs.create_dir(self._base, recursive=True)
         if not self._local:
@@ -110,7 +153,7 @@ class ResultsStore:
         """Fail before any work if the study folder cannot be written."""
         probe = self._path(".write-test")
         try:
-            self._write_bytes(probe, b"ok")
+            self._replace(probe, b"ok")
             self.fs.delete_file(probe)
         except OSError as err:
             raise PermissionError(
@@ -127,13 +170,27 @@ class ResultsStore:
         path = self._path("study.json")
         if not self._exists(path):
             return {}
-        with self.fs.open_input_stream(path) as src:
-            return json.loads(src.read())
+        try:
+            with self.fs.open_input_stream(path) as src:
+                return json.loads(src.read())
+        except (OSError, ValueError) as err:  # ValueError: not JSON (a truncated write by another tool)
+            raise self._unreadable(path, "study", err) from None
+
+    def check_readable(self) -> None:
+        """Read every file of the store whole, so that a damaged one stops a run before any work."""
+        self.metadata()
+        for table in TABLES:
+            self.read(table)
 
     # ---------------------------------------------------------------- tables
     def read(self, table: str) -> pd.DataFrame:
         path = self.table_path(table)
-        return pq.read_table(path, filesystem=self.fs).to_pandas() if self._exists(path) else pd.DataFrame()
+        if not self._exists(path):
+            return pd.DataFrame()
+        try:
+            return pq.read_table(path, filesystem=self.fs).to_pandas()
+        except (pa.ArrowException, OSError) as err:
+            raise self._unreadable(path, table, err) from None
 
     def append(self, table: str, rows: Iterable[dict[str, Any]], *, replace_where: dict[str, Any] | None = None) -> None:
         """Append rows to a table; rows matching every ``replace_where`` column=value are dropped first

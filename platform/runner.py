@@ -22,7 +22,7 @@ from sslab.methods.base import DataInfo
 from sslab.platform import placement
 from sslab.platform.placement import TRIAL_RESOURCE
 from sslab.platform.profiles import Profile, get_profile
-from sslab.platform.results import ResultsStore, results_root
+from sslab.platform.results import ResultsStore, StoreError, StoreWriteError, results_root
 from sslab.platform.study import Search, Study, trial_key
 from sslab.platform.trial import run_trial, split_trial_config
 
@@ -49,7 +49,7 @@ def main(study: Study, argv: Sequence[str] | None = None) -> pd.DataFrame:
             trials=getattr(args, "trials", None),
             time_budget_s=getattr(args, "time_budget", None),
         )
-    except (ValueError, PermissionError, FileNotFoundError) as err:  # a bad flag, setting or dataset
+    except (ValueError, PermissionError, FileNotFoundError, StoreError) as err:  # a bad flag, setting, dataset or store
         parser.exit(2, f"{study.name}: error: {err}\n")
 
 
@@ -119,6 +119,7 @@ def run_study(
     study.validate(profile)
     _check_profile_fits(profile, address)
     store = ResultsStore(results_root(root), study.name)
+    store.check_readable()
     store.check_writable()
     _check_same_data(store, profile)
     search = study.search.for_profile(profile.name, trials=trials, time_budget_s=time_budget_s) if study.search else None
@@ -155,18 +156,23 @@ def run_study(
     else:
         total, to_run = len(first_points), len(pending)
     progress = Progress(study, profile, total=total, already_done=total - to_run, quiet=quiet)
+    unrecorded: dict[str, str] = {}
 
     if to_run or _missing_baseline_seeds(store, profile, seeds):
         _init_ray(address)
         shape = placement.cluster_shape()  # refuse what could never run, before any work
         placement.check_shared_storage(store.root, shape)
         placement.augment_remote_args(placement.augment_policy(profile), shape)
+        placement.max_concurrent_trials(profile, shape)
         data = _load_data(profile, data_dir, progress)
         _record_baselines(store, profile, data, seeds, progress)
         if to_run:
-            _run_trials(study, profile, store, pending, to_run, data, progress, search=search)
+            unrecorded = _run_trials(study, profile, store, pending, to_run, data, progress, search=search)
     trials = store.read("trials")
     progress.summary(trials, store.read("baselines"))
+    if unrecorded:
+        first = next(iter(unrecorded.values()))
+        raise StoreWriteError(f"{len(unrecorded)} trial(s) finished but are not fully recorded: {first}")
     return trials
 
 
@@ -331,7 +337,9 @@ def _run_trials(
     progress,
     *,
     search: Search | None = None,
-) -> None:
+) -> dict[str, str]:
+    """Run the pending trials through Tune; returns the trials whose results could not be written
+    (trial key -> why), which the rerun records from their checkpoints."""
     import optuna
     import ray
     from ray import tune
@@ -392,6 +400,7 @@ def _run_trials(
         ),
         trial_resources,
     )
+    recorder = StoreCallback(store, study, profile, progress, stops_early=search is not None)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -411,12 +420,13 @@ def _run_trials(
             # a trial whose process died with its node starts again and resumes from its last
             # epoch checkpoint (a TorchTrainer's lost workers are retried by Ray Train itself)
             failure_config=tune.FailureConfig(max_failures=profile.max_failures, fail_fast=False),
-            callbacks=[StoreCallback(store, study, profile, progress, stops_early=search is not None)],
+            callbacks=[recorder],
         ),
     )
     # only TorchTrainer runs leave placement groups behind when Tune kills their trial
     with placement.OrphanedWorkerGroupJanitor() if profile.num_workers else nullcontext():
         tuner.fit()
+    return recorder.unrecorded
 
 
 def _trial_resources(profile: Profile, *, has_trial_resource: bool):

@@ -169,7 +169,9 @@ class Study:
             raise ValueError(f"study {self.name!r}: metric {self.metric!r} and mode {self.mode!r} must pair up")
         for method, point in self.configurations(profile.name):
             cls = methods.get(method)
-            cls.Config(**self.method_config(method, point, profile))
+            config = cls.Config(**self.method_config(method, point, profile))
+            cls.views(config, profile.image_size)  # a view that cannot cut this image size says so here
+            cls.invariance_views(config, profile.image_size)
             if self.search:
                 for name, distribution in self.search.space.items():
                     for value in _extremes(distribution):

@@ -241,6 +241,11 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
         method.to(memory_format=torch.channels_last)
 
     start_epoch, history, images_seen, train_seconds, eval_seconds, restarts = 0, [], 0, 0.0, 0.0, 0
+    attempt_start, wall_before = time.perf_counter(), 0.0
+
+    def wall_seconds() -> float:  # this attempt's seconds so far plus every attempt's before it
+        return wall_before + time.perf_counter() - attempt_start
+
     state = session.restore()
     if state is not None:  # a retry after a lost worker or node, or a resumed study
         restarts = state.get("restarts", 0) + 1
@@ -249,10 +254,10 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
         schedule.load_state_dict(state["schedule"])
         start_epoch, history = state["epoch"] + 1, state["history"]
         images_seen, train_seconds = state["images_seen"], state["train_seconds"]
-        eval_seconds = state.get("eval_seconds", 0.0)
+        eval_seconds, wall_before = state.get("eval_seconds", 0.0), state.get("wall_seconds", 0.0)
         torch.set_rng_state(state["rng"])
         if start_epoch >= profile.epochs:  # resumed after the last epoch: say again what it reported
-            session.report(state["last_metrics"], None)
+            session.report({**state["last_metrics"], "wall_s": wall_seconds(), "restarts": restarts}, None)
             return
 
     shard = session.dataset()
@@ -320,6 +325,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             metrics["train_s"] = train_seconds
             metrics["eval_s"] = eval_seconds  # per-epoch monitor kNN and the final evaluation
             metrics["device_s"] = train_seconds * devices_held
+            metrics["wall_s"] = wall_seconds()
             state = None
             if rank == 0:
                 state = {
@@ -331,6 +337,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
                     "images_seen": images_seen,
                     "train_seconds": train_seconds,
                     "eval_seconds": eval_seconds,
+                    "wall_seconds": metrics["wall_s"],
                     "rng": torch.get_rng_state(),
                     "restarts": restarts,
                     "last_metrics": {**metrics, "history": list(history)},
@@ -343,6 +350,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
         session.report({
             FAILURE: str(err), "failed_epoch": epoch, "epoch": epoch - 1, names.KNN: math.nan, names.LOSS: math.nan,
             "images_seen": images_seen, "train_s": train_seconds, "eval_s": eval_seconds, "restarts": restarts,
+            "wall_s": wall_seconds(),
             "device_s": train_seconds * devices_held,
             "history": list(history),
         }, None)

@@ -16,7 +16,7 @@ from ray.tune import Callback
 
 from sslab import methods
 from sslab.platform import metrics as names
-from sslab.platform.results import ResultsStore
+from sslab.platform.results import ResultsStore, StoreWriteError
 from sslab.platform.study import trial_key
 from sslab.platform.train import FAILURE, root_cause
 from sslab.platform.trial import split_trial_config
@@ -35,6 +35,8 @@ class StoreCallback(Callback):
         self.profile = profile
         self.progress = progress
         self._started: dict[str, float] = {}
+        #: trial key -> why its results could not be written (the study goes on; the rerun records them)
+        self.unrecorded: dict[str, str] = {}
 
     def __getstate__(self):
         # Tune pickles its callbacks into the experiment state; the live progress
@@ -54,6 +56,22 @@ class StoreCallback(Callback):
         }
         return row["trial_id"], row
 
+    def _write(self, key: str, write, *args) -> None:
+        """One write to the store. A failure (disk full, permissions) is said once and remembered,
+        never raised: raised here, Tune would retry a finished trial that only needs recording."""
+        try:
+            write(*args)
+        except StoreWriteError as err:
+            if not self.unrecorded and self.progress is not None:
+                self.progress.note(f"{err} (the study goes on)")
+            self.unrecorded[key] = str(err)
+
+    def _wall_s(self, trial, result: dict[str, Any]) -> float:
+        """Seconds since this driver first started the trial, or the loop's own sum over every attempt
+        (a resumed study's driver did not see the attempts before it), whichever is longer."""
+        seen_here = time.time() - self._started.get(trial.trial_id, time.time())
+        return max(seen_here, float(result.get("wall_s", 0.0)))
+
     # ----------------------------------------------------------- callbacks
     def on_trial_start(self, iteration, trials, trial, **info):
         key, _ = self._identity(trial)
@@ -64,7 +82,7 @@ class StoreCallback(Callback):
         key, _ = self._identity(trial)
         history = result.get("history") or []
         if history:
-            self.store.record_epochs(key, history)
+            self._write(key, self.store.record_epochs, key, history)
         self.progress.trial_epoch(key, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -89,7 +107,7 @@ class StoreCallback(Callback):
             **{k: float(result[k]) for k in metric_keys},
             loss=float(result.get("loss", math.nan)),
             epochs=epochs,
-            wall_s=time.time() - self._started.get(trial.trial_id, time.time()),
+            wall_s=self._wall_s(trial, result),
             train_s=float(result.get("train_s", math.nan)),
             eval_s=float(result.get("eval_s", math.nan)),
             device_s=float(result.get("device_s", math.nan)),
@@ -99,8 +117,8 @@ class StoreCallback(Callback):
             finished_at=time.time(),
         )
         if result.get("invariance_samples"):
-            self.store.record_invariance(key, result["invariance_samples"])
-        self.store.record_trial(row)
+            self._write(key, self.store.record_invariance, key, result["invariance_samples"])
+        self._write(key, self.store.record_trial, row)
         self.progress.trial_finished(key, row)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -117,7 +135,7 @@ class StoreCallback(Callback):
             error=cause,
             loss=float(result.get("loss", math.nan)),
             epochs=epochs,
-            wall_s=time.time() - self._started.get(trial.trial_id, time.time()),
+            wall_s=self._wall_s(trial, result),
             device_s=float(result.get("device_s", math.nan)),
             device="gpu" if self.profile.use_gpu else "cpu",
             images_seen=int(result.get("images_seen", 0)),
@@ -125,5 +143,5 @@ class StoreCallback(Callback):
             restarts=max(int(result.get("restarts", 0)), int(trial.num_failures)),
             finished_at=time.time(),
         )
-        self.store.record_trial(row)
+        self._write(key, self.store.record_trial, row)
         self.progress.trial_finished(key, row)

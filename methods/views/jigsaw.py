@@ -88,11 +88,21 @@ class JigsawView:
         patches, index = _jigsaw_view(self, images, rng, train, stats)
         return {self.name: patches, self.name + "_perm": index}
 
+    #: the smallest image whose 3x3 jigsaw has tiles of 3 px
+    MIN_IMAGE_SIZE = 12
+
     @classmethod
     def for_image_size(cls, image_size: int, **fields) -> "JigsawView":
         """A view scaled to ``image_size`` as PIRL's is to 32 px: a crop of 15/16 of the side
-        (30 of 32), cut into a 3x3 grid, a patch of 4/5 of each cell (8 of 10)."""
-        crop = max(3, image_size - image_size // 16)
+        (30 of 32), cut into a 3x3 grid, a patch of 4/5 of each cell (8 of 10). Below
+        ``MIN_IMAGE_SIZE`` a tile would be under 3 px, too small for a 3x3 convolution to see
+        anything of its content, and the size is refused."""
+        if image_size < cls.MIN_IMAGE_SIZE:
+            raise ValueError(
+                f"image_size {image_size} is too small for a 3x3 jigsaw (tiles under 3 px): "
+                f"use a profile with image_size >= {cls.MIN_IMAGE_SIZE}"
+            )
+        crop = image_size - image_size // 16
         patch = max(1, round(0.8 * (crop // 3)))
         return cls(crop_size=crop, patch_size=patch, **fields)
 

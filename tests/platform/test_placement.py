@@ -4,6 +4,7 @@ import pytest
 
 from sslab.platform.placement import (
     SHARED_ENV,
+    CannotPlace,
     TRAIN_LABEL_SELECTOR,
     ClusterShape,
     Node,
@@ -34,7 +35,7 @@ def test_cpu_trials_keep_a_cpu_for_augmentation_unless_augmentation_nodes_exist(
     assert max_concurrent_trials(two_workers, shape(*trainers)) == 1  # 4 CPUs / (2 workers + 1 augmentation)
     # augmentation nodes do the views: their CPUs don't count, and no CPU is held back per trial
     assert max_concurrent_trials(two_workers, shape(*trainers, node("10.0.0.4", "augment", CPU=16))) == 2
-    with pytest.raises(RuntimeError, match="needs 3 CPUs per trial"):
+    with pytest.raises(CannotPlace, match="needs 3 CPUs per trial"):
         max_concurrent_trials(two_workers, shape(node(CPU=2)))
 
 
@@ -43,7 +44,7 @@ def test_gpu_trials_follow_the_gpus():
     nodes = shape(node("a", CPU=0), node("b", "train", CPU=8, GPU=1), node("c", "train", CPU=48, GPU=4))
     assert max_concurrent_trials(gpu, nodes) == 5
     assert max_concurrent_trials(gpu.with_overrides(num_workers=2), nodes) == 2
-    with pytest.raises(RuntimeError, match="needs 1 GPU"):
+    with pytest.raises(CannotPlace, match="needs 1 GPU"):
         max_concurrent_trials(gpu, shape(node(CPU=8)))
     # an autoscaled cluster that starts with no GPU node is planned by what it may start
     assert max_concurrent_trials(gpu, shape(node(CPU=0), max_resources={"GPU": 16, "CPU": 200}, max_nodes=19)) == 16
@@ -51,7 +52,7 @@ def test_gpu_trials_follow_the_gpus():
 
 def test_strict_spread_needs_as_many_hosts_as_workers():
     spread = CPU_PROFILE.with_overrides(num_workers=2, worker_placement="STRICT_SPREAD")
-    with pytest.raises(RuntimeError, match="different nodes"):
+    with pytest.raises(CannotPlace, match="different nodes"):
         max_concurrent_trials(spread, shape(node("a", CPU=8), node("b", "augment", CPU=8)))
     assert max_concurrent_trials(spread, shape(node("a", CPU=4), node("b", CPU=4))) == 2
 
@@ -66,7 +67,7 @@ def test_augmentation_goes_to_labelled_nodes_when_there_are_any():
     assert augment_remote_args("require", autoscaled) == {"label_selector": {"sslab.io/role": "augment"}}
     assert augment_remote_args("require", labelled) == {"label_selector": {"sslab.io/role": "augment"}}
     # ...but where nothing could ever start one, trials would wait forever: refused with the fix
-    with pytest.raises(RuntimeError, match="no autoscaler.*SSLAB_AUGMENT_NODES=prefer"):
+    with pytest.raises(CannotPlace, match="no autoscaler.*SSLAB_AUGMENT_NODES=prefer"):
         augment_remote_args("require", plain)
     assert augment_remote_args("any", labelled) == {}
     assert TRAIN_LABEL_SELECTOR == {"sslab.io/role": "!augment"}
@@ -93,9 +94,9 @@ def test_a_local_results_path_is_refused_on_a_multi_machine_cluster(monkeypatch,
     check_shared_storage(str(tmp_path), one_machine)
     check_shared_storage("s3://bucket/sslab", many)
     for local in (str(tmp_path), f"file://{tmp_path}"):
-        with pytest.raises(RuntimeError, match=r"local path.*2 machines.*s3://.*SSLAB_RESULTS_SHARED=1"):
+        with pytest.raises(CannotPlace, match=r"local path.*2 machines.*s3://.*SSLAB_RESULTS_SHARED=1"):
             check_shared_storage(local, many)
-    with pytest.raises(RuntimeError, match=r"may grow to 18 machines"):
+    with pytest.raises(CannotPlace, match=r"may grow to 18 machines"):
         check_shared_storage(str(tmp_path), growing)
     monkeypatch.setenv(SHARED_ENV, "1")  # an NFS/EFS mount the user vouches for
     check_shared_storage(str(tmp_path), many)

@@ -117,7 +117,7 @@ def test_a_local_results_path_is_refused_on_a_multi_machine_cluster(ray_local, t
     ])
     monkeypatch.setattr(placement, "cluster_shape", lambda: two_machines)
     monkeypatch.delenv(placement.SHARED_ENV, raising=False)
-    with pytest.raises(RuntimeError, match="local path.*2 machines"):
+    with pytest.raises(placement.CannotPlace, match="local path.*2 machines"):
         run_study(STUDY, profile=SMALL, root=tmp_path, data_dir=tmp_path / "no-data-here", quiet=True)
     # refused before any work: no data was looked for (it is not there), no baseline, no trial
     assert not any((tmp_path / "mini_lambda").glob("*.parquet"))
@@ -318,6 +318,17 @@ def test_what_cannot_run_is_refused_in_one_line_before_ray_starts(tmp_path, flag
     # one line and nothing else: Ray never started (ray.init would have logged), no trace back
     assert done.returncode == 2 and len(lines) == 1 and says in lines[0], done.stdout[-2000:]
     assert not any(tmp_path.iterdir())  # nothing written to the store
+
+
+def test_views_that_cannot_cut_the_profiles_image_size_are_refused_before_ray(tmp_path, monkeypatch):
+    from sslab.platform import runner
+
+    monkeypatch.setattr(runner, "_init_ray", lambda *_: pytest.fail("Ray was started"))
+    tiny_images = SMALL.with_overrides(image_size=8)
+    with pytest.raises(ValueError, match="image_size 8 is too small for a 3x3 jigsaw.*image_size >= 12"):
+        run_study(STUDY, profile=tiny_images, root=tmp_path, quiet=True)
+    assert not (tmp_path / STUDY.name).exists()  # nothing written
+    Study(name="simclr_only", method="simclr", grid={"temperature": [0.5]}).validate(tiny_images)  # no jigsaw: fine
 
 
 @needs_cifar

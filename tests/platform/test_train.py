@@ -138,6 +138,10 @@ def test_an_in_process_trial_resumes_from_its_last_epoch_checkpoint(ray_local, t
 
     again = _in_process(tmp_path / "b", profile)  # resumed after its last epoch: the final report again
     assert len(again) == 1 and again[0]["epoch"] == 2 and again[0]["loss"] == final["loss"]
+    # cost adds up over the attempts: wall time of every attempt, device time of every epoch once
+    assert final["wall_s"] > before[-1]["wall_s"] > 0 and again[0]["wall_s"] >= final["wall_s"]
+    assert final["device_s"] == pytest.approx(sum(h["epoch_s"] for h in final["history"]), rel=0.05)
+    assert again[0]["restarts"] == 2
 
 
 def test_two_data_parallel_workers_train_and_report(ray_local, tmp_path):
