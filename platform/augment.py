@@ -4,6 +4,13 @@
 runs on CPU wherever the cluster has free CPUs, streaming to the Train
 workers. Every execution of the stage (one per epoch) draws fresh randomness,
 so each epoch sees new crops, jitters and permutations.
+
+Given a ``seed`` (the trial's seed and the epoch), the stage is reproducible: the
+blocks are visited in a seeded order, Ray Data keeps that order through the
+stage (``preserve_order``: an output waits for the ones before it, so a slow task
+can hold the stream back), and each batch of views draws from a generator seeded
+by the seed and the first image of the batch, so the same trial sees the same
+views in the same order on every run, whatever the task scheduling.
 """
 
 from __future__ import annotations
@@ -19,9 +26,12 @@ from sslab.methods.views import Normalization, View, apply_views
 VIEW_BATCH = 256
 
 
-def make_views(batch: dict[str, np.ndarray], views: Sequence[View], stats: Normalization) -> dict[str, np.ndarray]:
-    """One Ray Data batch {idx, image, label} → {idx, label, <view arrays>}."""
-    out = apply_views(views, batch["image"], np.random.default_rng(), train=True, stats=stats)
+def make_views(batch: dict[str, np.ndarray], views: Sequence[View], stats: Normalization,
+               seed: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """One Ray Data batch {idx, image, label} → {idx, label, <view arrays>}; with a ``seed``, the
+    views are a function of the seed and the batch's rows."""
+    rng = np.random.default_rng(None if seed is None else [*seed, int(batch["idx"][0]), len(batch["idx"])])
+    out = apply_views(views, batch["image"], rng, train=True, stats=stats)
     out["idx"] = batch["idx"]
     if "label" in batch:
         out["label"] = batch["label"]
@@ -35,6 +45,7 @@ def with_views(
     stats: Normalization,
     num_cpus: float = 1.0,
     remote_args: dict[str, Any] | None = None,
+    seed: Sequence[int] | None = None,
 ) -> ray.data.Dataset:
     """The dataset with the method's views computed per epoch inside Ray Data.
 
@@ -42,13 +53,18 @@ def with_views(
     Blocks are visited in a new random order every epoch; the Train loop adds a
     local shuffle buffer, so batches differ from epoch to epoch at no global-shuffle cost.
     ``remote_args`` (e.g. a ``label_selector`` from ``placement.augment_remote_args``)
-    decide which nodes run the augmentation tasks.
+    decide which nodes run the augmentation tasks. ``seed`` (non-negative integers, e.g.
+    ``(trial seed, epoch)``) makes the block order and every view reproducible.
     """
-    return dataset.randomize_block_order().map_batches(
+    block_seed = None if seed is None else int(np.random.SeedSequence(list(seed)).generate_state(1)[0])
+    viewed = dataset.randomize_block_order(seed=block_seed).map_batches(
         make_views,
-        fn_kwargs={"views": list(views), "stats": stats},
+        fn_kwargs={"views": list(views), "stats": stats, "seed": None if seed is None else tuple(seed)},
         batch_size=VIEW_BATCH,
         batch_format="numpy",
         num_cpus=num_cpus,
         **(remote_args or {}),
     )
+    if seed is not None:
+        viewed.context.execution_options.preserve_order = True
+    return viewed

@@ -142,7 +142,8 @@ class RayTrainSession:
         #: Train copies a reported checkpoint to the run's storage, except in its local mode (no workers)
         self._persisted = profile.num_workers >= 1
 
-    def dataset(self):
+    def dataset(self, epoch: int):
+        """This worker's shard (views drawn afresh each epoch, not seeded: see platform/augment.py)."""
         return ray.train.get_dataset_shard("train")
 
     def wrap(self, method: Method) -> torch.nn.Module:
@@ -180,6 +181,8 @@ class InProcessSession:
     rank, world_size = 0, 1
 
     def __init__(self, profile: Profile, dataset, checkpoints: EpochCheckpoints, report=None):
+        """``dataset``: the views as a Ray Dataset, or a function of the epoch that returns the
+        epoch's (``with_views(..., seed=(seed, epoch))``: a reproducible trial)."""
         self.device = torch.device("cuda" if profile.use_gpu else "cpu")
         self._dataset, self._checkpoints = dataset, checkpoints
         if report is None:
@@ -188,8 +191,8 @@ class InProcessSession:
             report = tune.report
         self._report = report
 
-    def dataset(self):
-        return self._dataset
+    def dataset(self, epoch: int):
+        return self._dataset(epoch) if callable(self._dataset) else self._dataset
 
     def wrap(self, method: Method) -> torch.nn.Module:
         return method
@@ -260,7 +263,6 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             session.report({**state["last_metrics"], "wall_s": wall_seconds(), "restarts": restarts}, None)
             return
 
-    shard = session.dataset()
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, profile.epochs):
@@ -268,7 +270,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             sums: dict[str, float] = defaultdict(float)
             steps, epoch_start = 0, time.perf_counter()
             for step, batch in enumerate(
-                shard.iter_torch_batches(
+                session.dataset(epoch).iter_torch_batches(
                     batch_size=profile.batch_size,
                     drop_last=True,
                     device=device,

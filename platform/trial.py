@@ -47,11 +47,14 @@ def run_trial(
         eval_data=eval_ref,
     )
     views = methods.get(method).views(spec.config(), profile.image_size)
-    dataset = with_views(train_ds, views, stats=stats, remote_args=augment_args)
     name = trial_key(method, point, seed)
-    if profile.num_workers == 0:
-        train_in_process(spec, dataset, f"{storage}/{name}")
+    if profile.num_workers == 0:  # views seeded by (seed, epoch): the trial is reproducible
+        def epoch_views(epoch: int):
+            return with_views(train_ds, views, stats=stats, remote_args=augment_args, seed=(seed, epoch))
+
+        train_in_process(spec, epoch_views, f"{storage}/{name}")
         return
+    dataset = with_views(train_ds, views, stats=stats, remote_args=augment_args)
     trainer = make_trainer(spec, dataset, name=name, storage_path=storage, callbacks=[TuneReportCallback()])
     try:
         trainer.fit()

@@ -23,8 +23,10 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 #: Feature taps, shallowest first.
 TAPS = ("conv1", "res2", "res3", "res4", "res5")
 
-#: arch -> (block, blocks per stage), as in torchvision.models.resnet18 / resnet50.
+#: arch -> (block, blocks per stage), as in torchvision.models.resnet18 / resnet50; resnet10 is
+#: ResNet-18 with one block per stage (the same four stages and taps at half the depth).
 ARCHS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
+    "resnet10": (BasicBlock, (1, 1, 1, 1)),
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
     "resnet50": (Bottleneck, (3, 4, 6, 3)),
 }
@@ -34,7 +36,7 @@ class Backbone(nn.Module):
     """A ResNet trunk that returns pooled ``res5`` features or feature maps at named taps.
 
     Args:
-        arch: ``"resnet18"`` or ``"resnet50"``.
+        arch: ``"resnet10"``, ``"resnet18"`` or ``"resnet50"``.
         cifar_stem: a 3x3 stride-1 convolution and no max-pool (for 32x32 images and
             small jigsaw patches); otherwise the ImageNet 7x7 stride-2 conv + 3x3 max-pool.
         width: channels of the first stage; 64 is the standard network.

@@ -107,8 +107,11 @@ def _in_process(tmp_path, profile, crash_after_epoch=None):
         if metrics["epoch"] == crash_after_epoch:
             raise _Crash
 
+    def epoch_views(epoch):  # as a trial's: seeded by (seed, epoch)
+        return with_views(ds, views, stats=CIFAR10, seed=(spec.seed, epoch))
+
     try:
-        train_in_process(spec, with_views(ds, views, stats=CIFAR10), str(tmp_path / "ckpt"), report=report)
+        train_in_process(spec, epoch_views, str(tmp_path / "ckpt"), report=report)
     except _Crash:
         pass
     return reported
@@ -136,12 +139,39 @@ def test_an_in_process_trial_resumes_from_its_last_epoch_checkpoint(ray_local, t
         assert EpochCheckpoints(str(tmp_path / run / "ckpt")).latest()["schedule"]["last_epoch"] == 3 * 4
     assert final["lr"] == uninterrupted[-1]["lr"] and math.isfinite(final["loss"])
 
+    # seeded views, restored RNG, bank and optimiser: the resumed run is the uninterrupted run
+    assert [h["loss"] for h in final["history"]] == [m["loss"] for m in uninterrupted]
+    assert final["knn_top1"] == uninterrupted[-1]["knn_top1"]
+
     again = _in_process(tmp_path / "b", profile)  # resumed after its last epoch: the final report again
     assert len(again) == 1 and again[0]["epoch"] == 2 and again[0]["loss"] == final["loss"]
     # cost adds up over the attempts: wall time of every attempt, device time of every epoch once
     assert final["wall_s"] > before[-1]["wall_s"] > 0 and again[0]["wall_s"] >= final["wall_s"]
     assert final["device_s"] == pytest.approx(sum(h["epoch_s"] for h in final["history"]), rel=0.05)
     assert again[0]["restarts"] == 2
+
+
+def test_the_same_trial_twice_gives_the_same_views_losses_and_knn(ray_local, tmp_path):
+    first = _in_process(tmp_path / "a", TINY)
+    second = _in_process(tmp_path / "b", TINY)
+    assert [m["loss"] for m in first] == [m["loss"] for m in second]
+    assert first[-1]["knn_top1"] == second[-1]["knn_top1"] and first[-1]["probe_res3_top1"] == second[-1]["probe_res3_top1"]
+    assert first[0]["loss"] != first[1]["loss"]  # (and the epochs differ: fresh views each epoch)
+
+
+def test_seeded_views_depend_on_the_seed_and_the_epoch_only(ray_local):
+    from sslab.methods.views import ImageView
+
+    ds, _ = _data()
+    views = [ImageView(size=32)]
+
+    def drawn(seed):
+        rows = with_views(ds, views, stats=CIFAR10, seed=seed).take_all()
+        return {int(r["idx"]): r["image"] for r in rows}, [int(r["idx"]) for r in rows]
+
+    (a, order_a), (b, order_b), (c, _) = drawn((0, 1)), drawn((0, 1)), drawn((0, 2))
+    assert order_a == order_b and all(np.array_equal(a[i], b[i]) for i in a)  # same seed: same rows, same order
+    assert sum(np.array_equal(a[i], c[i]) for i in a) == 0  # another epoch: other views of every image
 
 
 def test_two_data_parallel_workers_train_and_report(ray_local, tmp_path):

@@ -1,0 +1,115 @@
+"""What a small CPU profile can learn: train one method on a CIFAR-10 subset in this process
+(no Ray: the same views, method, optimiser and schedule as a trial) and print the kNN top-1 of
+the res5 features after every epoch next to the same backbone at random init.
+
+    python benchmarks/local_profile.py --method pirl --set loss_weight=0.5 --epochs 10 --width 16
+    python benchmarks/local_profile.py --method npid --set num_negatives=4096 --set bank_momentum=0
+
+It is the quick loop behind the ``local`` profile's choices (platform/profiles.py): a setting
+that does not beat random init here will not in a study either. Numbers are per seed; run
+``--seeds 3`` before believing a difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import time
+
+import numpy as np
+import torch
+
+from sslab import methods
+from sslab.methods.base import DataInfo, StepContext
+from sslab.methods.blocks.backbone import Backbone
+from sslab.methods.blocks.optim import build_optimizer, build_schedule
+from sslab.methods.views import apply_views
+from sslab.platform.data import load_split, take_subset
+from sslab.platform.evaluate import knn_top1, pooled_features
+
+
+def _value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def knn(backbone, train, test, stats, k: int) -> float:
+    f_train = pooled_features(backbone, train.images, ("res5",), stats=stats)["res5"]
+    f_test = pooled_features(backbone, test.images, ("res5",), stats=stats)["res5"]
+    return knn_top1(f_train, torch.as_tensor(train.labels), f_test, torch.as_tensor(test.labels), k=k)
+
+
+def run(args, seed: int) -> dict:
+    torch.set_num_threads(args.threads)
+    whole = load_split("cifar10", "train", seed=0, image_size=args.image_size)
+    train = take_subset(whole, args.subset, seed=0, what="train")
+    test = take_subset(load_split("cifar10", "test", seed=0, image_size=args.image_size), args.test_subset,
+                       seed=0, what="test")
+    stats = train.normalization
+    cls = methods.get(args.method)
+    config = cls.Config(**{**cls.profile_defaults.get("local", {}), **args.set})
+    torch.manual_seed(seed)
+    backbone = Backbone(args.arch, cifar_stem=True, width=args.width)
+    info = DataInfo(num_samples=len(train.labels), num_classes=train.num_classes, image_size=args.image_size)
+    method = cls.build(config, backbone, info)
+    baseline = knn(backbone, train, test, stats, args.knn_k)
+    views = cls.views(config, args.image_size)
+    optimizer = build_optimizer(method.parameter_groups(), config, global_batch=args.batch_size)
+    steps = len(train.labels) // args.batch_size
+    schedule = build_schedule(optimizer, steps * args.epochs, config.warmup_epochs * steps)
+    rng = np.random.default_rng(seed)
+    curve, start = [], time.perf_counter()
+    for epoch in range(args.epochs):
+        method.train()
+        order = rng.permutation(len(train.labels))
+        losses = []
+        for step in range(steps):
+            idx = order[step * args.batch_size:(step + 1) * args.batch_size]
+            batch = {k: torch.from_numpy(v) for k, v in
+                     apply_views(views, train.images[idx], rng, train=True, stats=stats).items()}
+            batch["idx"], batch["label"] = torch.from_numpy(idx), torch.from_numpy(train.labels[idx])
+            ctx = StepContext(step=schedule.last_epoch, total_steps=steps * args.epochs, epoch=epoch,
+                              world_size=1, rank=0)
+            loss, _ = method(batch, ctx)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            method.after_step(batch, ctx)
+            losses.append(float(loss))
+        curve.append(round(knn(backbone, train, test, stats, args.knn_k), 4))
+        print(f"  seed {seed} epoch {epoch}: loss {np.mean(losses):.3f} kNN {curve[-1]:.3f} "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+    return {"seed": seed, "baseline": round(baseline, 4), "knn": curve[-1], "curve": curve,
+            "train_s": round(time.perf_counter() - start, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", default="pirl", choices=methods.names())
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a method hyperparameter")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--subset", type=int, default=5000)
+    parser.add_argument("--test-subset", type=int, default=2000)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--arch", default="resnet18", help="resnet10 (one block per stage), resnet18, resnet50")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--knn-k", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=1)
+    args = parser.parse_args()
+    args.set = dict((item.split("=", 1)[0], _value(item.split("=", 1)[1])) for item in args.set)
+    results = [run(args, seed) for seed in range(args.seeds)]
+    gains = [r["knn"] - r["baseline"] for r in results]
+    print(json.dumps({"method": args.method, "set": args.set, "epochs": args.epochs, "width": args.width,
+                      "arch": args.arch, "batch_size": args.batch_size, "subset": args.subset,
+                      "gain_mean": round(float(np.mean(gains)), 4), "gain_std": round(float(np.std(gains)), 4),
+                      "runs": results}))
+
+
+if __name__ == "__main__":
+    main()
