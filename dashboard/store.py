@@ -202,6 +202,15 @@ def _annotate(data: StudyData) -> None:
         data.baselines = data.baselines.assign(study=data.name)
 
 
+def findings_of(data: StudyData) -> pd.DataFrame:
+    """The verdict on each of the paper's findings the study declares (``summary.judge``), one row each."""
+    findings = data.meta.get("findings") or []
+    if not findings or data.trials.empty:
+        return pd.DataFrame()
+    finished = data.trials[data.trials["status"] == "ok"]
+    return summary.judge_all(findings, finished, data.metric, data.mode).assign(study=data.name)
+
+
 def status_of(data: StudyData, now: float | None = None) -> StudyStatus:
     """The Studies page's row: state, counts, the best configuration and the compute spent."""
     now = time.time() if now is None else now

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import math
 import os
 import pkgutil
 import sys
@@ -124,16 +125,18 @@ def _report(study, root: str | None, fmt: str) -> None:
     if trials.empty:
         raise SystemExit(f"sslab: {study.name!r} has no finished trial yet under {store.location}; see: sslab status {study.name}")
     knobs, metric, mode = _knobs_metric_mode(study, meta)
+    # the findings as the study declares them now (a store written before they were declared has none)
+    findings = meta.get("findings") or [f.to_dict() for f in study.findings]
     if fmt == "csv":
         trials.to_csv(sys.stdout, index=False)
     elif fmt == "markdown":
-        print(markdown_report(study.name, knobs, metric, mode, trials, store.read("baselines")))
+        print(markdown_report(study.name, knobs, metric, mode, trials, store.read("baselines"), findings))
     else:
         console = Console()
         if not console.is_terminal:
             console.width = max(console.width, 160)
         print_summary(console, study.symbols(), knobs, metric, mode, trials, store.read("baselines"),
-                      defaults=meta.get("defaults") if meta.get("kind") == "search" else None)
+                      defaults=meta.get("defaults") if meta.get("kind") == "search" else None, findings=findings)
 
 
 def _knobs_metric_mode(study, meta: dict) -> tuple[list[str], str, str]:
@@ -142,27 +145,40 @@ def _knobs_metric_mode(study, meta: dict) -> tuple[list[str], str, str]:
     return knobs, (metric[0] if isinstance(metric, list) else metric), (mode[0] if isinstance(mode, list) else mode)
 
 
-def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials, baselines) -> str:
-    """The study's results as Markdown tables (per configuration, then totals), for notes and papers."""
-    from sslab.platform.summary import by_configuration, describe, totals
+def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials, baselines,
+                    findings: list[dict] | None = None) -> str:
+    """The study's results as Markdown tables (per configuration with the gain over random init,
+    the paper's findings, then totals), for notes and papers."""
+    from sslab.platform.summary import by_configuration, describe, judge_all, totals
 
-    per_config = by_configuration(trials, knobs, metric, mode)
+    per_config = by_configuration(trials, knobs, metric, mode, baselines)
     lines = [f"## {name}: {metric}", ""]
     several = "method" in per_config
-    header = [*(["method"] if several else []), *knobs, "mean", "std", "seeds", "gap to best", "beyond spread"]
+    header = [*(["method"] if several else []), *knobs, "mean", "std", "seeds", "gap to best", "beyond spread",
+              "vs random init", "beats it"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+
+    def yes_no(value) -> str:
+        return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else ("yes" if value else "no")
+
     for _, row in per_config.iterrows():
-        beyond = row["beyond_spread"]
         cells = [str(row["method"])] if several else []
         cells += [f"{row[f'config/{k}']:g}" if isinstance(row[f"config/{k}"], float) else str(row[f"config/{k}"])
                   for k in knobs]
         cells += [f"{row['mean']:.3f}", "–" if row["n"] < 2 else f"{row['std']:.3f}", str(int(row["n"])),
-                  "best" if row["best"] else f"{row['gap_to_best']:+.3f}",
-                  "–" if beyond is None else ("yes" if beyond else "no")]
+                  "best" if row["best"] else f"{row['gap_to_best']:+.3f}", yes_no(row["beyond_spread"]),
+                  "–" if math.isnan(row["vs_baseline"]) else f"{row['vs_baseline']:+.3f}", yes_no(row["beats_baseline"])]
         lines.append("| " + " | ".join(cells) + " |")
     if not baselines.empty and metric in baselines:
         lines += ["", f"Random-init baseline: {metric} {baselines[metric].mean():.3f} over {len(baselines)} seed(s)."]
-    lines += ["", *[f"- {line}" for line in describe(per_config, knobs, metric)]]
+    lines += ["", *[f"- {line}" for line in describe(per_config, knobs, metric, baselines)]]
+    if findings:
+        lines += ["", "| the paper's finding | verdict | better | worse | why |", "|---|---|---:|---:|---|"]
+        for _, row in judge_all(findings, trials, metric, mode).iterrows():
+            claim = row["claim"] + (f" ({row['source']})" if row["source"] else "")
+            sides = [f"{row[f'{s}_mean']:.3f} ± {row[f'{s}_std']:.3f}" if row[f"{s}_n"] > 1 else
+                     (f"{row[f'{s}_mean']:.3f}" if row[f"{s}_n"] else "–") for s in ("better", "worse")]
+            lines.append(f"| {claim} | {row['verdict']} | {sides[0]} | {sides[1]} | {row['why']} |")
     spent = totals(trials)
     lines.append(f"- compute: {spent['trials']} trial(s), wall {spent.get('wall_s', 0):.0f} s, "
                  f"device {spent.get('device_s', 0):.0f} s, {spent.get('images_seen', 0):,.0f} images")

@@ -13,9 +13,11 @@ from rich.table import Table
 from sslab.platform import metrics as names
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def _fmt(value: Any, digits: int = 3, *, signed: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    if signed and isinstance(value, float):
+        return f"{value:+.{digits}f}"
     if isinstance(value, float) and value != 0 and abs(value) < 10 ** -(digits - 1):
         return f"{value:.{digits}g}"  # e.g. a learning rate or a temperature of 0.005
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
@@ -75,20 +77,25 @@ class Progress:
         self._bar.stop()
         defaults = self.study.configurations()[0][1] if self.study.search else None
         print_summary(self.console, self.study.symbols(), self.study.knobs, self.study.primary_metric,
-                      self.study.primary_mode, trials, baselines, defaults=defaults)
+                      self.study.primary_mode, trials, baselines, defaults=defaults,
+                      findings=[f.to_dict() for f in self.study.findings])
 
 
 def print_summary(console: Console, symbols: dict[str, str], knobs: list[str], metric: str, mode: str,
-                  trials: pd.DataFrame, baselines: pd.DataFrame, *, defaults: dict[str, Any] | None = None) -> None:
-    """Every trial, then (with several seeds) mean ± std per configuration, the best, and the compute spent."""
-    from sslab.platform.summary import by_configuration, describe, totals
+                  trials: pd.DataFrame, baselines: pd.DataFrame, *, defaults: dict[str, Any] | None = None,
+                  findings: list[dict] | None = None) -> None:
+    """Every trial; mean ± std per configuration with its gain over the random-init baseline; the
+    best; the verdict on each of the paper's findings; the compute spent."""
+    from sslab.platform.summary import by_configuration, describe, judge_all, totals
 
     console.print(summary_table(symbols, knobs, trials, baselines, sort_by=metric if defaults else None))
-    per_config = by_configuration(trials, knobs, metric, mode)
-    if not per_config.empty and per_config["n"].max() > 1:
+    per_config = by_configuration(trials, knobs, metric, mode, baselines)
+    if not per_config.empty:
         console.print(configuration_table(symbols, knobs, metric, per_config))
-    for line in describe(per_config, knobs, metric):
+    for line in describe(per_config, knobs, metric, baselines):
         console.print(f"  {line}")
+    if findings and not trials.empty:
+        console.print(findings_table(judge_all(findings, trials, metric, mode)))
     if defaults is not None and not trials.empty:
         console.print(f"  {_against_defaults(trials, knobs, metric, mode, defaults)}")
     spent = totals(trials)
@@ -98,6 +105,23 @@ def print_summary(console: Console, symbols: dict[str, str], knobs: list[str], m
             f"  compute: {spent['trials']} trial(s) ({by_status}); wall {spent.get('wall_s', 0):.0f} s, "
             f"device {spent.get('device_s', 0):.0f} s, {spent.get('images_seen', 0):,.0f} images"
         )
+
+
+def findings_table(verdicts: pd.DataFrame) -> Table:
+    """The paper's findings this study tests, each marked reproduced, contradicted or not established."""
+    table = Table(title="the paper's findings")
+    for column in ("finding", "verdict", "better", "worse", "why"):
+        table.add_column(column, justify="left" if column in ("finding", "why") else "right")
+    style = {"reproduced": "green", "contradicted": "red"}
+    for _, row in verdicts.iterrows():
+        table.add_row(
+            row["claim"] + (f" ({row['source']})" if row["source"] else ""),
+            f"[{style[row['verdict']]}]{row['verdict']}[/]" if row["verdict"] in style else row["verdict"],
+            f"{_fmt(row['better_mean'])} ± {_fmt(row['better_std'])}",
+            f"{_fmt(row['worse_mean'])} ± {_fmt(row['worse_std'])}",
+            row["why"],
+        )
+    return table
 
 
 def _against_defaults(trials: pd.DataFrame, knobs: list[str], metric: str, mode: str, defaults: dict[str, Any]) -> str:
@@ -121,16 +145,18 @@ def configuration_table(symbols: dict[str, str], knobs: list[str], metric: str, 
         table.add_column("method")
     for name in knobs:
         table.add_column(symbols.get(name, name), justify="right")
-    for column in ("mean", "std", "seeds", "gap to best", "beyond spread"):
+    for column in ("mean", "std", "seeds", "gap to best", "beyond spread", "vs random init", "beats it"):
         table.add_column(column, justify="right")
     for _, row in per_config.iterrows():
-        beyond = row["beyond_spread"]
+        beyond, beats = row["beyond_spread"], row.get("beats_baseline")
         table.add_row(
             *([row["method"]] if several else []),
             *[_fmt(row[f"config/{n}"], 3) for n in knobs],
             _fmt(row["mean"]), _fmt(row["std"]), str(int(row["n"])),
             "best" if row["best"] else _fmt(row["gap_to_best"]),
             "–" if beyond is None else ("yes" if beyond else "no"),
+            _fmt(row.get("vs_baseline"), signed=True),
+            "–" if beats is None or (isinstance(beats, float) and math.isnan(beats)) else ("yes" if beats else "no"),
         )
     return table
 

@@ -139,6 +139,7 @@ def run_study(
             "seeds": seeds,
             "metric": study.metric,
             "mode": study.mode,
+            "findings": [finding.to_dict() for finding in study.findings],
             "total_trials": search.trials if search else len(study.configurations(profile.name)) * seeds,
             "profile": profile.to_dict(),
             "backbone": profile.backbone_name,

@@ -51,6 +51,33 @@ class Search:
         return replace(self, **settings)
 
 
+@dataclass(frozen=True)
+class Finding:
+    """A claim of the paper that a study tests, as data: configuration ``better`` scores higher
+    (lower, for a ``min`` study) than ``worse`` on ``metric``.
+
+    A configuration is a dict of knob values (and ``method`` when the study compares methods);
+    the trials that match it are pooled over seeds. ``worse`` defaults to ``better`` with
+    ``worse_metric`` for claims about layers: ``Finding("res5 beats res4", {"loss_weight": 0.5},
+    metric="probe_res5_top1", worse_metric="probe_res4_top1")``. ``summary.judge`` says whether
+    a study's trials reproduce it.
+    """
+
+    claim: str
+    better: dict[str, Any]
+    worse: dict[str, Any] | None = None
+    #: the study's primary metric when None
+    metric: str | None = None
+    #: the metric of ``worse``, when it differs (a layer against another)
+    worse_metric: str | None = None
+    #: where the paper says it, e.g. "PIRL, Table 5"
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"claim": self.claim, "better": dict(self.better), "worse": dict(self.worse or self.better),
+                "metric": self.metric, "worse_metric": self.worse_metric, "source": self.source}
+
+
 @dataclass
 class Study:
     """What a study compares; nothing about how Ray runs it."""
@@ -73,6 +100,8 @@ class Study:
     #: smaller grids for some profiles, e.g. {"local": {...}}
     grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     search: Search | None = None
+    #: the paper's claims this study tests (marked reproduced, contradicted or not established)
+    findings: tuple[Finding, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.method is None) == (not self.methods):
@@ -176,6 +205,13 @@ class Study:
                 for name, distribution in self.search.space.items():
                     for value in _extremes(distribution):
                         cls.Config(**self.method_config(method, {**point, name: value}, profile))
+        for finding in self.findings:
+            varied = set(self.knobs) | ({"method"} if len(self.method_names) > 1 else set())
+            for side in (finding.better, finding.worse or finding.better):
+                unknown = sorted(set(side) - varied)
+                if unknown:
+                    raise ValueError(f"study {self.name!r}: finding {finding.claim!r} names {unknown}, which the "
+                                     f"study does not vary (it varies {sorted(varied)})")
         if self.search and self.search.trials < 1:
             raise ValueError(f"study {self.name!r}: a search needs at least 1 trial, got {self.search.trials}")
         if self.seeds < 1:

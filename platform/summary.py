@@ -1,10 +1,11 @@
-"""What a study found: per-configuration mean, spread and count over seeds, and what it cost.
+"""What a study found: per-configuration mean, spread and count over seeds, the gain over the
+random-init baseline, the verdict on each of the paper's findings, and what it cost.
 
-Pure pandas over the results store's ``trials`` table, shared by the printed
-summary, ``sslab report`` and ``sslab status``. A difference between two
-configurations is called out only when it exceeds their spread across seeds:
-``|mean_a − mean_b| > std_a + std_b`` (both with at least two seeds), a
-deliberately plain rule a reader can check by eye.
+Pure pandas over the results store's tables, shared by the printed summary,
+``sslab report``, ``sslab status`` and the dashboard. A difference between two
+configurations (or a configuration and the baseline) is called out only when it
+exceeds their spread across seeds: ``|mean_a − mean_b| > std_a + std_b`` (both
+with at least two seeds), a deliberately plain rule a reader can check by eye.
 """
 
 from __future__ import annotations
@@ -24,13 +25,27 @@ def knob_columns(trials: pd.DataFrame, knobs: list[str]) -> list[str]:
     return (["method"] if several else []) + [f"config/{k}" for k in knobs if f"config/{k}" in trials]
 
 
-def by_configuration(trials: pd.DataFrame, knobs: list[str], metric: str, mode: str = "max") -> pd.DataFrame:
+def baseline_level(baselines: pd.DataFrame | None, metric: str) -> tuple[float, float, int] | None:
+    """Mean, std and seed count of the random-init baseline's ``metric`` (None without one)."""
+    if baselines is None or baselines.empty or metric not in baselines:
+        return None
+    values = baselines.drop_duplicates(["backbone", "seed"])[metric].dropna()
+    if values.empty:
+        return None
+    return float(values.mean()), float(values.std()) if len(values) > 1 else math.nan, len(values)
+
+
+def by_configuration(trials: pd.DataFrame, knobs: list[str], metric: str, mode: str = "max",
+                     baselines: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per configuration of the ``ok`` trials: mean, std and count of ``metric`` over seeds,
-    the gap to the best configuration and whether that gap exceeds the two configurations' spread."""
+    the gap to the best configuration and whether that gap exceeds the two configurations' spread;
+    with ``baselines``, the gain over the random-init baseline (``vs_baseline``) and whether it
+    exceeds the spread of both (``beats_baseline``: None with one seed on either side)."""
     columns = knob_columns(trials, knobs)
     ok = trials[trials["status"] == "ok"] if "status" in trials else trials
     if ok.empty or metric not in ok or not columns:
-        return pd.DataFrame(columns=[*columns, "mean", "std", "n", "gap_to_best", "beyond_spread"])
+        return pd.DataFrame(columns=[*columns, "mean", "std", "n", "gap_to_best", "beyond_spread",
+                                     "vs_baseline", "beats_baseline"])
     table = (
         ok.groupby(columns, dropna=False)[metric]
         .agg(mean="mean", std="std", n="count")
@@ -45,7 +60,71 @@ def by_configuration(trials: pd.DataFrame, knobs: list[str], metric: str, mode: 
         for _, row in table.iterrows()
     ]
     table["best"] = table.index == best.name
+    level = baseline_level(baselines, metric)
+    sign = 1 if mode == "max" else -1
+    table["vs_baseline"] = table["mean"] - level[0] if level else math.nan
+    table["beats_baseline"] = [
+        None if level is None or (verdict := _beyond_spread(row["mean"], row["std"], row["n"], *level)) is None
+        else bool(verdict and sign * (row["mean"] - level[0]) > 0)
+        for _, row in table.iterrows()
+    ]
     return table
+
+
+#: the verdicts on a finding
+REPRODUCED, CONTRADICTED, NOT_ESTABLISHED = "reproduced", "contradicted", "not established"
+
+
+def _matching(trials: pd.DataFrame, configuration: dict) -> pd.DataFrame:
+    match = pd.Series(True, index=trials.index)
+    for key, value in configuration.items():
+        column = key if key == "method" else f"config/{key}"
+        if column not in trials:
+            return trials.iloc[0:0]
+        if isinstance(value, float):
+            match &= (trials[column].astype(float) - value).abs() <= 1e-9 * max(1.0, abs(value))
+        else:
+            match &= trials[column] == value
+    return trials[match]
+
+
+def judge(finding: dict, trials: pd.DataFrame, metric: str, mode: str = "max") -> dict:
+    """The verdict on one finding (``Finding.to_dict()``) from the study's ``ok`` trials: reproduced
+    when the claimed order holds beyond the two sides' spread over seeds, contradicted when the
+    opposite does, otherwise not established (one seed, the configurations not run, or a
+    difference within the spread). Returns the claim, the verdict, why, and both sides' numbers."""
+    ok = trials[trials["status"] == "ok"] if "status" in trials else trials
+    better_metric = finding.get("metric") or metric
+    worse_metric = finding.get("worse_metric") or better_metric
+    sides = []
+    for configuration, column in ((finding["better"], better_metric), (finding.get("worse") or finding["better"],
+                                                                         worse_metric)):
+        values = _matching(ok, configuration)[column].dropna() if column in ok else pd.Series(dtype=float)
+        sides.append((float(values.mean()) if len(values) else math.nan,
+                      float(values.std()) if len(values) > 1 else math.nan, len(values)))
+    (mean_b, std_b, n_b), (mean_w, std_w, n_w) = sides
+    out = {"claim": finding["claim"], "source": finding.get("source", ""), "better_mean": mean_b, "better_std": std_b,
+           "better_n": n_b, "worse_mean": mean_w, "worse_std": std_w, "worse_n": n_w,
+           "difference": mean_b - mean_w if n_b and n_w else math.nan}
+    if not n_b or not n_w:
+        return {**out, "verdict": NOT_ESTABLISHED, "why": "a configuration it compares has no finished trial"}
+    if n_b < 2 or n_w < 2:
+        return {**out, "verdict": NOT_ESTABLISHED,
+                "why": f"{min(n_b, n_w)} seed(s): one seed establishes nothing (run --seeds 3)"}
+    gap = (mean_b - mean_w) * (1 if mode == "max" else -1)
+    spread = std_b + std_w
+    if gap > spread:
+        verdict, why = REPRODUCED, f"{gap:+.3f} beyond the spread {spread:.3f}"
+    elif -gap > spread:
+        verdict, why = CONTRADICTED, f"{gap:+.3f}: the opposite, beyond the spread {spread:.3f}"
+    else:
+        verdict, why = NOT_ESTABLISHED, f"{gap:+.3f} within the spread {spread:.3f}"
+    return {**out, "verdict": verdict, "why": f"{why} ({n_b} and {n_w} seeds)"}
+
+
+def judge_all(findings: list[dict], trials: pd.DataFrame, metric: str, mode: str = "max") -> pd.DataFrame:
+    """One row per finding (see ``judge``)."""
+    return pd.DataFrame([judge(f, trials, metric, mode) for f in findings])
 
 
 def _beyond_spread(mean_a, std_a, n_a, mean_b, std_b, n_b) -> bool | None:
@@ -67,8 +146,9 @@ def totals(trials: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def describe(table: pd.DataFrame, knobs: list[str], metric: str) -> list[str]:
-    """Plain sentences about the best configuration and which others it beats beyond the spread."""
+def describe(table: pd.DataFrame, knobs: list[str], metric: str, baselines: pd.DataFrame | None = None) -> list[str]:
+    """Plain sentences about the best configuration, which others it beats beyond the spread, and
+    how the configurations stand against the random-init baseline."""
     if table.empty:
         return [f"no finished trial reports {metric} yet"]
     best = table[table["best"]].iloc[0]
@@ -82,6 +162,18 @@ def describe(table: pd.DataFrame, knobs: list[str], metric: str) -> list[str]:
     else:
         beyond = int(known["beyond_spread"].astype(bool).sum())
         lines.append(f"{beyond} of {len(known)} other configuration(s) trail the best by more than their spread")
+    level = baseline_level(baselines, metric)
+    if level is not None:
+        mean, std, n = level
+        gains = table["mean"] - mean
+        tested = [_beyond_spread(row["mean"], row["std"], row["n"], *level) for _, row in table.iterrows()]
+        tested = [(verdict, gain) for verdict, gain in zip(tested, gains) if verdict is not None]
+        verdict = (f"{sum(v and g > 0 for v, g in tested)} of {len(tested)} beat it beyond the spread" if tested
+                   else "one seed: whether they beat it is not established (use --seeds 3)")
+        lines.append(f"random init: {metric} {mean:.3f} ± {_std(std)} over {n} seed(s); configurations "
+                     f"{gains.min():+.3f} to {gains.max():+.3f} over it; {verdict}")
+        if (gains <= 0).all():
+            lines.append("no configuration beats the random-init baseline: the 'best' above learned nothing useful")
     return lines
 
 

@@ -60,6 +60,16 @@ def overview() -> None:
         elif data.trials.empty:
             st.info(f"**{data.name}**: no trial has finished yet "
                     f"(0 of {data.total if data.total is not None else '?'}); charts appear when the first lands.")
+    verdicts = [found for data in studies if not (found := store.findings_of(data)).empty]
+    if verdicts:
+        st.subheader("The papers' findings")
+        st.caption("Reproduced or contradicted when the difference exceeds both sides' spread over seeds; "
+                   "one seed establishes nothing.")
+        findings = pd.concat(verdicts, ignore_index=True)
+        st.dataframe(findings[["study", "claim", "verdict", "better_mean", "better_std", "worse_mean", "worse_std",
+                               "why", "source"]],
+                     hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.3f") for c in
+                                                     ("better_mean", "better_std", "worse_mean", "worse_std")})
     interrupted = table.loc[table["state"] == "interrupted", "study"].tolist()
     if interrupted:
         st.caption("Interrupted studies resume where they stopped: " + ", ".join(f"`sslab run {n}`" for n in interrupted))

@@ -24,6 +24,15 @@ def grid_knn(loss_weight: float, seed: int) -> float:
     return 0.2 + 0.1 * loss_weight + 0.01 * seed
 
 
+#: the grid's findings, as study.json keeps them (Finding.to_dict())
+GRID_FINDINGS = [
+    {"claim": "λ = 0.5 beats λ = 0", "better": {"loss_weight": 0.5}, "worse": {"loss_weight": 0.0},
+     "metric": None, "worse_metric": None, "source": "PIRL Fig. 5"},
+    {"claim": "λ = 0 beats λ = 1", "better": {"loss_weight": 0.0}, "worse": {"loss_weight": 1.0},
+     "metric": None, "worse_metric": None, "source": ""},
+]
+
+
 def _meta(kind, knobs, defaults, total, **extra):
     return {"method": "pirl", "description": f"synthetic {kind}", "kind": kind, "knobs": knobs, "defaults": defaults,
             "seeds": extra.pop("seeds", 1), "metric": "knn_top1", "mode": "max", "total_trials": total,
@@ -58,7 +67,7 @@ def write_grid(root: Path, name: str = "pirl_lambda", *, values=(0.0, 0.5, 1.0),
     """λ × seeds; the trial ``fail`` = (λ, seed) failed with a NaN loss."""
     store = ResultsStore(root, name)
     store.write_metadata(_meta("grid", ["loss_weight"], {"loss_weight": 0.5}, len(values) * seeds, seeds=seeds,
-                               epochs=epochs, grid={"loss_weight": list(values)}))
+                               epochs=epochs, grid={"loss_weight": list(values)}, findings=GRID_FINDINGS))
     rng = np.random.default_rng(0)
     trials = []
     for i, lam in enumerate(values):

@@ -49,6 +49,15 @@ def test_grid_study_reads_with_labels_and_status(fixture_root):
     assert status.device_s == pytest.approx(9 * 80.0)
 
 
+def test_the_findings_a_study_declares_are_judged_from_its_trials(fixture_root):
+    verdicts = store.findings_of(_load(fixture_root, "pirl_lambda")).set_index("claim")
+    # λ=.5: 0.25, 0.26, 0.27 vs λ=0: 0.20, 0.21, 0.22 — 0.05 apart, spread 0.01 + 0.01
+    assert verdicts.loc["λ = 0.5 beats λ = 0", "verdict"] == "reproduced"
+    # λ=1 (0.30, 0.31; seed 2 failed) is above λ=0 beyond the spread: the claim is contradicted
+    assert verdicts.loc["λ = 0 beats λ = 1", "verdict"] == "contradicted"
+    assert verdicts.loc["λ = 0 beats λ = 1", "worse_n"] == 2
+
+
 def test_running_trial_appears_and_study_counts_as_running(fixture_root):
     data = _load(fixture_root, "pirl_running")
     assert list(data.trials["status"]) == ["running"] and list(data.trials["epochs"]) == [2]

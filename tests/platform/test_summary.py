@@ -5,7 +5,9 @@ import math
 import pandas as pd
 import pytest
 
-from sslab.platform.summary import by_configuration, describe, totals
+from sslab.platform.profiles import get_profile
+from sslab.platform.study import Finding, Study
+from sslab.platform.summary import CONTRADICTED, NOT_ESTABLISHED, REPRODUCED, by_configuration, describe, judge, totals
 
 
 def _trials():
@@ -45,3 +47,53 @@ def test_totals_count_statuses_and_sum_cost():
     spent = totals(_trials())
     assert (spent["trials"], spent["ok"], spent["failed"]) == (10, 9, 1)
     assert (spent["wall_s"], spent["device_s"], spent["images_seen"]) == (91.0, 182.0, 905.0)
+
+
+def _baselines(values):
+    return pd.DataFrame([{"backbone": "resnet18-w8-cifar", "seed": s, "knn_top1": v} for s, v in enumerate(values)])
+
+
+def test_every_configuration_is_measured_against_the_random_init_baseline_with_its_spread():
+    # baseline 0.25 ± 0.02: λ=.5 (0.31 ± 0.01) beats it beyond the spread; λ=0 (0.22 ± 0.02) is below;
+    # λ=1 (0.29 ± 0.04) is above, but within the spread
+    table = by_configuration(_trials(), ["loss_weight"], "knn_top1", baselines=_baselines([0.23, 0.25, 0.27]))
+    table = table.set_index("config/loss_weight")
+    assert table["vs_baseline"].to_dict() == pytest.approx({0.0: -0.03, 0.5: 0.06, 1.0: 0.04})
+    assert table["beats_baseline"].to_dict() == {0.0: False, 0.5: True, 1.0: False}
+    lines = describe(table.reset_index(), ["loss_weight"], "knn_top1", _baselines([0.23, 0.25, 0.27]))
+    assert lines[2] == ("random init: knn_top1 0.250 ± 0.020 over 3 seed(s); configurations -0.030 to +0.060 "
+                        "over it; 1 of 3 beat it beyond the spread")
+    one_seed = by_configuration(_trials().query("seed == 0"), ["loss_weight"], "knn_top1", baselines=_baselines([0.4]))
+    assert one_seed["beats_baseline"].isna().all()  # one seed: not established either way
+    below = describe(one_seed, ["loss_weight"], "knn_top1", _baselines([0.4]))
+    assert "whether they beat it is not established" in below[2]
+    assert below[3].startswith("no configuration beats the random-init baseline")
+
+
+@pytest.mark.parametrize("better, worse, verdict, why", [
+    (0.5, 0.0, REPRODUCED, "+0.090 beyond the spread 0.030 (3 and 3 seeds)"),
+    (0.0, 0.5, CONTRADICTED, "-0.090: the opposite, beyond the spread 0.030 (3 and 3 seeds)"),
+    (0.5, 1.0, NOT_ESTABLISHED, "+0.020 within the spread 0.050 (3 and 3 seeds)"),
+    (0.5, 0.25, NOT_ESTABLISHED, "a configuration it compares has no finished trial"),
+])
+def test_a_finding_is_reproduced_contradicted_or_not_established_by_the_spread(better, worse, verdict, why):
+    finding = Finding("claim", {"loss_weight": better}, {"loss_weight": worse}).to_dict()
+    judged = judge(finding, _trials(), "knn_top1")
+    assert (judged["verdict"], judged["why"]) == (verdict, why)
+    assert judge(finding, _trials().query("seed == 0"), "knn_top1")["verdict"] == NOT_ESTABLISHED  # one seed
+    flipped = judge(finding, _trials(), "knn_top1", mode="min")["verdict"]
+    assert flipped == {REPRODUCED: CONTRADICTED, CONTRADICTED: REPRODUCED}.get(verdict, NOT_ESTABLISHED)
+
+
+def test_a_layer_finding_compares_two_metrics_of_the_same_configuration():
+    trials = _trials().assign(probe_res5_top1=lambda t: t.knn_top1 + 0.1, probe_res4_top1=lambda t: t.knn_top1)
+    finding = Finding("res5 beats res4", {"loss_weight": 0.5}, metric="probe_res5_top1",
+                      worse_metric="probe_res4_top1").to_dict()
+    judged = judge(finding, trials, "knn_top1")
+    assert judged["verdict"] == REPRODUCED and judged["difference"] == pytest.approx(0.1)
+
+
+def test_a_finding_must_name_what_the_study_varies():
+    with pytest.raises(ValueError, match="names \\['temperature'\\], which the study does not vary"):
+        Study(name="s", method="pirl", grid={"loss_weight": [0.0, 0.5]},
+              findings=(Finding("x", {"temperature": 0.1}),)).validate(get_profile("local"))
