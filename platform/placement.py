@@ -67,6 +67,22 @@ class Node:
 
 
 @dataclass(frozen=True)
+class NodeType:
+    """A worker node type the autoscaler may start (cluster.yaml's ``available_node_types``)."""
+
+    name: str
+    #: the resources the type declares; CPUs and memory an instance type brings are detected at
+    #: launch and absent here
+    resources: dict[str, float]
+    labels: dict[str, str]
+    max_workers: int
+
+    @property
+    def role(self) -> str:
+        return self.labels.get(ROLE_LABEL, "")
+
+
+@dataclass(frozen=True)
 class ClusterShape:
     """The nodes up now, and what the autoscaler may still add (from the cluster's launch config)."""
 
@@ -75,18 +91,29 @@ class ClusterShape:
     max_resources: dict[str, float] = field(default_factory=dict)
     #: largest number of nodes the autoscaler's node types allow (0 without an autoscaler)
     max_nodes: int = 0
+    #: the worker node types the autoscaler may start (none without an autoscaler)
+    node_types: list[NodeType] = field(default_factory=list)
 
     def total(self, resource: str) -> float:
         return sum(n.resources.get(resource, 0) for n in self.nodes)
 
     @property
     def has_augment_nodes(self) -> bool:
-        return any(n.role == AUGMENT_ROLE for n in self.nodes)
+        """Augmentation has nodes of its own: up now, or a type the autoscaler may start."""
+        return any(n.role == AUGMENT_ROLE for n in self.nodes) or any(
+            t.role == AUGMENT_ROLE and t.max_workers > 0 for t in self.node_types)
+
+
+#: where ``ray up`` leaves the launcher's config on the head
+LAUNCHER_CONFIG = "~/ray_bootstrap_config.yaml"
 
 
 def cluster_shape() -> ClusterShape:
     """The connected Ray cluster's shape; an autoscaled cluster that starts at zero workers
-    is planned by its node types' maximum (the way Ray Train sizes worker groups)."""
+    is planned by its node types' maximum (the way Ray Train sizes worker groups).
+
+    Ray reports its autoscaler's config only on some deployments (KubeRay); on the head of a
+    ``ray up`` cluster the launcher's own config (``~/ray_bootstrap_config.yaml``) says the same."""
     import ray
 
     nodes = [Node.from_ray(info) for info in ray.nodes() if info.get("Alive")]
@@ -100,21 +127,43 @@ def cluster_shape() -> ClusterShape:
             max_resources = dict(state.get_max_resources_from_cluster_config() or {})
     except Exception:  # no autoscaler (a laptop, ray.cluster_utils): plan by the nodes that are up
         pass
-    if not max_nodes:
-        max_nodes = _launcher_max_nodes()
-    return ClusterShape(nodes=nodes, max_resources=max_resources, max_nodes=max_nodes)
+    launcher = launcher_config()
+    node_types = worker_node_types(launcher)
+    if not max_nodes and launcher:
+        max_nodes = int(launcher.get("max_workers", 0)) + 1
+    if not max_resources:  # what the worker types may bring at most (the declared resources only)
+        for node_type in node_types:
+            for resource, amount in node_type.resources.items():
+                max_resources[resource] = max_resources.get(resource, 0) + amount * node_type.max_workers
+    return ClusterShape(nodes=nodes, max_resources=max_resources, max_nodes=max_nodes, node_types=node_types)
 
 
-def _launcher_max_nodes(path: str = "~/ray_bootstrap_config.yaml") -> int:
-    """On the head of a ``ray up`` cluster the launcher leaves its config here: its max_workers + the head."""
+def launcher_config(path: str = LAUNCHER_CONFIG) -> dict[str, Any]:
+    """The cluster launcher's config on the head of a ``ray up`` cluster; {} elsewhere."""
     path = os.path.expanduser(path)
     if not os.path.exists(path):
-        return 0
+        return {}
     import yaml
 
     with open(path) as handle:
-        config = yaml.safe_load(handle) or {}
-    return int(config.get("max_workers", 0)) + 1
+        return yaml.safe_load(handle) or {}
+
+
+def worker_node_types(config: dict[str, Any]) -> list[NodeType]:
+    """The worker node types of a launcher config (the head's type is not one: it never scales)."""
+    head = config.get("head_node_type")
+    return [
+        NodeType(name, {k: float(v) for k, v in (spec.get("resources") or {}).items()}, dict(spec.get("labels") or {}),
+                 int(spec.get("max_workers", 0)))
+        for name, spec in (config.get("available_node_types") or {}).items()
+        if name != head
+    ]
+
+
+def _launcher_max_nodes(path: str = LAUNCHER_CONFIG) -> int:
+    """On the head of a ``ray up`` cluster the launcher leaves its config here: its max_workers + the head."""
+    config = launcher_config(path)
+    return int(config.get("max_workers", 0)) + 1 if config else 0
 
 
 def augment_policy(profile: Profile) -> str:
@@ -169,8 +218,11 @@ def max_concurrent_trials(profile: Profile, cluster: ClusterShape) -> int:
             )
         return int(gpus // workers)
     augment_nodes = cluster.has_augment_nodes
-    cpus = sum(n.resources.get("CPU", 0) for n in nodes if n.role != AUGMENT_ROLE)
     per_trial = workers * profile.cpus_per_worker + (0 if augment_nodes else 1)
+    cpus = sum(n.resources.get("CPU", 0) for n in nodes if n.role != AUGMENT_ROLE)
+    # trainer node types the autoscaler may start: their declared CPUs, or (CPUs detected from the
+    # instance at launch, unknown here) one trial's worth per node
+    cpus += sum(t.max_workers * t.resources.get("CPU", per_trial) for t in cluster.node_types if t.role != AUGMENT_ROLE)
     if cpus < per_trial:
         where = "on nodes that are not augmentation nodes " if augment_nodes else ""
         raise CannotPlace(

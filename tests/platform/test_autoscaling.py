@@ -174,42 +174,27 @@ def alive_workers() -> list[dict]:
     return [n for n in ray.nodes() if n["Alive"] and (n.get("Labels") or {}).get(ROLE_LABEL) != "head"]
 
 
-def plan_by_trainer_node_types(monkeypatch, cluster: FakeAutoscalingCluster) -> None:
-    """Stand-in for what placement.max_concurrent_trials cannot do yet (see the xfail test below):
-    a CPU profile on a cluster whose trainer nodes are all still to be started is planned by the
-    trainer node types the autoscaler may start, instead of refused for want of CPUs."""
-    planned_by_nodes_up = placement.max_concurrent_trials
-    trainer_nodes = sum(spec["max_workers"] for spec in cluster.node_types.values()
-                        if spec["labels"].get(ROLE_LABEL) != AUGMENT_ROLE)
-
-    def planned(profile, shape):
-        if any(n.role != AUGMENT_ROLE and n.resources.get("CPU", 0) for n in shape.nodes) or shape.max_nodes <= 1:
-            return planned_by_nodes_up(profile, shape)
-        return max(1, trainer_nodes)
-
-    monkeypatch.setattr(placement, "max_concurrent_trials", planned)
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=(ValueError, RuntimeError), reason=(
-    "placement.max_concurrent_trials plans CPU profiles by the CPUs of the nodes up now: on an autoscaled "
-    "cluster at zero workers it refuses the study (and ClusterShape.max_resources stays empty: Ray's v2 "
-    "autoscaler reports no ClusterConfig outside KubeRay)"))
-def test_the_platform_plans_a_cpu_study_on_an_autoscaled_cluster_at_zero_workers(fake_cluster, on_the_head):
+def test_the_platform_plans_a_study_on_an_autoscaled_cluster_at_zero_workers(fake_cluster, on_the_head):
+    """Nothing but the head is up: the launcher's node types (~/ray_bootstrap_config.yaml) say what the
+    autoscaler may start, so the study is planned by them rather than refused for 0 CPUs."""
+    cluster, _, _ = fake_cluster
+    faults.wait_for(lambda: not alive_workers(), timeout=IDLE_TIMEOUT_S + 60)
     shape = placement.cluster_shape()
-    assert shape.max_nodes > 1  # the launcher's config says the autoscaler may add nodes
+    assert shape.max_nodes > 1 and shape.has_augment_nodes
     assert placement.augment_remote_args(placement.augment_policy(PROFILE), shape) == {
         "label_selector": {ROLE_LABEL: AUGMENT_ROLE}}
-    assert placement.max_concurrent_trials(PROFILE, shape) >= 1  # raises today: 0 CPUs on non-augmentation nodes
+    trainer_nodes = sum(spec["max_workers"] for spec in cluster.node_types.values()
+                        if spec["labels"].get(ROLE_LABEL) != AUGMENT_ROLE)
+    assert placement.max_concurrent_trials(PROFILE, shape) == trainer_nodes  # one 1-CPU trial per trainer node
 
 
 @pytest.mark.slow
 @needs_cifar
 def test_the_autoscaler_starts_the_nodes_a_study_needs_replaces_a_lost_one_and_stops_them(
-    fake_cluster, on_the_head, monkeypatch, tmp_path
+    fake_cluster, on_the_head, tmp_path
 ):
     cluster, address, _ = fake_cluster
-    plan_by_trainer_node_types(monkeypatch, cluster)
 
     # (a) the study starts with the head alone: CPU 0, the trial resource, no worker node
     faults.wait_for(lambda: not alive_workers(), timeout=IDLE_TIMEOUT_S + 60)  # e.g. left by a test before

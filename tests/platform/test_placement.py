@@ -110,3 +110,40 @@ def test_the_launcher_config_on_a_head_tells_how_far_the_cluster_may_grow(tmp_pa
     cluster_yaml = Path(__file__).resolve().parents[2] / "cluster.yaml"
     assert _launcher_max_nodes(str(cluster_yaml)) == 18 + 1  # max_workers + the head
     assert _launcher_max_nodes(str(tmp_path / "absent.yaml")) == 0  # a laptop: no launcher
+
+
+def test_a_fresh_ray_up_cluster_is_planned_by_the_node_types_of_cluster_yaml(tmp_path, monkeypatch):
+    """On a `ray up` head with no worker up yet (Ray reports no autoscaler config outside KubeRay),
+    the launcher's node types say what may start: GPU and CPU profiles plan by them instead of
+    being refused for the 0 GPUs / CPUs up now."""
+    from pathlib import Path
+
+    import ray
+
+    from sslab.platform import placement
+    from sslab.platform.profiles import get_profile
+
+    cluster_yaml = Path(__file__).resolve().parents[2] / "cluster.yaml"
+    types = {t.name: t for t in placement.worker_node_types(placement.launcher_config(str(cluster_yaml)))}
+    assert sorted(types) == ["cpu_augment", "gpu_1x", "gpu_4x"]  # the head's type never scales
+    assert types["gpu_4x"].resources == {"GPU": 4.0} and types["gpu_4x"].max_workers == 2
+    assert types["cpu_augment"].role == "augment"
+
+    home = tmp_path / "head"
+    home.mkdir()
+    (home / "ray_bootstrap_config.yaml").write_text(cluster_yaml.read_text())
+    monkeypatch.setenv("HOME", str(home))
+    head_only = [{"NodeID": "h", "Alive": True, "NodeManagerAddress": "10.0.0.1",
+                  "Resources": {"sslab_trial": 1000.0}, "Labels": {"sslab.io/role": "head"}}]
+    monkeypatch.setattr(ray, "nodes", lambda: head_only)
+    shape = placement.cluster_shape()
+    assert shape.max_nodes == 19 and shape.max_resources == {"GPU": 8 * 1 + 2 * 4}
+    assert shape.has_augment_nodes  # a type the autoscaler may start
+    assert max_concurrent_trials(get_profile("cifar"), shape) == 16
+    cpu_trials = Profile(name="cpu", num_workers=1, cpus_per_worker=1)
+    assert max_concurrent_trials(cpu_trials, shape) == 8 + 2  # one trial per trainer node that may start
+    assert augment_remote_args("require", shape) == {"label_selector": {"sslab.io/role": "augment"}}
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # a laptop: no launcher config, nothing may start
+    with pytest.raises(CannotPlace, match="needs 1 GPU"):
+        max_concurrent_trials(get_profile("cifar"), placement.cluster_shape())
