@@ -36,6 +36,8 @@ class EpochCheckpoints:
         self.location, self.keep = location, keep
         self.fs, self._base = filesystem_for(location)
         self._local = isinstance(self.fs, pafs.LocalFileSystem)
+        #: why each checkpoint that did not load was passed over (path and error), for the report
+        self.skipped: list[str] = []
 
     def _epochs(self) -> list[int]:
         """The epochs with a checkpoint file, oldest first."""
@@ -75,4 +77,5 @@ class EpochCheckpoints:
             except Exception as err:  # noqa: BLE001 - any unreadable file: fall back to the previous epoch
                 log.warning("checkpoint %s does not load (%s); resuming from the one before it",
                             self._path(epoch), err)
+                self.skipped.append(f"{self._path(epoch)} does not load ({type(err).__name__}: {err})")
         return None

@@ -64,6 +64,10 @@ class NonFiniteLossError(DeterministicTrialError, FloatingPointError):
     """The loss became NaN or infinite; the trial stops, the study goes on."""
 
 
+class UnreadableCheckpointError(DeterministicTrialError):
+    """The only checkpoint to resume from does not load."""
+
+
 class EmptyEpochError(DeterministicTrialError, ValueError):
     """An epoch produced no full batch."""
 
@@ -158,7 +162,18 @@ class RayTrainSession:
 
     def restore(self) -> dict[str, Any] | None:
         checkpoint = ray.train.get_checkpoint()
-        return _load_checkpoint(checkpoint) if checkpoint is not None else None
+        if checkpoint is None:
+            return None
+        try:
+            return _load_checkpoint(checkpoint)
+        except Exception as err:  # noqa: BLE001 - Ray Train offers only its newest: every retry would fail alike
+            raise UnreadableCheckpointError(
+                f"the checkpoint {checkpoint.path} does not load ({type(err).__name__}: {err}); delete the "
+                "trial's folder under <results>/<study>/ray/train to train it from scratch"
+            ) from None
+
+    def skipped_checkpoints(self) -> list[str]:
+        return []
 
     def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
         if state is None:
@@ -199,6 +214,10 @@ class InProcessSession:
 
     def restore(self) -> dict[str, Any] | None:
         return self._checkpoints.latest()
+
+    def skipped_checkpoints(self) -> list[str]:
+        """The newer checkpoints that did not load and were passed over (said in the trial's report)."""
+        return self._checkpoints.skipped
 
     def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
         if state is not None:  # on storage before Tune hears of the epoch
@@ -249,7 +268,13 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
     def wall_seconds() -> float:  # this attempt's seconds so far plus every attempt's before it
         return wall_before + time.perf_counter() - attempt_start
 
-    state = session.restore()
+    try:
+        state = session.restore()
+    except UnreadableCheckpointError as err:  # the same on every retry: end the trial, say where
+        session.report({FAILURE: str(err), "failed_epoch": 0, "epoch": -1, names.KNN: math.nan,
+                        names.LOSS: math.nan, "history": []}, None)
+        return
+    skipped = session.skipped_checkpoints()
     if state is not None:  # a retry after a lost worker or node, or a resumed study
         restarts = state.get("restarts", 0) + 1
         method.load_state_dict(state["model"])
@@ -260,7 +285,8 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
         eval_seconds, wall_before = state.get("eval_seconds", 0.0), state.get("wall_seconds", 0.0)
         torch.set_rng_state(state["rng"])
         if start_epoch >= profile.epochs:  # resumed after the last epoch: say again what it reported
-            session.report({**state["last_metrics"], "wall_s": wall_seconds(), "restarts": restarts}, None)
+            session.report({**state["last_metrics"], "wall_s": wall_seconds(), "restarts": restarts,
+                            **({"checkpoints_skipped": "; ".join(skipped)} if skipped else {})}, None)
             return
 
     epoch = start_epoch
@@ -328,6 +354,8 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             metrics["eval_s"] = eval_seconds  # per-epoch monitor kNN and the final evaluation
             metrics["device_s"] = train_seconds * devices_held
             metrics["wall_s"] = wall_seconds()
+            if skipped:  # said once, with the first epoch after the resume
+                metrics["checkpoints_skipped"], skipped = "; ".join(skipped), []
             state = None
             if rank == 0:
                 state = {

@@ -83,6 +83,8 @@ class StoreCallback(Callback):
         history = result.get("history") or []
         if history:
             self._write(key, self.store.record_epochs, key, history)
+        if result.get("checkpoints_skipped") and self.progress is not None:
+            self.progress.note(f"{key}: resumed from an older checkpoint: {result['checkpoints_skipped']}")
         self.progress.trial_epoch(key, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):

@@ -234,3 +234,24 @@ def test_another_ray_instance_on_the_machine_confuses_no_state_api_call(ray_loca
         assert workers and all(w.state == "DEAD" for w in workers)
     finally:
         other.shutdown()
+
+
+@needs_cifar
+def test_a_corrupt_newest_checkpoint_is_said_and_the_trial_resumes_from_the_one_before(
+        ray_local, tmp_path, capsys, starts):
+    study = Study(name="corrupt", method="pirl", grid={"loss_weight": [0.5]}, base={"num_negatives": 64})
+    first = run_study(study, profile=SMALL, root=tmp_path, quiet=True)
+    key = first.trial_id.iloc[0]
+    checkpoints = sorted((tmp_path / "corrupt" / "ray" / "train" / key).glob("epoch-*.pt"))
+    assert [c.name for c in checkpoints] == ["epoch-000000.pt", "epoch-000001.pt"]
+    _truncate(checkpoints[-1])  # the newest: a disk that filled up mid-copy
+    (tmp_path / "corrupt" / "trials.parquet").unlink()  # as if the row had not been written yet
+    starts.clear()
+    again = run_study(study, profile=SMALL, root=tmp_path, quiet=False)
+    out = capsys.readouterr().out
+    assert f"{key}: resumed from an older checkpoint: " in out and "epoch-000001.pt does not load" in out
+    row = again.iloc[0]
+    assert row.status == "ok" and row.restarts == 1 and starts == {key: 1}
+    assert row.images_seen == first.images_seen.iloc[0]  # epoch 1 trained again, epoch 0 not
+    epochs = pd.read_parquet(tmp_path / "corrupt" / "epochs.parquet")
+    assert epochs.epoch.tolist() == [0, 1] and epochs.restarts.tolist() == [0, 1]
