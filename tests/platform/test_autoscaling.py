@@ -13,11 +13,9 @@ fails when it changes in a way this test depends on.
 
 from __future__ import annotations
 
-import os
 import shlex
 import threading
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -25,6 +23,7 @@ import ray
 import yaml
 
 import faults
+from small import needs_cifar
 from autoscaling_cluster import FAKE_GPU, FakeAutoscalingCluster, read_cluster_yaml
 from sslab.platform import placement
 from sslab.platform.placement import AUGMENT_ROLE, ROLE_LABEL, TRIAL_RESOURCE
@@ -32,8 +31,6 @@ from sslab.platform.profiles import Profile
 from sslab.platform.runner import run_study
 from sslab.platform.study import Study, trial_key
 
-ARCHIVE = Path(os.environ.get("SSLAB_DATA", "~/.cache/sslab/data")).expanduser() / "cifar10-jpg.tar.gz"
-needs_cifar = pytest.mark.skipif(not ARCHIVE.exists(), reason=f"CIFAR-10 archive not found at {ARCHIVE} (set SSLAB_DATA)")
 
 #: overrides cluster.yaml's idle_timeout_minutes (10): idle workers go within seconds here
 IDLE_TIMEOUT_S = 8

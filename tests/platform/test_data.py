@@ -82,7 +82,10 @@ def cifar_cache(tmp_path_factory):
     """Decode the real archive once per session into a shared cache; returns (cache, timings)."""
     archive = data_dir() / "cifar10-jpg.tar.gz"
     if not archive.is_file():
-        pytest.skip(f"CIFAR-10 archive not found at {archive}: set SSLAB_DATA to a folder holding cifar10-jpg.tar.gz")
+        message = f"CIFAR-10 archive not found at {archive}: set SSLAB_DATA to a folder holding cifar10-jpg.tar.gz"
+        if os.environ.get("SSLAB_REQUIRE_DATA") == "1":  # CI: missing data is a failure, not a skip
+            pytest.fail(message)
+        pytest.skip(message)
     cache = tmp_path_factory.mktemp("cifar-cache")
     timings = {}
     with pytest.MonkeyPatch.context() as mp:

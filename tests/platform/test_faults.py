@@ -18,6 +18,7 @@ import ray
 from PIL import Image
 
 import faults
+from small import SMALL, needs_cifar
 from sslab.platform import cli, runner
 from sslab.platform.profiles import Profile
 from sslab.platform.results import ResultsStore, StoreWriteError, UnreadableStoreError
@@ -25,14 +26,7 @@ from sslab.platform.runner import run_study
 from sslab.platform.study import Study, trial_key
 from sslab.platform.tune_callbacks import StoreCallback
 
-ARCHIVE = Path(os.environ.get("SSLAB_DATA", "~/.cache/sslab/data")).expanduser() / "cifar10-jpg.tar.gz"
-needs_cifar = pytest.mark.skipif(not ARCHIVE.exists(), reason=f"CIFAR-10 archive not found at {ARCHIVE} (set SSLAB_DATA)")
 
-SMALL = Profile(
-    name="small", train_subset=200, test_subset=100, width=8, epochs=2, batch_size=50,
-    method_defaults={"base_lr": 0.05, "lr_scaling": "none", "warmup_epochs": 0},
-    num_workers=0, knn_k=10, probe_epochs=5, invariance_samples=20, monitor_images=100,
-)
 STUDY = Study(name="faulty", method="pirl", grid={"loss_weight": [0.0, 1.0]}, base={"num_negatives": 64})
 KEYS = sorted(trial_key("pirl", {"loss_weight": w}, 0) for w in (0.0, 1.0))
 

@@ -6,10 +6,8 @@ The topology mirrors cluster.yaml: a head with no CPU that runs trial drivers
 faults are real: a Train worker process is SIGKILLed, a node is removed.
 """
 
-import os
 import threading
 from collections import Counter
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,13 +15,13 @@ import ray
 from ray.cluster_utils import Cluster
 
 import faults
+from small import needs_cifar
 from sslab.platform.placement import ROLE_LABEL, TRIAL_RESOURCE
 from sslab.platform.profiles import Profile
 from sslab.platform.runner import run_study
 from sslab.platform.study import Study, trial_key
 
-ARCHIVE = Path(os.environ.get("SSLAB_DATA", "~/.cache/sslab/data")).expanduser() / "cifar10-jpg.tar.gz"
-pytestmark = pytest.mark.skipif(not ARCHIVE.exists(), reason=f"CIFAR-10 archive not found at {ARCHIVE} (set SSLAB_DATA)")
+pytestmark = needs_cifar
 
 #: two Train workers per trial, spread over the two trainer nodes
 TWO_WORKERS = Profile(

@@ -11,20 +11,11 @@ import ray
 from optuna.distributions import FloatDistribution
 
 import faults
-from sslab.platform.profiles import Profile
+from small import SMALL, needs_cifar
 from sslab.platform.runner import run_study
 from sslab.platform.study import Search, Study, trial_key
 
-ARCHIVE = Path(os.environ.get("SSLAB_DATA", "~/.cache/sslab/data")).expanduser() / "cifar10-jpg.tar.gz"
-needs_cifar = pytest.mark.skipif(not ARCHIVE.exists(), reason=f"CIFAR-10 archive not found at {ARCHIVE} (set SSLAB_DATA)")
 
-#: trials train in their own process (num_workers=0), as the local profile's do; the
-#: TorchTrainer path (num_workers >= 1) is run end to end below and in test_multinode.py
-SMALL = Profile(
-    name="small", train_subset=200, test_subset=100, width=8, epochs=2, batch_size=50,
-    method_defaults={"base_lr": 0.05, "lr_scaling": "none", "warmup_epochs": 0},
-    num_workers=0, knn_k=10, probe_epochs=5, invariance_samples=20, monitor_images=100,
-)
 STUDY = Study(name="mini_lambda", method="pirl", grid={"loss_weight": [0.0, 1.0]}, base={"num_negatives": 64})
 
 
@@ -200,7 +191,6 @@ def test_search_starts_from_the_paper_defaults_persists_optuna_and_resumes_withi
 INTERRUPTED = Study(name="interrupted", method="pirl", grid={"loss_weight": [0.0, 0.5, 1.0]}, base={"num_negatives": 64})
 _DRIVER = f"""
 import sys
-from sslab.platform.profiles import Profile
 from sslab.platform.runner import run_study
 from sslab.platform.study import Study
 run_study({INTERRUPTED!r}, profile={SMALL!r}, root=sys.argv[1], quiet=True)

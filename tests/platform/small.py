@@ -1,0 +1,24 @@
+"""What the study tests share: the real CIFAR-10 archive, and a profile small enough for a test.
+
+CI sets ``SSLAB_REQUIRE_DATA=1`` (``.ci/run``): there a missing archive fails the tests that need
+it, with the data loader's message, instead of skipping them and passing with nothing tested.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sslab.platform.profiles import Profile
+
+ARCHIVE = Path(os.environ.get("SSLAB_DATA", "~/.cache/sslab/data")).expanduser() / "cifar10-jpg.tar.gz"
+REQUIRED = os.environ.get("SSLAB_REQUIRE_DATA") == "1"
+needs_cifar = pytest.mark.skipif(not ARCHIVE.exists() and not REQUIRED,
+                                 reason=f"CIFAR-10 archive not found at {ARCHIVE} (set SSLAB_DATA)")
+
+#: trials train in their own process (num_workers=0), as the local profile's do
+SMALL = Profile(
+    name="small", train_subset=200, test_subset=100, width=8, epochs=2, batch_size=50,
+    method_defaults={"base_lr": 0.05, "lr_scaling": "none", "warmup_epochs": 0},
+    num_workers=0, knn_k=10, probe_epochs=5, invariance_samples=20, monitor_images=100,
+)
