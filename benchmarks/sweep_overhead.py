@@ -14,6 +14,7 @@ final evaluation); the rest is start-up and teardown. The study's own time outsi
 (data, baselines, summary) is reported apart; Ray itself is started before both.
 
     python benchmarks/sweep_overhead.py [--trials 3] [--images 1024] [--epochs 2] [--workers 0 1]
+    python benchmarks/sweep_overhead.py --profile local --workers 0 --trials 2   # a built-in profile as is
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sslab.platform.profiles import Profile
+from sslab.platform.profiles import Profile, get_profile
 from sslab.platform.results import ResultsStore
 from sslab.platform.runner import _init_ray, run_study
 from sslab.platform.study import Study
@@ -38,11 +39,17 @@ def measure(workers: int, args: argparse.Namespace) -> dict:
     values = [round(i / max(1, args.trials - 1), 3) for i in range(args.trials)]
     study = Study(name="bench_sweep", method="pirl", grid={"loss_weight": values},
                   description="sweep overhead benchmark")
+    if args.profile:  # a built-in profile as studies run it (its subset, epochs, evaluation)
+        return _run(study, get_profile(args.profile).with_overrides(num_workers=workers), workers)
     profile = Profile(name="bench", train_subset=args.images, test_subset=512, width=8, epochs=args.epochs,
                       batch_size=64, monitor_images=256, probe_epochs=5,
                       invariance_samples=128, torch_threads=os.cpu_count() or 1, num_workers=workers,
                       method_defaults={"loss_form": "infonce", "num_negatives": 512, "base_lr": 0.4,
                                        "warmup_epochs": 1})
+    return _run(study, profile, workers)
+
+
+def _run(study: Study, profile: Profile, workers: int) -> dict:
     with tempfile.TemporaryDirectory() as root:
         start = time.perf_counter()
         run_study(study, profile=profile, root=root, quiet=True)
@@ -58,6 +65,7 @@ def measure(workers: int, args: argparse.Namespace) -> dict:
         "study_s": study_s,
         "outside_trials_s": study_s - float(trials["wall_s"].sum()),
         "overhead_per_trial_s": float(trials["overhead_s"].mean()),
+        "overhead_fraction": float(trials["overhead_s"].sum() / trials["wall_s"].sum()),
         "own_work_per_trial_s": float(trials["own_s"].mean()),
         "trials": trials[["trial_id", "wall_s", "train_s", "eval_s", "overhead_s"]].to_dict("records"),
     }
@@ -69,14 +77,16 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="num_workers of each mode measured")
+    parser.add_argument("--profile", default=None, help="measure this built-in profile as is (--images and --epochs "
+                                                         "are then its own)")
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "sweep_overhead.json"))
     args = parser.parse_args()
 
     _init_ray(None)  # started once, before both modes: not part of either
     modes = [measure(workers, args) for workers in args.workers]
 
-    print(f"sweep overhead: {args.trials} PIRL trials × {args.epochs} epoch(s) on {args.images} images, local Ray, "
-          f"{os.cpu_count()} CPU(s)")
+    size = f"profile {args.profile}" if args.profile else f"{args.epochs} epoch(s) on {args.images} images"
+    print(f"sweep overhead: {args.trials} PIRL trials, {size}, local Ray, {os.cpu_count()} CPU(s)")
     print(f"{'mode':<15}{'trial':<32}{'wall s':>8}{'train s':>9}{'eval s':>8}{'overhead s':>12}")
     for mode in modes:
         for row in mode["trials"]:
@@ -85,10 +95,10 @@ def main() -> None:
     for mode in modes:
         print(f"{mode['mode']}: {mode['overhead_per_trial_s']:.1f} s of start-up and teardown per trial against "
               f"{mode['own_work_per_trial_s']:.1f} s of its own work "
-              f"({mode['overhead_per_trial_s'] / mode['own_work_per_trial_s']:.0%}); study {mode['study_s']:.1f} s, "
+              f"({mode['overhead_fraction']:.1%} of the trials' wall time); study {mode['study_s']:.1f} s, "
               f"{mode['outside_trials_s']:.1f} s outside the trials")
     by_mode = {m["mode"]: m for m in modes}
-    result = {"benchmark": "sweep_overhead", "trials_per_mode": args.trials, "images": args.images,
+    result = {"benchmark": "sweep_overhead", "profile": args.profile, "trials_per_mode": args.trials, "images": args.images,
               "epochs": args.epochs, "machine": platform.machine(), "cpus": os.cpu_count(), "modes": modes}
     if {"in-process", "torch-trainer"} <= set(by_mode):
         fast, slow = by_mode["in-process"], by_mode["torch-trainer"]
