@@ -58,7 +58,7 @@ class Finding:
 
     A configuration is a dict of knob values (and ``method`` when the study compares methods);
     the trials that match it are pooled over seeds. ``worse`` defaults to ``better`` with
-    ``worse_metric`` for claims about layers: ``Finding("res5 beats res4", {"loss_weight": 0.5},
+    ``worse_metric`` for claims about layers: ``Finding("res5 beats res4", {"<knob>": <value>},
     metric="probe_res5_top1", worse_metric="probe_res4_top1")``. ``summary.judge`` says whether
     a study's trials reproduce it.
     """
@@ -70,7 +70,7 @@ class Finding:
     metric: str | None = None
     #: the metric of ``worse``, when it differs (a layer against another)
     worse_metric: str | None = None
-    #: where the paper says it, e.g. "PIRL, Table 5"
+    #: where the paper says it, e.g. "Table 5"
     source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
