@@ -180,6 +180,8 @@ def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials,
                      (f"{row[f'{s}_mean']:.3f}" if row[f"{s}_n"] else "–") for s in ("better", "worse")]
             lines.append(f"| {claim} | {row['verdict']} | {sides[0]} | {sides[1]} | {row['why']} |")
     spent = totals(trials)
+    if findings:
+        lines.append("")
     lines.append(f"- compute: {spent['trials']} trial(s), wall {spent.get('wall_s', 0):.0f} s, "
                  f"device {spent.get('device_s', 0):.0f} s, {spent.get('images_seen', 0):,.0f} images")
     return "\n".join(lines)

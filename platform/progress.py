@@ -23,6 +23,11 @@ def _fmt(value: Any, digits: int = 3, *, signed: bool = False) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _fixed(value: Any) -> str:
+    """A metric or its spread: always three decimals (0.007, not 0.00701)."""
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
 class Progress:
     def __init__(self, study, profile, *, total: int, already_done: int, quiet: bool = False):
         self.study = study
@@ -117,8 +122,8 @@ def findings_table(verdicts: pd.DataFrame) -> Table:
         table.add_row(
             row["claim"] + (f" ({row['source']})" if row["source"] else ""),
             f"[{style[row['verdict']]}]{row['verdict']}[/]" if row["verdict"] in style else row["verdict"],
-            f"{_fmt(row['better_mean'])} ± {_fmt(row['better_std'])}",
-            f"{_fmt(row['worse_mean'])} ± {_fmt(row['worse_std'])}",
+            f"{_fixed(row['better_mean'])} ± {_fixed(row['better_std'])}",
+            f"{_fixed(row['worse_mean'])} ± {_fixed(row['worse_std'])}",
             row["why"],
         )
     return table
@@ -152,7 +157,7 @@ def configuration_table(symbols: dict[str, str], knobs: list[str], metric: str, 
         table.add_row(
             *([row["method"]] if several else []),
             *[_fmt(row[f"config/{n}"], 3) for n in knobs],
-            _fmt(row["mean"]), _fmt(row["std"]), str(int(row["n"])),
+            _fmt(row["mean"]), _fixed(row["std"]), str(int(row["n"])),
             "best" if row["best"] else _fmt(row["gap_to_best"]),
             "–" if beyond is None else ("yes" if beyond else "no"),
             _fmt(row.get("vs_baseline"), signed=True),
