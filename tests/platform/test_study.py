@@ -65,7 +65,8 @@ def test_method_config_precedence_method_profile_then_profile_then_base_then_poi
     from sslab.platform.profiles import get_profile
 
     local = get_profile("local")
-    assert plain.method_config("pirl", {}, local) == {"loss_form": "infonce", "base_lr": 0.4, "warmup_epochs": 1}
+    assert plain.method_config("pirl", {}, local) == {"loss_form": "infonce", "bank_momentum": 0.0, "base_lr": 0.05,
+                                                      "warmup_epochs": 1}
     assert Study(name="s", method="pirl", base={"base_lr": 0.2}).method_config("pirl", {}, local)["base_lr"] == 0.2
 
 
@@ -191,6 +192,7 @@ def test_search_starts_from_the_paper_defaults_persists_optuna_and_resumes_withi
 INTERRUPTED = Study(name="interrupted", method="pirl", grid={"loss_weight": [0.0, 0.5, 1.0]}, base={"num_negatives": 64})
 _DRIVER = f"""
 import sys
+from sslab.platform.profiles import Profile
 from sslab.platform.runner import run_study
 from sslab.platform.study import Study
 run_study({INTERRUPTED!r}, profile={SMALL!r}, root=sys.argv[1], quiet=True)
