@@ -27,6 +27,8 @@ from sslab.methods.blocks.optim import build_optimizer, build_schedule
 from sslab.methods.views import apply_views
 from sslab.platform.data import load_split, take_subset
 from sslab.platform.evaluate import knn_top1, pooled_features
+from sslab.platform.profiles import get_profile
+from train_loop import optimisation_step  # noqa: E402 - a sibling script (benchmarks/ is on sys.path)
 
 
 def _value(text: str):
@@ -73,13 +75,7 @@ def run(args, seed: int) -> dict:
             batch["idx"], batch["label"] = torch.from_numpy(idx), torch.from_numpy(train.labels[idx])
             ctx = StepContext(step=schedule.last_epoch, total_steps=steps * args.epochs, epoch=epoch,
                               world_size=1, rank=0)
-            loss, _ = method(batch, ctx)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            method.after_step(batch, ctx)
-            losses.append(float(loss))
+            losses.append(float(optimisation_step(method, optimizer, schedule, batch, ctx)))
         curve.append(round(knn(backbone, train, test, stats, args.knn_k), 4))
         print(f"  seed {seed} epoch {epoch}: loss {np.mean(losses):.3f} kNN {curve[-1]:.3f} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
@@ -91,14 +87,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", default="pirl", choices=methods.names())
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a method hyperparameter")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--subset", type=int, default=5000)
-    parser.add_argument("--test-subset", type=int, default=2000)
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--width", type=int, default=8)
-    parser.add_argument("--arch", default="resnet18", help="resnet10 (one block per stage), resnet18, resnet50")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--knn-k", type=int, default=200)
+    local = get_profile("local")  # every size defaults to the local profile's
+    parser.add_argument("--epochs", type=int, default=local.epochs)
+    parser.add_argument("--subset", type=int, default=local.train_subset)
+    parser.add_argument("--test-subset", type=int, default=local.test_subset)
+    parser.add_argument("--image-size", type=int, default=local.image_size)
+    parser.add_argument("--width", type=int, default=local.width)
+    parser.add_argument("--arch", default=local.arch, help="resnet10 (one block per stage), resnet18, resnet50")
+    parser.add_argument("--batch-size", type=int, default=local.batch_size)
+    parser.add_argument("--knn-k", type=int, default=local.knn_k)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=1)
     args = parser.parse_args()

@@ -48,14 +48,20 @@ def bare_epochs(spec: TrialSpec, batches: list[dict[str, torch.Tensor]], epochs:
         start = time.perf_counter()
         for step, batch in enumerate(batches):
             ctx = StepContext(step=epoch * len(batches) + step, total_steps=total, epoch=epoch)
-            loss, _ = method(batch, ctx)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            method.after_step(batch, ctx)
+            optimisation_step(method, optimizer, schedule, batch, ctx)
         seconds.append(time.perf_counter() - start)
     return seconds
+
+
+def optimisation_step(method, optimizer, schedule, batch, ctx) -> torch.Tensor:
+    """One bare step: the loss, its backward, the optimiser and schedule, then the method's after_step."""
+    loss, _ = method(batch, ctx)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+    method.after_step(batch, ctx)
+    return loss.detach()
 
 
 def sslab_fit(spec: TrialSpec, dataset, storage: str, name: str) -> tuple[float, list[float]]:
