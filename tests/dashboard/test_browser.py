@@ -83,6 +83,9 @@ def test_every_page_renders_its_charts_in_chromium(server):
 
     shots = Path(os.environ.get("SSLAB_SCREENSHOTS", ROOT / "build" / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
+    expected = {f"{p or 'studies'}.png" for p in PAGES}
+    for name in expected:  # a picture left by an earlier run must not stand in for this run's
+        (shots / name).unlink(missing_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         errors = []
@@ -104,6 +107,10 @@ def test_every_page_renders_its_charts_in_chromium(server):
             # every page runs under app.py: its navigation names all seven pages by title
             nav = page.locator("[data-testid='stSidebarNav']")
             assert all(nav.get_by_text(t, exact=True).count() == 1 for t, _ in PAGES.values()), f"/{path}: {nav.inner_text()}"
+            if path == "ablation":  # the curve shows each point's spread over seeds and the random-init line
+                plot = page.locator(".js-plotly-plot").first
+                assert plot.locator("g.errorbar").count() >= 1, "no error bars on the ablation curve"
+                assert plot.locator("text", has_text="random init").count() >= 1, "no random-init baseline line"
             page.screenshot(path=str(shots / f"{path or 'studies'}.png"), full_page=True)
         # the sidebar's navigation links lead to the pages too
         page.goto(server)
@@ -111,4 +118,6 @@ def test_every_page_renders_its_charts_in_chromium(server):
         page.get_by_role("heading", name="Layer probes").first.wait_for(timeout=60_000)
         browser.close()
     assert not errors, errors
-    assert sorted(p.name for p in shots.glob("*.png")) >= sorted(f"{p or 'studies'}.png" for p in PAGES)
+    taken = {p.name: p.stat().st_size for p in shots.glob("*.png")}
+    assert expected <= set(taken), sorted(expected - set(taken))  # every page pictured by this run
+    assert all(taken[name] > 20_000 for name in expected), taken  # a rendered page, not a blank frame

@@ -1,5 +1,7 @@
 """The numbers behind each chart, checked against the formulas the fixture stores were written with."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -78,9 +80,23 @@ def test_search_history_uses_monitor_values_for_stopped_trials(search):
     assert history["number"].tolist() == list(range(10))
     stopped = history[history["status"] == "stopped"]
     assert stopped["value"].notna().all()
-    ok_values = history["value"].where(history["status"] == "ok")
-    assert history["best_so_far"].tolist() == pytest.approx(ok_values.cummax().ffill().tolist())
     assert history["best_so_far"].is_monotonic_increasing
+
+
+def test_a_stopped_trials_monitor_value_is_drawn_but_never_counts_as_the_best():
+    """In finishing order: ok 0.30, stopped at a monitor kNN of 0.50 (the highest value), ok 0.35,
+    failed, ok 0.32. Only completed trials set the best so far."""
+    trials = pd.DataFrame({
+        "label": list("abcde"), "finished_at": [1.0, 2.0, 3.0, 4.0, 5.0],
+        "status": ["ok", "stopped", "ok", "failed", "ok"],
+        "knn_top1": [0.30, math.nan, 0.35, math.nan, 0.32],
+        "monitor_knn_top1": [math.nan, 0.50, math.nan, math.nan, math.nan],
+    })
+    history = charts.search_history(trials, "knn_top1", "max")
+    assert history["value"].tolist()[:3] == [0.30, 0.50, 0.35]  # the stopped trial is drawn at its monitor value
+    assert history["best_so_far"].tolist() == [0.30, 0.30, 0.35, 0.35, 0.35]
+    lowest = charts.search_history(trials, "knn_top1", "min")["best_so_far"].tolist()
+    assert lowest == [0.30, 0.30, 0.30, 0.30, 0.30]
 
 
 def test_importance_finds_the_knob_that_drives_the_metric(search):

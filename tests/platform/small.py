@@ -1,7 +1,8 @@
 """What the study tests share: the real CIFAR-10 archive, and a profile small enough for a test.
 
-CI sets ``SSLAB_REQUIRE_DATA=1`` (``.ci/run``): there a missing archive fails the tests that need
-it, with the data loader's message, instead of skipping them and passing with nothing tested.
+CI sets ``SSLAB_REQUIRE_DATA=1`` (``.ci/run``): there a missing archive or test dependency fails
+the tests that need it, with the data loader's or the import's message, instead of skipping them
+and passing with nothing tested.
 """
 
 import os
@@ -15,6 +16,17 @@ ARCHIVE = Path(os.environ.get("SSLAB_DATA", "~/.cache/sslab/data")).expanduser()
 REQUIRED = os.environ.get("SSLAB_REQUIRE_DATA") == "1"
 needs_cifar = pytest.mark.skipif(not ARCHIVE.exists() and not REQUIRED,
                                  reason=f"CIFAR-10 archive not found at {ARCHIVE} (set SSLAB_DATA)")
+
+
+
+def importorskip_unless_required(module: str):
+    """``pytest.importorskip``, except in CI, where a missing test dependency is a failure."""
+    if REQUIRED:
+        import importlib
+
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
+
 
 #: trials train in their own process (num_workers=0), as the local profile's do
 SMALL = Profile(

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from small import importorskip_unless_required
 from sslab.platform.results import SCHEMA_VERSION, ResultsStore, results_root
 
 
@@ -90,7 +91,7 @@ def test_a_uri_root_reads_and_writes_through_pyarrow_fs(tmp_path):
 @pytest.fixture
 def s3_bucket(monkeypatch):
     """A local S3 endpoint (moto) with one bucket; AWS_* variables point pyarrow (and Ray) at it."""
-    moto_server = pytest.importorskip("moto.server")
+    moto_server = importorskip_unless_required("moto.server")
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

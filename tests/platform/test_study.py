@@ -258,7 +258,15 @@ def test_a_multi_objective_search_trades_knn_against_compute(ray_local, tmp_path
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "pareto" / "optuna.journal")))
     pareto = optuna.load_study(study_name="pareto", storage=storage)
     assert [d.name for d in pareto.directions] == ["MAXIMIZE", "MINIMIZE"]
-    assert all(len(t.values) == 2 for t in pareto.trials) and pareto.best_trials  # a Pareto front exists
+    # Optuna saw each trial's (kNN, device seconds) exactly as the store records them ...
+    seen = {round(t.params["loss_weight"], 9): tuple(t.values) for t in pareto.trials}
+    recorded = {round(w, 9): (k, d) for w, k, d in zip(trials["config/loss_weight"], trials.knn_top1, trials.device_s)}
+    assert seen.keys() == recorded.keys() and all(seen[w] == pytest.approx(recorded[w]) for w in seen)
+    # ... and its front is the non-dominated set of the store's rows (more kNN is better, less compute is)
+    def dominated(a, b):
+        return b[0] >= a[0] and b[1] <= a[1] and b != a
+    front = {w for w, v in recorded.items() if not any(dominated(v, other) for other in recorded.values())}
+    assert {round(t.params["loss_weight"], 9) for t in pareto.best_trials} == front
 
 
 def test_the_janitor_frees_only_orphaned_sslab_worker_groups(ray_local):

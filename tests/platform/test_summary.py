@@ -97,3 +97,25 @@ def test_a_finding_must_name_what_the_study_varies():
     with pytest.raises(ValueError, match="names \\['temperature'\\], which the study does not vary"):
         Study(name="s", method="pirl", grid={"loss_weight": [0.0, 0.5]},
               findings=(Finding("x", {"temperature": 0.1}),)).validate(get_profile("local"))
+
+
+def test_the_printed_summary_says_each_configuration_against_the_baseline_and_judges_the_findings():
+    from rich.console import Console
+
+    from sslab.platform.progress import print_summary
+
+    console = Console(record=True, width=200)
+    findings = [Finding("λ = .5 beats λ = 0", {"loss_weight": 0.5}, {"loss_weight": 0.0}, source="Fig. 5").to_dict()]
+    print_summary(console, {"loss_weight": "λ"}, ["loss_weight"], "knn_top1", "max", _trials(),
+                  _baselines([0.23, 0.25, 0.27]), findings=findings)
+    text = console.export_text()
+    rows = {cells[0]: cells[1:] for line in text.splitlines() if line.startswith("│")
+            for cells in [[c.strip() for c in line.split("│")[1:-1]]] if len(cells) == 8}
+    # the per-configuration table: λ=.5 is best and beats random init beyond the spread, λ=0 trails it
+    assert rows["0.500"] == ["0.310", "0.010", "3", "best", "no", "+0.060", "yes"]
+    assert rows["0.000"] == ["0.220", "0.020", "3", "-0.090", "yes", "-0.030", "no"]
+    assert rows["1.000"] == ["0.290", "0.040", "3", "-0.020", "no", "+0.040", "no"]  # above it, within the spread
+    assert "random init: knn_top1 0.250 ± 0.020 over 3 seed(s); configurations -0.030 to +0.060 over it" in text
+    assert "λ = .5 beats λ = 0 (Fig. 5)" in text and "reproduced" in text
+    assert "+0.090 beyond the spread 0.030 (3 and 3 seeds)" in text
+    assert "compute: 10 trial(s) (9 ok, 1 failed); wall 91 s, device 182 s, 905 images" in text
