@@ -149,6 +149,7 @@ def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials,
                     findings: list[dict] | None = None) -> str:
     """The study's results as Markdown tables (per configuration with the gain over random init,
     the paper's findings, then totals), for notes and papers."""
+    from sslab.platform.progress import yes_no
     from sslab.platform.summary import by_configuration, describe, judge_all, totals
 
     per_config = by_configuration(trials, knobs, metric, mode, baselines)
@@ -157,9 +158,6 @@ def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials,
     header = [*(["method"] if several else []), *knobs, "mean", "std", "seeds", "gap to best", "beyond spread",
               "vs random init", "beats it"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
-
-    def yes_no(value) -> str:
-        return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else ("yes" if value else "no")
 
     for _, row in per_config.iterrows():
         cells = [str(row["method"])] if several else []

@@ -28,6 +28,8 @@ from sslab.platform.profiles import Profile
 #: custom resource a Tune trial's driver holds, so it never takes a CPU that
 #: Ray Data's augmentation or the Train workers need (see DESIGN.md)
 TRIAL_RESOURCE = "sslab_trial"
+
+
 class CannotPlace(ValueError):
     """What a profile asks of the cluster (GPUs, CPUs, nodes, shared storage) it cannot have; the
     message names the fix. Raised before any data is loaded or trial started."""
@@ -129,8 +131,8 @@ def cluster_shape() -> ClusterShape:
         pass
     launcher = launcher_config()
     node_types = worker_node_types(launcher)
-    if not max_nodes and launcher:
-        max_nodes = int(launcher.get("max_workers", 0)) + 1
+    if not max_nodes:
+        max_nodes = launcher_max_nodes(launcher)
     if not max_resources:  # what the worker types may bring at most (the declared resources only)
         for node_type in node_types:
             for resource, amount in node_type.resources.items():
@@ -160,9 +162,8 @@ def worker_node_types(config: dict[str, Any]) -> list[NodeType]:
     ]
 
 
-def _launcher_max_nodes(path: str = LAUNCHER_CONFIG) -> int:
-    """On the head of a ``ray up`` cluster the launcher leaves its config here: its max_workers + the head."""
-    config = launcher_config(path)
+def launcher_max_nodes(config: dict[str, Any]) -> int:
+    """How many nodes a launcher config allows: its max_workers + the head (0 without a config)."""
     return int(config.get("max_workers", 0)) + 1 if config else 0
 
 

@@ -23,6 +23,11 @@ def _fmt(value: Any, digits: int = 3, *, signed: bool = False) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def yes_no(value: Any) -> str:
+    """A verdict that may be unknown (None or NaN: one seed): yes, no or –."""
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else ("yes" if value else "no")
+
+
 def _fixed(value: Any) -> str:
     """A metric or its spread: always three decimals (0.007, not 0.00701)."""
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
@@ -153,15 +158,14 @@ def configuration_table(symbols: dict[str, str], knobs: list[str], metric: str, 
     for column in ("mean", "std", "seeds", "gap to best", "beyond spread", "vs random init", "beats it"):
         table.add_column(column, justify="right")
     for _, row in per_config.iterrows():
-        beyond, beats = row["beyond_spread"], row.get("beats_baseline")
         table.add_row(
             *([row["method"]] if several else []),
             *[_fmt(row[f"config/{n}"], 3) for n in knobs],
             _fmt(row["mean"]), _fixed(row["std"]), str(int(row["n"])),
             "best" if row["best"] else _fmt(row["gap_to_best"]),
-            "–" if beyond is None else ("yes" if beyond else "no"),
+            yes_no(row["beyond_spread"]),
             _fmt(row.get("vs_baseline"), signed=True),
-            "–" if beats is None or (isinstance(beats, float) and math.isnan(beats)) else ("yes" if beats else "no"),
+            yes_no(row.get("beats_baseline")),
         )
     return table
 

@@ -148,7 +148,8 @@ def totals(trials: pd.DataFrame) -> dict[str, float]:
 
 def describe(table: pd.DataFrame, knobs: list[str], metric: str, baselines: pd.DataFrame | None = None) -> list[str]:
     """Plain sentences about the best configuration, which others it beats beyond the spread, and
-    how the configurations stand against the random-init baseline."""
+    (given the ``baselines`` that ``by_configuration`` was given) how the configurations stand
+    against the random-init baseline."""
     if table.empty:
         return [f"no finished trial reports {metric} yet"]
     best = table[table["best"]].iloc[0]
@@ -163,12 +164,10 @@ def describe(table: pd.DataFrame, knobs: list[str], metric: str, baselines: pd.D
         beyond = int(known["beyond_spread"].astype(bool).sum())
         lines.append(f"{beyond} of {len(known)} other configuration(s) trail the best by more than their spread")
     level = baseline_level(baselines, metric)
-    if level is not None:
+    if level is not None:  # ``table`` is by_configuration's with the same baselines: its gains and verdicts
         mean, std, n = level
-        gains = table["mean"] - mean
-        tested = [_beyond_spread(row["mean"], row["std"], row["n"], *level) for _, row in table.iterrows()]
-        tested = [(verdict, gain) for verdict, gain in zip(tested, gains) if verdict is not None]
-        verdict = (f"{sum(v and g > 0 for v, g in tested)} of {len(tested)} beat it beyond the spread" if tested
+        gains, tested = table["vs_baseline"], table["beats_baseline"].dropna()
+        verdict = (f"{int(tested.astype(bool).sum())} of {len(tested)} beat it beyond the spread" if len(tested)
                    else "one seed: whether they beat it is not established (use --seeds 3)")
         lines.append(f"random init: {metric} {mean:.3f} ± {_std(std)} over {n} seed(s); configurations "
                      f"{gains.min():+.3f} to {gains.max():+.3f} over it; {verdict}")

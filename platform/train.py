@@ -268,29 +268,24 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
     def wall_seconds() -> float:  # this attempt's seconds so far plus every attempt's before it
         return wall_before + time.perf_counter() - attempt_start
 
-    try:
-        state = session.restore()
-    except UnreadableCheckpointError as err:  # the same on every retry: end the trial, say where
-        session.report({FAILURE: str(err), "failed_epoch": 0, "epoch": -1, names.KNN: math.nan,
-                        names.LOSS: math.nan, "history": []}, None)
-        return
-    skipped = session.skipped_checkpoints()
-    if state is not None:  # a retry after a lost worker or node, or a resumed study
-        restarts = state.get("restarts", 0) + 1
-        method.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        start_epoch, history = state["epoch"] + 1, state["history"]
-        images_seen, train_seconds = state["images_seen"], state["train_seconds"]
-        eval_seconds, wall_before = state.get("eval_seconds", 0.0), state.get("wall_seconds", 0.0)
-        torch.set_rng_state(state["rng"])
-        if start_epoch >= profile.epochs:  # resumed after the last epoch: say again what it reported
-            session.report({**state["last_metrics"], "wall_s": wall_seconds(), "restarts": restarts,
-                            **({"checkpoints_skipped": "; ".join(skipped)} if skipped else {})}, None)
-            return
-
     epoch = start_epoch
     try:
+        state = session.restore()  # an unreadable only checkpoint ends the trial below, like a NaN
+        skipped = session.skipped_checkpoints()
+        if state is not None:  # a retry after a lost worker or node, or a resumed study
+            restarts = state.get("restarts", 0) + 1
+            method.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            start_epoch, history = state["epoch"] + 1, state["history"]
+            images_seen, train_seconds = state["images_seen"], state["train_seconds"]
+            eval_seconds, wall_before = state.get("eval_seconds", 0.0), state.get("wall_seconds", 0.0)
+            torch.set_rng_state(state["rng"])
+            if start_epoch >= profile.epochs:  # resumed after the last epoch: say again what it reported
+                session.report({**state["last_metrics"], "wall_s": wall_seconds(), "restarts": restarts,
+                                **({"checkpoints_skipped": "; ".join(skipped)} if skipped else {})}, None)
+                return
+
         for epoch in range(start_epoch, profile.epochs):
             method.train()
             sums: dict[str, float] = defaultdict(float)

@@ -95,7 +95,7 @@ def fake_cluster(tmp_path_factory):
     address = cluster.start()
     try:
         # The head's home as `ray up` leaves it: the launcher's config at ~/ray_bootstrap_config.yaml,
-        # which tells the platform that an autoscaler may add nodes (placement._launcher_max_nodes)
+        # which tells the platform that an autoscaler may add nodes (placement.launcher_config)
         home = tmp_path_factory.mktemp("head-home")
         with open(home / "ray_bootstrap_config.yaml", "w") as handle:
             yaml.safe_dump(cluster.autoscaling_config(address), handle)

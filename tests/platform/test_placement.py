@@ -105,11 +105,11 @@ def test_a_local_results_path_is_refused_on_a_multi_machine_cluster(monkeypatch,
 def test_the_launcher_config_on_a_head_tells_how_far_the_cluster_may_grow(tmp_path):
     from pathlib import Path
 
-    from sslab.platform.placement import _launcher_max_nodes
+    from sslab.platform.placement import launcher_config, launcher_max_nodes
 
     cluster_yaml = Path(__file__).resolve().parents[2] / "cluster.yaml"
-    assert _launcher_max_nodes(str(cluster_yaml)) == 18 + 1  # max_workers + the head
-    assert _launcher_max_nodes(str(tmp_path / "absent.yaml")) == 0  # a laptop: no launcher
+    assert launcher_max_nodes(launcher_config(str(cluster_yaml))) == 18 + 1  # max_workers + the head
+    assert launcher_max_nodes(launcher_config(str(tmp_path / "absent.yaml"))) == 0  # a laptop: no launcher
 
 
 def test_a_fresh_ray_up_cluster_is_planned_by_the_node_types_of_cluster_yaml(tmp_path, monkeypatch):

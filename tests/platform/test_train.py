@@ -221,3 +221,21 @@ def test_train_worker_checkpoints_leave_nothing_in_the_temporary_folder(ray_loca
     result, _ = _fit(tmp_path, TINY.with_overrides(num_workers=1, epochs=3), name="tmp")
     assert result.checkpoint is not None and _load_checkpoint(result.checkpoint)["epoch"] == 2
     assert set(glob.glob(pattern)) - before == set()  # 3 epochs, 3 checkpoints, no folder left behind
+
+
+def test_an_only_checkpoint_that_does_not_load_ends_the_trial_failed_at_once(ray_local, tmp_path):
+    """Ray Train offers only its newest checkpoint: if it does not load, every retry would fail
+    alike, so the loop reports the cause (naming the checkpoint) as its last result and trains nothing."""
+    from sslab.platform.checkpoints import EpochCheckpoints
+    from sslab.platform.train import FAILURE, InProcessSession, UnreadableCheckpointError, run_loop
+
+    class Unreadable(InProcessSession):
+        def restore(self):
+            raise UnreadableCheckpointError("the checkpoint s3://b/t/checkpoint_000003 does not load (EOFError)")
+
+    ds, eval_data = _data()
+    spec = TrialSpec("pirl", {"num_negatives": 16, **TINY.method_defaults}, TINY, seed=0, data=DATA, eval_data=eval_data)
+    reported = []
+    run_loop(spec, Unreadable(TINY, ds, EpochCheckpoints(str(tmp_path / "ckpt")), report=reported.append))
+    assert len(reported) == 1 and "checkpoint_000003 does not load" in reported[0][FAILURE]
+    assert reported[0]["epoch"] == -1 and reported[0]["images_seen"] == 0 and reported[0]["history"] == []
