@@ -112,7 +112,7 @@ def main() -> None:
             profile = replace(base, precision=precision, channels_last=channels_last)
             spec = TrialSpec(method=name, method_config=config, profile=profile, seed=0, data=info)
             with tempfile.TemporaryDirectory() as storage, Utilisation() as utilisation:
-                result = make_trainer(spec, dataset, name=f"{name}-{label.replace(' ', '')}",
+                result = make_trainer(spec, lambda epoch, rank=0, world_size=1: dataset, name=f"{name}-{label.replace(' ', '')}",
                                       storage_path=storage).fit()
             epochs = [h["epoch_s"] for h in result.metrics["history"]][1:]
             steps = args.images // args.batch

@@ -26,6 +26,7 @@ passes those fields of ``DataInfo`` by name to its constructor.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -117,6 +118,12 @@ class Method(nn.Module):
         return self.training_step(batch, ctx)
 
     # --- state ----------------------------------------------------------------------------
+    def before_training(self, images: Iterable[Batch]) -> None:
+        """Set up data-dependent state once, before the first step of a new run (never on a resume:
+        the state is in the checkpoint). ``images`` yields every training image once, in batches
+        {``image``: the evaluation view (resized and normalised, no augmentation), ``idx``}; it is
+        produced lazily, so a method that does not read it costs nothing. Default: nothing."""
+
     def after_step(self, batch: Batch, ctx: StepContext) -> None:
         """Update non-gradient state after the optimiser step (default: none)."""
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -32,7 +33,7 @@ from torch import nn
 from sslab.methods.base import Batch, Method, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
-from sslab.methods.blocks.distributed import log_mean_exp_over_workers
+from sslab.methods.blocks.distributed import broadcast_from_first_worker_, log_mean_exp_over_workers
 from sslab.methods.blocks.memory_bank import MemoryBank
 from sslab.methods.losses import estimate_log_z, info_nce_loss, nce_loss
 from sslab.methods.views import ImageView, JigsawView, View
@@ -59,6 +60,11 @@ class PIRLConfig(MethodConfig):
     num_permutations: int = hyperparameter(
         ALL_PERMUTATIONS, "P", "size of the jigsaw permutation set; 9! = any permutation",
         f"[1, {ALL_PERMUTATIONS}]",
+    )
+    bank_init: str = hyperparameter(
+        "random", "bank_init",
+        "'random': rows uniform on the sphere (NPID, PIRL); 'features': each row f(v_I) of the "
+        "untrained network, computed before the first step", "{random, features}",
     )
     embedding_dim: int = hyperparameter(128, "d", "dimension of f, g and the memory bank", "[1, inf)")
     loss_form: str = hyperparameter(
@@ -168,6 +174,35 @@ class PIRL(Method):
         return loss, {"loss": loss.item(), "loss_image": loss_image.item(), "loss_jigsaw": loss_jigsaw}
 
     # --- state --------------------------------------------------------------------------
+    @torch.no_grad()
+    def before_training(self, images: Iterable[Batch]) -> None:
+        """``bank_init='features'``: m_I = f(v_I) of the untrained network (evaluation mode, the
+        un-augmented image) instead of a random unit vector.
+
+        Not in the official code (NPID and VISSL draw the rows at random): a short run's first
+        epoch then contrasts against noise, and, with α = 0, positives that are just the image's
+        own features from one epoch before. Measured at the local profile (see
+        ``profile_defaults``). Every worker computes the rows; rank 0's are kept (bitwise equal
+        replicas on non-deterministic GPUs too).
+        """
+        if self.config.bank_init != "features":
+            return
+        was_training, written = self.training, torch.zeros(self.num_samples, dtype=torch.bool)
+        self.eval()
+        try:
+            for batch in images:
+                idx = batch["idx"].long().to(self.memory_bank.bank.device)
+                self.memory_bank.bank[idx] = self.embed_image(batch["image"]).to(self.memory_bank.bank.dtype)
+                written[idx.cpu()] = True
+        finally:
+            self.train(was_training)
+        if not bool(written.all()):
+            raise ValueError(
+                f"bank_init='features' got {int(written.sum())} of the {self.num_samples} training images "
+                "before training; the platform must pass every image (or use bank_init='random')"
+            )
+        broadcast_from_first_worker_(self.memory_bank.bank)
+
     def after_step(self, batch: Batch, ctx: StepContext) -> None:
         """Move m_I towards the f(v_I) of the last training step (sec. 3.2), all-gathered under DDP."""
         if self._last_embedding is None:

@@ -15,6 +15,7 @@ views in the same order on every run, whatever the task scheduling.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -56,8 +57,7 @@ def with_views(
     decide which nodes run the augmentation tasks. ``seed`` (non-negative integers, e.g.
     ``(trial seed, epoch)``) makes the block order and every view reproducible.
     """
-    block_seed = None if seed is None else int(np.random.SeedSequence(list(seed)).generate_state(1)[0])
-    viewed = dataset.randomize_block_order(seed=block_seed).map_batches(
+    viewed = dataset.randomize_block_order(seed=None if seed is None else _block_seed(seed)).map_batches(
         make_views,
         fn_kwargs={"views": list(views), "stats": stats, "seed": None if seed is None else tuple(seed)},
         batch_size=VIEW_BATCH,
@@ -68,3 +68,40 @@ def with_views(
     if seed is not None:
         viewed.context.execution_options.preserve_order = True
     return viewed
+
+
+def _block_seed(seed: Sequence[int]) -> int:
+    return int(np.random.SeedSequence(list(seed)).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class EpochViews:
+    """A trial's views, epoch by epoch and worker by worker, reproducible from the trial's seed.
+
+    ``views(epoch, rank, world_size)`` is the Ray Dataset that Train worker ``rank`` of
+    ``world_size`` iterates in ``epoch``: the decoded images' blocks in an order seeded by (seed,
+    epoch), split into ``world_size`` equal shards (each epoch deals the images out anew, as a
+    ``DistributedSampler`` with ``set_epoch`` does), and this worker's shard through
+    ``with_views(..., seed=(seed, epoch))``. Every worker builds its own shard from the same
+    seed, so no coordinator is needed and a restarted worker group sees the very views and batch
+    order it saw before: a retried trial is the uninterrupted trial. (Ray Train's
+    ``streaming_split`` would deal blocks to whichever worker asks first, and its map tasks
+    could not know the epoch.) Augmentation still runs as Ray Data tasks wherever
+    ``remote_args`` place them.
+    """
+
+    dataset: ray.data.Dataset
+    views: Sequence[View]
+    stats: Normalization
+    seed: int
+    remote_args: dict[str, Any] | None = field(default=None)
+
+    def __call__(self, epoch: int, rank: int = 0, world_size: int = 1) -> ray.data.Dataset:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside a worker group of {world_size}")
+        shard = self.dataset
+        if world_size > 1:
+            dealt = shard.randomize_block_order(seed=_block_seed((self.seed, epoch, world_size)))
+            shard = dealt.split(world_size, equal=True)[rank]
+        return with_views(shard, self.views, stats=self.stats, remote_args=self.remote_args,
+                          seed=(self.seed, epoch))

@@ -43,6 +43,8 @@ from sslab import methods
 from sslab.methods.base import DataInfo, Method, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.optim import build_optimizer, build_schedule
+from sslab.methods.views import ImageView, apply_views
+from sslab.platform.augment import EpochViews
 from sslab.platform.checkpoints import EpochCheckpoints
 from sslab.platform.evaluate import evaluate_for_profile, monitor_knn
 from sslab.platform import metrics as names
@@ -139,16 +141,17 @@ def _load_checkpoint(checkpoint: ray.train.Checkpoint) -> dict[str, Any]:
 class RayTrainSession:
     """The loop's link to Ray Train: one per Train worker of a TorchTrainer."""
 
-    def __init__(self, profile: Profile):
+    def __init__(self, profile: Profile, views: EpochViews):
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device() if profile.use_gpu else torch.device("cpu")
+        self._views = views
         #: Train copies a reported checkpoint to the run's storage, except in its local mode (no workers)
         self._persisted = profile.num_workers >= 1
 
     def dataset(self, epoch: int):
-        """This worker's shard (views drawn afresh each epoch, not seeded: see platform/augment.py)."""
-        return ray.train.get_dataset_shard("train")
+        """This worker's shard of the epoch's views, the same on every retry (``augment.EpochViews``)."""
+        return self._views(epoch, self.rank, self.world_size)
 
     def wrap(self, method: Method) -> torch.nn.Module:
         """Data parallelism across the worker group (gradients all-reduced by DDP)."""
@@ -195,11 +198,9 @@ class InProcessSession:
 
     rank, world_size = 0, 1
 
-    def __init__(self, profile: Profile, dataset, checkpoints: EpochCheckpoints, report=None):
-        """``dataset``: the views as a Ray Dataset, or a function of the epoch that returns the
-        epoch's (``with_views(..., seed=(seed, epoch))``: a reproducible trial)."""
+    def __init__(self, profile: Profile, views: EpochViews, checkpoints: EpochCheckpoints, report=None):
         self.device = torch.device("cuda" if profile.use_gpu else "cpu")
-        self._dataset, self._checkpoints = dataset, checkpoints
+        self._views, self._checkpoints = views, checkpoints
         if report is None:
             from ray import tune  # only a Tune trial needs it; Train workers never import Tune
 
@@ -207,7 +208,7 @@ class InProcessSession:
         self._report = report
 
     def dataset(self, epoch: int):
-        return self._dataset(epoch) if callable(self._dataset) else self._dataset
+        return self._views(epoch)
 
     def wrap(self, method: Method) -> torch.nn.Module:
         return method
@@ -228,12 +229,12 @@ class InProcessSession:
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """The generic loop on a Ray Train worker (or in-process under Train's local mode)."""
     spec: TrialSpec = config["spec"]
-    run_loop(spec, RayTrainSession(spec.profile))
+    run_loop(spec, RayTrainSession(spec.profile, config["views"]))
 
 
-def train_in_process(spec: TrialSpec, dataset, checkpoints: str, *, report=None) -> None:
+def train_in_process(spec: TrialSpec, views: EpochViews, checkpoints: str, *, report=None) -> None:
     """The generic loop in the calling process (a Tune trial): checkpoints under the path or URI ``checkpoints``."""
-    run_loop(spec, InProcessSession(spec.profile, dataset, EpochCheckpoints(checkpoints), report=report))
+    run_loop(spec, InProcessSession(spec.profile, views, EpochCheckpoints(checkpoints), report=report))
 
 
 def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> None:
@@ -280,11 +281,13 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             start_epoch, history = state["epoch"] + 1, state["history"]
             images_seen, train_seconds = state["images_seen"], state["train_seconds"]
             eval_seconds, wall_before = state.get("eval_seconds", 0.0), state.get("wall_seconds", 0.0)
-            torch.set_rng_state(state["rng"])
+            _restore_rng(state["rng"], rank, world_size, device, fallback_seed=spec.seed * 1000 + rank)
             if start_epoch >= profile.epochs:  # resumed after the last epoch: say again what it reported
                 session.report({**state["last_metrics"], "wall_s": wall_seconds(), "restarts": restarts,
                                 **({"checkpoints_skipped": "; ".join(skipped)} if skipped else {})}, None)
                 return
+        else:  # a new run: data-dependent state first (e.g. a memory bank of the untrained features)
+            method.before_training(_training_images(spec, device))
 
         for epoch in range(start_epoch, profile.epochs):
             method.train()
@@ -351,7 +354,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             metrics["wall_s"] = wall_seconds()
             if skipped:  # said once, with the first epoch after the resume
                 metrics["checkpoints_skipped"], skipped = "; ".join(skipped), []
-            state = None
+            state, rng = None, _rng_of_every_worker(world_size, device)
             if rank == 0:
                 state = {
                     "model": method.state_dict(),
@@ -363,7 +366,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
                     "train_seconds": train_seconds,
                     "eval_seconds": eval_seconds,
                     "wall_seconds": metrics["wall_s"],
-                    "rng": torch.get_rng_state(),
+                    "rng": rng,
                     "restarts": restarts,
                     "last_metrics": {**metrics, "history": list(history)},
                 }
@@ -381,6 +384,33 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
         }, None)
 
 
+def _rng_of_every_worker(world_size: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """Every worker's generator states, in rank order (the CPU one, and the GPU's when it trains on
+    one: negatives and other per-step draws come from the device's generator)."""
+    mine = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        mine["cuda"] = torch.cuda.get_rng_state(device)
+    if world_size == 1:
+        return [mine]
+    every: list[Any] = [None] * world_size
+    dist.all_gather_object(every, mine)
+    return every
+
+
+def _restore_rng(saved, rank: int, world_size: int, device: torch.device, *, fallback_seed: int) -> None:
+    """Each worker continues its own generators from the checkpoint, so a resumed step draws what the
+    uninterrupted run drew. A checkpoint from another number of workers cannot say what this rank
+    would have drawn: it is reseeded (the run goes on, no longer draw for draw)."""
+    if isinstance(saved, torch.Tensor):  # checkpoints before per-worker states: rank 0's CPU state
+        saved = [{"cpu": saved}]
+    if len(saved) != world_size:
+        torch.manual_seed(fallback_seed)
+        return
+    torch.set_rng_state(saved[rank]["cpu"])
+    if device.type == "cuda" and "cuda" in saved[rank]:
+        torch.cuda.set_rng_state(saved[rank]["cuda"], device)
+
+
 def _finite_on_every_worker(loss: torch.Tensor, world_size: int) -> bool:
     """Whether the loss is finite on every data-parallel worker, so that all of them stop together
     (one stopping alone would leave the others waiting in the gradient all-reduce)."""
@@ -390,6 +420,29 @@ def _finite_on_every_worker(loss: torch.Tensor, world_size: int) -> bool:
     return bool(finite.item())
 
 
+def training_images(images: np.ndarray, stats, *, device: torch.device | str = "cpu",
+                    channels_last: bool = False, batch_size: int = 500):
+    """Every training image once, as {image: evaluation view, idx}, for ``Method.before_training``:
+    ``images`` are the decoded training split, whose row i is the image of idx i."""
+    view = ImageView(size=images.shape[1])
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for start in range(0, len(images), batch_size):
+        chunk = apply_views([view], images[start:start + batch_size], np.random.default_rng(0), train=False,
+                            stats=stats)[view.name]
+        yield {"image": torch.from_numpy(chunk).to(device, memory_format=memory_format),
+               "idx": torch.arange(start, start + len(chunk), device=device)}
+
+
+def _training_images(spec: TrialSpec, device: torch.device):
+    """The trial's training images for ``before_training``; none for a trial without evaluation
+    arrays (a bare TorchTrainer in a test)."""
+    if spec.eval_data is None:
+        return iter(())
+    arrays = _eval_arrays(spec)
+    return training_images(arrays["train_images"], arrays["stats"], device=device,
+                           channels_last=spec.profile.channels_last)
+
+
 def _eval_arrays(spec: TrialSpec) -> dict[str, np.ndarray]:
     data = spec.eval_data
     return ray.get(data) if isinstance(data, ray.ObjectRef) else data
@@ -397,7 +450,7 @@ def _eval_arrays(spec: TrialSpec) -> dict[str, np.ndarray]:
 
 def make_trainer(
     spec: TrialSpec,
-    train_dataset: "ray.data.Dataset",
+    views: EpochViews,
     *,
     name: str,
     storage_path: str,
@@ -412,7 +465,7 @@ def make_trainer(
         resources["GPU"] = 1
     return ray.train.torch.TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec},
+        train_loop_config={"spec": spec, "views": views},  # each worker reads its own shard (EpochViews)
         scaling_config=ray.train.ScalingConfig(
             num_workers=profile.num_workers,
             use_gpu=profile.use_gpu,
@@ -420,7 +473,6 @@ def make_trainer(
             placement_strategy=profile.worker_placement,
             label_selector=TRAIN_LABEL_SELECTOR if profile.num_workers else None,
         ),
-        datasets={"train": train_dataset},
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=storage_path,

@@ -34,7 +34,7 @@ def run_trial(
     built to ask), then the generic loop runs in this process or on a TorchTrainer."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from sslab.platform.augment import with_views
+    from sslab.platform.augment import EpochViews
     from sslab.platform.train import TrialSpec, make_trainer, root_cause, train_in_process
 
     method, point, seed = split_trial_config(config)
@@ -48,14 +48,12 @@ def run_trial(
     )
     views = methods.get(method).views(spec.config(), profile.image_size)
     name = trial_key(method, point, seed)
-    if profile.num_workers == 0:  # views seeded by (seed, epoch): the trial is reproducible
-        def epoch_views(epoch: int):
-            return with_views(train_ds, views, stats=stats, remote_args=augment_args, seed=(seed, epoch))
-
+    # seeded by (seed, epoch) on either path: the same trial, or its retry, sees the same views
+    epoch_views = EpochViews(train_ds, views, stats, seed, augment_args)
+    if profile.num_workers == 0:
         train_in_process(spec, epoch_views, f"{storage}/{name}")
         return
-    dataset = with_views(train_ds, views, stats=stats, remote_args=augment_args)
-    trainer = make_trainer(spec, dataset, name=name, storage_path=storage, callbacks=[TuneReportCallback()])
+    trainer = make_trainer(spec, epoch_views, name=name, storage_path=storage, callbacks=[TuneReportCallback()])
     try:
         trainer.fit()
     except Exception as err:  # Ray wraps worker errors in pages of traceback: keep the cause

@@ -88,3 +88,12 @@ def log_mean_exp_over_workers(log_x: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(log_x) for _ in range(world_size())]
     dist.all_gather(parts, log_x.detach().contiguous())
     return torch.logsumexp(torch.stack(parts), dim=0) - math.log(len(parts))
+
+
+@torch.no_grad()
+def broadcast_from_first_worker_(x: torch.Tensor) -> torch.Tensor:
+    """``x``, in place, set to rank 0's value on every worker (so that state every replica computed
+    alike is also bitwise alike, whatever a GPU's non-deterministic kernels did)."""
+    if world_size() > 1:
+        dist.broadcast(x, src=0)
+    return x

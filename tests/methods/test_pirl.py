@@ -177,6 +177,36 @@ def test_after_step_moves_bank_rows_towards_f():
         method.after_step(data, CTX)
 
 
+def _in_batches(images, size):
+    for start in range(0, len(images), size):
+        yield {"image": images[start:start + size], "idx": torch.arange(start, start + min(size, len(images) - start))}
+
+
+def test_bank_init_features_writes_every_row_from_the_untrained_eval_mode_network():
+    images = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    m = make(PIRLConfig(bank_init="features"))
+    m.train()
+    running = m.backbone.bn1.running_mean.clone()
+    m.before_training(_in_batches(images, 24))  # batches of 24, 24, 16
+    assert m.training  # the mode it had is restored
+    assert torch.equal(m.backbone.bn1.running_mean, running)  # evaluation mode: BatchNorm's statistics untouched
+    m.eval()
+    with torch.no_grad():
+        expected = F.normalize(m.image_head(m.backbone(images)), dim=1)
+    torch.testing.assert_close(m.memory_bank.bank, expected, rtol=0, atol=1e-6)
+
+    paper = make(PIRLConfig())  # the paper's random rows: before_training reads nothing
+    before = paper.memory_bank.bank.clone()
+    paper.before_training(iter(()))
+    assert torch.equal(paper.memory_bank.bank, before)
+
+
+def test_bank_init_features_refuses_a_bank_with_unwritten_rows():
+    m = make(PIRLConfig(bank_init="features"))
+    with pytest.raises(ValueError, match="got 40 of the 64 training images"):
+        m.before_training(_in_batches(torch.randn(40, 3, 32, 32), 20))
+
+
 def test_state_dict_round_trip_restores_bank_and_z():
     method = make(PIRLConfig(embedding_dim=16))
     method.training_step(batch(), CTX)

@@ -7,7 +7,7 @@ import pytest
 import ray
 import torch
 
-from sslab.platform.augment import with_views
+from sslab.platform.augment import EpochViews, with_views
 from sslab.platform.profiles import Profile
 from sslab.methods.base import DataInfo
 from sslab.methods.views import CIFAR10
@@ -45,7 +45,7 @@ def _fit(tmp_path, profile, method_config=None, name="t"):
     config = {"num_negatives": 16, **profile.method_defaults, **(method_config or {})}
     spec = TrialSpec("pirl", config, profile, seed=0, data=DATA, eval_data=eval_data)
     views = spec.method_class.views(spec.config(), 32)
-    trainer = make_trainer(spec, with_views(ds, views, stats=CIFAR10), name=name, storage_path=str(tmp_path))
+    trainer = make_trainer(spec, EpochViews(ds, views, CIFAR10, spec.seed), name=name, storage_path=str(tmp_path))
     return trainer.fit(), spec
 
 
@@ -107,11 +107,8 @@ def _in_process(tmp_path, profile, crash_after_epoch=None):
         if metrics["epoch"] == crash_after_epoch:
             raise _Crash
 
-    def epoch_views(epoch):  # as a trial's: seeded by (seed, epoch)
-        return with_views(ds, views, stats=CIFAR10, seed=(spec.seed, epoch))
-
     try:
-        train_in_process(spec, epoch_views, str(tmp_path / "ckpt"), report=report)
+        train_in_process(spec, EpochViews(ds, views, CIFAR10, spec.seed), str(tmp_path / "ckpt"), report=report)
     except _Crash:
         pass
     return reported
