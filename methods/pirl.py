@@ -176,8 +176,9 @@ class PIRL(Method):
     # --- state --------------------------------------------------------------------------
     @torch.no_grad()
     def before_training(self, images: Iterable[Batch]) -> None:
-        """``bank_init='features'``: m_I = f(v_I) of the untrained network (evaluation mode, the
-        un-augmented image) instead of a random unit vector.
+        """``bank_init='features'``: m_I = f(v_I) of the untrained network (the un-augmented image,
+        BatchNorm on the batch's statistics as in training, its running estimates left alone)
+        instead of a random unit vector.
 
         Not in the official code (NPID and VISSL draw the rows at random): a short run's first
         epoch then contrasts against noise, and, with α = 0, positives that are just the image's
@@ -188,12 +189,13 @@ class PIRL(Method):
         if self.config.bank_init != "features":
             return
         was_training, written = self.training, torch.zeros(self.num_samples, dtype=torch.bool)
-        self.eval()
+        self.train()
         try:
-            for batch in images:
-                idx = batch["idx"].long().to(self.memory_bank.bank.device)
-                self.memory_bank.bank[idx] = self.embed_image(batch["image"]).to(self.memory_bank.bank.dtype)
-                written[idx.cpu()] = True
+            with _running_stats_frozen(self.backbone):
+                for batch in images:
+                    idx = batch["idx"].long().to(self.memory_bank.bank.device)
+                    self.memory_bank.bank[idx] = self.embed_image(batch["image"]).to(self.memory_bank.bank.dtype)
+                    written[idx.cpu()] = True
         finally:
             self.train(was_training)
         if not bool(written.all()):

@@ -66,7 +66,11 @@ def with_views(
         **(remote_args or {}),
     )
     if seed is not None:
-        viewed.context.execution_options.preserve_order = True
+        # a derived dataset shares its source's DataContext object: order this pipeline alone (a
+        # copy), not the source's every later pipeline (no public setter; recheck on Ray upgrades)
+        context = viewed.context.copy()
+        context.execution_options.preserve_order = True
+        viewed._context = viewed._logical_plan.context = context
     return viewed
 
 

@@ -182,17 +182,22 @@ def _in_batches(images, size):
         yield {"image": images[start:start + size], "idx": torch.arange(start, start + min(size, len(images) - start))}
 
 
-def test_bank_init_features_writes_every_row_from_the_untrained_eval_mode_network():
+def test_bank_init_features_writes_every_row_from_the_untrained_network():
     images = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     m = make(PIRLConfig(bank_init="features"))
-    m.train()
-    running = m.backbone.bn1.running_mean.clone()
-    m.before_training(_in_batches(images, 24))  # batches of 24, 24, 16
-    assert m.training  # the mode it had is restored
-    assert torch.equal(m.backbone.bn1.running_mean, running)  # evaluation mode: BatchNorm's statistics untouched
     m.eval()
+    running = {k: v.clone() for k, v in m.backbone.state_dict().items() if "running" in k}
+    m.before_training(_in_batches(images, 24))  # batches of 24, 24, 16
+    assert not m.training  # the mode it had is restored
+    # BatchNorm normalised each batch by its own statistics and left its running estimates alone
+    assert all(torch.equal(m.backbone.state_dict()[k], v) for k, v in running.items())
+    fresh = make(PIRLConfig(bank_init="features"))
+    fresh.train()
+    for k, v in running.items():
+        assert torch.equal(fresh.backbone.state_dict()[k], v)
     with torch.no_grad():
-        expected = F.normalize(m.image_head(m.backbone(images)), dim=1)
+        expected = torch.cat([F.normalize(fresh.image_head(fresh.backbone(images[s:s + 24])), dim=1)
+                              for s in (0, 24, 48)])
     torch.testing.assert_close(m.memory_bank.bank, expected, rtol=0, atol=1e-6)
 
     paper = make(PIRLConfig())  # the paper's random rows: before_training reads nothing

@@ -3,6 +3,7 @@ then resume after an interruption."""
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -115,15 +116,42 @@ def test_a_local_results_path_is_refused_on_a_multi_machine_cluster(ray_local, t
     assert not any((tmp_path / "mini_lambda").glob("*.parquet"))
 
 
-@needs_cifar
-@pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "torch-trainer"])
-def test_study_writes_the_store_and_resumes_without_rerunning(ray_local, tmp_path, workers):
+@dataclass
+class StudyRun:
+    root: Path
+    trials: pd.DataFrame  # what run_study returned
+    new_controllers: set  # the Train controllers and trial actors the run started
+    new_trial_actors: set
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory):
+    """STUDY run once per worker setting (``study_run(workers)``) and kept for the module: the
+    store test checks what it wrote, the dashboard test reads the same store."""
+    runs: dict[int, StudyRun] = {}
+
     def ids(class_name):
         return {a.actor_id for a in faults.actors(class_name)}
 
-    controllers, trial_actors = ids("TrainController"), ids("ImplicitFunc")
-    trials = run_study(STUDY, profile=SMALL.with_overrides(num_workers=workers), root=tmp_path, quiet=True)
-    new_controllers, new_trial_actors = ids("TrainController") - controllers, ids("ImplicitFunc") - trial_actors
+    def run(workers: int) -> StudyRun:
+        if workers not in runs:
+            _start_ray()
+            root = tmp_path_factory.mktemp(f"study-{workers}-workers")
+            controllers, trial_actors = ids("TrainController"), ids("ImplicitFunc")
+            trials = run_study(STUDY, profile=SMALL.with_overrides(num_workers=workers), root=root, quiet=True)
+            runs[workers] = StudyRun(root, trials, ids("TrainController") - controllers,
+                                     ids("ImplicitFunc") - trial_actors)
+        return runs[workers]
+
+    return run
+
+
+@needs_cifar
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "torch-trainer"])
+def test_study_writes_the_store_and_resumes_without_rerunning(ray_local, study_run, workers):
+    run = study_run(workers)
+    root, trials = run.root, run.trials
+    new_controllers, new_trial_actors = run.new_controllers, run.new_trial_actors
     if workers == 0:  # no Ray Train run at all, and one trial process served both trials in turn
         assert not new_controllers and len(new_trial_actors) == 1
     else:  # one TorchTrainer per trial
@@ -134,7 +162,7 @@ def test_study_writes_the_store_and_resumes_without_rerunning(ray_local, tmp_pat
                    "probe_conv1_top1", "probe_res5_top1", "invariance_l2_mean", "wall_s", "images_seen"]:
         assert column in trials, column
     assert (trials.images_seen == 2 * 4 * 50).all()
-    store = tmp_path / "mini_lambda"
+    store = root / "mini_lambda"
     epochs = pd.read_parquet(store / "epochs.parquet")
     assert sorted(epochs.groupby("trial_id").epoch.apply(list).tolist()) == [[0, 1], [0, 1]]
     baselines = pd.read_parquet(store / "baselines.parquet")
@@ -145,11 +173,134 @@ def test_study_writes_the_store_and_resumes_without_rerunning(ray_local, tmp_pat
     resumed = trials
     # Everything done: a third run starts no trial at all, and needs neither Ray nor the data.
     ray.shutdown()
-    final = run_study(STUDY, profile=SMALL.with_overrides(num_workers=workers), root=tmp_path,
-                      data_dir=tmp_path / "no-data-here", quiet=True)
+    final = run_study(STUDY, profile=SMALL.with_overrides(num_workers=workers), root=root,
+                      data_dir=root / "no-data-here", quiet=True)
     pd.testing.assert_frame_equal(final, resumed)
     assert not ray.is_initialized()
 
+
+
+# ------------------------------------------------------- the dashboard on the store a real study wrote
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+
+
+def _plain(value):
+    """A plotly trace's JSON with plotly's base64 typed arrays ({"bdata", "dtype"}) as lists."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+def _charts(app) -> list[tuple[list[dict], object]]:
+    """Every plotly chart of the page: its traces (plain JSON) and its layout."""
+    import plotly.io as pio
+
+    figures = [pio.from_json(chart.proto.spec) for chart in app.get("plotly_chart")]
+    return [([_plain(t.to_plotly_json()) for t in f.data], f.layout) for f in figures]
+
+
+@needs_cifar
+def test_the_dashboard_reads_and_draws_the_store_a_real_study_wrote(study_run, monkeypatch):
+    """The dashboard's reader and every page on the store ``run_study`` wrote (not a hand-made one),
+    checked against the study's definition and the rows the platform itself read back: a writer
+    and a reader that disagree on a column, a table or study.json fail here."""
+    from streamlit.testing.v1 import AppTest
+
+    from sslab.dashboard import store as reader
+    from sslab.platform import metrics
+
+    run = study_run(0)
+    root, written = str(run.root), run.trials.set_index("trial_id")
+    grid = STUDY.grid["loss_weight"]
+    expected_ids = sorted(trial_key("pirl", {"loss_weight": w}, 0) for w in grid)
+
+    # ---- the reader: every table, with the trials the study ran
+    found = reader.scan(root)
+    assert list(found) == [STUDY.name]
+    data = reader.read_study(root, STUDY.name, found[STUDY.name])
+    assert data.problem is None, data.problem
+    assert (data.kind, data.metric, data.knobs, data.total) == ("grid", metrics.KNN, ["loss_weight"], len(grid))
+    trials = data.trials.set_index("trial_id")
+    assert sorted(trials.index) == expected_ids == sorted(written.index)
+    assert (trials["status"] == "ok").all() and (trials["method"] == "pirl").all() and (trials["seed"] == 0).all()
+    assert sorted(trials["config/loss_weight"]) == sorted(grid)
+    for column in (metrics.KNN, metrics.INVARIANCE, metrics.probe("res5")):
+        assert column in trials, f"the dashboard finds no {column} column in trials.parquet"
+        assert trials[column].notna().all(), column
+        pd.testing.assert_series_equal(trials[column].sort_index(), written[column].sort_index())
+    assert {t: trials.loc[t, "label"] for t in expected_ids} == {
+        trial_key("pirl", {"loss_weight": w}, 0): f"{STUDY.name} · loss_weight={w:g} seed 0" for w in grid}
+    epochs = data.epochs
+    assert {"key", "label", "status", "loss"} <= set(epochs) and epochs["key"].notna().all()
+    assert sorted(epochs.groupby("trial_id", observed=True)["epoch"].apply(list).tolist()) == [[0, 1], [0, 1]]
+    invariance = data.invariance
+    assert "distance" in invariance and invariance["key"].notna().all() and invariance["distance"].notna().all()
+    assert invariance.groupby("trial_id", observed=True).size().tolist() == [20, 20]
+    assert not data.baselines.empty and data.baselines[metrics.KNN].notna().all()
+    status = reader.status_of(data)
+    best = written[metrics.KNN].idxmax()
+    assert (status.state, status.done, status.counts) == ("complete", len(grid), {"ok": len(grid)})
+    assert status.best == f"loss_weight={written.loc[best, 'config/loss_weight']:g}"
+    assert status.best_value == pytest.approx(written.loc[best, metrics.KNN])
+
+    # ---- every page, one session switching page after page as a reader does
+    monkeypatch.setenv("SSLAB_RESULTS", root)
+    app = AppTest.from_file(str(APP), default_timeout=120).run()
+    charts = {}
+    for page in ("studies", "ablation", "probes", "invariance", "training", "search", "trials"):
+        app.switch_page(f"views/{page}.py").run()
+        assert not app.exception, (page, [e.value for e in app.exception])
+        assert app.title[0].value and not app.warning, (page, [w.value for w in app.warning])
+        stopped = [i.value for i in app.info if i.value.startswith("No ") or "vary no" in i.value]
+        assert not stopped, (page, stopped)  # the explanations of an empty or unreadable store
+        charts[page] = _charts(app)
+        if page == "studies":
+            row = app.dataframe[0].value.set_index("study").loc[STUDY.name]
+            assert (row["state"], row["trials"], row["ok"]) == ("complete", f"{len(grid)}/{len(grid)}", len(grid))
+            assert row[f"best {metrics.KNN}"] == pytest.approx(written.loc[best, metrics.KNN])
+        if page == "trials":
+            shown = app.dataframe[0].value.set_index("trial_id")
+            assert sorted(shown.index) == expected_ids
+            pd.testing.assert_series_equal(shown[metrics.KNN].sort_index(), written[metrics.KNN].sort_index())
+    assert {page: len(drawn) for page, drawn in charts.items()} == {
+        "studies": 0, "ablation": 1, "probes": 1, "invariance": 1, "training": 1,
+        "search": 2, "trials": 0}  # (search: importance needs three trials)
+
+    by_weight = written.set_index("config/loss_weight").sort_index()
+    (curve,), layout = charts["ablation"][0]  # kNN against λ, one point per grid value
+    assert curve["name"] == STUDY.name and curve["x"] == sorted(grid)
+    assert curve["y"] == pytest.approx(by_weight[metrics.KNN].tolist())
+    baseline = data.baselines[metrics.KNN].mean()
+    assert any(shape.y0 == pytest.approx(baseline) for shape in layout.shapes)
+
+    traces, _ = charts["probes"][0]  # the trained trials' profile and the untrained backbone's
+    taps = [metrics.probe_tap(c) for c in metrics.probe_columns(written.columns)]
+    assert len(traces) == 2 and all(t["x"] == taps for t in traces)
+    assert traces[0]["y"] == pytest.approx([written[metrics.probe(t)].mean() for t in taps])
+
+    traces, _ = charts["invariance"][0]  # one ECDF per trial over its 20 samples
+    assert len(traces) == len(grid) and all(len(t["x"]) == 20 for t in traces)
+
+    traces, _ = charts["training"][0]  # the loss of each trial, epoch by epoch
+    assert len(traces) == len(grid) and all(t["x"] == [0, 1] for t in traces)
+    loss = {f"{STUDY.name} · {trials.loc[t, 'label'].split(' · ')[1]}": epochs[epochs["trial_id"] == t]
+            .sort_values("epoch")["loss"].tolist() for t in expected_ids}
+    assert {t["name"]: pytest.approx(t["y"]) for t in traces} == loss
+
+    (history, _), (parallel, _) = charts["search"]
+    assert sorted(next(t for t in history if t["name"] == "ok")["y"]) == pytest.approx(
+        sorted(written[metrics.KNN]))
+    assert parallel[0]["type"] == "parcoords"
+    assert [d["label"] for d in parallel[0]["dimensions"]] == ["loss_weight", metrics.KNN]
 
 SEARCH = Study(
     name="mini_search", method="pirl", base={"num_negatives": 64},
