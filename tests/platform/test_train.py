@@ -236,3 +236,25 @@ def test_an_only_checkpoint_that_does_not_load_ends_the_trial_failed_at_once(ray
     run_loop(spec, Unreadable(TINY, ds, EpochCheckpoints(str(tmp_path / "ckpt")), report=reported.append))
     assert len(reported) == 1 and "checkpoint_000003 does not load" in reported[0][FAILURE]
     assert reported[0]["epoch"] == -1 and reported[0]["images_seen"] == 0 and reported[0]["history"] == []
+
+
+def test_ddp_leaves_the_buffers_that_after_step_keeps_in_sync_alone(tmp_path):
+    """The memory bank is all-gathered by after_step on every worker: DDP must not broadcast it
+    from rank 0 before each forward (a rank's own update would be overwritten, at the bank's size
+    in traffic every step); BatchNorm's running estimates are still broadcast."""
+    import torch.distributed as dist
+
+    from sslab.platform.train import exclude_kept_in_sync
+
+    spec = TrialSpec("pirl", {"num_negatives": 16, **TINY.method_defaults}, TINY, seed=0, data=DATA)
+    _, method = spec.build()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        assert exclude_kept_in_sync(method) == ["memory_bank.bank"]
+        model = torch.nn.parallel.DistributedDataParallel(method, find_unused_parameters=True)
+        assert "memory_bank.bank" in model.parameters_to_ignore
+        model._assign_modules_buffers()  # what DDP broadcasts before a forward (torch's name for the list)
+        broadcast = {id(buffer) for buffer in model.modules_buffers}
+        assert id(method.memory_bank.bank) not in broadcast and id(method.backbone.bn1.running_mean) in broadcast
+    finally:
+        dist.destroy_process_group()
