@@ -77,3 +77,62 @@ def test_evaluate_reports_every_tap_and_invariance_in_range():
     assert result.invariance.shape == (12,)
     assert np.all((result.invariance >= 0) & (result.invariance <= 2 + 1e-5))  # unit vectors
     assert result.metrics["invariance_l2_mean"] == pytest.approx(float(result.invariance.mean()))
+
+
+def test_invariance_is_the_distance_between_the_two_representations_of_each_image():
+    """Against representations whose distances are known in closed form: a pair that ignores the
+    transformation (distance 0), one that maps an image's two views to unit vectors at the angle
+    given by its mean brightness (distance 2 sin(θ/2)), both computed in evaluation mode."""
+    from sslab.methods.views import ImageView
+    from sslab.platform.evaluate import invariance_distances
+
+    images = np.random.default_rng(0).integers(0, 256, (7, 16, 16, 3), dtype=np.uint8)
+    angles = torch.from_numpy(images.reshape(7, -1).mean(1) / 255 * np.pi)  # in [0, π]
+    modes = []
+
+    class Toy(torch.nn.Module):
+        config = None
+        rotate = True
+
+        @staticmethod
+        def invariance_views(config, size):
+            return [ImageView(name="a", size=size), ImageView(name="b", size=size)]
+
+        def invariance_pair(self, batch):
+            modes.append(self.training)
+            n = len(batch["a"])
+            theta = angles[:n] if self.rotate else torch.zeros(n)
+            first = torch.stack([torch.ones(n), torch.zeros(n)], 1)
+            second = torch.stack([torch.cos(theta), torch.sin(theta)], 1).float()
+            return first, second
+
+    toy = Toy().train()
+    distances = invariance_distances(toy, images, stats=CIFAR10, batch_size=7)
+    np.testing.assert_allclose(distances, (2 * torch.sin(angles / 2)).numpy(), rtol=1e-5)
+    assert modes == [False] and toy.training  # evaluated in eval mode, the caller's mode restored
+    toy.rotate = False
+    np.testing.assert_allclose(invariance_distances(toy, images, stats=CIFAR10), np.zeros(7), atol=1e-7)
+
+
+def test_pirls_invariance_is_the_distance_between_f_of_the_image_and_g_of_its_jigsaw():
+    """PIRL's measurement (Fig. 3): ‖f(v_I) − g(v_I^t)‖ of its evaluation views, by hand."""
+    from sslab import methods
+    from sslab.methods.views import apply_views
+    from sslab.platform.evaluate import invariance_distances
+
+    torch.manual_seed(0)
+    cls = methods.get("pirl")
+    method = cls(cls.Config(num_negatives=4), Backbone("resnet10", cifar_stem=True, width=4), num_samples=8)
+    images = np.random.default_rng(1).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    views = apply_views(cls.invariance_views(method.config, 32), images, np.random.default_rng(5), train=False,
+                        stats=CIFAR10)
+    method.eval()
+    with torch.no_grad():
+        f = F.normalize(method.image_head(method.backbone(torch.from_numpy(views["image"]))), dim=1)
+        patches = torch.from_numpy(views["jigsaw"])
+        per_patch = method.patch_head(method.backbone(patches.flatten(0, 1)))
+        g = F.normalize(method.jigsaw_head(per_patch.reshape(6, -1)), dim=1)
+    method.train()
+    measured = invariance_distances(method, images, stats=CIFAR10, seed=5)
+    np.testing.assert_allclose(measured, (f - g).norm(dim=1).numpy(), rtol=1e-5, atol=1e-6)
+    assert measured.std() > 0  # a distance per image, not one number

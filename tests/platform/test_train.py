@@ -136,9 +136,16 @@ def test_an_in_process_trial_resumes_from_its_last_epoch_checkpoint(ray_local, t
         assert EpochCheckpoints(str(tmp_path / run / "ckpt")).latest()["schedule"]["last_epoch"] == 3 * 4
     assert final["lr"] == uninterrupted[-1]["lr"] and math.isfinite(final["loss"])
 
-    # seeded views, restored RNG, bank and optimiser: the resumed run is the uninterrupted run
+    # seeded views, restored RNG, bank and optimiser: the resumed run is the uninterrupted run,
+    # to the last bit of every weight, memory-bank row and momentum buffer
     assert [h["loss"] for h in final["history"]] == [m["loss"] for m in uninterrupted]
     assert final["knn_top1"] == uninterrupted[-1]["knn_top1"]
+    whole, resumed = (EpochCheckpoints(str(tmp_path / run / "ckpt")).latest() for run in ("a", "b"))
+    assert whole["model"].keys() == resumed["model"].keys()
+    for key, value in whole["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0, equal_nan=True, msg=key)
+    for key, value in whole["optimizer"]["state"].items():
+        assert torch.equal(resumed["optimizer"]["state"][key]["momentum_buffer"], value["momentum_buffer"])
 
     again = _in_process(tmp_path / "b", profile)  # resumed after its last epoch: the final report again
     assert len(again) == 1 and again[0]["epoch"] == 2 and again[0]["loss"] == final["loss"]
