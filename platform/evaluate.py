@@ -67,19 +67,22 @@ def knn_top1(
     k: int = 200,
     temperature: float = 0.07,
     chunk: int = 1000,
+    device: torch.device | str = "cpu",
 ) -> float:
-    """Weighted kNN top-1 accuracy (Wu et al. 2018): votes exp(cos/τ) from the k nearest."""
+    """Weighted kNN top-1 accuracy (Wu et al. 2018): votes exp(cos/τ) from the k nearest, computed
+    on ``device`` (the trial's)."""
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     k = min(k, len(train_features))
-    bank = F.normalize(train_features.float(), dim=1)
-    correct = 0
+    bank = F.normalize(train_features.to(device).float(), dim=1)
+    train_labels, test_labels = train_labels.to(device), test_labels.to(device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
     for start in range(0, len(test_features), chunk):
-        query = F.normalize(test_features[start : start + chunk].float(), dim=1)
+        query = F.normalize(test_features[start : start + chunk].to(device).float(), dim=1)
         sims, neighbours = (query @ bank.T).topk(k, dim=1)
-        votes = torch.zeros(len(query), num_classes)
+        votes = torch.zeros(len(query), num_classes, device=device)
         votes.scatter_add_(1, train_labels[neighbours], (sims / temperature).exp())
-        correct += int((votes.argmax(1) == test_labels[start : start + chunk]).sum())
-    return correct / len(test_features)
+        correct += (votes.argmax(1) == test_labels[start : start + chunk]).sum()
+    return int(correct) / len(test_features)  # one read, at the end
 
 
 def linear_probe_top1(
@@ -93,9 +96,12 @@ def linear_probe_top1(
     lr: float = 0.02,
     weight_decay: float = 1e-4,
     seed: int = 0,
+    device: torch.device | str = "cpu",
 ) -> float:
-    """Top-1 of a linear classifier trained on frozen, standardised features (Adam, cosine LR)."""
+    """Top-1 of a linear classifier trained on frozen, standardised features (Adam, cosine LR), on
+    ``device`` (the trial's); the batch order is drawn on the CPU, so it is the same on any device."""
     generator = torch.Generator().manual_seed(seed)
+    train_x, train_y, test_x, test_y = (t.to(device) for t in (train_x, train_y, test_x, test_y))
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
     num_classes = int(max(train_y.max(), test_y.max())) + 1
@@ -103,13 +109,14 @@ def linear_probe_top1(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         probe.reset_parameters()
+    probe.to(device)
     optimizer = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, -(-len(train_x) // batch_size))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
     for _ in range(epochs):
         order = torch.randperm(len(train_x), generator=generator)
         for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+            rows = order[start : start + batch_size].to(device)
             loss = F.cross_entropy(probe(train_x[rows]), train_y[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -179,12 +186,13 @@ def evaluate(
     y_train, y_test = torch.as_tensor(train_labels), torch.as_tensor(test_labels)
     metrics = {
         names.KNN: knn_top1(
-            train_feats["res5"], y_train, test_feats["res5"], y_test, k=knn_k, temperature=knn_temperature
+            train_feats["res5"], y_train, test_feats["res5"], y_test, k=knn_k, temperature=knn_temperature,
+            device=device,
         )
     }
     for tap in probe_taps:
         metrics[names.probe(tap)] = linear_probe_top1(
-            train_feats[tap], y_train, test_feats[tap], y_test, epochs=probe_epochs, seed=seed
+            train_feats[tap], y_train, test_feats[tap], y_test, epochs=probe_epochs, seed=seed, device=device
         )
     invariance = None
     if method is not None and invariance_samples > 0:
@@ -243,4 +251,5 @@ def monitor_knn(backbone: Backbone, arrays: dict[str, Any], profile: Profile, de
         torch.as_tensor(arrays["test_labels"][:n]),
         k=profile.knn_k,
         temperature=profile.knn_temperature,
+        device=device,
     )
