@@ -65,8 +65,8 @@ class SimCLR(Method):
 
     name = "simclr"
     Config = SimCLRConfig
-    # 5 epochs on 5,000 CPU images at batch 64: the paper's 10 warm-up epochs would never end,
-    # so one warm-up epoch; base lr 1.0 per 256 gives 0.25 at batch 64.
+    # 16 epochs on 5,000 CPU images at batch 64: the paper's 10 warm-up epochs would be most of
+    # the run, so one warm-up epoch; base lr 1.0 per 256 gives 0.25 at batch 64.
     profile_defaults = {"local": {"warmup_epochs": 1}}
 
     def __init__(self, config: SimCLRConfig, backbone: Backbone) -> None:
