@@ -7,6 +7,12 @@ mid-trial (every process of it at once, as when a spot machine is reclaimed): th
 launches a replacement, and the trial resumes there from its checkpoint. After the study the idle
 worker nodes are terminated. GPUs are stood in by ``fake_gpu`` (training runs on CPU).
 
+It must be the first Ray session of its pytest process (its module sorts first among the Ray
+tests): after an earlier ``ray.init()`` / ``ray.shutdown()`` in the same process, Ray 2.60's driver
+re-connected to this cluster gives objects a stale owner address, and the first ``ray.put`` of
+the study's data fails with OwnerDiedError (reproduced with any earlier module that starts a
+local Ray, e.g. ``pytest tests/platform/test_views_stage.py tests/platform/test_autoscaling.py``).
+
 cluster.yaml is read, not copied: ``test_cluster_yaml_keeps_what_the_autoscaling_test_relies_on``
 fails when it changes in a way this test depends on.
 """

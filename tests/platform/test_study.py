@@ -66,9 +66,11 @@ def test_method_config_precedence_method_profile_then_profile_then_base_then_poi
     from sslab.platform.profiles import get_profile
 
     local = get_profile("local")
-    assert plain.method_config("pirl", {}, local) == {"loss_form": "infonce", "bank_momentum": 0.0, "base_lr": 0.05,
-                                                      "warmup_epochs": 1}
-    assert Study(name="s", method="pirl", base={"base_lr": 0.2}).method_config("pirl", {}, local)["base_lr"] == 0.2
+    from sslab.methods.pirl import PIRL
+
+    assert plain.method_config("pirl", {}, local) == PIRL.profile_defaults["local"]
+    assert PIRL.profile_defaults["local"]["base_lr"] != 0.7
+    assert Study(name="s", method="pirl", base={"base_lr": 0.7}).method_config("pirl", {}, local)["base_lr"] == 0.7
 
 
 def test_methods_are_a_grid_dimension_and_knobs_must_exist_in_each():
