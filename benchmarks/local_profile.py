@@ -26,9 +26,8 @@ from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.optim import build_optimizer, build_schedule
 from sslab.methods.views import apply_views
 from sslab.platform.data import load_split, take_subset
-from sslab.platform.evaluate import knn_top1, pooled_features
+from sslab.platform.evaluate import evaluation_batches, knn_top1, pooled_features
 from sslab.platform.profiles import get_profile
-from sslab.platform.train import training_images
 from train_loop import optimisation_step  # noqa: E402 - a sibling script (benchmarks/ is on sys.path)
 
 
@@ -59,7 +58,7 @@ def run(args, seed: int) -> dict:
     info = DataInfo(num_samples=len(train.labels), num_classes=train.num_classes, image_size=args.image_size)
     method = cls.build(config, backbone, info)
     baseline = knn(backbone, train, test, stats, args.knn_k)
-    method.before_training(training_images(train.images, stats))
+    method.before_training(evaluation_batches(train.images, stats))
     views = cls.views(config, args.image_size)
     optimizer = build_optimizer(method.parameter_groups(), config, global_batch=args.batch_size)
     steps = len(train.labels) // args.batch_size

@@ -45,16 +45,27 @@ def pooled_features(
     normalised with the training set's ``stats``."""
     was_training = backbone.training
     backbone.eval()
-    view = ImageView(size=images.shape[1])
-    rng = np.random.default_rng(0)  # eval views draw nothing, but the signature wants a generator
     chunks: dict[str, list[torch.Tensor]] = {tap: [] for tap in taps}
-    for start in range(0, len(images), batch_size):
-        batch = apply_views([view], images[start : start + batch_size], rng, train=False, stats=stats)[view.name]
-        maps = backbone.features(torch.from_numpy(batch).to(device), taps=taps)
+    for batch in evaluation_batches(images, stats, batch_size=batch_size, device=device):
+        maps = backbone.features(batch["image"], taps=taps)
         for tap in taps:
             chunks[tap].append(maps[tap].float().mean(dim=(2, 3)).cpu())
     backbone.train(was_training)
     return {tap: torch.cat(parts) for tap, parts in chunks.items()}
+
+
+def evaluation_batches(images: np.ndarray, stats: Normalization, *, batch_size: int = 500,
+                       device: torch.device | str = "cpu", channels_last: bool = False):
+    """uint8 HWC images as batches {``image``: the evaluation view (resized, normalised), ``idx``:
+    the row numbers}, produced one batch at a time (what ``pooled_features`` reads, and what
+    ``Method.before_training`` gets of the training split, whose row i is the image of idx i)."""
+    view = ImageView(size=images.shape[1])
+    rng = np.random.default_rng(0)  # eval views draw nothing, but the signature wants a generator
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for start in range(0, len(images), batch_size):
+        chunk = apply_views([view], images[start : start + batch_size], rng, train=False, stats=stats)[view.name]
+        yield {"image": torch.from_numpy(chunk).to(device, memory_format=memory_format),
+               "idx": torch.arange(start, start + len(chunk), device=device)}
 
 
 @torch.no_grad()

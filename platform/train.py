@@ -43,10 +43,9 @@ from sslab import methods
 from sslab.methods.base import DataInfo, Method, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.optim import build_optimizer, build_schedule
-from sslab.methods.views import ImageView, apply_views
 from sslab.platform.augment import EpochViews
 from sslab.platform.checkpoints import EpochCheckpoints
-from sslab.platform.evaluate import evaluate_for_profile, monitor_knn
+from sslab.platform.evaluate import evaluate_for_profile, evaluation_batches, monitor_knn
 from sslab.platform import metrics as names
 from sslab.platform.profiles import Profile
 
@@ -292,7 +291,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             start_epoch, history = state["epoch"] + 1, state["history"]
             images_seen, train_seconds = state["images_seen"], state["train_seconds"]
             eval_seconds, wall_before = state.get("eval_seconds", 0.0), state.get("wall_seconds", 0.0)
-            _restore_rng(state["rng"], rank, world_size, device, fallback_seed=spec.seed * 1000 + rank)
+            _restore_rng(state["rng"], rank, world_size, device)
             if start_epoch >= profile.epochs:  # resumed after the last epoch: say again what it reported
                 session.report({**state["last_metrics"], "wall_s": wall_seconds(), "restarts": restarts,
                                 **({"checkpoints_skipped": "; ".join(skipped)} if skipped else {})}, None)
@@ -408,14 +407,14 @@ def _rng_of_every_worker(world_size: int, device: torch.device) -> list[dict[str
     return every
 
 
-def _restore_rng(saved, rank: int, world_size: int, device: torch.device, *, fallback_seed: int) -> None:
+def _restore_rng(saved, rank: int, world_size: int, device: torch.device) -> None:
     """Each worker continues its own generators from the checkpoint, so a resumed step draws what the
     uninterrupted run drew. A checkpoint from another number of workers cannot say what this rank
-    would have drawn: it is reseeded (the run goes on, no longer draw for draw)."""
+    would have drawn: it keeps the per-worker seed the loop set (the run goes on, no longer draw
+    for draw)."""
     if isinstance(saved, torch.Tensor):  # checkpoints before per-worker states: rank 0's CPU state
         saved = [{"cpu": saved}]
     if len(saved) != world_size:
-        torch.manual_seed(fallback_seed)
         return
     torch.set_rng_state(saved[rank]["cpu"])
     if device.type == "cuda" and "cuda" in saved[rank]:
@@ -431,27 +430,14 @@ def _finite_on_every_worker(loss: torch.Tensor, world_size: int) -> bool:
     return bool(finite.item())
 
 
-def training_images(images: np.ndarray, stats, *, device: torch.device | str = "cpu",
-                    channels_last: bool = False, batch_size: int = 500):
-    """Every training image once, as {image: evaluation view, idx}, for ``Method.before_training``:
-    ``images`` are the decoded training split, whose row i is the image of idx i."""
-    view = ImageView(size=images.shape[1])
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    for start in range(0, len(images), batch_size):
-        chunk = apply_views([view], images[start:start + batch_size], np.random.default_rng(0), train=False,
-                            stats=stats)[view.name]
-        yield {"image": torch.from_numpy(chunk).to(device, memory_format=memory_format),
-               "idx": torch.arange(start, start + len(chunk), device=device)}
-
-
 def _training_images(spec: TrialSpec, device: torch.device):
-    """The trial's training images for ``before_training``; none for a trial without evaluation
-    arrays (a bare TorchTrainer in a test)."""
+    """The trial's training images for ``before_training``, fetched only when the method reads them;
+    none for a trial without evaluation arrays (a bare TorchTrainer in a test)."""
     if spec.eval_data is None:
-        return iter(())
+        return
     arrays = _eval_arrays(spec)
-    return training_images(arrays["train_images"], arrays["stats"], device=device,
-                           channels_last=spec.profile.channels_last)
+    yield from evaluation_batches(arrays["train_images"], arrays["stats"], device=device,
+                                  channels_last=spec.profile.channels_last)
 
 
 def _eval_arrays(spec: TrialSpec) -> dict[str, np.ndarray]:
