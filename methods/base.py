@@ -38,6 +38,8 @@ from sslab.methods.blocks.config import MethodConfig
 from sslab.methods.views import View
 
 Batch = dict[str, torch.Tensor]
+#: per-step metrics: detached scalar tensors on the training device, or floats
+Metrics = dict[str, "torch.Tensor | float"]
 
 
 @dataclass(frozen=True)
@@ -108,12 +110,15 @@ class Method(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} declares no invariance views")
 
     # --- heads and loss -----------------------------------------------------------------
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
         """The loss on one batch (keys: ``idx``, the views' keys, ``label`` when the data has one),
-        and the per-step metrics to average over the epoch."""
+        and the per-step metrics to average over the epoch: scalar tensors, detached and left on
+        the device (``loss.detach()``, never ``loss.item()``: each ``item`` waits for the GPU to
+        finish the step; the loop sums them on the device and reads them once per epoch), or
+        plain floats for values the method knows without the GPU."""
         raise NotImplementedError
 
-    def forward(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
         """Same as ``training_step``, so the platform can wrap the method in DDP."""
         return self.training_step(batch, ctx)
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslab.methods.base import Batch, Method, StepContext
+from sslab.methods.base import Batch, Method, Metrics, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.distributed import broadcast_from_first_worker_, log_mean_exp_over_workers
@@ -125,6 +125,10 @@ class PIRL(Method):
         # log Z of eq. 3 per loss term, estimated on the first step (NaN until then), as in NPID.
         self.register_buffer("log_z_image", torch.tensor(float("nan")))
         self.register_buffer("log_z_jigsaw", torch.tensor(float("nan")))
+        # the terms whose log Z is known to be set, so that a step does not ask the device (a
+        # host synchronisation) whether it is NaN; forgotten whenever a state_dict is loaded
+        self._log_z_set: set[str] = set()
+        self.register_load_state_dict_post_hook(lambda module, incompatible: module._log_z_set.clear())
         self._last_embedding: torch.Tensor | None = None
 
     # --- what the data pipeline must produce -------------------------------------------
@@ -167,11 +171,13 @@ class PIRL(Method):
             if self.config.loss_form == "infonce":
                 return info_nce_loss(pos_sim, neg_sim, tau)
             log_z = getattr(self, f"log_z_{term}")
-            if torch.isnan(log_z):  # Z is estimated once, from the first batch (NPID / VISSL)
-                log_z.copy_(log_mean_exp_over_workers(estimate_log_z(pos_sim, neg_sim, tau, self.num_samples)))
+            if term not in self._log_z_set:  # asks the device once per run (and after a load)
+                if torch.isnan(log_z):  # Z is estimated once, from the first batch (NPID / VISSL)
+                    log_z.copy_(log_mean_exp_over_workers(estimate_log_z(pos_sim, neg_sim, tau, self.num_samples)))
+                self._log_z_set.add(term)
             return nce_loss(pos_sim, neg_sim, tau, self.num_samples, log_z)
 
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
         """Eq. 5 on a batch with keys image, idx and, when λ > 0, jigsaw (jigsaw_perm is not needed)."""
         lam = self.config.loss_weight
         idx = batch["idx"].long()
@@ -181,9 +187,9 @@ class PIRL(Method):
         loss, loss_jigsaw = loss_image, float("nan")
         if lam > 0:  # at λ = 0 g is skipped entirely, so no jigsaw view is needed
             jigsaw = self._contrast("jigsaw", self.embed_jigsaw(batch["jigsaw"]), idx, negatives)
-            loss, loss_jigsaw = lam * jigsaw + (1 - lam) * loss_image, jigsaw.item()
+            loss, loss_jigsaw = lam * jigsaw + (1 - lam) * loss_image, jigsaw.detach()
         self._last_embedding = f.detach()
-        return loss, {"loss": loss.item(), "loss_image": loss_image.item(), "loss_jigsaw": loss_jigsaw}
+        return loss, {"loss": loss.detach(), "loss_image": loss_image.detach(), "loss_jigsaw": loss_jigsaw}
 
     # --- state --------------------------------------------------------------------------
     @torch.no_grad()

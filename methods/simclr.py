@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sslab.methods.base import Batch, Method, StepContext
+from sslab.methods.base import Batch, Method, Metrics, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.heads import mlp
@@ -99,10 +99,10 @@ class SimCLR(Method):
         """z = g(f(x)), B x d (not normalised: the loss normalises)."""
         return self.projector(self.backbone(images))
 
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
         z1, z2 = self.project(batch["view_0"]), self.project(batch["view_1"])
         loss = nt_xent_loss(z1.float(), z2.float(), self.config.temperature)
-        return loss, {"loss": loss.item()}
+        return loss, {"loss": loss.detach()}
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

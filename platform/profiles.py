@@ -44,8 +44,19 @@ class Profile:
     #: where Ray Data's augmentation runs: "prefer" nodes labelled sslab.io/role=augment when
     #: any is up, "require" them (autoscaled clusters), or "any"; $SSLAB_AUGMENT_NODES overrides
     augment_nodes: str = "prefer"
-    #: "bf16" enables torch.autocast(bfloat16) on GPU; ignored on CPU
+    #: on GPU: "fp32" (IEEE float32, TF32 off), "tf32" (float32 with TF32 tensor cores for
+    #: convolutions and matrix products) or "bf16" (torch.autocast(bfloat16), TF32 for the rest);
+    #: ignored on CPU
     precision: str = "fp32"
+    #: cuDNN picks the fastest convolution algorithms on the first batch (GPU only)
+    cudnn_benchmark: bool = True
+    #: torch.compile the backbone (GPU throughput; the first steps of a trial pay for compiling)
+    compile: bool = False
+    #: batches each worker's data iterator fetches ahead of the one it trains on
+    prefetch_batches: int = 2
+    #: benchmarks: synchronise after this many steps of each epoch and after its last, and report
+    #: the steady-state images/s in between (0 = off: no extra synchronisation)
+    timing_warmup_steps: int = 0
     #: model and 4-D batches in channels_last (NHWC) memory format: faster convolutions on GPUs
     channels_last: bool = False
     #: kNN (Wu et al. 2018): k neighbours, weights exp(s/τ_knn)
@@ -77,7 +88,11 @@ class Profile:
             "width": self.width >= 1,
             "knn_k": self.knn_k >= 1,
             "probe_epochs": self.probe_epochs >= 1,
-            "precision": self.precision in ("fp32", "bf16"),
+            "precision": self.precision in ("fp32", "tf32", "bf16"),
+            "cudnn_benchmark": isinstance(self.cudnn_benchmark, bool),
+            "compile": isinstance(self.compile, bool),
+            "prefetch_batches": isinstance(self.prefetch_batches, int) and self.prefetch_batches >= 0,
+            "timing_warmup_steps": isinstance(self.timing_warmup_steps, int) and self.timing_warmup_steps >= 0,
             "channels_last": isinstance(self.channels_last, bool),
             "worker_placement": self.worker_placement in ("PACK", "SPREAD", "STRICT_SPREAD"),
             "augment_nodes": self.augment_nodes in ("prefer", "require", "any"),

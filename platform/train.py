@@ -27,7 +27,6 @@ import re
 import shutil
 import tempfile
 import time
-from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,10 +254,13 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
         torch.set_num_threads(profile.torch_threads)
     rank, world_size, device = session.rank, session.world_size, session.device
 
+    _set_device_numerics(profile, device)
     backbone, method = spec.build()
     method.to(device)
     if profile.channels_last:  # NHWC convolutions: faster under bf16 on tensor cores; set before DDP
         method.to(memory_format=torch.channels_last)  # builds its gradient buckets, so they match
+    if profile.compile:  # in place: parameter and state_dict names stay those of the plain module
+        backbone.compile()
     model = session.wrap(method)
     torch.manual_seed(spec.seed * 1000 + rank)  # negatives and other per-step draws differ per worker
     config = method.config
@@ -301,18 +303,22 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
 
         for epoch in range(start_epoch, profile.epochs):
             method.train()
-            sums: dict[str, float] = defaultdict(float)
-            steps, epoch_start = 0, time.perf_counter()
+            sums: dict[str, torch.Tensor | float] = {}  # on the device: read once, after the epoch
+            steps, epoch_start, timer = 0, time.perf_counter(), _SteadyTimer(profile.timing_warmup_steps, device)
             for step, batch in enumerate(
                 session.dataset(epoch).iter_torch_batches(
                     batch_size=profile.batch_size,
                     drop_last=True,
                     device=device,
+                    # page-locked host copies, so the copy to the GPU does not wait for the step before
+                    pin_memory=device.type == "cuda",
+                    prefetch_batches=profile.prefetch_batches,
                     local_shuffle_buffer_size=profile.shuffle_buffer or None,
                     # a new, reproducible batch order every epoch (and on every retry of that epoch)
                     local_shuffle_seed=(spec.seed * 1_000_003 + epoch * 1_009 + rank) if profile.shuffle_buffer else None,
                 )
             ):
+                timer.step(step)
                 if profile.channels_last:
                     batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
                              for k, v in batch.items()}
@@ -320,7 +326,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
                                   world_size=world_size, rank=rank)
                 with autocast:
                     loss, step_metrics = model(batch, ctx)
-                if not _finite_on_every_worker(loss, world_size):
+                if not _finite_on_every_worker(loss, world_size):  # the step's one wait for the device
                     raise NonFiniteLossError(
                         f"loss became NaN at epoch {epoch} step {step} (value {loss.item()}); "
                         "lower the learning rate or check the method's temperature"
@@ -331,7 +337,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
                 schedule.step()
                 method.after_step(batch, ctx)
                 for key, value in step_metrics.items():
-                    sums[key] += float(value)
+                    sums[key] = sums.get(key, 0.0) + (value.detach().float() if torch.is_tensor(value) else value)
                 steps += 1
             if steps == 0:
                 raise EmptyEpochError(
@@ -340,13 +346,14 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
                 )
             train_seconds += time.perf_counter() - epoch_start
             images_seen += steps * profile.batch_size * world_size
-            metrics: dict[str, Any] = {key: value / steps for key, value in sums.items()}
+            metrics: dict[str, Any] = {key: value / steps for key, value in _to_host(sums).items()}
             metrics.update(
                 epoch=epoch,
                 lr=optimizer.param_groups[0]["lr"],
                 images_seen=images_seen,
                 epoch_s=time.perf_counter() - epoch_start,
                 restarts=restarts,
+                **timer.result(steps, profile.batch_size),
             )
             eval_start = time.perf_counter()
             if rank == 0 and spec.eval_data is not None:
@@ -394,6 +401,20 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
         }, None)
 
 
+def _set_device_numerics(profile: Profile, device: torch.device) -> None:
+    """The GPU's numerics, set explicitly (PyTorch's defaults differ between convolutions, which
+    run TF32, and matrix products, which do not): ``fp32`` is IEEE float32 throughout, ``tf32`` and
+    ``bf16`` let the float32 convolutions and products that remain use TF32 tensor cores.
+    ``cudnn_benchmark`` times the convolution algorithms on the first batch of each shape (every
+    step has the same shapes here)."""
+    if device.type != "cuda":
+        return
+    tf32 = profile.precision in ("tf32", "bf16")
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = profile.cudnn_benchmark
+
+
 def _rng_of_every_worker(world_size: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
     """Every worker's generator states, in rank order (the CPU one, and the GPU's when it trains on
     one: negatives and other per-step draws come from the device's generator)."""
@@ -419,6 +440,42 @@ def _restore_rng(saved, rank: int, world_size: int, device: torch.device) -> Non
     torch.set_rng_state(saved[rank]["cpu"])
     if device.type == "cuda" and "cuda" in saved[rank]:
         torch.cuda.set_rng_state(saved[rank]["cuda"], device)
+
+
+def _to_host(sums: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """The epoch's metric sums as floats, every device tensor copied in one transfer."""
+    on_device = [key for key, value in sums.items() if torch.is_tensor(value)]
+    out = {key: float(value) for key, value in sums.items() if key not in on_device}
+    if on_device:
+        out.update(zip(on_device, torch.stack([sums[key] for key in on_device]).tolist()))
+    return out
+
+
+class _SteadyTimer:
+    """Steady-state throughput of an epoch (``Profile.timing_warmup_steps`` > 0; benchmarks): the
+    device is synchronised once the warm-up steps are queued and once after the last step, and the
+    images in between are divided by the seconds in between. Also gives the window's wall-clock
+    bounds, so that a sampler of the device's utilisation can keep the samples inside it. Off (no
+    synchronisation at all) when ``warmup`` is 0."""
+
+    def __init__(self, warmup: int, device: torch.device) -> None:
+        self.warmup, self.device, self.start = warmup, device, None
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def step(self, step: int) -> None:
+        if self.warmup and step == self.warmup:
+            self.start, self.wall_start = self._now(), time.time()
+
+    def result(self, steps: int, batch_size: int) -> dict[str, float]:
+        if self.start is None:
+            return {}
+        seconds = self._now() - self.start
+        return {"steady_images_per_s": (steps - self.warmup) * batch_size / seconds,
+                "steady_window_start": self.wall_start, "steady_window_end": time.time()}
 
 
 def _finite_on_every_worker(loss: torch.Tensor, world_size: int) -> bool:

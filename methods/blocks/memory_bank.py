@@ -14,6 +14,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from sslab.methods.blocks.distributed import all_gather_no_grad
+
 
 class MemoryBank(nn.Module):
     """``num_samples`` x ``dim`` unit vectors, initialised uniformly on the sphere.
@@ -73,43 +75,25 @@ class MemoryBank(nn.Module):
         """m_I <- normalise(α m_I + (1 - α) f(v_I)) for the rows ``idx`` (PIRL sec. 3.2, α = momentum).
 
         Under torch.distributed (world size > 1) the indices and embeddings of every worker
-        are all-gathered first, so all replicas write the same rows with the same values.
-        A row indexed more than once is written once, from its first occurrence.
+        are all-gathered first, so all replicas write the same rows with the same values; every
+        worker passes the same number of rows (the training loop's batches are all full).
+        A row indexed more than once takes the value of its first occurrence.
+
+        Nothing here waits for the device: no data-dependent shapes (``torch.unique``) and no
+        exchange of batch sizes, so a GPU step is never stalled by the bank.
         """
         idx = idx.to(self.bank.device).reshape(-1)
         embeddings = embeddings.detach().to(self.bank.device, self.bank.dtype).reshape(len(idx), self.dim)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            idx, embeddings = _all_gather_rows(idx, embeddings)
-        idx, first = _first_occurrences(idx)
-        embeddings = embeddings[first]
+            idx, embeddings = all_gather_no_grad(idx), all_gather_no_grad(embeddings)
+        embeddings = embeddings[_first_occurrence(idx, self.num_samples)]
         updated = momentum * self.bank[idx] + (1.0 - momentum) * embeddings
+        # a repeated row is written more than once, always with the same value
         self.bank.index_copy_(0, idx, F.normalize(updated, dim=1))
 
 
-def _first_occurrences(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The distinct values of ``idx`` and, for each, the position where it first occurs."""
-    unique, inverse = torch.unique(idx, return_inverse=True)
+def _first_occurrence(idx: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """For each position of ``idx``, the first position holding the same value (fixed shapes only)."""
     positions = torch.arange(len(idx), device=idx.device)
-    first = torch.full_like(unique, len(idx)).scatter_reduce_(0, inverse, positions, reduce="amin")
-    return unique, first
-
-
-def _all_gather_rows(idx: torch.Tensor, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate every worker's (idx, embeddings) in rank order; batches may differ in size."""
-    world = dist.get_world_size()
-    size = torch.tensor([len(idx)], device=idx.device)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    sizes = [int(s) for s in sizes]
-    longest = max(sizes)
-    pad = longest - len(idx)  # all_gather needs equal shapes: pad, then trim each part
-    idx_padded = torch.cat([idx, idx.new_zeros(pad)])
-    emb_padded = torch.cat([embeddings, embeddings.new_zeros(pad, embeddings.shape[1])])
-    idx_parts = [torch.empty_like(idx_padded) for _ in range(world)]
-    emb_parts = [torch.empty_like(emb_padded) for _ in range(world)]
-    dist.all_gather(idx_parts, idx_padded)
-    dist.all_gather(emb_parts, emb_padded)
-    return (
-        torch.cat([part[:n] for part, n in zip(idx_parts, sizes)]),
-        torch.cat([part[:n] for part, n in zip(emb_parts, sizes)]),
-    )
+    first = torch.full((num_rows,), len(idx), dtype=positions.dtype, device=idx.device)
+    return first.scatter_reduce_(0, idx, positions, reduce="amin")[idx]

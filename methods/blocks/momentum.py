@@ -72,3 +72,55 @@ def cosine_momentum(base: float, progress: float) -> float:
     if not 0.0 <= progress <= 1.0:
         raise ValueError(f"progress = {progress!r} must lie in [0, 1] (global step / total steps)")
     return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+
+
+class MomentumTarget(nn.Module):
+    """The target branch of a Siamese method: MoCo's key encoder, BYOL's target network, UniGrad's
+    momentum branch, and the "w/ momentum encoder" variant of every other method (UniGrad's table).
+
+    ``MomentumTarget(backbone, projector, momentum=m, schedule=...)`` applies the given modules in
+    order, under ``torch.no_grad`` (the stop-gradient every one of these methods puts on its target):
+
+    - ``momentum`` > 0: on an EMA copy of them (``frozen_copy``), moved after every optimiser step
+      by ``update(ctx)`` with the coefficient ``momentum`` (``schedule='constant'``: MoCo's
+      m = 0.999) or rising from it to 1 on BYOL's cosine over the run's steps (``'cosine'``);
+    - ``momentum`` = 0: on the online modules themselves, no copy and no EMA: the "w/o momentum
+      encoder" column. A constant 0, not a cosine from 0 that still climbs to 1 (methods.md 1.4:
+      UniGrad's code would do the latter).
+
+    The online modules are not registered here (the method owns them once, so the state_dict
+    names them once); the copy is registered as ``ema`` and travels in checkpoints. The copy runs
+    in the method's train/eval mode: in training its BatchNorm normalises with the batch's
+    statistics, as every reference does.
+    """
+
+    def __init__(self, *online: nn.Module, momentum: float, schedule: str = "cosine") -> None:
+        super().__init__()
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum = {momentum!r} must lie in [0, 1) (0: no momentum encoder)")
+        if schedule not in ("cosine", "constant"):
+            raise ValueError(f"momentum schedule {schedule!r} must be 'cosine' or 'constant'")
+        self.base, self.schedule = momentum, schedule
+        self._online = (nn.Sequential(*online),)  # a tuple: not a submodule
+        self.ema = frozen_copy(self._online[0]) if momentum > 0 else None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether there is a momentum encoder (``momentum`` > 0)."""
+        return self.ema is not None
+
+    def momentum(self, progress: float) -> float:
+        """The EMA coefficient at ``progress`` = step / total steps (0 without a momentum encoder)."""
+        if not self.enabled:
+            return 0.0
+        return self.base if self.schedule == "constant" else cosine_momentum(self.base, progress)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.ema if self.ema is not None else self._online[0])(x)
+
+    @torch.no_grad()
+    def update(self, progress: float) -> None:
+        """θ_ema ← m·θ_ema + (1 − m)·θ_online at ``progress`` (call after the optimiser step)."""
+        if self.ema is not None:
+            ema_update_(self.ema, self._online[0], self.momentum(progress))

@@ -1,5 +1,6 @@
 """Heads (the MLP builder) and momentum encoders (frozen copy, EMA update, cosine schedule)."""
 
+import copy
 import math
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from sslab.methods.blocks.heads import mlp
-from sslab.methods.blocks.momentum import cosine_momentum, ema_update_, frozen_copy
+from sslab.methods.blocks.momentum import MomentumTarget, cosine_momentum, ema_update_, frozen_copy
 
 
 def layer_types(head: nn.Sequential) -> list[str]:
@@ -214,3 +215,51 @@ def test_cosine_momentum_refuses_out_of_range_arguments():
     for base, progress in [(0.99, -0.01), (0.99, 1.01), (1.2, 0.5), (-0.1, 0.5), (0.99, math.nan)]:
         with pytest.raises(ValueError):
             cosine_momentum(base, progress)
+
+
+# --- MomentumTarget: the target branch with and without a momentum encoder ------------------------
+def _online_and_target(momentum, schedule="cosine"):
+    torch.manual_seed(0)
+    backbone, head = nn.Linear(3, 4), nn.Sequential(nn.Linear(4, 2), nn.BatchNorm1d(2))
+    owner = nn.Module()
+    owner.backbone, owner.head = backbone, head
+    owner.target = MomentumTarget(backbone, head, momentum=momentum, schedule=schedule)
+    return owner
+
+
+def test_momentum_zero_means_no_momentum_encoder_the_online_network_under_stop_gradient():
+    owner = _online_and_target(0.0)
+    assert not owner.target.enabled and not any(k.startswith("target.") for k in owner.state_dict())
+    x = torch.randn(5, 3)
+    out = owner.target(x)
+    assert not out.requires_grad
+    assert torch.allclose(out, owner.head(owner.backbone(x)))
+    for progress in (0.0, 0.5, 1.0):  # a constant 0, not a cosine climbing to 1
+        assert owner.target.momentum(progress) == 0.0
+    with torch.no_grad():
+        owner.backbone.weight.add_(1.0)
+    owner.target.update(0.5)  # nothing to move: the target is the online network itself
+    assert torch.allclose(owner.target(x), owner.head(owner.backbone(x)))
+
+
+def test_a_momentum_encoder_is_an_ema_copy_in_the_state_dict_moved_by_its_schedule():
+    owner = _online_and_target(0.9, "cosine")
+    names = list(owner.state_dict())
+    assert "target.ema.0.weight" in names and names.count("backbone.weight") == 1
+    assert owner.target.momentum(0.0) == pytest.approx(0.9) and owner.target.momentum(1.0) == 1.0
+    assert owner.target.momentum(0.5) == pytest.approx(0.95)
+    assert _online_and_target(0.99, "constant").target.momentum(0.7) == 0.99
+    before = owner.target.ema[0].weight.clone()
+    with torch.no_grad():
+        owner.backbone.weight.add_(1.0)
+    owner.target.update(0.0)  # m = 0.9: 0.1 of the way to the online weights
+    assert torch.allclose(owner.target.ema[0].weight, before + 0.1)
+    assert not any(p.requires_grad for p in owner.target.parameters())
+    copied = copy.deepcopy(owner)  # a replica's target follows the replica's online modules
+    assert copied.target._online[0][0] is copied.backbone
+
+
+@pytest.mark.parametrize("momentum, schedule", [(1.0, "cosine"), (-0.1, "cosine"), (0.5, "linear")])
+def test_momentum_target_refuses_bad_settings(momentum, schedule):
+    with pytest.raises(ValueError, match="momentum"):
+        MomentumTarget(nn.Linear(2, 2), momentum=momentum, schedule=schedule)

@@ -116,7 +116,11 @@ def test_a_training_step_gives_a_finite_loss_and_a_gradient_on_every_trained_par
     method = _build(cls)
     loss, metrics = method(_batch(cls), _ctx())
     assert loss.dim() == 0 and torch.isfinite(loss)
-    assert metrics["loss"] == pytest.approx(loss.item())
+    # metrics stay on the device (read once per epoch): 0-d tensors outside the graph, or floats
+    for key, value in metrics.items():
+        assert isinstance(value, float) or (torch.is_tensor(value) and value.dim() == 0 and not value.requires_grad), \
+            f"{name}: metric {key} = {value!r} must be a detached 0-d tensor (or a float)"
+    assert float(metrics["loss"]) == pytest.approx(loss.item())
     loss.backward()
     unused = method.unused_parameters()
     assert unused <= {n for n, _ in method.named_parameters()}

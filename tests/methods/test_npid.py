@@ -56,7 +56,7 @@ def test_infonce_loss_is_the_softmax_over_the_positive_row_and_n_drawn_rows():
         negs = [float(bank[j] @ f[i]) / 0.2 for j in negatives[i].tolist()]
         per_image.append(-pos + math.log(math.exp(pos) + sum(math.exp(n) for n in negs)))
     assert loss.item() == pytest.approx(sum(per_image) / BATCH, rel=1e-5)
-    assert metrics["loss"] == metrics["loss_image"] == pytest.approx(loss.item())
+    assert metrics["loss"].item() == metrics["loss_image"].item() == pytest.approx(loss.item())
     assert math.isnan(metrics["loss_jigsaw"])  # no jigsaw term at λ = 0
 
 
