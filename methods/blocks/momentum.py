@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from sslab.methods.blocks.config import hyperparameter
+
 
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy of ``module`` whose parameters take no gradient (the initial target / key encoder).
@@ -74,6 +76,22 @@ def cosine_momentum(base: float, progress: float) -> float:
     return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
 
 
+def encoder_momentum(default: float):
+    """The ``encoder_momentum`` field of a method's Config (``m``; named apart from the optimiser's
+    ``momentum``): every Siamese method has one, so that each runs with and without a momentum
+    encoder (UniGrad's table), e.g. ``encoder_momentum: float = encoder_momentum(0.996)``."""
+    return hyperparameter(
+        default, "m", "momentum encoder's EMA coefficient (the start of its cosine schedule); 0 = no momentum "
+        "encoder: the target branch is the online network under stop-gradient", "[0, 1)")
+
+
+def encoder_momentum_schedule(default: str):
+    """The ``encoder_momentum_schedule`` field: ``'cosine'`` (m rises to 1 over the run: BYOL,
+    UniGrad) or ``'constant'`` (MoCo)."""
+    return hyperparameter(default, "m_schedule", "'cosine': m rises from its value to 1 over the run's steps "
+                          "(BYOL); 'constant': m throughout (MoCo)", "{cosine, constant}")
+
+
 class MomentumTarget(nn.Module):
     """The target branch of a Siamese method: MoCo's key encoder, BYOL's target network, UniGrad's
     momentum branch, and the "w/ momentum encoder" variant of every other method (UniGrad's table).
@@ -103,6 +121,11 @@ class MomentumTarget(nn.Module):
         self.base, self.schedule = momentum, schedule
         self._online = (nn.Sequential(*online),)  # a tuple: not a submodule
         self.ema = frozen_copy(self._online[0]) if momentum > 0 else None
+
+    @classmethod
+    def from_config(cls, config, *online: nn.Module) -> "MomentumTarget":
+        """From a Config with ``encoder_momentum`` and ``encoder_momentum_schedule`` fields."""
+        return cls(*online, momentum=config.encoder_momentum, schedule=config.encoder_momentum_schedule)
 
     @property
     def enabled(self) -> bool:
