@@ -54,6 +54,8 @@ from sslab.methods.blocks.optim import build_optimizer, build_schedule
 from sslab.methods.pirl import PIRL
 from sslab.methods.views import CIFAR10, apply_views
 
+from host_syncs import count_host_syncs
+
 WORLD = 2
 SEED = 3
 #: 16 px: the smallest round size above the jigsaw's minimum of 12 (tiles of 4 px on a width-4 ResNet-10)
@@ -167,20 +169,22 @@ def _train(case: Case, rank: int) -> dict:
     bn_running = sorted(f"{name}.{stat}" for name, m in method.named_modules()
                         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
                         for stat in ("running_mean", "running_var"))
-    result = {"initial": initial, "bn_running": bn_running, "states": [], "optimizer": [], "losses": []}
+    result = {"initial": initial, "bn_running": bn_running, "states": [], "optimizer": [], "losses": [], "syncs": []}
     method.train()
     for step in range(STEPS):
         batch = _shard(cls, config, step, rank)
         negatives.clear()
         ctx = StepContext(step=schedule.last_epoch, total_steps=STEPS_PER_EPOCH, epoch=0,
                           world_size=WORLD, rank=rank)
-        loss, _ = model(batch, ctx)
+        with count_host_syncs() as syncs:  # what would make a GPU wait for the host, per step
+            loss, _ = model(batch, ctx)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            method.after_step(batch, ctx)
         assert torch.isfinite(loss), f"{case.id}: loss {loss.item()} at step {step} on rank {rank}"
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        method.after_step(batch, ctx)
+        result["syncs"].append(dict(syncs))
         result["states"].append(_state(method))
         result["optimizer"].append(copy.deepcopy(optimizer.state_dict()))
         result["losses"].append(loss.item())
@@ -253,6 +257,19 @@ def test_every_worker_ends_every_step_with_the_same_model_and_optimiser(trained,
             assert not differ, f"{case.id}: after step {step} the workers' state differs in {differ}"
             differ = _differences(first["optimizer"][step], other["optimizer"][step])
             assert not differ, f"{case.id}: after step {step} the workers' optimiser state differs in {differ}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_no_step_makes_the_host_wait_for_the_device(trained, case):
+    """Under DDP, a method's training_step and after_step (with backward and the optimiser step)
+    ask the device for nothing: no .item(), bool(tensor), torch.unique, boolean-mask indexing
+    (``tests/host_syncs.py``). A one-off check on the first step is allowed (NCE asks whether
+    each of its log Z is set yet, once per run); the training loop adds its own one check per step."""
+    for rank, worker in enumerate(trained[case.id]):
+        first, *rest = worker["syncs"]
+        assert sum(first.values()) <= 2, f"{case.id}: rank {rank}'s first step synchronised {first}"
+        for step, syncs in enumerate(rest, start=1):
+            assert not syncs, f"{case.id}: rank {rank}'s step {step} made the host wait for the device: {syncs}"
 
 
 @pytest.mark.parametrize("case", NCE_CASES, ids=[c.id for c in NCE_CASES])

@@ -265,3 +265,32 @@ def test_ddp_leaves_the_buffers_that_after_step_keeps_in_sync_alone(tmp_path):
         assert id(method.memory_bank.bank) not in broadcast and id(method.backbone.bn1.running_mean) in broadcast
     finally:
         dist.destroy_process_group()
+
+
+def test_a_training_step_waits_for_the_device_at_most_once_and_metrics_are_read_per_epoch(ray_local, tmp_path,
+                                                                                           monkeypatch):
+    """Between one step's training_step and the next (forward, the finiteness check, backward,
+    optimiser, after_step, metric sums, the next batch) the host waits for the device at most
+    once: the loop's check that the loss is finite. The metrics stay on the device, and the
+    epoch's reported mean equals the mean of what every step returned."""
+    from host_syncs import count_host_syncs
+
+    from sslab.methods.pirl import PIRL
+
+    steps, original = [], PIRL.training_step
+
+    def recording(self, batch, ctx):
+        loss, metrics = original(self, batch, ctx)
+        steps.append((ctx.epoch, sum(syncs.values()), dict(syncs), metrics["loss"].clone()))
+        return loss, metrics
+
+    monkeypatch.setattr(PIRL, "training_step", recording)
+    with count_host_syncs() as syncs:
+        reported = _in_process(tmp_path, TINY.with_overrides(epochs=2))
+    assert [e for e, *_ in steps] == [0] * 4 + [1] * 4
+    waits = [after - before for (epoch, before, _, _), (next_epoch, after, _, _) in zip(steps, steps[1:])
+             if epoch == next_epoch]  # (between epochs: the per-epoch read, the monitor kNN, the checkpoint)
+    assert waits == [1] * 6, f"waits per step {waits}; the last kinds counted: {steps[-1][2]}"
+    for epoch, metrics in enumerate(reported):
+        losses = [loss.item() for e, *_, loss in steps if e == epoch]
+        assert metrics["loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-6)
