@@ -1,17 +1,26 @@
-"""Images per second per GPU of the real training loop: fp32 against bf16 autocast + channels_last.
+"""Images per second per GPU of the real training loop, in steady state, at four numerics settings.
 
-Every registered method (``--methods`` to choose: PIRL with its jigsaw patches and memory bank at
-N = 4,096 negatives, NPID++, SimCLR's two views and NT-Xent, ...) with the paper's ResNet-18 on
-CIFAR-10 views computed once per method and materialised (the input pipeline is measured apart,
-in ``input_pipeline.py``), trained by one Ray Train worker holding one GPU through
-``make_trainer``: the same loop every study runs, with the profile's ``precision`` and
-``channels_last``. GPU utilisation is sampled with ``nvidia-smi`` while it trains, and the
-device name is recorded.
+For PIRL (jigsaw patches, memory bank, N = 4,096 negatives) and SimCLR (two views, NT-Xent) by
+default (``--methods`` for any registered method), a CIFAR-10 ResNet-18 trains through
+``platform/train.run_loop`` (the loop every trial runs, here in this process on its GPU:
+``train_in_process``) on views computed once and materialised, so the input pipeline
+(``input_pipeline.py``) is not what is measured. Each setting:
 
-Without a CUDA device it says so and exits 0 (``--cpu`` runs the same code on the CPU, at a
-small size, to check the script itself).
+- ``fp32``: IEEE float32 throughout (TF32 off for convolutions and matrix products);
+- ``tf32``: float32 with TF32 tensor cores;
+- ``bf16 + channels_last``: autocast bfloat16, NHWC (the ``cifar`` profile's setting);
+- ``bf16 + channels_last + compile``: the same with ``torch.compile`` on the backbone.
 
-    python benchmarks/gpu_throughput.py [--images 10240] [--epochs 3] [--batch 256] [--methods pirl simclr]
+Timing is steady-state: the loop synchronises the GPU after ``--warmup-steps`` steps of each
+epoch and after its last step (``Profile.timing_warmup_steps``), with no local shuffle buffer to
+refill inside that window and ``--epochs`` − 1 epochs counted (the first pays for cuDNN's
+algorithm search and compilation). GPU busy % is ``nvidia-smi``'s utilisation of this process's
+own GPU (by UUID), sampled every 0.1 s and kept only inside the timed windows.
+
+Without a CUDA device it says so and exits 0 (``--cpu`` runs the same code on the CPU at a small
+size, to check the script; its numbers mean nothing).
+
+    python benchmarks/gpu_throughput.py [--images 25600] [--epochs 3] [--batch 256] [--methods pirl simclr]
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,26 +45,34 @@ from sslab.methods.base import DataInfo
 from sslab.methods.views import apply_views
 from sslab.platform.augment import VIEW_BATCH
 from sslab.platform.profiles import Profile
-from sslab.platform.train import TrialSpec, make_trainer
+from sslab.platform.train import TrialSpec, train_in_process
 
-#: (label, precision, channels_last)
-SETTINGS = (("fp32", "fp32", False), ("bf16 + channels_last", "bf16", True))
+#: label → (precision, channels_last, compile)
+SETTINGS = {
+    "fp32": ("fp32", False, False),
+    "tf32": ("tf32", False, False),
+    "bf16 + channels_last": ("bf16", True, False),
+    "bf16 + channels_last + compile": ("bf16", True, True),
+}
+TARGET = "SimCLR ResNet-18 on CIFAR-10: >= 8,000 images/s per H100/H200-class GPU, >= 90 % busy"
 
 
 class Utilisation:
-    """Samples nvidia-smi's utilization.gpu every 0.5 s while the block runs."""
+    """(time, utilisation %) of one GPU, from nvidia-smi every ``period`` seconds while the block runs."""
 
-    def __init__(self) -> None:
-        self.samples: list[float] = []
-        self._stop = threading.Event()
+    def __init__(self, device: int = 0, period: float = 0.1) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._query = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
+        if torch.cuda.is_available():  # this process's GPU, whatever CUDA_VISIBLE_DEVICES maps it to
+            self._query += ["-i", f"GPU-{torch.cuda.get_device_properties(device).uuid}"]
+        self._period, self._stop = period, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"],
-                                 capture_output=True, text=True)
+        while not self._stop.wait(self._period):
+            out = subprocess.run(self._query, capture_output=True, text=True)
             if out.returncode == 0 and out.stdout.strip():
-                self.samples.append(float(out.stdout.split()[0]))
+                self.samples.append((time.time(), float(out.stdout.split()[0])))
 
     def __enter__(self) -> "Utilisation":
         if shutil.which("nvidia-smi"):
@@ -64,18 +82,46 @@ class Utilisation:
     def __exit__(self, *exc) -> None:
         self._stop.set()
 
-    @property
-    def median(self) -> float:
-        return float(np.median(self.samples)) if self.samples else float("nan")
+    def mean_within(self, windows: list[tuple[float, float]]) -> float:
+        inside = [u for t, u in self.samples if any(start <= t <= end for start, end in windows)]
+        return float(np.mean(inside)) if inside else float("nan")
+
+
+def _dataset(name: str, config: dict, split, image_size: int):
+    import ray
+
+    cls = methods.get(name)
+    views = apply_views(cls.views(cls.Config(**config), image_size), split.images,
+                        np.random.default_rng(0), stats=split.normalization)
+    columns = {"idx": split.idx, "label": split.labels, **views}
+    rows = [{k: v[i] for k, v in columns.items()} for i in range(len(split.idx))]
+    return ray.data.from_items(rows).repartition(max(1, len(rows) // VIEW_BATCH)).materialize()
+
+
+def _measure(name: str, config: dict, dataset, profile: Profile, info: DataInfo) -> dict:
+    spec = TrialSpec(method=name, method_config=config, profile=profile, seed=0, data=info)
+    reported: list[dict] = []
+    with tempfile.TemporaryDirectory() as checkpoints, Utilisation() as utilisation:
+        train_in_process(spec, lambda epoch, rank=0, world_size=1: dataset, checkpoints, report=reported.append)
+    if "failure" in reported[-1]:
+        raise RuntimeError(f"{name}: {reported[-1]['failure']}")
+    steady = reported[1:]  # the first epoch searches cuDNN's algorithms and compiles
+    windows = [(m["steady_window_start"], m["steady_window_end"]) for m in steady]
+    return {"images_per_s": float(np.mean([m["steady_images_per_s"] for m in steady])),
+            "images_per_s_spread": float(np.std([m["steady_images_per_s"] for m in steady])),
+            "gpu_busy_percent": utilisation.mean_within(windows),
+            "first_epoch_s": reported[0]["epoch_s"], "loss": reported[-1]["loss"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=10_240)
+    parser.add_argument("--images", type=int, default=25_600)
     parser.add_argument("--epochs", type=int, default=3, help="the first is a warm-up")
+    parser.add_argument("--warmup-steps", type=int, default=10, help="steps of each epoch before its timed window")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--methods", nargs="+", default=methods.names(), choices=methods.names())
+    parser.add_argument("--methods", nargs="+", default=["pirl", "simclr"], choices=methods.names())
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--cpu", action="store_true", help="run on the CPU (checks the script, measures nothing useful)")
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "gpu_throughput.json"))
     args = parser.parse_args()
@@ -97,44 +143,40 @@ def main() -> None:
     split = load_split("cifar10", "train", subset=args.images, seed=0)
     ray.init(include_dashboard=False, log_to_driver=False)
     base = Profile(name="gpu-bench", train_subset=args.images, width=args.width, epochs=args.epochs,
-                   batch_size=args.batch, num_workers=1, use_gpu=use_gpu, cpus_per_worker=1)
+                   batch_size=args.batch, num_workers=0, use_gpu=use_gpu, shuffle_buffer=0,
+                   timing_warmup_steps=args.warmup_steps)
     info = DataInfo(num_samples=args.images, num_classes=split.num_classes, image_size=base.image_size)
     rows = []
     for name in args.methods:
-        cls = methods.get(name)
-        config = {"num_negatives": 4096} if "num_negatives" in cls.Config.field_names() else {}
-        views = apply_views(cls.views(cls.Config(**config), base.image_size), split.images,
-                            np.random.default_rng(0), stats=split.normalization)
-        columns = {"idx": split.idx, "label": split.labels, **views}
-        dataset = (ray.data.from_items([{k: v[i] for k, v in columns.items()} for i in range(args.images)])
-                   .repartition(max(1, args.images // VIEW_BATCH)).materialize())
-        for label, precision, channels_last in SETTINGS:
-            profile = replace(base, precision=precision, channels_last=channels_last)
-            spec = TrialSpec(method=name, method_config=config, profile=profile, seed=0, data=info)
-            with tempfile.TemporaryDirectory() as storage, Utilisation() as utilisation:
-                result = make_trainer(spec, lambda epoch, rank=0, world_size=1: dataset, name=f"{name}-{label.replace(' ', '')}",
-                                      storage_path=storage).fit()
-            epochs = [h["epoch_s"] for h in result.metrics["history"]][1:]
-            steps = args.images // args.batch
-            rate = steps * args.batch / float(np.mean(epochs))
-            rows.append({"method": name, "setting": label, "images_per_s": rate,
-                         "gpu_util_median": utilisation.median, "loss": result.metrics["loss"]})
+        config = {"num_negatives": 4096} if "num_negatives" in methods.get(name).Config.field_names() else {}
+        dataset = _dataset(name, config, split, base.image_size)
+        for label in args.settings:
+            precision, channels_last, compiled = SETTINGS[label]
+            profile = replace(base, precision=precision, channels_last=channels_last, compile=compiled)
+            row = {"method": name, "setting": label, **_measure(name, config, dataset, profile, info)}
+            rows.append(row)
+            print(f"{name:<8}{label:<34}{row['images_per_s']:>9.0f} img/s  {row['gpu_busy_percent']:>5.0f} % busy",
+                  flush=True)
     ray.shutdown()
-    parts = []
-    for name in args.methods:
-        fp32, bf16 = (r for r in rows if r["method"] == name)
-        parts.append(f"{name} {fp32['images_per_s']:.0f} → {bf16['images_per_s']:.0f} img/s "
-                     f"({bf16['images_per_s'] / fp32['images_per_s']:.2f}x)")
-    summary = f"ResNet-18 on {device}, fp32 → bf16+channels_last: " + "; ".join(parts)
-    print(f"gpu throughput: ResNet-18 width {args.width}, batch {args.batch}, {args.images} images, "
-          f"device {device}; epochs 2..{args.epochs}")
-    print(f"{'method':<10}{'setting':<24}{'images/s':>10}{'GPU util %':>12}{'final loss':>12}")
-    for row in rows:
-        print(f"{row['method']:<10}{row['setting']:<24}{row['images_per_s']:>10.0f}"
-              f"{row['gpu_util_median']:>12.0f}{row['loss']:>12.3f}")
+
+    def rate(method: str, setting: str) -> float:
+        return next((r["images_per_s"] for r in rows if r["method"] == method and r["setting"] == setting), float("nan"))
+
+    parts = [f"{m} fp32 {rate(m, 'fp32'):.0f} / tf32 {rate(m, 'tf32'):.0f} / bf16+cl "
+             f"{rate(m, 'bf16 + channels_last'):.0f} / +compile {rate(m, 'bf16 + channels_last + compile'):.0f} img/s"
+             for m in args.methods]
+    summary = f"ResNet-18 on {device}, batch {args.batch}, per GPU: " + "; ".join(parts)
+    print(f"gpu throughput: width {args.width}, batch {args.batch}, {args.images} images, device {device}; "
+          f"steady state of epochs 2..{args.epochs} after {args.warmup_steps} steps each")
+    print(f"{'method':<8}{'setting':<34}{'images/s':>10}{'± (epochs)':>12}{'GPU busy %':>12}{'1st epoch s':>13}")
+    for r in rows:
+        print(f"{r['method']:<8}{r['setting']:<34}{r['images_per_s']:>10.0f}{r['images_per_s_spread']:>12.0f}"
+              f"{r['gpu_busy_percent']:>12.0f}{r['first_epoch_s']:>13.1f}")
     print(summary)
+    print(f"target: {TARGET}")
     out.write_text(json.dumps({"benchmark": "gpu_throughput", "device": device, "width": args.width,
-                               "batch": args.batch, "images": args.images, "rows": rows, "summary": summary}, indent=2))
+                               "batch": args.batch, "images": args.images, "warmup_steps": args.warmup_steps,
+                               "rows": rows, "summary": summary, "target": TARGET}, indent=2))
     print(f"wrote {out}")
 
 

@@ -239,6 +239,21 @@ def test_source_is_installed_never_shipped_as_working_dir():
     assert installs == ["pip install ~/sslab-src"], "a regular (non-editable) install on every node"
 
 
+def test_every_node_installs_a_torch_built_for_a_pinned_cuda_before_sslab_and_gpu_nodes_check_it():
+    """PyPI's default torch targets the newest CUDA, whose driver a GPU image may lack: the nodes
+    install torch from PyTorch's index for one CUDA version first (pip then keeps it), and a GPU
+    node whose driver cannot run it fails ``ray up`` with the versions named."""
+    commands = load_cluster()["setup_commands"]
+    torch_at = next(i for i, c in enumerate(commands) if c.startswith("pip install") and "torch" in c)
+    sslab_at = commands.index("pip install ~/sslab-src")
+    assert torch_at < sslab_at
+    assert re.search(r"--index-url https://download\.pytorch\.org/whl/cu\d+\b", commands[torch_at])
+    check = commands[sslab_at + 1]
+    assert "nvidia-smi" in check and "torch.cuda.is_available()" in check and "sys.exit" in check
+    compile(check[check.index('-c "') + 4:check.rindex('"')], "<gpu check>", "exec")  # valid Python
+    assert "download.pytorch.org/whl/cu" in KUBERAY_YAML.read_text()  # the image's build does the same
+
+
 def test_results_root_is_set_once_for_every_node():
     config = load_cluster()
     assignments = [m for s in strings(config) for m in re.finditer(r"SSLAB_RESULTS=(\S+?)['\"\s]", s + " ")]
