@@ -256,11 +256,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
 
     _set_device_numerics(profile, device)
     backbone, method = spec.build()
-    method.to(device)
-    if profile.channels_last:  # NHWC convolutions: faster under bf16 on tensor cores; set before DDP
-        method.to(memory_format=torch.channels_last)  # builds its gradient buckets, so they match
-    if profile.compile:  # in place: parameter and state_dict names stay those of the plain module
-        backbone.compile()
+    place_on_device(method, profile, device)
     model = session.wrap(method)
     torch.manual_seed(spec.seed * 1000 + rank)  # negatives and other per-step draws differ per worker
     config = method.config
@@ -399,6 +395,18 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             "device_s": train_seconds * devices_held,
             "history": list(history),
         }, None)
+
+
+def place_on_device(method: Method, profile: Profile, device: torch.device) -> Method:
+    """The method on ``device``, in the profile's memory format, its backbone compiled if asked;
+    before any DDP wrap, which builds its gradient buckets from the parameters' layout (NHWC
+    parameters wrapped later would have every conv gradient copied across layouts each step)."""
+    method.to(device)
+    if profile.channels_last:  # NHWC convolutions: faster under bf16 on tensor cores
+        method.to(memory_format=torch.channels_last)
+    if profile.compile:  # in place: parameter and state_dict names stay those of the plain module
+        method.backbone.compile()
+    return method
 
 
 def _set_device_numerics(profile: Profile, device: torch.device) -> None:
