@@ -21,7 +21,9 @@ from typing import Any, Sequence
 import numpy as np
 import ray.data
 
-from sslab.methods.views import Normalization, View, apply_views
+import torch
+
+from sslab.methods.views import Normalization, Uint8Pixels, View, apply_views
 
 #: images per augmentation task; large enough to amortise Python, small enough to stream
 VIEW_BATCH = 256
@@ -99,6 +101,20 @@ class EpochViews:
     stats: Normalization
     seed: int
     remote_args: dict[str, Any] | None = field(default=None)
+    #: how the views travel to the trainer: "float32" (normalised) or "uint8" (pixels, a quarter
+    #: of the bytes, normalised on the training device by ``to_model_input``)
+    transfer: str = "float32"
+
+    def __post_init__(self) -> None:
+        self.stats.for_transfer(self.transfer)  # refuses an unknown dtype here, not in a Ray task
+
+    def to_model_input(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A batch as the method reads it: uint8 views (every uint8 tensor of a batch is a view's
+        pixels) normalised where they are, on the training device."""
+        stats = self.stats.for_transfer(self.transfer)
+        if not isinstance(stats, Uint8Pixels):
+            return batch
+        return {k: stats.normalise(v) if v.dtype == torch.uint8 else v for k, v in batch.items()}
 
     def __call__(self, epoch: int, rank: int = 0, world_size: int = 1) -> ray.data.Dataset:
         if not 0 <= rank < world_size:
@@ -107,5 +123,5 @@ class EpochViews:
         if world_size > 1:
             dealt = shard.randomize_block_order(seed=_block_seed((self.seed, epoch, world_size)))
             shard = dealt.split(world_size, equal=True)[rank]
-        return with_views(shard, self.views, stats=self.stats, remote_args=self.remote_args,
-                          seed=(self.seed, epoch))
+        return with_views(shard, self.views, stats=self.stats.for_transfer(self.transfer),
+                          remote_args=self.remote_args, seed=(self.seed, epoch))

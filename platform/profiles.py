@@ -54,6 +54,10 @@ class Profile:
     compile: bool = False
     #: batches each worker's data iterator fetches ahead of the one it trains on
     prefetch_batches: int = 2
+    #: how views travel from the augmentation tasks to the trainer: "float32" (normalised there)
+    #: or "uint8" (pixels: a quarter of the bytes through the object store and the network,
+    #: normalised on the training device)
+    view_transfer: str = "float32"
     #: benchmarks: synchronise after this many steps of each epoch and after its last, and report
     #: the steady-state images/s in between (0 = off: no extra synchronisation)
     timing_warmup_steps: int = 0
@@ -91,6 +95,7 @@ class Profile:
             "precision": self.precision in ("fp32", "tf32", "bf16"),
             "cudnn_benchmark": isinstance(self.cudnn_benchmark, bool),
             "compile": isinstance(self.compile, bool),
+            "view_transfer": self.view_transfer in ("float32", "uint8"),
             "prefetch_batches": isinstance(self.prefetch_batches, int) and self.prefetch_batches >= 0,
             "timing_warmup_steps": isinstance(self.timing_warmup_steps, int) and self.timing_warmup_steps >= 0,
             "channels_last": isinstance(self.channels_last, bool),
@@ -170,6 +175,7 @@ PROFILES: dict[str, Profile] = {
         cpus_per_worker=4,
         precision="bf16",
         channels_last=True,
+        view_transfer="uint8",
     ),
 }
 

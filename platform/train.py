@@ -162,6 +162,9 @@ class RayTrainSession:
         """This worker's shard of the epoch's views, the same on every retry (``augment.EpochViews``)."""
         return self._views(epoch, self.rank, self.world_size)
 
+    def to_model_input(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return _to_model_input(self._views, batch)
+
     def wrap(self, method: Method) -> torch.nn.Module:
         """Data parallelism across the worker group (gradients all-reduced by DDP)."""
         if self.world_size == 1:
@@ -220,6 +223,9 @@ class InProcessSession:
     def dataset(self, epoch: int):
         return self._views(epoch)
 
+    def to_model_input(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return _to_model_input(self._views, batch)
+
     def wrap(self, method: Method) -> torch.nn.Module:
         return method
 
@@ -234,6 +240,11 @@ class InProcessSession:
         if state is not None:  # on storage before Tune hears of the epoch
             self._checkpoints.save(state, state["epoch"])
         self._report(metrics)
+
+
+def _to_model_input(views, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``EpochViews.to_model_input``; a plain dataset-per-epoch function (benchmarks) sends its batches as they are."""
+    return views.to_model_input(batch) if isinstance(views, EpochViews) else batch
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -315,6 +326,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
                 )
             ):
                 timer.step(step)
+                batch = session.to_model_input(batch)  # uint8 views normalised on the device
                 if profile.channels_last:
                     batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
                              for k, v in batch.items()}

@@ -49,7 +49,7 @@ def run_trial(
     views = methods.get(method).views(spec.config(), profile.image_size)
     name = trial_key(method, point, seed)
     # seeded by (seed, epoch) on either path: the same trial, or its retry, sees the same views
-    epoch_views = EpochViews(train_ds, views, stats, seed, augment_args)
+    epoch_views = EpochViews(train_ds, views, stats, seed, augment_args, transfer=profile.view_transfer)
     if profile.num_workers == 0:
         train_in_process(spec, epoch_views, f"{storage}/{name}")
         return

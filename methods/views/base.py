@@ -15,6 +15,7 @@ the dataset (``Normalization``), never to a view.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,6 +68,36 @@ class Normalization:
         mean = np.asarray(self.mean, dtype=np.float32).reshape(3, 1, 1)
         std = np.asarray(self.std, dtype=np.float32).reshape(3, 1, 1)
         return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+
+    def for_transfer(self, dtype: str) -> "Normalization":
+        """The statistics the views apply before their trip to the trainer: these (``float32``:
+        normalised floats), or ``Uint8Pixels`` (``uint8``: pixels, normalised on the trainer)."""
+        if dtype not in ("float32", "uint8"):
+            raise ValueError(f"view transfer dtype {dtype!r} must be 'float32' or 'uint8'")
+        return self if dtype == "float32" else Uint8Pixels(self.mean, self.std)
+
+
+@dataclass(frozen=True)
+class Uint8Pixels(Normalization):
+    """Views sent as uint8 pixels, a quarter of float32's bytes through the object store and the
+    network, and normalised on the training device (``normalise``). Every view that ends with
+    ``stats.apply`` (image crops, jigsaw patches) then yields uint8; the rounding to 1/255 is
+    what an 8-bit image pipeline (torchvision on uint8 tensors) does anyway."""
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.rint(np.clip(x, 0.0, 1.0) * 255.0), dtype=np.uint8)
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels (channel axis -3) → float32 (x / 255 - mean) / std, on their device."""
+        mean, std = _per_channel(self.mean, pixels.device), _per_channel(self.std, pixels.device)
+        return (pixels.float() / 255.0 - mean) / std
+
+
+@functools.lru_cache(maxsize=16)
+def _per_channel(values: tuple[float, float, float], device: torch.device) -> torch.Tensor:
+    """A 3 x 1 x 1 float32 tensor on ``device``, made once (a copy to a GPU every step would wait for it)."""
+    return torch.tensor(values, dtype=torch.float32, device=device).reshape(3, 1, 1)
 
 
 #: CIFAR-10's training-set statistics (for tests and benchmarks on CIFAR-10 only).

@@ -572,3 +572,30 @@ def test_each_copy_is_a_view_of_its_own_image():
 def test_new_fields_are_validated(fields, named):
     with pytest.raises(ValueError, match=f"^{named} = "):
         ImageView(**fields)
+
+
+def test_uint8_transfer_gives_the_float_views_to_half_a_grey_level_in_a_quarter_of_the_bytes():
+    """Views sent as uint8 pixels (Profile.view_transfer) and normalised on the trainer equal the
+    float32 views up to the rounding to 1/255; labels such as the permutation index are untouched."""
+    from sslab.methods.views import Uint8Pixels
+
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    views = [ImageView(size=32, jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.8, copies=2),
+             JigsawView.for_image_size(32)]
+    floats = apply_views(views, images, np.random.default_rng(1), stats=CIFAR10)
+    pixels_stats = CIFAR10.for_transfer("uint8")
+    assert isinstance(pixels_stats, Uint8Pixels) and CIFAR10.for_transfer("float32") is CIFAR10
+    pixels = apply_views(views, images, np.random.default_rng(1), stats=pixels_stats)
+    assert floats.keys() == pixels.keys()
+    half_level = 0.5 / 255 / min(CIFAR10.std) + 1e-5
+    for key, value in floats.items():
+        if value.dtype == np.float32:
+            assert pixels[key].dtype == np.uint8 and pixels[key].nbytes * 4 == value.nbytes
+            restored = pixels_stats.normalise(torch.from_numpy(pixels[key]))
+            assert restored.dtype == torch.float32
+            error = (restored - torch.from_numpy(value)).abs().max().item()
+            assert 0 < error <= half_level, f"{key}: {error}"
+        else:
+            assert np.array_equal(pixels[key], value)
+    with pytest.raises(ValueError, match="float16"):
+        CIFAR10.for_transfer("float16")

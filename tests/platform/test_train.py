@@ -332,3 +332,31 @@ def test_ddp_gradient_buckets_match_channels_last():
 
     assert "bucket view strides" not in warnings_of("loop")
     assert "bucket view strides" in warnings_of("after")  # not vacuous: the other order is caught
+
+
+def test_uint8_views_reach_the_method_normalised_as_the_float_views_do(ray_local, tmp_path, monkeypatch):
+    """Profile.view_transfer='uint8': the views travel as pixels and the loop normalises them on
+    the training device, so the method reads the float32 views of the float path (the same seed:
+    the same crops and patches) up to the rounding to 1/255."""
+    from sslab.methods.pirl import PIRL
+
+    first_batches, original = [], PIRL.training_step
+
+    def recording(self, batch, ctx):
+        if ctx.step == 0:
+            first_batches.append({k: v.clone() for k, v in batch.items()})
+        return original(self, batch, ctx)
+
+    monkeypatch.setattr(PIRL, "training_step", recording)
+    ds, eval_data = _data()
+    for transfer in ("float32", "uint8"):
+        profile = TINY.with_overrides(epochs=1, view_transfer=transfer)
+        spec = TrialSpec("pirl", {"num_negatives": 16, **profile.method_defaults}, profile, seed=0, data=DATA)
+        views = EpochViews(ds, spec.method_class.views(spec.config(), 32), CIFAR10, spec.seed, transfer=transfer)
+        train_in_process(spec, views, str(tmp_path / transfer), report=lambda metrics: None)
+    floats, pixels = first_batches
+    assert torch.equal(floats["idx"], pixels["idx"])
+    for key in ("image", "jigsaw"):
+        assert pixels[key].dtype == torch.float32
+        error = (pixels[key] - floats[key]).abs().max().item()
+        assert 0 < error <= 0.5 / 255 / min(CIFAR10.std) + 1e-5, f"{key}: {error}"
