@@ -61,6 +61,10 @@ class PIRLConfig(MethodConfig):
         ALL_PERMUTATIONS, "P", "size of the jigsaw permutation set; 9! = any permutation",
         f"[1, {ALL_PERMUTATIONS}]",
     )
+    jigsaw_patch_size: int = hyperparameter(
+        0, "jigsaw_patch_size",
+        "side in pixels at which the jigsaw patches reach the backbone (bilinear); 0 = as cut: 4/5 of a "
+        "grid cell (8 px at 32-px images; the paper's 64 px of a 255-px crop)", "[0, inf)")
     bank_init: str = hyperparameter(
         "random", "bank_init",
         "'random': rows uniform on the sphere (NPID, PIRL); 'features': each row f(v_I) of the "
@@ -246,7 +250,7 @@ class PIRL(Method):
 
 def _jigsaw_view(config: PIRLConfig, image_size: int) -> JigsawView:
     return JigsawView.for_image_size(image_size, num_permutations=config.num_permutations,
-                                     permutation_seed=config.permutation_seed)
+                                     permutation_seed=config.permutation_seed, output_size=config.jigsaw_patch_size)
 
 
 @contextmanager

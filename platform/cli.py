@@ -1,6 +1,7 @@
 """The ``sslab`` command: list, run and report studies.
 
     sslab studies                     the studies shipped in studies/, one line each
+    sslab methods [--markdown]        every method: its paper and hyperparameters (symbol = default)
     sslab run NAME [study flags]      same as python studies/NAME.py [study flags]
     sslab status NAME                 progress of a running or stopped study
     sslab report NAME [--format F]    the summary (table, csv or markdown) from the results store
@@ -47,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sslab", description="self-supervised representation learning studies")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("studies", help="list the available studies")
+    methods_cmd = sub.add_parser("methods", help="list the methods, their papers and hyperparameters")
+    methods_cmd.add_argument("--markdown", action="store_true", help="the README's table")
     run = sub.add_parser("run", help="run or resume a study (flags as for the study script)", add_help=False)
     run.add_argument("name")
     report = sub.add_parser("report", help="print a study's summary from the results store")
@@ -66,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "studies":
         for name, study in sorted(available_studies().items()):
             print(f"{name:24s} {study.description}")
+    elif args.command == "methods":
+        print(methods_table(markdown=args.markdown))
     elif args.command == "run":
         _study(args.name).main(rest)
     elif args.command in ("report", "status"):
@@ -83,6 +88,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "dashboard":
         return _dashboard(args.results, args.host, args.port, rest)
     return 0
+
+
+def methods_table(markdown: bool = False) -> str:
+    """One line per registered method: its paper (the first paragraph of its module's docstring) and
+    every hyperparameter it declares beyond the shared optimiser fields, or redeclares with its
+    own default, as ``symbol = default``; and which studies vary which of them."""
+    import inspect
+    from dataclasses import MISSING, fields
+
+    from sslab import methods
+    from sslab.methods.blocks.config import MethodConfig
+
+    shared = {f.name: f.default for f in fields(MethodConfig)}
+    varied: dict[tuple[str, str], list[str]] = {}
+    for study_name, study in available_studies().items():
+        for method in study.method_names:
+            for knob in study.knobs:
+                varied.setdefault((method, knob), []).append(study_name)
+    rows = []
+    for name in methods.names():
+        cls = methods.get(name)
+        paper = " ".join((inspect.getmodule(cls).__doc__ or "").strip().split("\n\n")[0].split()).rstrip(".")
+        knobs = []
+        for f in fields(cls.Config):
+            if "range" not in f.metadata or (f.name in shared and f.default == shared[f.name]):
+                continue
+            default = f.default if f.default is not MISSING else None
+            studies = ", ".join(f"`{s}`" for s in sorted(varied.get((name, f.name), [])))
+            knobs.append(f"{f.metadata['symbol']} = {default:g}" if isinstance(default, float) and
+                         not isinstance(default, bool) else f"{f.metadata['symbol']} = {default}")
+            if studies:
+                knobs[-1] += f" ({studies})"
+        rows.append((name, paper, "; ".join(knobs)))
+    if markdown:
+        return "\n".join(["| method | paper | hyperparameters: symbol = default (studies that vary it) |",
+                          "|---|---|---|", *(f"| `{n}` | {p} | {k} |" for n, p, k in rows)])
+    return "\n".join(f"{n:14s} {p}\n{'':14s} {k}" for n, p, k in rows)
 
 
 def dashboard_command(host: str = "127.0.0.1", port: int = 8501, extra: Sequence[str] = ()) -> list[str]:

@@ -9,7 +9,7 @@ A study script is declarative::
 A study may compare methods as well as one method's knobs: ``methods`` maps each method
 to its own base configuration, and the method becomes a dimension of the grid::
 
-    Study(name="supcon_vs_ce", methods={"supcon": {}, "supervised": {}}, seeds=3)
+    Study(name="<a>_vs_<b>", methods={"<method a>": {}, "<method b>": {"<knob>": 0.5}}, seeds=3)
 
 This module says *what* a study compares and validates it; ``runner.py`` runs it on Ray
 and ``trial.py`` is one trial. A method's settings are layered, later wins: its Config

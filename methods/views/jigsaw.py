@@ -30,7 +30,8 @@ from sslab.methods.views.colour import colour
 class JigsawView:
     """PIRL's v_I^t: a grid of patches with jitter inside each cell, reordered by a permutation.
 
-    Output ``name``: float32 N x grid² x 3 x patch_size x patch_size (normalised), and
+    Output ``name``: float32 N x grid² x 3 x s x s (normalised; s = ``output_size``, or
+    ``patch_size`` when it is 0), and
     ``name + "_perm"``: int64 N, the index of the drawn permutation in
     ``sslab.methods.blocks.permutations.permutation_set(num_permutations, permutation_seed)``.
     Output patch k is input cell ``perm[k]``, cells numbered row-major (cell r, c is r*grid + c).
@@ -49,6 +50,7 @@ class JigsawView:
     jitter: float = 0.4  # per-patch brightness/contrast/saturation strength
     grayscale: float = 0.2  # per-patch probability
     crop_scale: tuple[float, float] = (0.6, 1.0)  # area fraction of the (square-aspect) crop
+    output_size: int = 0  # each patch resampled (bilinear) to this side; 0 = patch_size, as cut
 
     def __post_init__(self) -> None:
         check(isinstance(self.name, str) and self.name != "", "name", self.name, "a non-empty string")
@@ -68,8 +70,15 @@ class JigsawView:
                f"an integer in [1, crop_size // grid = {cell}]")
         check(is_range(self.crop_scale) and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1,
                "crop_scale", self.crop_scale, "(lo, hi) with 0 < lo <= hi <= 1")
+        check(is_int(self.output_size) and self.output_size >= 0, "output_size", self.output_size,
+               "an integer >= 0 (0: the patch's own size)")
         check(is_number(self.jitter) and 0 <= self.jitter, "jitter", self.jitter, "a number >= 0")
         check(is_number(self.grayscale) and 0 <= self.grayscale <= 1, "grayscale", self.grayscale, "[0, 1]")
+
+    @property
+    def side(self) -> int:
+        """The side of an output patch: ``output_size``, or ``patch_size`` when that is 0."""
+        return self.output_size or self.patch_size
 
     @property
     def cells(self) -> int:
@@ -80,7 +89,7 @@ class JigsawView:
         return (self.name, self.name + "_perm")
 
     def empty(self, n: int) -> dict[str, np.ndarray]:
-        return {self.name: np.zeros((n, self.cells, 3, self.patch_size, self.patch_size), dtype=np.float32),
+        return {self.name: np.zeros((n, self.cells, 3, self.side, self.side), dtype=np.float32),
                 self.name + "_perm": np.zeros(n, dtype=np.int64)}
 
     def apply(self, images: torch.Tensor, rng: np.random.Generator, *, train: bool,
@@ -110,7 +119,7 @@ class JigsawView:
 def _jigsaw_view(view: JigsawView, x: torch.Tensor, rng: np.random.Generator,
                  train: bool, stats: Normalization) -> tuple[np.ndarray, np.ndarray]:
     n, _, h, w = x.shape
-    g, p, c = view.grid, view.patch_size, view.crop_size
+    g, p, c, s = view.grid, view.patch_size, view.crop_size, view.side
     cells = g * g
     cell = c // g
     margin = (c - g * cell) / 2  # a crop_size not divisible by grid leaves a centred border
@@ -128,20 +137,20 @@ def _jigsaw_view(view: JigsawView, x: torch.Tensor, rng: np.random.Generator,
     # u = margin + col*cell + off_x + j, and samples the source at x0 + (u + 0.5) * cw / c (edge
     # coordinates), exactly what resizing the crop bilinearly and then slicing it would give.
     r, col = np.divmod(np.arange(cells), g)
-    steps = np.arange(p)
-    u = margin + (col * cell)[None, :, None] + off_x[:, :, None] + steps  # n x cells x p
+    steps = (np.arange(s) + 0.5) * (p / s) - 0.5  # s samples over the patch's p pixels (= arange(p) at s = p)
+    u = margin + (col * cell)[None, :, None] + off_x[:, :, None] + steps  # n x cells x s
     v = margin + (r * cell)[None, :, None] + off_y[:, :, None] + steps
     gx = (x0[:, None, None] + (u + 0.5) * (cw / c)[:, None, None]) * (2.0 / w) - 1.0
     gy = (y0[:, None, None] + (v + 0.5) * (ch / c)[:, None, None]) * (2.0 / h) - 1.0
-    grid = np.empty((n, cells, p, p, 2), dtype=np.float32)
+    grid = np.empty((n, cells, s, s, 2), dtype=np.float32)
     grid[..., 0] = gx[:, :, None, :]  # x varies along the patch's columns
     grid[..., 1] = gy[:, :, :, None]  # y along its rows
-    grid_t = torch.from_numpy(grid.reshape(n, cells * p, p, 2))  # patches stacked vertically
+    grid_t = torch.from_numpy(grid.reshape(n, cells * s, s, 2))  # patches stacked vertically
     patches = F.grid_sample(x, grid_t, mode="bilinear", padding_mode="border", align_corners=False).numpy()
-    patches = patches.reshape(n, 3, cells, p, p).transpose(0, 2, 1, 3, 4).reshape(n * cells, 3, p, p)
+    patches = patches.reshape(n, 3, cells, s, s).transpose(0, 2, 1, 3, 4).reshape(n * cells, 3, s, s)
     if train:
         patches = colour(patches, rng, view.jitter, view.grayscale)  # each patch independently
-    patches = patches.reshape(n, cells, 3, p, p)
+    patches = patches.reshape(n, cells, 3, s, s)
     perms, index = _draw_permutations(view, rng, n)
     gathered = patches[np.arange(n)[:, None], perms]  # output patch k = input cell perm[k]
     return stats.apply(gathered), index
