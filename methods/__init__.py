@@ -11,9 +11,17 @@ from __future__ import annotations
 import importlib
 
 _REGISTRY: dict[str, str] = {
+    "barlow_twins": "sslab.methods.barlow_twins:BarlowTwins",
+    "byol": "sslab.methods.byol:BYOL",
+    "moco": "sslab.methods.moco:MoCo",
     "npid": "sslab.methods.npid:NPID",
     "pirl": "sslab.methods.pirl:PIRL",
     "simclr": "sslab.methods.simclr:SimCLR",
+    "simsiam": "sslab.methods.simsiam:SimSiam",
+    "supcon": "sslab.methods.supcon:SupCon",
+    "supervised": "sslab.methods.supervised:Supervised",
+    "unigrad": "sslab.methods.unigrad:UniGrad",
+    "vicreg": "sslab.methods.vicreg:VICReg",
 }
 
 

@@ -21,6 +21,23 @@ code and the ports differ:
   code's output BN has a scale and no shift, here it has neither (affine=False);
 - BatchNorm statistics are per worker (the official code's global BN is left to
   SyncBatchNorm, not used here).
+
+**With a momentum encoder** (``encoder_momentum`` m > 0; UniGrad's "gradient implementation with
+momentum encoder" column, Tao et al. 2022, ``loss_simclr_grad_mm`` in its ``pretrainer.py``,
+methods.md 1.5): an EMA copy of f and g (``MomentumTarget``; m rises to 1 on a cosine by default,
+UniGrad's m = 0.996) embeds both views under stop-gradient, z₁ᵐ and z₂ᵐ, gathered from every
+worker without gradient. The online z₁ and z₂ are the anchors; each is contrasted with **all 2N
+momentum embeddings** of the global batch, its positive being the other view's z^m:
+
+    ℓ_i = −log exp(sim(z_i, z_{j(i)}ᵐ)/τ) / Σ_{k=1..2N} exp(sim(z_i, z_kᵐ)/τ),
+
+averaged over the 2N anchors (``momentum_nt_xent_loss``). Nothing is masked: the anchor's own
+view from the momentum branch, z_iᵐ, stays among the candidates, as in UniGrad's code (its
+softmax runs over the whole gathered [z₁ᵐ; z₂ᵐ]); it is not the anchor itself, which is what
+SimCLR masks. This is a loss, not UniGrad's surrogate ⟨sg(g), z⟩: its gradient with respect to
+the normalised anchors is UniGrad's (−z_jᵐ + Σ_k softmax_k z_kᵐ)/τ divided by 2N, its value the
+cross-entropy. At m = 0 (the default) SimCLR is the paper's, gradients through both views; UniGrad
+runs this loss with τ = 0.2 (``moco_t``) and a 3-layer head.
 """
 
 from __future__ import annotations
@@ -33,7 +50,9 @@ import torch.nn.functional as F
 from sslab.methods.base import Batch, Method, Metrics, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.distributed import all_gather_no_grad, rank
 from sslab.methods.blocks.heads import mlp
+from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum_schedule
 from sslab.methods.losses import nt_xent_loss
 from sslab.methods.views import Augmented, ImageView, View
 
@@ -58,10 +77,16 @@ class SimCLRConfig(MethodConfig):
         True, "exclude_norm_and_bias", "no weight decay and no LARS adaptation on BatchNorm and biases (official)",
         "{true, false}")
     warmup_epochs: int = hyperparameter(10, "warmup_epochs", "linear warm-up before the cosine decay", "[0, inf)")
+    encoder_momentum: float = hyperparameter(
+        0.0, "m", "momentum encoder's EMA coefficient (start of its schedule); > 0: online anchors against the "
+        "momentum branch's embeddings of both views (UniGrad, 0.996); 0 = SimCLR, gradients through both views",
+        "[0, 1)")
+    encoder_momentum_schedule: str = encoder_momentum_schedule("cosine")
 
 
 class SimCLR(Method):
-    """Backbone f, projection head g, NT-Xent over the global batch."""
+    """Backbone f, projection head g, NT-Xent over the global batch (against a momentum copy of f
+    and g when ``encoder_momentum`` > 0)."""
 
     name = "simclr"
     Config = SimCLRConfig
@@ -74,6 +99,9 @@ class SimCLR(Method):
         hidden = config.projection_hidden_dim or backbone.out_dim
         self.projector = mlp(backbone.out_dim, hidden, config.projection_dim, config.projection_layers,
                              last_bn=True, last_bn_affine=False)
+        # m = 0: no target branch at all (SimCLR proper), not MomentumTarget's stop-gradient copy
+        self.target = (MomentumTarget.from_config(config, backbone, self.projector)
+                       if config.encoder_momentum > 0 else None)
 
     @classmethod
     def augmentation(cls, config: SimCLRConfig, image_size: int, name: str = "view", copies: int = 2) -> ImageView:
@@ -101,8 +129,20 @@ class SimCLR(Method):
 
     def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
         z1, z2 = self.project(batch["view_0"]), self.project(batch["view_1"])
-        loss = nt_xent_loss(z1.float(), z2.float(), self.config.temperature)
+        if self.target is None:
+            loss = nt_xent_loss(z1.float(), z2.float(), self.config.temperature)
+        else:
+            z1m, z2m = self.target(batch["view_0"]), self.target(batch["view_1"])
+            loss = momentum_nt_xent_loss(z1.float(), z2.float(), z1m.float(), z2m.float(), self.config.temperature)
         return loss, {"loss": loss.detach()}
+
+    def after_step(self, batch: Batch, ctx: StepContext) -> None:
+        """Move the momentum encoder (when there is one) towards the online f and g."""
+        if self.target is not None:
+            self.target.update(ctx.progress)
+
+    def after_step_updates(self) -> tuple[str, ...]:
+        return ("target.",) if self.target is not None else ()
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,3 +150,29 @@ class SimCLR(Method):
         measures its heads' outputs f(v_I), g(v_I^t))."""
         return (F.normalize(self.project(batch["clean"]).float(), dim=1),
                 F.normalize(self.project(batch["transformed"]).float(), dim=1))
+
+
+def momentum_nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, z1m: torch.Tensor, z2m: torch.Tensor,
+                          temperature: float) -> torch.Tensor:
+    """NT-Xent with a momentum branch (UniGrad's ``loss_simclr_grad_mm`` written as a loss).
+
+    ``z1``, ``z2`` (B, D): this worker's online projections of the two views (the anchors, with
+    gradient); ``z1m``, ``z2m``: the momentum branch's projections of the same views (no gradient).
+    All are L2-normalised; the momentum ones are gathered from every worker without gradient,
+    giving 2N candidates (N = B x world size), every worker's block [z1m; z2m] in rank order.
+    Anchor z1_i's positive is z2m_i and z2_i's is z1m_i; the softmax runs over all 2N candidates,
+    the anchor's own view z1m_i (resp. z2m_i) included. Mean over this worker's 2B anchors, so that
+    with DDP's gradient averaging training equals one worker on the global batch.
+    """
+    if z1.dim() != 2 or not z1.shape == z2.shape == z1m.shape == z2m.shape:
+        raise ValueError(f"expected z1, z2, z1m, z2m of one shape (B, D), got "
+                         f"{[tuple(z.shape) for z in (z1, z2, z1m, z2m)]}")
+    if not temperature > 0:
+        raise ValueError(f"temperature (τ) = {temperature!r} must be > 0")
+    batch = z1.shape[0]
+    anchors = F.normalize(torch.cat([z1, z2]), dim=1)  # (2B, D)
+    candidates = all_gather_no_grad(F.normalize(torch.cat([z1m, z2m]), dim=1))  # (2N, D)
+    logits = anchors @ candidates.T / temperature
+    # the other view's momentum embedding of the same image: B rows away within this worker's block
+    positive = rank() * 2 * batch + torch.arange(2 * batch, device=z1.device).roll(batch)
+    return F.cross_entropy(logits, positive)

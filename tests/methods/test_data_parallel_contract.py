@@ -65,7 +65,8 @@ GLOBAL_BATCH = LOCAL_BATCH * WORLD
 STEPS = 3
 STEPS_PER_EPOCH = DATA.num_samples // GLOBAL_BATCH  # as run_loop: a schedule over one epoch
 #: configurations beyond each method's defaults and profile defaults (kept even if a default changes)
-EXTRA = {"pirl": [{"loss_weight": 0.5, "loss_form": "nce"}]}  # PIRL proper: the jigsaw term, NCE with log Z
+EXTRA = {"pirl": [{"loss_weight": 0.5, "loss_form": "nce"}],  # PIRL proper: the jigsaw term, NCE with log Z
+         "moco": [{"symmetric": True}], "supcon": [{"loss_form": "in"}]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,14 +80,19 @@ class Case:
 
 
 def _cases() -> list[Case]:
-    """Every method's default configuration, each of its profiles' and the ``EXTRA`` ones,
-    without duplicates (a configuration equal to an earlier one is left out)."""
+    """Every method's default configuration, each of its profiles', the ``EXTRA`` ones and, for a
+    method with a momentum encoder option, the other side of it (with one when its default has
+    none, and without when it has one), without duplicates (a configuration equal to an earlier
+    one is left out)."""
     cases, seen = [], set()
     for name in methods.names():
         cls = methods.get(name)
         candidates = [(name, {})]
         candidates += [(f"{name}-{profile}", dict(o)) for profile, o in sorted(cls.profile_defaults.items())]
-        candidates += [(f"{name}-" + ",".join(f"{k}={v}" for k, v in o.items()), o) for o in EXTRA.get(name, [])]
+        extra = list(EXTRA.get(name, []))
+        if "encoder_momentum" in cls.Config.field_names():  # with and without a momentum encoder
+            extra.append({"encoder_momentum": 0.0 if cls.Config().encoder_momentum else 0.99})
+        candidates += [(f"{name}-" + ",".join(f"{k}={v}" for k, v in o.items()), o) for o in extra]
         for case_id, overrides in candidates:
             resolved = tuple(sorted(dataclasses.asdict(cls.Config(**overrides)).items()))
             if (name, resolved) not in seen:

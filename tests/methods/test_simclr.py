@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -11,8 +12,10 @@ import torch.nn.functional as F
 
 from sslab.methods.base import StepContext
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.simclr import SimCLR, SimCLRConfig
+from sslab.methods.simclr import SimCLR, SimCLRConfig, momentum_nt_xent_loss
 from sslab.methods.views import CIFAR10, Augmented, ImageView, apply_views
+
+from global_batch import assert_two_workers_match_one
 
 CTX = StepContext(step=0, total_steps=1, epoch=0)
 
@@ -76,3 +79,73 @@ def test_head_width_follows_the_backbone_and_norms_and_biases_skip_decay_and_lar
     assert all(p.ndim > 1 for p in weights["params"]) and all(p.ndim <= 1 for p in norms["params"])
     assert norms["weight_decay"] == 0.0 and norms["lars_exclude"]
     assert method.after_step_updates() == () and method.unused_parameters() == set()
+
+
+# --- with a momentum encoder (UniGrad's loss_simclr_grad_mm) ---------------------------------------
+def test_default_has_no_momentum_branch():
+    method = _simclr()
+    assert method.target is None and not any(k.startswith("target.") for k in method.state_dict())
+
+
+def test_momentum_loss_contrasts_online_anchors_with_every_momentum_embedding_written_out():
+    method = _simclr(temperature=0.3, encoder_momentum=0.99)
+    with torch.no_grad():  # a momentum branch apart from the online one
+        for p in method.target.ema.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = _batch(SimCLR.views(method.config, 32))
+    loss, metrics = method.training_step(batch, CTX)
+    with torch.no_grad():
+        z = F.normalize(torch.cat([method.project(batch["view_0"]), method.project(batch["view_1"])]), dim=1)
+        zm = F.normalize(torch.cat([method.target.ema(batch["view_0"]), method.target.ema(batch["view_1"])]), dim=1)
+    n = len(z) // 2
+    terms = []
+    for i in range(2 * n):
+        sims = [float(z[i] @ zm[k]) / 0.3 for k in range(2 * n)]  # all 2N momentum embeddings, own view included
+        terms.append(-sims[(i + n) % (2 * n)] + math.log(sum(math.exp(s) for s in sims)))
+    assert loss.item() == pytest.approx(sum(terms) / (2 * n), rel=1e-5)
+    assert metrics["loss"].item() == pytest.approx(loss.item())
+    loss.backward()
+    assert all(p.grad is None for p in method.target.parameters())  # stop-gradient on the momentum branch
+    assert method.backbone.conv1.weight.grad is not None
+
+
+def test_momentum_loss_gradient_is_unigrads_closed_form():
+    """∂L/∂z1_i = (I − z1_i z1_iᵀ)(−z2m_i + Σ_k softmax_k(z1_i·c_k/τ) c_k) / (τ · 2B) on unit z1 (UniGrad's
+    grad1, mean over the 2B anchors, through the normalisation)."""
+    torch.manual_seed(0)
+    b, d, tau = 4, 5, 0.2
+    z1, z2, z1m, z2m = (F.normalize(torch.randn(b, d, dtype=torch.float64), dim=1) for _ in range(4))
+    z1.requires_grad_(True)
+    momentum_nt_xent_loss(z1, z2, z1m, z2m, tau).backward()
+    candidates = torch.cat([z1m, z2m])
+    with torch.no_grad():
+        weights = torch.softmax(z1 @ candidates.T / tau, dim=1)
+        grad = (-z2m + weights @ candidates) / tau
+        tangent = grad - (grad * z1).sum(1, keepdim=True) * z1
+    torch.testing.assert_close(z1.grad, tangent / (2 * b))
+
+
+def test_momentum_loss_on_two_workers_equals_one_worker_on_the_global_batch(tmp_path):
+    torch.manual_seed(1)
+    inputs = {name: torch.randn(8, 6) for name in ("z1", "z2", "z1m", "z2m")}
+    assert_two_workers_match_one(partial(momentum_nt_xent_loss, temperature=0.2), inputs, tmp_path, same_value=False)
+
+
+def test_the_momentum_encoder_moves_by_its_ema_on_a_cosine():
+    method = _simclr(encoder_momentum=0.9)
+    assert method.after_step_updates() == ("target.",)
+    batch = _batch(SimCLR.views(method.config, 32))
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.5)
+    ctx = StepContext(step=1, total_steps=4, epoch=0)
+    loss, _ = method.training_step(batch, ctx)
+    loss.backward()
+    optimizer.step()
+    online = dict(method.backbone.named_parameters(prefix="0")) | dict(method.projector.named_parameters(prefix="1"))
+    before = {n: p.clone() for n, p in method.target.ema.named_parameters()}
+    method.after_step(batch, ctx)
+    m = 1 - (1 - 0.9) * (math.cos(math.pi * 0.25) + 1) / 2  # BYOL's schedule at progress 1/4
+    moved = 0
+    for name, p in method.target.ema.named_parameters():
+        torch.testing.assert_close(p, m * before[name] + (1 - m) * online[name], msg=name)
+        moved += not torch.equal(p, before[name])
+    assert moved > 0

@@ -599,3 +599,24 @@ def test_uint8_transfer_gives_the_float_views_to_half_a_grey_level_in_a_quarter_
             assert np.array_equal(pixels[key], value)
     with pytest.raises(ValueError, match="float16"):
         CIFAR10.for_transfer("float16")
+
+
+@pytest.mark.parametrize("output_size", [0, 16])
+def test_jigsaw_patches_resampled_to_output_size_sample_the_crop_where_the_formula_says(output_size):
+    """On a horizontal ramp (pixel column j has value j), bilinear sampling returns the source
+    coordinate itself: each of the s samples across a patch lies at the patch's p pixels spread
+    evenly (s = p: the pixels themselves; s = 2p: twice as dense), x = (u + 0.5)·w/c − 0.5."""
+    w = 32
+    ramp = np.tile(np.arange(w, dtype=np.uint8)[None, :, None], (w, 1, 3))[None]  # 1 x 32 x 32 x 3
+    view = JigsawView.for_image_size(w, output_size=output_size)
+    identity = Normalization((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255))  # back to pixel units
+    out = apply_views([view], ramp, np.random.default_rng(0), train=False, stats=identity)
+    p, c, s = view.patch_size, view.crop_size, view.side
+    assert out["jigsaw"].shape == (1, 9, 3, s, s)
+    cell = c // 3
+    margin = (c - 3 * cell) / 2
+    steps = (np.arange(s) + 0.5) * (p / s) - 0.5
+    columns = [(margin + col * cell + (cell - p) / 2 + steps + 0.5) * w / c - 0.5 for col in range(3)]
+    for k in range(9):  # (shuffled: output patch k comes from one of the three columns of cells)
+        values = out["jigsaw"][0, k, 0, 0]  # its first row
+        assert any(np.allclose(values, x, atol=1e-3) for x in columns), (k, values)

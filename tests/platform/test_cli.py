@@ -22,13 +22,15 @@ def test_report_without_results_says_how_to_get_them(tmp_path):
         main(["report", "pirl_lambda", "--results", str(tmp_path)])
 
 
-def test_every_pirl_study_is_listed_and_valid_for_both_profiles(capsys):
+def test_every_study_is_listed_and_valid_for_both_profiles(capsys):
     from sslab.platform.profiles import get_profile
 
     main(["studies"])
     out = capsys.readouterr().out
     studies = available_studies()
-    for name in ("pirl_lambda", "pirl_temperature", "pirl_ema", "pirl_negatives", "pirl_permutations", "pirl_search"):
+    assert {"pirl_lambda", "pirl_search", "simclr_temperature", "siamese_unified", "momentum_encoder",
+            "supcon_vs_ce", "unigrad_lambda"} <= set(studies)
+    for name in studies:
         assert name in out and studies[name].description in out
         for profile in ("local", "cifar"):
             studies[name].validate(get_profile(profile))  # every configuration builds, before any Ray work
@@ -104,3 +106,20 @@ def test_dashboard_serves_the_installed_app_on_localhost_only():
     assert app.name == "app.py" and (app.parent / "views" / "studies.py").exists()
     assert command[command.index("--server.address") + 1] == "127.0.0.1"
     assert command[command.index("--browser.gatherUsageStats") + 1] == "false"
+
+
+def test_the_readme_method_table_is_the_registry_as_it_is(capsys):
+    """`sslab methods --markdown` writes the README's method table from the registry and the
+    studies; the README must hold it verbatim (rerun it after adding a method or a study)."""
+    from pathlib import Path
+
+    from sslab import methods
+    from sslab.platform.cli import methods_table
+
+    table = methods_table(markdown=True)
+    assert all(f"| `{name}` |" in table for name in methods.names())
+    assert "λ = 0.5 (`pirl_lambda`, `pirl_search`)" in table  # a knob, its default and the studies varying it
+    main(["methods", "--markdown"])
+    assert capsys.readouterr().out.strip() == table
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert table in readme, "README.md's method table is out of date: paste `sslab methods --markdown`"

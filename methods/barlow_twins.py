@@ -1,0 +1,209 @@
+"""Barlow Twins: Self-Supervised Learning via Redundancy Reduction (Zbontar et al. 2021, arXiv:2103.03230).
+
+Two views of every image go through the backbone f and a projector g; each embedding
+dimension is standardised over the global batch (BatchNorm without affine parameters) and the
+cross-correlation matrix of the two views' standardised embeddings is pushed to the identity
+(eq. 1-2):
+
+    C_ij = Σ_b ẑ1_bi ẑ2_bj / N,     L_BT = Σ_i (1 − C_ii)² + λ Σ_i Σ_{j≠i} C_ij².
+
+Defaults follow the official code (facebookresearch/barlowtwins ``main.py``; methods.md 3.5):
+λ = 0.0051, LARS (momentum 0.9, η = 0.001, no weight decay and no LARS adaptation on
+BatchNorm parameters and biases), lr 0.2 per 256 images scaled linearly, weight decay 1e-6,
+10 warm-up epochs then a cosine; the BYOL-style asymmetric views. Choices where the official
+code, the CIFAR ports and sslab differ:
+
+- projector: the official head is 8192-8192-8192 on a ResNet-50 (``heads.mlp(2048, 8192, 8192,
+  num_layers=3, bias=False)``); the defaults here are the CIFAR ports' 2048-2048-2048 for a
+  ResNet-18 (solo-learn ``scripts/pretrain/cifar/barlow.yaml``; lightly's CIFAR-10 benchmark
+  ``BarlowTwinsProjectionHead(512, 2048, 2048)``). At D = 2048 solo-learn keeps λ = 0.0051,
+  lightly uses 0.005; solo-learn also multiplies the loss by ``scale_loss`` 0.1, which the
+  current official code does not do (none here);
+- the global batch: the official code standardises with SyncBatchNorm and all-reduces (sums)
+  C = bn(z1)ᵀ bn(z2) / N; here every worker gathers the rows of z1 and z2 with their gradients
+  (``all_gather_with_grad``) and computes the standardisation and C on the whole global batch
+  itself, so that two workers train exactly as one worker on the global batch (solo-learn and
+  lightly standardise per worker instead). Each worker multiplies N x D by D x N instead of
+  its B x D share: cheap next to the backbone at CIFAR scale, and it moves N·D numbers per
+  view instead of D² (less traffic at D ≥ N);
+- biases and BatchNorm parameters train at the weights' learning rate (as in solo-learn); the
+  official code gives them lr_biases = 0.0048 per 256 images, 1/41.7 of the weights' rate,
+  which ``blocks.optim`` has no per-group factor for; the cosine ends at 0, not at 1e-3 of the
+  peak;
+- views: at 32 px ``ImageView`` applies no blur, which matches the CIFAR ports (solo-learn's
+  ``asymmetric.yaml``: blur 0, solarisation 0 / 0.2, crops 0.08-1).
+
+``encoder_momentum`` m > 0 gives the "w/ momentum encoder" variant of UniGrad's table
+(Tao et al. 2022, methods.md 1.5-1.6): the second embedding of each pair comes from an EMA copy
+of backbone and projector under stop-gradient (``MomentumTarget``), and the loss is made
+symmetric over the views:
+
+    L = ½ [L_BT(g(f(x1)), sg(g_m(f_m(x2)))) + L_BT(g(f(x2)), sg(g_m(f_m(x1))))].
+
+UniGrad implements that column by its gradient formula (L2-normalised embeddings, λ = 50 on the
+whole of C); here the published loss stays as it is and only its second branch changes, so that
+the momentum encoder is the one thing an ablation varies. m = 0 is the published method (one
+branch per view, the gradient through both); m → 0⁺ is not that: it is the symmetrised loss
+against sg(online).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.blocks.backbone import Backbone
+from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.distributed import all_gather_with_grad
+from sslab.methods.blocks.heads import mlp
+from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
+from sslab.methods.views import Augmented, ImageView, View
+
+#: BatchNorm1d's default ε, as in the official ``nn.BatchNorm1d(sizes[-1], affine=False)``
+BN_EPS = 1e-5
+
+
+def off_diagonal(m: torch.Tensor) -> torch.Tensor:
+    """The D(D − 1) off-diagonal entries of a square D x D matrix, flattened (the official helper)."""
+    d = m.shape[0]
+    if m.dim() != 2 or m.shape[1] != d:
+        raise ValueError(f"expected a square matrix, got shape {tuple(m.shape)}")
+    return m.flatten()[:-1].view(d - 1, d + 1)[:, 1:].flatten()
+
+
+def cross_correlation(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """C = bn(z1)ᵀ bn(z2) / N over the global batch (eq. 2): D x D, the same on every worker.
+
+    ``z1``, ``z2`` (B, D) are this worker's embeddings of the two views; the rows of every
+    worker are gathered with their gradients, and each dimension is standardised with the mean
+    and the biased variance of the N = B x world size rows (BatchNorm in training mode, no affine
+    parameters, ε = 1e-5), as the official SyncBatchNorm does.
+    """
+    if z1.dim() != 2 or z1.shape != z2.shape:
+        raise ValueError(f"expected z1 and z2 of the same shape (B, D), got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    z1, z2 = all_gather_with_grad(z1), all_gather_with_grad(z2)
+    if len(z1) < 2:
+        raise ValueError("the cross-correlation needs a global batch of at least 2 rows")
+    standardised = [F.batch_norm(z, None, None, training=True, eps=BN_EPS) for z in (z1, z2)]
+    return standardised[0].T @ standardised[1] / len(z1)
+
+
+def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L_BT = Σ_i (1 − C_ii)² + λ Σ_{i≠j} C_ij² (eq. 1) on the global batch, and its two sums
+    ``on_diagonal`` and ``off_diagonal`` (undetached). Every worker gets the same value."""
+    c = cross_correlation(z1, z2)
+    on_diag = (1 - c.diagonal()).pow(2).sum()
+    off_diag = off_diagonal(c).pow(2).sum()
+    return on_diag + lambd * off_diag, {"on_diagonal": on_diag, "off_diagonal": off_diag}
+
+
+def asymmetric_views(config, image_size: int) -> list[ImageView]:
+    """BYOL's two augmentations, as Barlow Twins and VICReg use them (methods.md 3.5): crops of
+    area ``crop_min_scale``-1, flip, ColorJitter(0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale
+    p 0.2, then blur and solarisation with each view's own probability. Keys ``view_0``, ``view_1``."""
+    common = dict(size=image_size, scale=(config.crop_min_scale, 1.0), jitter=(0.4, 0.4, 0.2, 0.1),
+                  jitter_prob=0.8, grayscale=0.2)
+    return [ImageView(name="view_0", blur_prob=config.blur_prob_1, solarize_prob=config.solarize_prob_1, **common),
+            ImageView(name="view_1", blur_prob=config.blur_prob_2, solarize_prob=config.solarize_prob_2, **common)]
+
+
+@dataclass
+class BarlowTwinsConfig(MethodConfig):
+    """Barlow Twins' hyperparameters: official defaults, CIFAR-sized projector (module docstring)."""
+
+    off_diagonal_weight: float = hyperparameter(
+        0.0051, "λ", "weight of the redundancy-reduction term Σ_{i≠j} C_ij² (official: 0.0051 at D = 8192)",
+        "[0, inf)")
+    projection_dim: int = hyperparameter(2048, "D", "output dimension of the projector (official: 8192)", "[1, inf)")
+    projection_hidden_dim: int = hyperparameter(
+        2048, "projection_hidden_dim", "hidden width of the projector (official: 8192)", "[1, inf)")
+    projection_layers: int = hyperparameter(3, "projection_layers", "Linear layers in the projector", "[1, 8]")
+    encoder_momentum: float = encoder_momentum(0.0)
+    encoder_momentum_schedule: str = encoder_momentum_schedule("cosine")
+    crop_min_scale: float = hyperparameter(0.08, "crop_min_scale", "smallest area fraction of a random crop", "(0, 1]")
+    blur_prob_1: float = hyperparameter(1.0, "blur_prob_1", "Gaussian blur probability, first view (none below 20 px)",
+                                        "[0, 1]")
+    blur_prob_2: float = hyperparameter(0.1, "blur_prob_2", "Gaussian blur probability, second view", "[0, 1]")
+    solarize_prob_1: float = hyperparameter(0.0, "solarize_prob_1", "solarisation probability, first view", "[0, 1]")
+    solarize_prob_2: float = hyperparameter(0.2, "solarize_prob_2", "solarisation probability, second view", "[0, 1]")
+    optimizer: str = hyperparameter("lars", "optimizer", "optimizer family", "{sgd, lars, adamw}")
+    base_lr: float = hyperparameter(0.2, "lr", "LARS learning rate of the weights per 256 images", "(0, inf)")
+    weight_decay: float = hyperparameter(1e-6, "wd", "weight decay", "[0, inf)")
+    exclude_norm_and_bias: bool = hyperparameter(
+        True, "exclude_norm_and_bias", "no weight decay and no LARS adaptation on BatchNorm and biases (official)",
+        "{true, false}")
+    warmup_epochs: int = hyperparameter(10, "warmup_epochs", "linear warm-up before the cosine decay", "[0, inf)")
+
+
+class BarlowTwins(Method):
+    """Backbone f, projector g, the Barlow Twins loss on the global batch (optionally against a momentum target)."""
+
+    name = "barlow_twins"
+    Config = BarlowTwinsConfig
+    # The local profile (16 epochs of a width-8 ResNet-10, 64-d features, on 5,000 CPU images at
+    # batch 64), measured with benchmarks/local_profile.py (kNN top-1 of res5 on 2,000 test
+    # images, seed 0 only, so differences of a point or two mean little; random init 0.239):
+    # - a 512-512-512 projector: 2048 wide (the CIFAR ports', for 512-d ResNet-18 features) made
+    #   a step about 5x slower on one CPU thread (1.2 s against 0.23 s) for a 64-d backbone;
+    # - base lr 1.0 per 256 images (0.25 at batch 64, SimCLR's CIFAR rate) instead of 0.2: LARS
+    #   moves each layer by about lr·η of its norm per step, and 0.2 scaled down to batch 64 left
+    #   kNN flat after 2 epochs: 0.288 after 16 epochs at 0.2, 0.319 at 1.0 (λ = 0.0051);
+    # - one warm-up epoch: the paper's 10 would be most of the run;
+    # - with these settings the momentum variant trains too: encoder_momentum 0.99 (cosine) gave
+    #   0.337 against 0.319 without (the default stays the published method, m = 0).
+    profile_defaults = {"local": {"projection_dim": 512, "projection_hidden_dim": 512, "base_lr": 1.0,
+                                  "warmup_epochs": 1}}
+
+    def __init__(self, config: BarlowTwinsConfig, backbone: Backbone) -> None:
+        super().__init__(config, backbone)
+        self.projector = mlp(backbone.out_dim, config.projection_hidden_dim, config.projection_dim,
+                             config.projection_layers, bias=False)
+        self.target = MomentumTarget.from_config(config, self.backbone, self.projector)
+
+    @classmethod
+    def views(cls, config: BarlowTwinsConfig, image_size: int) -> list[View]:
+        """The two asymmetric augmentations: keys ``view_0`` and ``view_1``."""
+        return asymmetric_views(config, image_size)
+
+    @classmethod
+    def invariance_views(cls, config: BarlowTwinsConfig, image_size: int) -> list[View]:
+        """The whole image and one draw of the first training augmentation t(x)."""
+        first = asymmetric_views(config, image_size)[0]
+        return [ImageView(name="clean", size=image_size), Augmented(replace(first, name="transformed"))]
+
+    def project(self, images: torch.Tensor) -> torch.Tensor:
+        """z = g(f(x)), B x D."""
+        return self.projector(self.backbone(images))
+
+    def loss(self, z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The method's loss on one pair of embedding batches, and its terms (float32 inputs)."""
+        return barlow_twins_loss(z1, z2, self.config.off_diagonal_weight)
+
+    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+        x1, x2 = batch["view_0"], batch["view_1"]
+        z1, z2 = self.project(x1), self.project(x2)
+        with torch.autocast(z1.device.type, enabled=False):  # the loss in float32 under bf16 autocast
+            if self.target.enabled:  # ½ [L(z1, sg(z2_m)) + L(z2, sg(z1_m))]
+                pairs = [(z1, self.target(x2)), (z2, self.target(x1))]
+            else:
+                pairs = [(z1, z2)]
+            results = [self.loss(a.float(), b.float()) for a, b in pairs]
+        loss = sum(value for value, _ in results) / len(results)
+        metrics = {key: (sum(terms[key] for _, terms in results) / len(results)).detach() for key in results[0][1]}
+        return loss, {"loss": loss.detach(), **metrics}
+
+    def after_step(self, batch: Batch, ctx: StepContext) -> None:
+        """Move the momentum encoder (if any) towards the online network."""
+        self.target.update(ctx.progress)
+
+    def after_step_updates(self) -> tuple[str, ...]:
+        return ("target.",) if self.target.enabled else ()
+
+    @torch.no_grad()
+    def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z(x), z(t(x))), the L2-normalised projector outputs (as SimCLR measures its own)."""
+        return (F.normalize(self.project(batch["clean"]).float(), dim=1),
+                F.normalize(self.project(batch["transformed"]).float(), dim=1))

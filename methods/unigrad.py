@@ -1,0 +1,213 @@
+"""UniGrad: A Unified Gradient Framework for Self-Supervised Learning (Tao et al., CVPR 2022).
+
+UniGrad writes the gradient of contrastive, asymmetric and feature-decorrelation losses in one
+form and trains with the simplest member of that family. For the L2-normalised online
+projection z₁ of view 1 (the backbone f and projector g of the online network), the momentum
+branch's projection z₂ᵐ of view 2 (an EMA copy of f and g under stop-gradient) and the moving
+average F of the momentum branch's correlation matrix, the gradient is
+
+    ∂L/∂z₁ = −z₂ᵐ + λ·F z₁,        F ← ρ·F + (1 − ρ)·(z₁ᵐᵀz₁ᵐ + z₂ᵐᵀz₂ᵐ)/(2B)
+
+(UniGrad README; ``/work/shared/reference/methods.md`` section 1), symmetrised over the two
+views. The first term pulls z₁ to the other view, the second pushes it away from the directions
+in which the batch's representations already crowd, which prevents collapse without negatives.
+
+What this file does, following the official code (fundamentalvision/UniGrad
+``project/pretrainer.py`` ``loss_unigrad``, ``model.py``):
+
+- all four projections z₁, z₂, z₁ᵐ, z₂ᵐ are L2-normalised;
+- F is built from the **momentum** branch's outputs of both views, averaged over the
+  data-parallel workers (all-reduce mean, the global batch's estimate), initialised with the
+  first batch's estimate and then moved with ρ = 0.99; it is updated **before** the loss uses
+  it, in the step that computes the batch estimate, as the code does (``self.F = ρ F + (1 − ρ)
+  tmp_F``, then ``grad = −z₂ᵐ + λ z₁ F``);
+- the gradient is imposed through the surrogate ⟨sg(g), z⟩ with g = −z₂ᵐ + λ·z₁F, whose
+  gradient with respect to the normalised z is exactly g/B; autograd carries it back through
+  the normalisation; the two views' terms are averaged (so g/(2B) per row);
+- projector: Linear(no bias)-BN-ReLU, Linear(no bias)-BN-ReLU, Linear(with bias): 3 layers,
+  2048 wide, no predictor;
+- momentum encoder and projector: EMA of the online weights, m from 0.996 rising to 1 on a
+  cosine over the run's steps;
+- SGD, momentum 0.9, weight decay 1e-4 on every parameter, lr 0.05 per 256 images (linear
+  scaling), 5 warm-up epochs.
+
+Choices where this file departs from the official code (which trains a ResNet-50 on ImageNet,
+fp16 AMP, SyncBatchNorm):
+
+- F is a persistent float32 buffer (``correlation``; the code keeps it outside the model, in
+  fp16 under AMP, and saves it beside the checkpoint), computed with autocast disabled: an EMA
+  with ρ = 0.99 loses its small updates in half precision. Whether it has been initialised is a
+  persistent step counter read branch-free (``torch.where``), so no step asks the device;
+- the loss *value* the method returns is the README's L = −⟨z₁, z₂ᵐ⟩ + (λ/2)·z₁ᵀF z₁
+  (symmetrised, batch mean), whose gradient with F and z₂ᵐ held fixed is the same g; the
+  tensor is ``surrogate − sg(surrogate) + sg(L)``, so backward runs the code's surrogate
+  exactly while the epoch's reported "loss" means something (the surrogate's value is
+  −pos + λ·z₁ᵀF z₁, which mixes the terms at the wrong weight). ``pos_sim`` =
+  ½(⟨z₁, z₂ᵐ⟩ + ⟨z₂, z₁ᵐ⟩), what the code logs, is reported beside it;
+- projector width 2048 → 2048 for a ResNet-18 on CIFAR too (ResNet-50 features are 2048-d, a
+  ResNet-18's 512-d): the width SimSiam uses for its CIFAR ResNet-18 (and solo-learn for both);
+  the output dimension D also sets λ's balance (trace F = 1 spreads over D directions), so
+  keeping the paper's D keeps λ = 100 meaningful;
+- views: the code's MoCo-v2 recipe (crop 0.2-1, ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8,
+  grayscale 0.2, flip) with blur off by default (``blur_prob``; the code's 0.5 is for 224 px,
+  and CIFAR ports drop it);
+- the momentum update runs after the optimiser step (``after_step``) with m at this step's
+  progress; the code runs it at the start of the next step's forward with the next step's m:
+  the same sequence of targets with m shifted by one step of its schedule;
+- the learning-rate schedule is the platform's (linear warm-up from 0, cosine to 0); the code
+  warms up from and decays towards 1e-3·lr;
+- BatchNorm statistics are per worker (SyncBatchNorm is not used; see ``simclr.py``);
+- ``encoder_momentum = 0`` is a real "without momentum encoder": z₁ᵐ, z₂ᵐ are the online
+  outputs under stop-gradient (methods.md 1.4: the code's cosine from 0 would still climb to 1).
+  They are taken from the online forward pass instead of a second no-grad pass through the
+  same modules (``MomentumTarget``'s m = 0 path): the same values, without moving BatchNorm's
+  running statistics twice per view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.blocks.backbone import Backbone
+from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.distributed import mean_over_workers
+from sslab.methods.blocks.heads import mlp
+from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
+from sslab.methods.views import Augmented, ImageView, View
+
+
+def correlation_estimate(z1m: torch.Tensor, z2m: torch.Tensor) -> torch.Tensor:
+    """(z₁ᵐᵀz₁ᵐ + z₂ᵐᵀz₂ᵐ)/(2B) of this worker's B rows, averaged over the workers (the global
+    batch's estimate with equal shards): D × D, detached. Its trace is 1 for unit rows."""
+    local = (z1m.T @ z1m + z2m.T @ z2m) / (2 * len(z1m))
+    return mean_over_workers(local)
+
+
+def unigrad_loss(z1: torch.Tensor, z2: torch.Tensor, z1m: torch.Tensor, z2m: torch.Tensor,
+                 correlation: torch.Tensor, lambd: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """UniGrad's loss on L2-normalised B × D projections, and pos_sim (both 0-d).
+
+    Backward is the official surrogate ½[⟨sg(g₁), z₁⟩ + ⟨sg(g₂), z₂⟩] (batch means) with
+    g₁ = −z₂ᵐ + λ·z₁F and g₂ = −z₁ᵐ + λ·z₂F, so ∂loss/∂z₁ = g₁/(2B); the value is the README's
+    L = ½ Σ_views mean[−⟨z₁, z₂ᵐ⟩ + (λ/2)·z₁ᵀF z₁] (module docstring). The momentum outputs and
+    F take no gradient.
+    """
+    z1m, z2m, correlation = z1m.detach(), z2m.detach(), correlation.detach()
+    surrogate, value, pos_sim = 0.0, 0.0, 0.0
+    for z, target in ((z1, z2m), (z2, z1m)):
+        with torch.no_grad():
+            spread = z @ correlation  # (F z)ᵀ per row; F is symmetric
+            g = -target + lambd * spread
+            pos = (z * target).sum(-1)
+            value = value + 0.5 * (-pos + 0.5 * lambd * (spread * z).sum(-1)).mean()
+            pos_sim = pos_sim + 0.5 * pos.mean()
+        surrogate = surrogate + 0.5 * (g * z).sum(-1).mean()
+    return surrogate - surrogate.detach() + value, pos_sim
+
+
+@dataclass
+class UniGradConfig(MethodConfig):
+    """UniGrad's hyperparameters, the official ``configs/unigrad.py`` (see the module docstring)."""
+
+    lambd: float = hyperparameter(100.0, "λ", "weight of the negative gradient λ·F z₁", "[0, inf)")
+    rho: float = hyperparameter(0.99, "ρ", "EMA momentum of the correlation matrix F", "[0, 1)")
+    encoder_momentum: float = encoder_momentum(0.996)
+    encoder_momentum_schedule: str = encoder_momentum_schedule("cosine")
+    projection_dim: int = hyperparameter(2048, "D", "output dimension of the projector (F is D × D)", "[1, inf)")
+    projection_hidden_dim: int = hyperparameter(2048, "projection_hidden_dim", "hidden width of the projector",
+                                                "[1, inf)")
+    crop_min_scale: float = hyperparameter(0.2, "crop_min_scale", "smallest area fraction of a random crop",
+                                           "(0, 1]")
+    blur_prob: float = hyperparameter(
+        0.0, "blur_prob", "Gaussian blur probability (official ImageNet recipe: 0.5; off at CIFAR size)", "[0, 1]")
+    optimizer: str = hyperparameter("sgd", "optimizer", "optimizer family", "{sgd, lars, adamw}")
+    base_lr: float = hyperparameter(0.05, "lr", "SGD learning rate per 256 images", "(0, inf)")
+    weight_decay: float = hyperparameter(1e-4, "wd", "weight decay", "[0, inf)")
+    warmup_epochs: int = hyperparameter(5, "warmup_epochs", "linear warm-up before the cosine decay", "[0, inf)")
+
+
+class UniGrad(Method):
+    """Online backbone + projector, a momentum branch, and the unified gradient −z₂ᵐ + λ·F z₁."""
+
+    name = "unigrad"
+    Config = UniGradConfig
+    # No profile_defaults: the paper's settings learn at the local profile. Measured with
+    # benchmarks/local_profile.py (16 epochs, width-8 ResNet-10, 5,000 images, batch 64; kNN top-1
+    # of res5 on 2,000 test images; seed 0 only, so differences of ~0.01 mean little; random init
+    # 0.239): paper defaults 0.306 (peak 0.311 at epoch 6); 1 warm-up epoch 0.294; 512-wide
+    # projector at base lr 0.2, 1 warm-up epoch 0.278; the same at base lr 0.5 with m = 0.99 fell
+    # below random init (0.160, the loss rising again in epochs 3-4).
+
+    def __init__(self, config: UniGradConfig, backbone: Backbone) -> None:
+        super().__init__(config, backbone)
+        self.projector = mlp(backbone.out_dim, config.projection_hidden_dim, config.projection_dim, num_layers=3)
+        self.target = MomentumTarget.from_config(config, self.backbone, self.projector)
+        d = config.projection_dim
+        # F, and how many times it has been updated (0: the next batch estimate initialises it)
+        self.register_buffer("correlation", torch.zeros(d, d, dtype=torch.float32))
+        self.register_buffer("correlation_updates", torch.zeros((), dtype=torch.int64))
+
+    @classmethod
+    def augmentation(cls, config: UniGradConfig, image_size: int, name: str = "view", copies: int = 2) -> ImageView:
+        """The official views (MoCo v2 / SimSiam recipe): crop, flip, colour jitter p 0.8, grayscale 0.2."""
+        return ImageView(name=name, size=image_size, scale=(config.crop_min_scale, 1.0),
+                         jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.8, grayscale=0.2,
+                         blur_prob=config.blur_prob, copies=copies)
+
+    @classmethod
+    def views(cls, config: UniGradConfig, image_size: int) -> list[View]:
+        """Two independent draws of the same augmentation: keys ``view_0`` and ``view_1``."""
+        return [cls.augmentation(config, image_size)]
+
+    @classmethod
+    def invariance_views(cls, config: UniGradConfig, image_size: int) -> list[View]:
+        """The whole image and one draw of the training augmentation t(x)."""
+        return [ImageView(name="clean", size=image_size),
+                Augmented(cls.augmentation(config, image_size, name="transformed", copies=1))]
+
+    def project(self, images: torch.Tensor) -> torch.Tensor:
+        """ẑ = g(f(x)) / ‖g(f(x))‖ of the online network, float32, B × D."""
+        return F.normalize(self.projector(self.backbone(images)).float(), dim=1)
+
+    def branches(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(z₁, z₂, z₁ᵐ, z₂ᵐ), L2-normalised, float32; the momentum outputs without gradient
+        (without a momentum encoder: the online outputs, detached)."""
+        z1, z2 = self.project(x1), self.project(x2)
+        if not self.target.enabled:
+            return z1, z2, z1.detach(), z2.detach()
+        return z1, z2, F.normalize(self.target(x1).float(), dim=1), F.normalize(self.target(x2).float(), dim=1)
+
+    @torch.no_grad()
+    def update_correlation(self, z1m: torch.Tensor, z2m: torch.Tensor) -> torch.Tensor:
+        """F ← the batch estimate on the first update, ρ·F + (1 − ρ)·estimate afterwards (float32,
+        identical on every worker); returns F."""
+        with torch.autocast(z1m.device.type, enabled=False):
+            estimate = correlation_estimate(z1m.float(), z2m.float())
+            rho = self.config.rho
+            moved = rho * self.correlation + (1 - rho) * estimate
+            self.correlation.copy_(torch.where(self.correlation_updates > 0, moved, estimate))
+            self.correlation_updates += 1
+        return self.correlation
+
+    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+        z1, z2, z1m, z2m = self.branches(batch["view_0"], batch["view_1"])
+        correlation = self.update_correlation(z1m, z2m)  # before the loss uses it, as the official code
+        with torch.autocast(z1.device.type, enabled=False):
+            loss, pos_sim = unigrad_loss(z1, z2, z1m, z2m, correlation, self.config.lambd)
+        return loss, {"loss": loss.detach(), "pos_sim": pos_sim}
+
+    def after_step(self, batch: Batch, ctx: StepContext) -> None:
+        """Move the momentum encoder and projector towards the online weights."""
+        self.target.update(ctx.progress)
+
+    def after_step_updates(self) -> tuple[str, ...]:
+        return ("target.",) if self.target.enabled else ()
+
+    @torch.no_grad()
+    def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ẑ(x), ẑ(t(x))), the online network's normalised projections (as ``simclr.py``)."""
+        return self.project(batch["clean"]), self.project(batch["transformed"])
