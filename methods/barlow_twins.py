@@ -185,11 +185,11 @@ class BarlowTwins(Method):
     def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
         x1, x2 = batch["view_0"], batch["view_1"]
         z1, z2 = self.project(x1), self.project(x2)
+        if self.target.enabled:  # ½ [L(z1, sg(z2_m)) + L(z2, sg(z1_m))]
+            pairs = [(z1, self.target(x2)), (z2, self.target(x1))]
+        else:
+            pairs = [(z1, z2)]
         with torch.autocast(z1.device.type, enabled=False):  # the loss in float32 under bf16 autocast
-            if self.target.enabled:  # ½ [L(z1, sg(z2_m)) + L(z2, sg(z1_m))]
-                pairs = [(z1, self.target(x2)), (z2, self.target(x1))]
-            else:
-                pairs = [(z1, z2)]
             results = [self.loss(a.float(), b.float()) for a, b in pairs]
         loss = sum(value for value, _ in results) / len(results)
         metrics = {key: (sum(terms[key] for _, terms in results) / len(results)).detach() for key in results[0][1]}

@@ -109,13 +109,14 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torc
     if not temperature > 0:
         raise ValueError(f"temperature (τ) = {temperature!r} must be > 0")
     batch = z1.shape[0]
-    anchors = F.normalize(torch.cat([z1, z2]), dim=1)  # (2B, D): this worker's view 1 then view 2
-    candidates = all_gather_with_grad(anchors)  # (2N, D): every worker's block of 2B rows, in rank order
-    logits = anchors @ candidates.T / temperature  # (2B, 2N)
+    with torch.autocast(z1.device.type, enabled=False):  # float32 logits under bf16 autocast too
+        both = torch.cat([z1, z2])
+        anchors = F.normalize(both.to(torch.promote_types(both.dtype, torch.float32)), dim=1)  # (2B, D)
+        candidates = all_gather_with_grad(anchors)  # (2N, D): every worker's block of 2B rows, in rank order
+        logits = anchors @ candidates.T / temperature  # (2B, 2N)
 
-    # Columns of each local anchor itself and of its positive (the other view, B rows away).
-    own = rank() * 2 * batch + torch.arange(2 * batch, device=z1.device)
-    positive = own.roll(batch)
-    rows = torch.arange(2 * batch, device=z1.device)
-    logits = logits.index_put((rows, own), torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device))
-    return F.cross_entropy(logits, positive)
+        # Columns of each local anchor itself and of its positive (the other view, B rows away).
+        own = rank() * 2 * batch + torch.arange(2 * batch, device=z1.device)
+        positive = own.roll(batch)
+        itself = torch.arange(logits.shape[1], device=z1.device)[None, :] == own[:, None]
+        return F.cross_entropy(logits.masked_fill(itself, float("-inf")), positive)

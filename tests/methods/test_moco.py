@@ -19,6 +19,8 @@ from sslab.methods.blocks.optim import build_optimizer
 from sslab.methods.moco import MoCo, MoCoConfig
 from sslab.methods.views import CIFAR10, apply_views
 
+from host_syncs import count_host_syncs
+
 CTX = StepContext(step=0, total_steps=10, epoch=0)
 
 
@@ -181,6 +183,16 @@ def test_shuffle_bn_normalises_queries_in_shards_and_keys_in_shards_of_a_permuta
     torch.testing.assert_close(keys, expected_keys)
     assert not torch.allclose(keys, whole, atol=1e-4)  # the shards' statistics differ from the batch's
     assert loss.item() == pytest.approx(_info_nce_by_hand(q, keys, method.queue, 0.2), rel=1e-5)
+
+
+def test_a_symmetric_shuffled_step_never_waits_for_the_device():
+    method = _moco(symmetric=True, bn_splits=2)
+    batch = _batch(method.config)
+    with count_host_syncs() as syncs:
+        loss, _ = method.training_step(batch, CTX)
+        loss.backward()
+        method.after_step(batch, CTX)
+    assert sum(syncs.values()) == 0, dict(syncs)
 
 
 def test_without_a_momentum_encoder_the_keys_are_the_online_network_under_stop_gradient():

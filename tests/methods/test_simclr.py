@@ -16,6 +16,7 @@ from sslab.methods.simclr import SimCLR, SimCLRConfig, momentum_nt_xent_loss
 from sslab.methods.views import CIFAR10, Augmented, ImageView, apply_views
 
 from global_batch import assert_two_workers_match_one
+from host_syncs import count_host_syncs
 
 CTX = StepContext(step=0, total_steps=1, epoch=0)
 
@@ -137,8 +138,10 @@ def test_the_momentum_encoder_moves_by_its_ema_on_a_cosine():
     batch = _batch(SimCLR.views(method.config, 32))
     optimizer = torch.optim.SGD(method.parameters(), lr=0.5)
     ctx = StepContext(step=1, total_steps=4, epoch=0)
-    loss, _ = method.training_step(batch, ctx)
-    loss.backward()
+    with count_host_syncs() as syncs:
+        loss, _ = method.training_step(batch, ctx)
+        loss.backward()
+    assert sum(syncs.values()) == 0, dict(syncs)
     optimizer.step()
     online = dict(method.backbone.named_parameters(prefix="0")) | dict(method.projector.named_parameters(prefix="1"))
     before = {n: p.clone() for n, p in method.target.ema.named_parameters()}
