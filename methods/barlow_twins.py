@@ -54,13 +54,14 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.base import Batch, Metrics, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.distributed import all_gather_with_grad
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
 from sslab.methods.views import Augmented, ImageView, View
+from sslab.methods.two_view import TwoViewMethod
 
 #: BatchNorm1d's default ε, as in the official ``nn.BatchNorm1d(sizes[-1], affine=False)``
 BN_EPS = 1e-5
@@ -138,7 +139,7 @@ class BarlowTwinsConfig(MethodConfig):
     warmup_epochs: int = hyperparameter(10, "warmup_epochs", "linear warm-up before the cosine decay", "[0, inf)")
 
 
-class BarlowTwins(Method):
+class BarlowTwins(TwoViewMethod):
     """Backbone f, projector g, the Barlow Twins loss on the global batch (optionally against a momentum target)."""
 
     name = "barlow_twins"
@@ -174,10 +175,6 @@ class BarlowTwins(Method):
         first = asymmetric_views(config, image_size)[0]
         return [ImageView(name="clean", size=image_size), Augmented(replace(first, name="transformed"))]
 
-    def project(self, images: torch.Tensor) -> torch.Tensor:
-        """z = g(f(x)), B x D."""
-        return self.projector(self.backbone(images))
-
     def loss(self, z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The method's loss on one pair of embedding batches, and its terms (float32 inputs)."""
         return barlow_twins_loss(z1, z2, self.config.off_diagonal_weight)
@@ -194,16 +191,3 @@ class BarlowTwins(Method):
         loss = sum(value for value, _ in results) / len(results)
         metrics = {key: (sum(terms[key] for _, terms in results) / len(results)).detach() for key in results[0][1]}
         return loss, {"loss": loss.detach(), **metrics}
-
-    def after_step(self, batch: Batch, ctx: StepContext) -> None:
-        """Move the momentum encoder (if any) towards the online network."""
-        self.target.update(ctx.progress)
-
-    def after_step_updates(self) -> tuple[str, ...]:
-        return ("target.",) if self.target.enabled else ()
-
-    @torch.no_grad()
-    def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z(x), z(t(x))), the L2-normalised projector outputs (as SimCLR measures its own)."""
-        return (F.normalize(self.project(batch["clean"]).float(), dim=1),
-                F.normalize(self.project(batch["transformed"]).float(), dim=1))

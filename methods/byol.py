@@ -50,12 +50,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.base import Batch, Metrics, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
 from sslab.methods.views import Augmented, ImageView, View
+from sslab.methods.two_view import TwoViewMethod
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -92,7 +93,7 @@ class BYOLConfig(MethodConfig):
     warmup_epochs: int = hyperparameter(10, "warmup_epochs", "linear warm-up before the cosine decay", "[0, inf)")
 
 
-class BYOL(Method):
+class BYOL(TwoViewMethod):
     """Online backbone + projector + predictor against an EMA target network, no negatives."""
 
     name = "byol"
@@ -138,10 +139,6 @@ class BYOL(Method):
                 Augmented(cls.augmentation(config, image_size, "transformed", second=False))]
 
     # --- heads and loss -----------------------------------------------------------------
-    def project(self, images: torch.Tensor) -> torch.Tensor:
-        """The online projection z_θ = g_θ(f_θ(x)), B x d."""
-        return self.projector(self.backbone(images))
-
     def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
         """Eq. 2, both directions: q(z_θ(v)) against z_ξ(v') and q(z_θ(v')) against z_ξ(v)."""
         v1, v2 = batch["view_0"], batch["view_1"]
@@ -155,15 +152,3 @@ class BYOL(Method):
         return loss, {"loss": loss.detach(), "target_momentum": self.target.momentum(ctx.progress)}
 
     # --- state --------------------------------------------------------------------------
-    def after_step(self, batch: Batch, ctx: StepContext) -> None:
-        """ξ ← τ_k ξ + (1 − τ_k) θ with τ_k on the cosine at k / K = ``ctx.progress``."""
-        self.target.update(ctx.progress)
-
-    def after_step_updates(self) -> tuple[str, ...]:
-        return ("target.",) if self.target.enabled else ()
-
-    @torch.no_grad()
-    def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z_θ(x), z_θ(t(x))), the L2-normalised online projections the loss compares."""
-        return (F.normalize(self.project(batch["clean"]).float(), dim=1),
-                F.normalize(self.project(batch["transformed"]).float(), dim=1))

@@ -58,14 +58,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.base import Batch, Metrics, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.distributed import all_gather_no_grad
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
 from sslab.methods.losses import info_nce_loss
-from sslab.methods.views import Augmented, ImageView, View
+from sslab.methods.two_view import TwoViewMethod
 
 
 @dataclass
@@ -92,7 +92,7 @@ class MoCoConfig(MethodConfig):
     blur_prob: float = hyperparameter(0.0, "blur_prob", "Gaussian blur probability (CIFAR: 0, ImageNet: 0.5)", "[0, 1]")
 
 
-class MoCo(Method):
+class MoCo(TwoViewMethod):
     """Query encoder (backbone, head), EMA key encoder, a queue of K keys, InfoNCE."""
 
     name = "moco"
@@ -113,29 +113,7 @@ class MoCo(Method):
         self._pending_keys: torch.Tensor | None = None
 
     # --- what the data pipeline must produce --------------------------------------------
-    @classmethod
-    def augmentation(cls, config: MoCoConfig, image_size: int, name: str = "view", copies: int = 2) -> ImageView:
-        """MoCo v2's aug-plus: crop, flip, ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale 0.2, blur."""
-        return ImageView(name=name, size=image_size, scale=(config.crop_min_scale, 1.0),
-                         jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.8, grayscale=0.2,
-                         blur_prob=config.blur_prob, copies=copies)
-
-    @classmethod
-    def views(cls, config: MoCoConfig, image_size: int) -> list[View]:
-        """Two independent draws of the augmentation: ``view_0`` (queries) and ``view_1`` (keys)."""
-        return [cls.augmentation(config, image_size)]
-
-    @classmethod
-    def invariance_views(cls, config: MoCoConfig, image_size: int) -> list[View]:
-        """The whole image and one draw of the training augmentation t(x)."""
-        return [ImageView(name="clean", size=image_size),
-                Augmented(cls.augmentation(config, image_size, name="transformed", copies=1))]
-
     # --- heads --------------------------------------------------------------------------
-    def project(self, images: torch.Tensor) -> torch.Tensor:
-        """The query encoder's g(f(x)), B x d, not normalised."""
-        return self.projector(self.backbone(images))
-
     def _queries(self, images: torch.Tensor) -> torch.Tensor:
         """q, L2-normalised float32; with S > 1 BatchNorm sees S contiguous shards of the batch."""
         shards = images.chunk(self.config.bn_splits)
@@ -211,16 +189,10 @@ class MoCo(Method):
             raise RuntimeError("after_step needs the keys of a preceding training_step")
         self.enqueue(self._pending_keys)
         self._pending_keys = None
-        self.target.update(ctx.progress)
+        super().after_step(batch, ctx)  # the key encoder's EMA step
 
     def after_step_updates(self) -> tuple[str, ...]:
         """The queue and its pointer (written from the keys all-gathered over workers, so every replica
         holds the same) and the key encoder (its EMA step from the synchronised online weights)."""
-        return ("queue", "queue_ptr") + (("target.",) if self.target.enabled else ())
-
-    @torch.no_grad()
-    def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(q(x), q(t(x))): the L2-normalised query embeddings the loss makes invariant."""
-        return (F.normalize(self.project(batch["clean"]).float(), dim=1),
-                F.normalize(self.project(batch["transformed"]).float(), dim=1))
+        return ("queue", "queue_ptr") + super().after_step_updates()
 

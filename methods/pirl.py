@@ -106,12 +106,14 @@ class PIRL(Method):
     #   f whose outputs fill the bank;
     # - τ 0.05 / 0.07 / 0.1 gave 0.298 / 0.317 / 0.313 (λ = 0, random bank, α = 0); ColorJitter
     #   with hue 0.4 (NPID's) hurt: 0.266 against 0.318;
-    # - jigsaw patches resampled to 12 px before the backbone (jigsaw_patch_size; cut at 8 px from
-    #   32-px images, a ResNet sees them as 1 x 1 at res5): λ = 1 rose from 0.317 to 0.347 (12 px)
-    #   / 0.359 (16 px), λ = 0.5 from 0.396 to 0.401 (16 px). 12 px, as the λ study's five trials
-    #   must fit in 10 minutes: 16 px doubles the pixels a PIRL step processes, 12 px adds 45 %.
+    # - jigsaw patches resampled before the backbone (jigsaw_patch_size; cut at 8 px from 32-px
+    #   images, a ResNet sees them as 1 x 1 at res5) lift λ = 1 from 0.317 to 0.347 (12 px) / 0.359
+    #   (16 px), and λ = 0.5 from 0.396 to 0.401 (16 px) / 0.408 (12 px, in the λ study), but at
+    #   12 px each λ > 0 trial of the λ study took ~150 s (λ = 0, no jigsaw view: 79 s), taking the
+    #   main job well past 10 minutes (8 px: 7 min 58 s in all): left at 8 px (0) here; use
+    #   `--set jigsaw_patch_size=12` where time allows.
     profile_defaults = {"local": {"loss_form": "infonce", "bank_init": "features", "base_lr": 0.2,
-                                  "warmup_epochs": 1, "jigsaw_patch_size": 12}}
+                                  "warmup_epochs": 1}}
 
     def __init__(self, config: PIRLConfig, backbone: Backbone, *, num_samples: int) -> None:
         super().__init__(config, backbone)

@@ -47,14 +47,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.base import Batch, Metrics, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.distributed import all_gather_no_grad, rank
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum_schedule
 from sslab.methods.losses import nt_xent_loss
-from sslab.methods.views import Augmented, ImageView, View
+from sslab.methods.views import ImageView
+from sslab.methods.two_view import TwoViewMethod
 
 
 @dataclass
@@ -84,7 +85,7 @@ class SimCLRConfig(MethodConfig):
     encoder_momentum_schedule: str = encoder_momentum_schedule("cosine")
 
 
-class SimCLR(Method):
+class SimCLR(TwoViewMethod):
     """Backbone f, projection head g, NT-Xent over the global batch (against a momentum copy of f
     and g when ``encoder_momentum`` > 0)."""
 
@@ -112,21 +113,6 @@ class SimCLR(Method):
                          jitter=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s), jitter_prob=0.8, grayscale=0.2,
                          blur_prob=config.blur_prob, copies=copies)
 
-    @classmethod
-    def views(cls, config: SimCLRConfig, image_size: int) -> list[View]:
-        """Two independent draws of SimCLR's augmentation: keys ``view_0`` and ``view_1``."""
-        return [cls.augmentation(config, image_size)]
-
-    @classmethod
-    def invariance_views(cls, config: SimCLRConfig, image_size: int) -> list[View]:
-        """The whole image and one draw of the training augmentation t(x)."""
-        return [ImageView(name="clean", size=image_size),
-                Augmented(cls.augmentation(config, image_size, name="transformed", copies=1))]
-
-    def project(self, images: torch.Tensor) -> torch.Tensor:
-        """z = g(f(x)), B x d (not normalised: the loss normalises)."""
-        return self.projector(self.backbone(images))
-
     def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
         z1, z2 = self.project(batch["view_0"]), self.project(batch["view_1"])
         if self.target is None:
@@ -135,21 +121,6 @@ class SimCLR(Method):
             z1m, z2m = self.target(batch["view_0"]), self.target(batch["view_1"])
             loss = momentum_nt_xent_loss(z1.float(), z2.float(), z1m.float(), z2m.float(), self.config.temperature)
         return loss, {"loss": loss.detach()}
-
-    def after_step(self, batch: Batch, ctx: StepContext) -> None:
-        """Move the momentum encoder (when there is one) towards the online f and g."""
-        if self.target is not None:
-            self.target.update(ctx.progress)
-
-    def after_step_updates(self) -> tuple[str, ...]:
-        return ("target.",) if self.target is not None else ()
-
-    @torch.no_grad()
-    def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z(x), z(t(x))), the L2-normalised projections the loss makes invariant (as PIRL
-        measures its heads' outputs f(v_I), g(v_I^t))."""
-        return (F.normalize(self.project(batch["clean"]).float(), dim=1),
-                F.normalize(self.project(batch["transformed"]).float(), dim=1))
 
 
 def momentum_nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, z1m: torch.Tensor, z2m: torch.Tensor,

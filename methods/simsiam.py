@@ -41,12 +41,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.base import Batch, Metrics, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
-from sslab.methods.views import Augmented, ImageView, View
+from sslab.methods.two_view import TwoViewMethod
 
 
 def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -83,7 +83,7 @@ class SimSiamConfig(MethodConfig):
     weight_decay: float = hyperparameter(1e-4, "wd", "weight decay", "[0, inf)")
 
 
-class SimSiam(Method):
+class SimSiam(TwoViewMethod):
     """Backbone + projector f, predictor h, stop-gradient; optionally a momentum encoder for z."""
 
     name = "simsiam"
@@ -104,29 +104,7 @@ class SimSiam(Method):
         self.target = MomentumTarget.from_config(config, self.backbone, self.projector)
 
     # --- what the data pipeline must produce --------------------------------------------
-    @classmethod
-    def augmentation(cls, config: SimSiamConfig, image_size: int, name: str = "view", copies: int = 2) -> ImageView:
-        """The MoCo v2 recipe SimSiam trains with (blur per ``blur_prob``)."""
-        return ImageView(name=name, size=image_size, scale=(config.crop_min_scale, 1.0),
-                         jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.8, grayscale=0.2,
-                         blur_prob=config.blur_prob, copies=copies)
-
-    @classmethod
-    def views(cls, config: SimSiamConfig, image_size: int) -> list[View]:
-        """Two independent draws of the augmentation: ``view_0`` and ``view_1``."""
-        return [cls.augmentation(config, image_size)]
-
-    @classmethod
-    def invariance_views(cls, config: SimSiamConfig, image_size: int) -> list[View]:
-        """The whole image and one draw of the training augmentation."""
-        return [ImageView(name="clean", size=image_size),
-                Augmented(cls.augmentation(config, image_size, name="transformed", copies=1))]
-
     # --- heads and loss -----------------------------------------------------------------
-    def project(self, images: torch.Tensor) -> torch.Tensor:
-        """z = f(x): backbone and projector, B x d."""
-        return self.projector(self.backbone(images))
-
     def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
         v1, v2 = batch["view_0"], batch["view_1"]
         z1, z2 = self.project(v1), self.project(v2)
@@ -154,15 +132,3 @@ class SimSiam(Method):
         return [g for g in split if g["params"]]
 
     # --- state --------------------------------------------------------------------------
-    def after_step(self, batch: Batch, ctx: StepContext) -> None:
-        """Move the momentum encoder, if any (``encoder_momentum`` > 0)."""
-        self.target.update(ctx.progress)
-
-    def after_step_updates(self) -> tuple[str, ...]:
-        return ("target.",) if self.target.enabled else ()
-
-    @torch.no_grad()
-    def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z(x), z(t(x))), the L2-normalised projections the loss makes invariant."""
-        return (F.normalize(self.project(batch["clean"]).float(), dim=1),
-                F.normalize(self.project(batch["transformed"]).float(), dim=1))

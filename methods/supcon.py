@@ -47,12 +47,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.base import Batch, Metrics, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.distributed import all_gather_no_grad, all_gather_with_grad, rank
 from sslab.methods.blocks.heads import mlp
-from sslab.methods.views import Augmented, ImageView, View
+from sslab.methods.views import ImageView
+from sslab.methods.two_view import TwoViewMethod
 
 
 def supcon_augmentation(image_size: int, crop_min_scale: float, *, color: bool = True, name: str = "view",
@@ -138,7 +139,7 @@ class SupConConfig(MethodConfig):
         10, "warmup_epochs", "linear warm-up before the cosine decay (official: 10 when the batch > 256)", "[0, inf)")
 
 
-class SupCon(Method):
+class SupCon(TwoViewMethod):
     """Backbone f, L2-normalised projection head g, supervised contrastive loss over the global batch."""
 
     name = "supcon"
@@ -156,15 +157,9 @@ class SupCon(Method):
         self.projector = mlp(backbone.out_dim, hidden, config.projection_dim, hidden_bn=False)
 
     @classmethod
-    def views(cls, config: SupConConfig, image_size: int) -> list[View]:
-        """Two independent draws of the same augmentation: keys ``view_0`` and ``view_1``."""
-        return [supcon_augmentation(image_size, config.crop_min_scale)]
-
-    @classmethod
-    def invariance_views(cls, config: SupConConfig, image_size: int) -> list[View]:
-        """The whole image and one draw of the training augmentation t(x)."""
-        return [ImageView(name="clean", size=image_size),
-                Augmented(supcon_augmentation(image_size, config.crop_min_scale, name="transformed", copies=1))]
+    def augmentation(cls, config: SupConConfig, image_size: int, name: str = "view", copies: int = 2) -> ImageView:
+        """SupContrast's TwoCropTransform: MoCo v2's recipe without blur (``supcon_augmentation``)."""
+        return supcon_augmentation(image_size, config.crop_min_scale, name=name, copies=copies)
 
     def project(self, images: torch.Tensor) -> torch.Tensor:
         """z = g(f(x)) / ‖g(f(x))‖, B x d (SupConResNet normalises in the model)."""

@@ -71,13 +71,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.base import Batch, Metrics, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.distributed import mean_over_workers
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
-from sslab.methods.views import Augmented, ImageView, View
+from sslab.methods.two_view import TwoViewMethod
 
 
 def correlation_estimate(z1m: torch.Tensor, z2m: torch.Tensor) -> torch.Tensor:
@@ -130,7 +130,7 @@ class UniGradConfig(MethodConfig):
     warmup_epochs: int = hyperparameter(5, "warmup_epochs", "linear warm-up before the cosine decay", "[0, inf)")
 
 
-class UniGrad(Method):
+class UniGrad(TwoViewMethod):
     """Online backbone + projector, a momentum branch, and the unified gradient −z₂ᵐ + λ·F z₁."""
 
     name = "unigrad"
@@ -150,24 +150,6 @@ class UniGrad(Method):
         # F, and how many times it has been updated (0: the next batch estimate initialises it)
         self.register_buffer("correlation", torch.zeros(d, d, dtype=torch.float32))
         self.register_buffer("correlation_updates", torch.zeros((), dtype=torch.int64))
-
-    @classmethod
-    def augmentation(cls, config: UniGradConfig, image_size: int, name: str = "view", copies: int = 2) -> ImageView:
-        """The official views (MoCo v2 / SimSiam recipe): crop, flip, colour jitter p 0.8, grayscale 0.2."""
-        return ImageView(name=name, size=image_size, scale=(config.crop_min_scale, 1.0),
-                         jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.8, grayscale=0.2,
-                         blur_prob=config.blur_prob, copies=copies)
-
-    @classmethod
-    def views(cls, config: UniGradConfig, image_size: int) -> list[View]:
-        """Two independent draws of the same augmentation: keys ``view_0`` and ``view_1``."""
-        return [cls.augmentation(config, image_size)]
-
-    @classmethod
-    def invariance_views(cls, config: UniGradConfig, image_size: int) -> list[View]:
-        """The whole image and one draw of the training augmentation t(x)."""
-        return [ImageView(name="clean", size=image_size),
-                Augmented(cls.augmentation(config, image_size, name="transformed", copies=1))]
 
     def project(self, images: torch.Tensor) -> torch.Tensor:
         """ẑ = g(f(x)) / ‖g(f(x))‖ of the online network, float32, B × D."""
@@ -199,15 +181,3 @@ class UniGrad(Method):
         with torch.autocast(z1.device.type, enabled=False):
             loss, pos_sim = unigrad_loss(z1, z2, z1m, z2m, correlation, self.config.lambd)
         return loss, {"loss": loss.detach(), "pos_sim": pos_sim}
-
-    def after_step(self, batch: Batch, ctx: StepContext) -> None:
-        """Move the momentum encoder and projector towards the online weights."""
-        self.target.update(ctx.progress)
-
-    def after_step_updates(self) -> tuple[str, ...]:
-        return ("target.",) if self.target.enabled else ()
-
-    @torch.no_grad()
-    def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ẑ(x), ẑ(t(x))), the online network's normalised projections (as ``simclr.py``)."""
-        return self.project(batch["clean"]), self.project(batch["transformed"])

@@ -1,0 +1,76 @@
+"""What the two-view joint-embedding methods share (SimCLR, MoCo, BYOL, SimSiam, Barlow Twins,
+VICReg, UniGrad, SupCon): not a method itself, the base their files derive from.
+
+- views: two independent draws of one augmentation, ``view_0`` and ``view_1`` (``augmentation``;
+  BYOL and Barlow Twins, whose two views differ, override ``views`` and ``invariance_views``);
+- invariance: the L2-normalised projections of the whole image and of one draw of the training
+  augmentation, the pair the loss makes invariant (as PIRL measures f(v_I) against g(v_I^t));
+- z = projector(backbone(x)) (``project``);
+- an optional momentum encoder ``target`` (``blocks.momentum.MomentumTarget``), moved after every
+  optimiser step and then named in ``after_step_updates``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sslab.methods.base import Batch, Method, StepContext
+from sslab.methods.blocks.config import MethodConfig
+from sslab.methods.blocks.momentum import MomentumTarget
+from sslab.methods.views import Augmented, ImageView, View
+
+
+def moco_v2_augmentation(image_size: int, crop_min_scale: float, blur_prob: float = 0.0, *, name: str = "view",
+                         copies: int = 2) -> ImageView:
+    """MoCo v2's "aug-plus", which SimSiam, UniGrad and SupCon's TwoCropTransform train with too:
+    random resized crop (area ≥ ``crop_min_scale``), flip, ColorJitter(0.4, 0.4, 0.4, 0.1) with
+    p 0.8, grayscale p 0.2, Gaussian blur with p ``blur_prob`` (ImageNet 0.5; CIFAR none)."""
+    return ImageView(name=name, size=image_size, scale=(crop_min_scale, 1.0), jitter=(0.4, 0.4, 0.4, 0.1),
+                     jitter_prob=0.8, grayscale=0.2, blur_prob=blur_prob, copies=copies)
+
+
+class TwoViewMethod(Method):
+    """Base of the two-view methods; a subclass builds ``self.projector`` (and ``self.target``)."""
+
+    #: the momentum encoder, when the method has one (None: never one)
+    target: MomentumTarget | None = None
+
+    @classmethod
+    def augmentation(cls, config: MethodConfig, image_size: int, name: str = "view", copies: int = 2) -> ImageView:
+        """The method's t ~ T; default MoCo v2's (``moco_v2_augmentation``) with the config's
+        ``crop_min_scale`` and ``blur_prob``."""
+        return moco_v2_augmentation(image_size, config.crop_min_scale, config.blur_prob, name=name, copies=copies)
+
+    @classmethod
+    def views(cls, config: MethodConfig, image_size: int) -> list[View]:
+        """Two independent draws of ``augmentation``: keys ``view_0`` and ``view_1``."""
+        return [cls.augmentation(config, image_size)]
+
+    @classmethod
+    def invariance_views(cls, config: MethodConfig, image_size: int) -> list[View]:
+        """The whole image (``clean``) and one draw of the training augmentation (``transformed``)."""
+        return [ImageView(name="clean", size=image_size),
+                Augmented(cls.augmentation(config, image_size, name="transformed", copies=1))]
+
+    def project(self, images: torch.Tensor) -> torch.Tensor:
+        """z = g(f(x)) of the online network, B x d."""
+        return self.projector(self.backbone(images))
+
+    @torch.no_grad()
+    def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z(x), z(t(x))), L2-normalised in float32."""
+        return (F.normalize(self.project(batch["clean"]).float(), dim=1),
+                F.normalize(self.project(batch["transformed"]).float(), dim=1))
+
+    @property
+    def has_momentum_encoder(self) -> bool:
+        return self.target is not None and self.target.enabled
+
+    def after_step(self, batch: Batch, ctx: StepContext) -> None:
+        """Move the momentum encoder, if any, at the run's progress (its schedule's argument)."""
+        if self.target is not None:
+            self.target.update(ctx.progress)
+
+    def after_step_updates(self) -> tuple[str, ...]:
+        return ("target.",) if self.has_momentum_encoder else ()
