@@ -33,8 +33,13 @@ def moco_v2_augmentation(image_size: int, crop_min_scale: float, blur_prob: floa
 class TwoViewMethod(Method):
     """Base of the two-view methods; a subclass builds ``self.projector`` (and ``self.target``)."""
 
-    #: the momentum encoder, when the method has one (None: never one)
-    target: MomentumTarget | None = None
+    #: the momentum encoder, when the method has one (None: never one). Set in ``__init__``, not
+    #: as a class attribute: a class attribute would hide the submodule nn.Module registers.
+    target: MomentumTarget | None
+
+    def __init__(self, config: MethodConfig, backbone) -> None:
+        super().__init__(config, backbone)
+        self.target = None  # a subclass that has one assigns its MomentumTarget after this
 
     @classmethod
     def augmentation(cls, config: MethodConfig, image_size: int, name: str = "view", copies: int = 2) -> ImageView:
