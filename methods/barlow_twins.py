@@ -112,13 +112,11 @@ def asymmetric_views(config, image_size: int) -> list[ImageView]:
 
 
 @dataclass
-class BarlowTwinsConfig(MethodConfig):
-    """Barlow Twins' hyperparameters: official defaults, CIFAR-sized projector (module docstring)."""
+class DecorrelationConfig(MethodConfig):
+    """What Barlow Twins and VICReg (the feature-decorrelation family) share: the projector
+    ("expander"), the momentum variant, BYOL's asymmetric views and the LARS recipe."""
 
-    off_diagonal_weight: float = hyperparameter(
-        0.0051, "λ", "weight of the redundancy-reduction term Σ_{i≠j} C_ij² (official: 0.0051 at D = 8192)",
-        "[0, inf)")
-    projection_dim: int = hyperparameter(2048, "D", "output dimension of the projector (official: 8192)", "[1, inf)")
+    projection_dim: int = hyperparameter(2048, "D", "output dimension of the projector / expander (official: 8192)", "[1, inf)")
     projection_hidden_dim: int = hyperparameter(
         2048, "projection_hidden_dim", "hidden width of the projector (official: 8192)", "[1, inf)")
     projection_layers: int = hyperparameter(3, "projection_layers", "Linear layers in the projector", "[1, 8]")
@@ -137,6 +135,15 @@ class BarlowTwinsConfig(MethodConfig):
         True, "exclude_norm_and_bias", "no weight decay and no LARS adaptation on BatchNorm and biases (official)",
         "{true, false}")
     warmup_epochs: int = hyperparameter(10, "warmup_epochs", "linear warm-up before the cosine decay", "[0, inf)")
+
+
+@dataclass
+class BarlowTwinsConfig(DecorrelationConfig):
+    """Barlow Twins' hyperparameters: official defaults, CIFAR-sized projector (module docstring)."""
+
+    off_diagonal_weight: float = hyperparameter(
+        0.0051, "λ", "weight of the redundancy-reduction term Σ_{i≠j} C_ij² (official: 0.0051 at D = 8192)",
+        "[0, inf)")
 
 
 class BarlowTwins(TwoViewMethod):

@@ -39,10 +39,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sslab.methods.barlow_twins import BarlowTwins, off_diagonal
-from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.barlow_twins import BarlowTwins, DecorrelationConfig, off_diagonal
+from sslab.methods.blocks.config import hyperparameter
 from sslab.methods.blocks.distributed import all_gather_with_grad
-from sslab.methods.blocks.momentum import encoder_momentum, encoder_momentum_schedule
 
 #: γ, the target standard deviation of every dimension, and ε in sqrt(Var + ε) (official values)
 STD_TARGET, VARIANCE_EPS = 1.0, 1e-4
@@ -78,32 +77,13 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, invariance_weight: float, va
 
 
 @dataclass
-class VICRegConfig(MethodConfig):
+class VICRegConfig(DecorrelationConfig):
     """VICReg's hyperparameters: official defaults, CIFAR-sized expander (module docstring)."""
 
     invariance_weight: float = hyperparameter(25.0, "λ", "weight of the invariance (MSE) term", "[0, inf)")
     variance_weight: float = hyperparameter(25.0, "μ", "weight of the variance term (averaged over the views)",
                                             "[0, inf)")
     covariance_weight: float = hyperparameter(1.0, "ν", "weight of the covariance term", "[0, inf)")
-    projection_dim: int = hyperparameter(2048, "D", "output dimension of the expander (official: 8192)", "[1, inf)")
-    projection_hidden_dim: int = hyperparameter(
-        2048, "projection_hidden_dim", "hidden width of the expander (official: 8192)", "[1, inf)")
-    projection_layers: int = hyperparameter(3, "projection_layers", "Linear layers in the expander", "[1, 8]")
-    encoder_momentum: float = encoder_momentum(0.0)
-    encoder_momentum_schedule: str = encoder_momentum_schedule("cosine")
-    crop_min_scale: float = hyperparameter(0.08, "crop_min_scale", "smallest area fraction of a random crop", "(0, 1]")
-    blur_prob_1: float = hyperparameter(1.0, "blur_prob_1", "Gaussian blur probability, first view (none below 20 px)",
-                                        "[0, 1]")
-    blur_prob_2: float = hyperparameter(0.1, "blur_prob_2", "Gaussian blur probability, second view", "[0, 1]")
-    solarize_prob_1: float = hyperparameter(0.0, "solarize_prob_1", "solarisation probability, first view", "[0, 1]")
-    solarize_prob_2: float = hyperparameter(0.2, "solarize_prob_2", "solarisation probability, second view", "[0, 1]")
-    optimizer: str = hyperparameter("lars", "optimizer", "optimizer family", "{sgd, lars, adamw}")
-    base_lr: float = hyperparameter(0.2, "lr", "LARS learning rate per 256 images", "(0, inf)")
-    weight_decay: float = hyperparameter(1e-6, "wd", "weight decay", "[0, inf)")
-    exclude_norm_and_bias: bool = hyperparameter(
-        True, "exclude_norm_and_bias", "no weight decay and no LARS adaptation on BatchNorm and biases (official)",
-        "{true, false}")
-    warmup_epochs: int = hyperparameter(10, "warmup_epochs", "linear warm-up before the cosine decay", "[0, inf)")
 
 
 class VICReg(BarlowTwins):
@@ -114,8 +94,7 @@ class VICReg(BarlowTwins):
     # The local profile: Barlow Twins' settings, for the reasons given there (a 512-wide expander
     # for the 64-d features, base lr 1.0 per 256 images, one warm-up epoch). Measured with
     # benchmarks/local_profile.py, seed 0 only: kNN top-1 0.239 at random init, 0.357 after 16 epochs.
-    profile_defaults = {"local": {"projection_dim": 512, "projection_hidden_dim": 512, "base_lr": 1.0,
-                                  "warmup_epochs": 1}}
+    profile_defaults = BarlowTwins.profile_defaults
 
     def loss(self, z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c = self.config
