@@ -29,7 +29,8 @@ import torch.multiprocessing as mp
 WORLD = 2
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on localhost, for a gloo rendezvous."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -65,7 +66,7 @@ def assert_two_workers_match_one(loss_fn: Callable, inputs: dict[str, torch.Tens
     for name, x in inputs.items():
         assert len(x) % WORLD == 0, f"{name}: {len(x)} rows do not split over {WORLD} workers"
     single_loss, single_grads = _loss_and_grads(loss_fn, inputs)
-    mp.spawn(_worker, args=(WORLD, _free_port(), loss_fn, inputs, str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(WORLD, free_port(), loss_fn, inputs, str(tmp_path)), nprocs=WORLD, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     losses = [loss for loss, _ in results]
     assert abs(sum(losses) / WORLD - single_loss) <= atol * max(1.0, abs(single_loss)), \

@@ -5,13 +5,13 @@ saves what it saw and the tests compare it with the closed forms.
 """
 
 import math
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from global_batch import free_port
 from sslab.methods.blocks.distributed import (
     all_gather_no_grad,
     all_gather_with_grad,
@@ -22,12 +22,6 @@ from sslab.methods.blocks.distributed import (
 )
 
 WORLD = 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def local_rows(r: int) -> torch.Tensor:

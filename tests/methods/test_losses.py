@@ -1,13 +1,13 @@
 """Losses against hand-written per-sample formulas (PIRL eq. 3-4, NPID, InfoNCE, SimCLR's NT-Xent)."""
 
 import math
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from global_batch import free_port
 from sslab.methods.losses import estimate_log_z, info_nce_loss, nce_loss, nt_xent_loss
 
 
@@ -204,10 +204,7 @@ def _nt_xent_worker(rank, world, port, out):
 
 
 def test_nt_xent_two_workers_equal_one_worker_on_the_global_batch(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_nt_xent_worker, args=(WORLD, port, str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_nt_xent_worker, args=(WORLD, free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     workers = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     loss, grad_x1, grad_x2, grad_weight = _loss_and_grads(*_global_problem())
     local = GLOBAL_BATCH // WORLD
