@@ -22,7 +22,7 @@ import torch
 
 from sslab import methods
 from sslab.methods.base import DataInfo, StepContext
-from sslab.methods.blocks.backbone import Backbone
+from sslab.methods.blocks.backbone import TAPS, Backbone
 from sslab.methods.blocks.optim import build_optimizer, build_schedule
 from sslab.methods.views import apply_views
 from sslab.platform.data import load_split, take_subset
@@ -38,10 +38,12 @@ def _value(text: str):
         return text
 
 
-def knn(backbone, train, test, stats, k: int) -> float:
-    f_train = pooled_features(backbone, train.images, ("res5",), stats=stats)["res5"]
-    f_test = pooled_features(backbone, test.images, ("res5",), stats=stats)["res5"]
-    return knn_top1(f_train, torch.as_tensor(train.labels), f_test, torch.as_tensor(test.labels), k=k)
+def knn(backbone, train, test, stats, k: int, taps: tuple[str, ...] = ("res5",)) -> dict[str, float]:
+    """kNN top-1 of the pooled features at each tap."""
+    f_train = pooled_features(backbone, train.images, taps, stats=stats)
+    f_test = pooled_features(backbone, test.images, taps, stats=stats)
+    return {tap: round(knn_top1(f_train[tap], torch.as_tensor(train.labels), f_test[tap],
+                                torch.as_tensor(test.labels), k=k), 4) for tap in taps}
 
 
 def run(args, seed: int) -> dict:
@@ -57,7 +59,9 @@ def run(args, seed: int) -> dict:
     backbone = Backbone(args.arch, cifar_stem=True, width=args.width)
     info = DataInfo(num_samples=len(train.labels), num_classes=train.num_classes, image_size=args.image_size)
     method = cls.build(config, backbone, info)
-    baseline = knn(backbone, train, test, stats, args.knn_k)
+    baseline = knn(backbone, train, test, stats, args.knn_k, args.taps)
+    if len(args.taps) > 1:
+        print(f"  seed {seed} random init: kNN per tap {baseline}", flush=True)
     method.before_training(evaluation_batches(train.images, stats))
     views = cls.views(config, args.image_size)
     optimizer = build_optimizer(method.parameter_groups(), config, global_batch=args.batch_size)
@@ -77,11 +81,14 @@ def run(args, seed: int) -> dict:
             ctx = StepContext(step=schedule.last_epoch, total_steps=steps * args.epochs, epoch=epoch,
                               world_size=1, rank=0)
             losses.append(float(optimisation_step(method, optimizer, schedule, batch, ctx)))
-        curve.append(round(knn(backbone, train, test, stats, args.knn_k), 4))
-        print(f"  seed {seed} epoch {epoch}: loss {np.mean(losses):.3f} kNN {curve[-1]:.3f} "
+        per_tap = knn(backbone, train, test, stats, args.knn_k, args.taps)
+        curve.append(per_tap["res5"] if "res5" in per_tap else max(per_tap.values()))
+        shown = f"kNN {curve[-1]:.3f}" if len(per_tap) == 1 else f"kNN per tap {per_tap}"
+        print(f"  seed {seed} epoch {epoch}: loss {np.mean(losses):.3f} {shown} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
-    return {"seed": seed, "baseline": round(baseline, 4), "knn": curve[-1], "curve": curve,
-            "train_s": round(time.perf_counter() - start, 1)}
+    base = baseline["res5"] if "res5" in baseline else max(baseline.values())
+    return {"seed": seed, "baseline": base, "knn": curve[-1], "curve": curve, "baseline_per_tap": baseline,
+            "knn_per_tap": per_tap, "train_s": round(time.perf_counter() - start, 1)}
 
 
 def main() -> None:
@@ -99,7 +106,10 @@ def main() -> None:
     parser.add_argument("--knn-k", type=int, default=local.knn_k)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--taps", default="res5",
+                        help="comma-separated taps whose pooled features the kNN reads, or 'all' (conv1, res2..res5)")
     args = parser.parse_args()
+    args.taps = TAPS if args.taps == "all" else tuple(t.strip() for t in args.taps.split(","))
     args.set = dict((item.split("=", 1)[0], _value(item.split("=", 1)[1])) for item in args.set)
     results = [run(args, seed) for seed in range(args.seeds)]
     gains = [r["knn"] - r["baseline"] for r in results]
