@@ -127,7 +127,7 @@ def run_study(
     store.write_metadata(
         {
             "method": study.method_names[0] if len(study.method_names) == 1 else None,
-            "methods": study.method_names,
+            "methods": study.methods_for(profile.name),
             "description": study.description,
             "kind": "search" if search else "grid",
             "knobs": study.knobs,

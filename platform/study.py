@@ -99,6 +99,9 @@ class Study:
     profile: str = "local"
     #: smaller grids for some profiles, e.g. {"local": {...}}
     grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    #: fewer of ``methods`` for some profiles, e.g. {"local": ("moco", "byol")}, when the whole
+    #: comparison would not fit the profile's time budget
+    profile_methods: dict[str, tuple[str, ...]] = field(default_factory=dict)
     search: Search | None = None
     #: the paper's claims this study tests (marked reproduced, contradicted or not established)
     findings: tuple[Finding, ...] = ()
@@ -106,6 +109,10 @@ class Study:
     def __post_init__(self) -> None:
         if (self.method is None) == (not self.methods):
             raise ValueError(f"study {self.name!r}: give either method='...' or methods={{...}}, not both or neither")
+        for profile, subset in self.profile_methods.items():
+            if not subset or set(subset) - set(self.method_names):
+                raise ValueError(f"study {self.name!r}: profile_methods[{profile!r}] = {list(subset)} must be a "
+                                 f"non-empty subset of its methods {self.method_names}")
 
     # --- what is compared -------------------------------------------------------------------
     @property
@@ -129,6 +136,11 @@ class Study:
     def grid_for(self, profile: str) -> dict[str, list[Any]]:
         return self.grids.get(profile, self.grid)
 
+    def methods_for(self, profile: str | None) -> list[str]:
+        """The methods a profile trains: ``profile_methods[profile]`` or all of them, in declaration order."""
+        subset = self.profile_methods.get(profile, ()) if profile else ()
+        return [m for m in self.method_names if m in subset] if subset else self.method_names
+
     def with_method(self, method: str) -> "Study":
         """The same study on another method (``--method``): its results go to ``<name>-<method>``
         unless it is the study's own method."""
@@ -148,7 +160,7 @@ class Study:
         grid = self.grid_for(profile) if profile else self.grid
         keys = list(grid)
         points = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
-        return [(m, point) for m in self.method_names for point in points]
+        return [(m, point) for m in self.methods_for(profile) for point in points]
 
     def paper_defaults(self, method: str | None = None) -> dict[str, Any]:
         """A method's own default (the paper's value) of every knob the study varies."""

@@ -7,8 +7,13 @@ stop-gradient (``encoder_momentum`` = 0: no EMA at all, not a cosine that climbs
 as a momentum encoder (m = 0.99 rising to 1 on a cosine; MoCo keeps its constant schedule).
 The summary says, per method, whether the momentum encoder helped beyond the seed spread.
 
+The local profile trains one method of each family (MoCo: contrastive, BYOL: asymmetric,
+Barlow Twins: decorrelation), 6 trials, so that a seed fits the 2-core machine's 25 minutes
+(all six methods take about 28 minutes a seed there); the other profiles train all six.
+
     python studies/momentum_encoder.py                 # local profile: CPU, one seed
     python studies/momentum_encoder.py --seeds 3
+    python studies/momentum_encoder.py --profile cifar # all six, one GPU per trial
 """
 
 from sslab.platform.study import Finding, Study
@@ -21,6 +26,7 @@ STUDY = Study(
     methods={name: {} for name in METHODS},
     description="each Siamese method without (m = 0) and with (m = 0.99) a momentum encoder",
     grid={"encoder_momentum": [WITHOUT, WITH]},
+    profile_methods={"local": ("moco", "byol", "barlow_twins")},
     seeds=1,
     findings=tuple(
         Finding(f"the momentum encoder helps {name}", {"method": name, "encoder_momentum": WITH},

@@ -87,6 +87,16 @@ def test_methods_are_a_grid_dimension_and_knobs_must_exist_in_each():
         Study(name="x")
 
 
+def test_a_profile_may_train_fewer_of_the_methods_and_no_method_it_lacks():
+    study = Study(name="three", methods={"simclr": {}, "moco": {}, "byol": {}}, grid={"encoder_momentum": [0.0]},
+                  profile_methods={"local": ("byol", "simclr")})
+    assert [m for m, _ in study.configurations("local")] == ["simclr", "byol"]  # declaration order
+    assert [m for m, _ in study.configurations("cifar")] == ["simclr", "moco", "byol"]
+    assert study.methods_for(None) == ["simclr", "moco", "byol"]
+    with pytest.raises(ValueError, match=r"profile_methods\['local'\] = \['npid'\] must be a non-empty subset"):
+        Study(name="bad", methods={"simclr": {}}, profile_methods={"local": ("npid",)})
+
+
 def test_method_flag_moves_a_study_to_another_method_or_refuses_naming_the_knob(tmp_path):
     import subprocess
     import sys
