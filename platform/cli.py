@@ -187,6 +187,13 @@ def _knobs_metric_mode(study, meta: dict) -> tuple[list[str], str, str]:
     return knobs, (metric[0] if isinstance(metric, list) else metric), (mode[0] if isinstance(mode, list) else mode)
 
 
+def _knob_cell(value) -> str:
+    """A knob's value in a table: "–" where the method has no such knob (a study of several methods)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials, baselines,
                     findings: list[dict] | None = None) -> str:
     """The study's results as Markdown tables (per configuration with the gain over random init,
@@ -203,8 +210,7 @@ def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials,
 
     for _, row in per_config.iterrows():
         cells = [str(row["method"])] if several else []
-        cells += [f"{row[f'config/{k}']:g}" if isinstance(row[f"config/{k}"], float) else str(row[f"config/{k}"])
-                  for k in knobs]
+        cells += [_knob_cell(row.get(f"config/{k}")) for k in knobs]
         cells += [f"{row['mean']:.3f}", "–" if row["n"] < 2 else f"{row['std']:.3f}", str(int(row["n"])),
                   "best" if row["best"] else f"{row['gap_to_best']:+.3f}", yes_no(row["beyond_spread"]),
                   "–" if math.isnan(row["vs_baseline"]) else f"{row['vs_baseline']:+.3f}", yes_no(row["beats_baseline"])]

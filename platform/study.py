@@ -11,6 +11,12 @@ to its own base configuration, and the method becomes a dimension of the grid::
 
     Study(name="<a>_vs_<b>", methods={"<method a>": {}, "<method b>": {"<knob>": 0.5}}, seeds=3)
 
+A method may also appear as several variants, a list of configurations, each one trained (and
+the keys they set become knobs of the study, columns of its tables)::
+
+    Study(name="transforms", methods={"pirl": [{"transform": "jigsaw"}, {"transform": "rotation"}],
+                                      "jigsaw": {}})
+
 This module says *what* a study compares and validates it; ``runner.py`` runs it on Ray
 and ``trial.py`` is one trial. A method's settings are layered, later wins: its Config
 defaults (the paper's) < its ``profile_defaults`` for the profile < the profile's
@@ -90,8 +96,9 @@ class Study:
     description: str = ""
     #: settings shared by every method of the study
     base: dict[str, Any] = field(default_factory=dict)
-    #: several methods compared, each with its own base configuration (the method is a grid dimension)
-    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: several methods compared, each with its own base configuration, or a list of variants (the
+    #: method is a grid dimension)
+    methods: dict[str, dict[str, Any] | list[dict[str, Any]]] = field(default_factory=dict)
     seeds: int = 1
     #: one metric, or several (multi-objective search, e.g. ["knn_top1", "device_s"])
     metric: str | list[str] = metrics.KNN
@@ -109,6 +116,10 @@ class Study:
     def __post_init__(self) -> None:
         if (self.method is None) == (not self.methods):
             raise ValueError(f"study {self.name!r}: give either method='...' or methods={{...}}, not both or neither")
+        for method, variants in self.methods.items():
+            if isinstance(variants, list) and (not variants or not all(isinstance(v, dict) for v in variants)):
+                raise ValueError(f"study {self.name!r}: methods[{method!r}] must be a dict of settings or a non-empty "
+                                 f"list of them (variants), got {variants!r}")
         for profile, subset in self.profile_methods.items():
             if not subset or set(subset) - set(self.method_names):
                 raise ValueError(f"study {self.name!r}: profile_methods[{profile!r}] = {list(subset)} must be a "
@@ -122,8 +133,29 @@ class Study:
 
     @property
     def knobs(self) -> list[str]:
-        """The hyperparameters this study varies."""
-        return list(self.search.space) if self.search else list(self.grid)
+        """The hyperparameters this study varies: the grid's (or the search space's) and those its
+        method variants set."""
+        if self.search:
+            return list(self.search.space)
+        return list(self.grid) + [k for k in self._variant_keys() if k not in self.grid]
+
+    def _variant_keys(self) -> list[str]:
+        """Every key a method's variant list sets, in first-seen order."""
+        keys: dict[str, None] = {}
+        for variants in self.methods.values():
+            if isinstance(variants, list):
+                keys.update(dict.fromkeys(k for v in variants for k in v))
+        return list(keys)
+
+    def _variants(self, method: str) -> list[dict[str, Any]]:
+        """A method's configurations before the grid: its variants, or one (empty: its base is
+        applied by ``method_config``)."""
+        entry = self.methods.get(method, {})
+        return [dict(v) for v in entry] if isinstance(entry, list) else [{}]
+
+    def _base(self, method: str) -> dict[str, Any]:
+        entry = self.methods.get(method, {})
+        return {} if isinstance(entry, list) else entry
 
     @property
     def primary_metric(self) -> str:
@@ -160,7 +192,8 @@ class Study:
         grid = self.grid_for(profile) if profile else self.grid
         keys = list(grid)
         points = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
-        return [(m, point) for m in self.methods_for(profile) for point in points]
+        return [(m, {**variant, **point}) for m in self.methods_for(profile) for variant in self._variants(m)
+                for point in points]
 
     def paper_defaults(self, method: str | None = None) -> dict[str, Any]:
         """A method's own default (the paper's value) of every knob the study varies."""
@@ -182,7 +215,7 @@ class Study:
             **cls.profile_defaults.get(profile.name, {}),
             **{k: v for k, v in profile.method_defaults.items() if k in known},
             **self.base,
-            **self.methods.get(method, {}),
+            **self._base(method),
             **point,
         }
 
@@ -196,7 +229,8 @@ class Study:
         for method in self.method_names:
             cls = methods.get(method)
             known = cls.Config.field_names()
-            unknown = sorted((varied | set(self.base) | set(self.methods.get(method, {}))) - known)
+            own = set(self._base(method)).union(*self._variants(method))
+            unknown = sorted((varied | set(self.base) | own) - known)
             if unknown:
                 having = [m for m in methods.names() if set(unknown) <= methods.get(m).Config.field_names()]
                 raise ValueError(

@@ -97,6 +97,26 @@ def test_a_profile_may_train_fewer_of_the_methods_and_no_method_it_lacks():
         Study(name="bad", methods={"simclr": {}}, profile_methods={"local": ("npid",)})
 
 
+def test_a_method_may_run_as_several_variants_whose_settings_become_knobs():
+    study = Study(name="variants", methods={"pirl": [{"loss_weight": 0.0}, {"loss_weight": 0.5, "embedding_dim": 64}],
+                                            "simclr": {"projection_dim": 32}}, grid={"temperature": [0.1, 0.2]})
+    assert study.knobs == ["temperature", "loss_weight", "embedding_dim"]
+    assert study.configurations() == [
+        ("pirl", {"loss_weight": 0.0, "temperature": 0.1}), ("pirl", {"loss_weight": 0.0, "temperature": 0.2}),
+        ("pirl", {"loss_weight": 0.5, "embedding_dim": 64, "temperature": 0.1}),
+        ("pirl", {"loss_weight": 0.5, "embedding_dim": 64, "temperature": 0.2}),
+        ("simclr", {"temperature": 0.1}), ("simclr", {"temperature": 0.2})]
+    # a variant's settings reach its configuration; a plain entry stays the method's base
+    assert study.method_config("pirl", study.configurations()[2][1], SMALL)["embedding_dim"] == 64
+    assert study.method_config("simclr", {"temperature": 0.1}, SMALL)["projection_dim"] == 32
+    assert len({trial_key(m, p, 0) for m, p in study.configurations()}) == 6
+    study.validate(SMALL)
+    with pytest.raises(ValueError, match=r"npid has no hyperparameter\(s\) \['transform_that_is_not'\]"):
+        Study(name="typo", methods={"npid": [{"transform_that_is_not": 1}]}).validate(SMALL)
+    with pytest.raises(ValueError, match=r"methods\['pirl'\] must be a dict of settings or a non-empty list"):
+        Study(name="empty", methods={"pirl": []})
+
+
 def test_method_flag_moves_a_study_to_another_method_or_refuses_naming_the_knob(tmp_path):
     import subprocess
     import sys
