@@ -99,15 +99,28 @@ def ablation_figure(points: pd.DataFrame, knob: str, metric: str, *, defaults: d
 
 
 # ---------------------------------------------------------------------- layer probes
+#: how the probe and invariance pages group trials: one line per method (within its study), per
+#: configuration (the method and its knob values, pooled over seeds) or per trial
+GROUPINGS = ("method", "configuration", "trial")
+
+
+def _group(frame: pd.DataFrame, by: str) -> pd.Series:
+    if by not in GROUPINGS:
+        raise ValueError(f"group by {by!r}: choose one of {GROUPINGS}")
+    if by == "method":
+        return frame["study"].astype(str) + " · " + frame["method"].astype(str)
+    return frame["configuration" if by == "configuration" else "label"].astype(str)
+
+
 def probe_profile(trials: pd.DataFrame, by: str = "method") -> pd.DataFrame:
-    """Probe accuracy per tap, one group per ``method`` (within its study) or per trial ``label``."""
+    """Probe accuracy per tap (mean, std and count over the group's trials), one group per ``method``
+    (within its study), per ``configuration`` (pooled over seeds) or per ``trial``."""
     taps = probe_taps(trials)
     columns = ["group", "tap", "mean", "std", "n"]
     if trials.empty or not taps:
         return pd.DataFrame(columns=columns)
     ok = trials[trials["status"] == "ok"]
-    group = ok["study"] + " · " + ok["method"].astype(str) if by == "method" else ok["label"]
-    long = ok.assign(group=group).melt(id_vars="group", value_vars=[metrics.probe(t) for t in taps],
+    long = ok.assign(group=_group(ok, by)).melt(id_vars="group", value_vars=[metrics.probe(t) for t in taps],
                                        var_name="tap", value_name="accuracy").dropna(subset=["accuracy"])
     long["tap"] = long["tap"].map(metrics.probe_tap)
     profile = long.groupby(["group", "tap"], sort=False)["accuracy"].agg(mean="mean", std="std", n="count").reset_index()
@@ -136,12 +149,12 @@ def probe_figure(profile: pd.DataFrame, baseline: pd.DataFrame | None = None) ->
 
 # ------------------------------------------------------------------------ invariance
 def invariance_groups(invariance: pd.DataFrame, trials: pd.DataFrame, by: str = "trial") -> pd.DataFrame:
-    """The l2 distances between f(v_I) and g(v_I^t), each tagged with its group (trial label or method)."""
+    """The l2 distances between an image's representation and its transformed version's (PIRL's
+    f(v_I) and g(v_I^t)), each tagged with its group (``GROUPINGS``)."""
     if invariance.empty or trials.empty:
         return pd.DataFrame(columns=["group", "distance"])
     frame = invariance.merge(trials[["key", "method"]], on="key", how="inner")
-    group = frame["label"].astype(str) if by == "trial" else frame["study"].astype(str) + " · " + frame["method"].astype(str)
-    return pd.DataFrame({"group": group.to_numpy(), "distance": frame["distance"].to_numpy()})
+    return pd.DataFrame({"group": _group(frame, by).to_numpy(), "distance": frame["distance"].to_numpy()})
 
 
 def invariance_figure(groups: pd.DataFrame, kind: str = "ecdf") -> go.Figure:

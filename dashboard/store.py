@@ -149,10 +149,23 @@ def read_study(root: str, name: str, stamp: tuple = ()) -> StudyData:
     return data
 
 
-def trial_label(row: pd.Series, knobs: list[str]) -> str:
-    """A trial as a reader names it: every knob the study varies and the seed, ``loss_weight=0.5 seed 1``."""
-    parts = [f"{k}={_short(row.get(f'config/{k}'))}" for k in knobs]
-    return " ".join(parts + [f"seed {int(row['seed'])}" if pd.notna(row.get("seed")) else ""]).strip()
+def configuration_label(row: pd.Series, knobs: list[str], with_method: bool = False) -> str:
+    """A configuration as a reader names it: the method (when the study compares several) and every
+    knob the study varies that this method has, ``pirl transform=rotation``."""
+    parts = [str(row["method"])] if with_method and pd.notna(row.get("method")) else []
+    parts += [f"{k}={_short(row.get(f'config/{k}'))}" for k in knobs if _present(row.get(f"config/{k}"))]
+    return " ".join(parts)
+
+
+def trial_label(row: pd.Series, knobs: list[str], with_method: bool = False) -> str:
+    """A trial as a reader names it: its configuration and the seed, ``loss_weight=0.5 seed 1``."""
+    seed = f"seed {int(row['seed'])}" if pd.notna(row.get("seed")) else ""
+    return " ".join(p for p in (configuration_label(row, knobs, with_method), seed) if p)
+
+
+def _present(value: Any) -> bool:
+    """False for a knob the trial's method does not have (NaN or None in a study of several methods)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def _short(value: Any) -> str:
@@ -183,11 +196,15 @@ def _annotate(data: StudyData) -> None:
     trials["key"] = data.name + "/" + trials["trial_id"]
     if "seed" not in trials:
         trials["seed"] = math.nan
-    labels = [f"{data.name} · {trial_label(row, knobs)}" if pd.notna(row.get("method")) else f"{data.name} · {row['trial_id']}"
-              for _, row in trials.iterrows()]
-    trials["label"] = labels
+    several = "method" in trials and trials["method"].nunique(dropna=True) > 1
+    named = [pd.notna(row.get("method")) for _, row in trials.iterrows()]
+    trials["label"] = [f"{data.name} · {trial_label(row, knobs, several)}" if ok else f"{data.name} · {row['trial_id']}"
+                       for ok, (_, row) in zip(named, trials.iterrows())]
+    trials["configuration"] = [
+        f"{data.name} · {configuration_label(row, knobs, True)}" if ok else f"{data.name} · {row['trial_id']}"
+        for ok, (_, row) in zip(named, trials.iterrows())]
     data.trials = trials
-    lookup = trials.set_index("trial_id")[["key", "label", "status"]]
+    lookup = trials.set_index("trial_id")[["key", "label", "configuration", "status"]]
     for table in ("epochs", "invariance"):
         frame = getattr(data, table)
         if not frame.empty and "trial_id" in frame:
@@ -195,7 +212,7 @@ def _annotate(data: StudyData) -> None:
             frame.insert(0, "study", data.name)
             # one row per epoch or sample repeats each trial's strings: categories keep the
             # cached copy (pickled on every page run) small: 1,000 × 200 epochs went from 90 to 12 MB
-            for column in ("study", "trial_id", "key", "label", "status"):
+            for column in ("study", "trial_id", "key", "label", "configuration", "status"):
                 frame[column] = frame[column].astype("category")
             setattr(data, table, frame)
     if not data.baselines.empty:

@@ -1,4 +1,5 @@
-"""PIRL's invariance analysis: distances between f(v_I) and g(v_I^t), per trial or method."""
+"""Invariance (PIRL sec. 5.2): distances between the representations of an image and of its
+transformed version, per trial, configuration or method."""
 
 import streamlit as st
 
@@ -10,7 +11,7 @@ trials = selection.require_trials(chosen)
 invariance = selection.require_table(chosen, "invariance", "No trial in the selection recorded invariance samples (invariance.parquet).")
 
 left, right = st.columns(2)
-by = left.radio("One curve per", ["trial", "method"], horizontal=True, key="invariance_by")
+by = left.radio("One curve per", ["trial", "configuration", "method"], horizontal=True, key="invariance_by")
 kind = right.radio("Show", ["ecdf", "histogram"], horizontal=True, key="invariance_kind")
 if by == "trial" and invariance["key"].nunique() > charts.MAX_LINES:
     invariance = invariance[invariance["key"].isin(chosen.best_keys(trials, charts.MAX_LINES))]

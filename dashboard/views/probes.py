@@ -12,7 +12,7 @@ if not charts.probe_taps(trials):
     st.stop()
 
 left, right = st.columns(2)
-by = left.radio("One line per", ["method", "trial"], horizontal=True, key="probes_by")
+by = left.radio("One line per", list(charts.GROUPINGS), horizontal=True, key="probes_by")
 baseline = right.toggle("Random-init baseline", value=True, key="probes_baseline")
 ok = trials[trials["status"] == "ok"]
 if by == "trial" and len(ok) > charts.MAX_LINES:

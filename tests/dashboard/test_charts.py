@@ -57,6 +57,25 @@ def test_probe_profile_keeps_tap_order_and_means(grid):
     assert base["mean"].tolist() == pytest.approx([0.15 + 0.01 * i for i in range(5)])
 
 
+def test_a_configuration_pools_its_seeds_and_names_the_method_only_with_the_knobs_it_has(grid):
+    profile = charts.probe_profile(grid.trials, "configuration")
+    assert profile["group"].unique().tolist() == [f"pirl_lambda · pirl loss_weight={v:g}" for v in (0.0, 0.5, 1.0)]
+    ok = grid.trials[grid.trials["status"] == "ok"]
+    res5 = profile[profile["tap"] == "res5"].set_index("group")["mean"]
+    for value in (0.0, 0.5, 1.0):
+        expected = ok[ok["config/loss_weight"] == value]["probe_res5_top1"].mean()
+        assert res5[f"pirl_lambda · pirl loss_weight={value:g}"] == pytest.approx(expected)
+    invariance = charts.invariance_groups(grid.invariance, grid.trials, "configuration")
+    assert invariance.groupby("group").size().tolist() == [150, 150, 100]  # 50 samples × ok seeds
+    # in a study of several methods a knob one method lacks (NaN) is left out of its name
+    jigsaw = pd.Series({"method": "jigsaw", "config/transform": math.nan, "seed": 0})
+    pirl = pd.Series({"method": "pirl", "config/transform": "rotation", "seed": 1})
+    assert store.configuration_label(jigsaw, ["transform"], with_method=True) == "jigsaw"
+    assert store.trial_label(pirl, ["transform"], with_method=True) == "pirl transform=rotation seed 1"
+    with pytest.raises(ValueError, match="choose one of"):
+        charts.probe_profile(grid.trials, "seed")
+
+
 def test_invariance_groups_by_trial_and_method(grid):
     by_trial = charts.invariance_groups(grid.invariance, grid.trials, "trial")
     assert by_trial.groupby("group").size().tolist() == [50] * 8
