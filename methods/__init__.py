@@ -13,6 +13,7 @@ import importlib
 _REGISTRY: dict[str, str] = {
     "barlow_twins": "sslab.methods.barlow_twins:BarlowTwins",
     "byol": "sslab.methods.byol:BYOL",
+    "jigsaw": "sslab.methods.jigsaw:Jigsaw",
     "moco": "sslab.methods.moco:MoCo",
     "npid": "sslab.methods.npid:NPID",
     "pirl": "sslab.methods.pirl:PIRL",

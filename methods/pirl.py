@@ -16,6 +16,27 @@ negatives m_I' drawn uniformly from the bank:
 with L_NCE of eq. 3-4 (see ``losses.nce_loss``). After each step the bank moves
 towards f(v_I): m_I <- normalise(α m_I + (1 - α) f(v_I)). At λ = 0 this is NPID++
 (``npid.py``).
+
+**Other transforms** (``transform``; the paper's sec. 5, "PIRL with other pretext tasks": PIRL
+with rotation beats RotNet, and jigsaw + rotation beats both):
+
+- ``"jigsaw"`` (default): the 9 shuffled patches above.
+- ``"rotation"``: v_I^t is RotNet's input (``views.rotation.RotationView``: random crop with
+  zero padding of 1/8 of the side, horizontal flip) turned by k · 90°, and
+  g(v_I^t) = a linear head on its pooled res5 features. k is drawn uniformly from **all four**
+  quarter turns, the identity included: t ~ p(T) over RotNet's transformation set, as the jigsaw
+  draws from a set that holds the identity permutation; a quarter of the pairs then differ only
+  by crop and colour, like NPID's. The L_NCE term against the memory bank is the jigsaw's.
+- ``"jigsaw+rotation"`` (sslab's choice of combination): both views of every image, and the
+  transform term of eq. 5 is the mean of the two,
+  λ · ½ [L_NCE(m_I, g_jig(v_I^jig)) + L_NCE(m_I, g_rot(v_I^rot))] + (1 - λ) · L_NCE(m_I, f(v_I)).
+  As far as we know (not checked against the paper's text) the paper draws each image's
+  transformation from the union of the two sets; the mean is that loss in expectation when each
+  set is drawn with probability ½, computed for every image at once (no per-image choice, which
+  would need a data-dependent shape or both forward passes anyway), at twice the cost of g.
+
+Both transforms' g pass their inputs through the backbone with BatchNorm's running estimates
+frozen, so those stay the statistics of v_I whatever the transform.
 """
 
 from __future__ import annotations
@@ -37,9 +58,12 @@ from sslab.methods.blocks.distributed import broadcast_from_first_worker_, log_m
 from sslab.methods.blocks.memory_bank import MemoryBank
 from sslab.methods.losses import estimate_log_z, info_nce_loss, nce_loss
 from sslab.methods.views import ImageView, JigsawView, View
+from sslab.methods.views.rotation import RotationView
 
 NUM_PATCHES = 9
 ALL_PERMUTATIONS = math.factorial(NUM_PATCHES)
+#: the value of ``transform`` -> the transformations whose terms it trains, in this order
+TRANSFORMS = {"jigsaw": ("jigsaw",), "rotation": ("rotation",), "jigsaw+rotation": ("jigsaw", "rotation")}
 
 
 @dataclass
@@ -53,8 +77,11 @@ class PIRLConfig(MethodConfig):
 
     temperature: float = hyperparameter(0.07, "τ", "temperature of the similarities s/τ in eq. 3", "(0, inf)")
     loss_weight: float = hyperparameter(
-        0.5, "λ", "weight of the jigsaw term in eq. 5; 1 - λ weighs the image term", "[0, 1]"
+        0.5, "λ", "weight of the transform (jigsaw) term in eq. 5; 1 - λ weighs the image term", "[0, 1]"
     )
+    transform: str = hyperparameter(
+        "jigsaw", "T", "the pretext transformation of v_I^t: 'jigsaw' (the paper's), 'rotation' (RotNet's quarter "
+        "turns), or 'jigsaw+rotation' (both views, the λ term their mean)", "{jigsaw, rotation, jigsaw+rotation}")
     bank_momentum: float = hyperparameter(0.5, "α", "memory-bank EMA: m_I <- α m_I + (1 - α) f(v_I)", "[0, 1)")
     num_negatives: int = hyperparameter(32000, "N", "negatives drawn from the memory bank per image", "[1, inf)")
     num_permutations: int = hyperparameter(
@@ -121,9 +148,13 @@ class PIRL(Method):
             raise ValueError(f"num_samples = {num_samples}: the memory bank needs at least 2 images")
         self.num_samples = num_samples
         d = config.embedding_dim
+        self.transforms = TRANSFORMS[config.transform]
         self.image_head = nn.Linear(backbone.out_dim, d)  # f
-        self.patch_head = nn.Linear(backbone.out_dim, d)  # g, per patch ...
-        self.jigsaw_head = nn.Linear(NUM_PATCHES * d, d)  # ... then over the 9 concatenated patches
+        if "jigsaw" in self.transforms:
+            self.patch_head = nn.Linear(backbone.out_dim, d)  # g, per patch ...
+            self.jigsaw_head = nn.Linear(NUM_PATCHES * d, d)  # ... then over the 9 concatenated patches
+        if "rotation" in self.transforms:
+            self.rotation_head = nn.Linear(backbone.out_dim, d)  # g of the rotated image
         self.memory_bank = MemoryBank(num_samples, d)
         self.num_negatives = min(config.num_negatives, num_samples - 1)
         if self.num_negatives < config.num_negatives:
@@ -134,7 +165,8 @@ class PIRL(Method):
             )
         # log Z of eq. 3 per loss term, estimated on the first step (NaN until then), as in NPID.
         self.register_buffer("log_z_image", torch.tensor(float("nan")))
-        self.register_buffer("log_z_jigsaw", torch.tensor(float("nan")))
+        for term in self.transforms:
+            self.register_buffer(f"log_z_{term}", torch.tensor(float("nan")))
         # the terms whose log Z is known to be set, so that a step does not ask the device (a
         # host synchronisation) whether it is NaN; forgotten whenever a state_dict is loaded
         self._log_z_set: set[str] = set()
@@ -144,19 +176,23 @@ class PIRL(Method):
     # --- what the data pipeline must produce -------------------------------------------
     @classmethod
     def views(cls, config: PIRLConfig, image_size: int) -> list[View]:
-        """v_I, plus v_I^t only when the jigsaw term is trained (λ > 0)."""
-        return [ImageView(size=image_size)] + ([_jigsaw_view(config, image_size)] if config.loss_weight > 0 else [])
+        """v_I, plus v_I^t of each transform (keys ``jigsaw``, ``rotation``) only when the transform
+        term is trained (λ > 0)."""
+        transformed = _transform_views(config, image_size) if config.loss_weight > 0 else []
+        return [ImageView(size=image_size)] + transformed
 
     @classmethod
     def invariance_views(cls, config: PIRLConfig, image_size: int) -> list[View]:
-        """Both views, to measure the invariance of f(v_I) and g(v_I^t) at any λ."""
-        return [ImageView(size=image_size), _jigsaw_view(config, image_size)]
+        """v_I and v_I^t of the configured transform(s), to measure the invariance of f(v_I) and
+        g(v_I^t) at any λ. The rotated image is turned by 90°, 180° or 270° (image i of a batch by
+        1 + i mod 3 quarter turns), never 0°, so that the distance measures rotation as RotNet's does."""
+        return [ImageView(size=image_size)] + _transform_views(config, image_size, invariance=True)
 
     def unused_parameters(self) -> set[str]:
-        """At λ = 0 the jigsaw heads (g) get no gradient."""
+        """At λ = 0 the transform heads (g) get no gradient."""
         if self.config.loss_weight > 0:
             return set()
-        return {n for n, _ in self.named_parameters() if n.startswith(("patch_head.", "jigsaw_head."))}
+        return {n for n, _ in self.named_parameters() if n.startswith(("patch_head.", "jigsaw_head.", "rotation_head."))}
 
     # --- heads --------------------------------------------------------------------------
     def embed_image(self, images: torch.Tensor) -> torch.Tensor:
@@ -170,6 +206,18 @@ class PIRL(Method):
         with _running_stats_frozen(self.backbone):
             per_patch = self.patch_head(self.backbone(patches.flatten(0, 1)))
         return F.normalize(self.jigsaw_head(per_patch.reshape(len(patches), -1)).float(), dim=1)
+
+    def embed_rotation(self, images: torch.Tensor) -> torch.Tensor:
+        """g(v_I^t) of the rotation transform, L2-normalised, B x d, from B x 3 x H x W rotated images."""
+        if images.dim() != 4:
+            raise ValueError(f"rotated images must be B x 3 x H x W, got {tuple(images.shape)}")
+        with _running_stats_frozen(self.backbone):
+            return F.normalize(self.rotation_head(self.backbone(images)).float(), dim=1)
+
+    def transform_embeddings(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """g(v_I^t) of each configured transform, by term name (``jigsaw``, ``rotation``), in ``TRANSFORMS`` order."""
+        embed = {"jigsaw": self.embed_jigsaw, "rotation": self.embed_rotation}
+        return {term: embed[term](batch[term]) for term in self.transforms}
 
     # --- loss ---------------------------------------------------------------------------
     def _contrast(self, term: str, emb: torch.Tensor, idx: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
