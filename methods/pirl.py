@@ -236,18 +236,22 @@ class PIRL(Method):
             return nce_loss(pos_sim, neg_sim, tau, self.num_samples, log_z)
 
     def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
-        """Eq. 5 on a batch with keys image, idx and, when λ > 0, jigsaw (jigsaw_perm is not needed)."""
+        """Eq. 5 on a batch with keys image, idx and, when λ > 0, the transform's views (jigsaw,
+        rotation; jigsaw_perm and rotation_label are not needed). With two transforms the λ term is
+        the mean of their L_NCE terms. Metrics: loss, loss_image and loss_<term> per transform."""
         lam = self.config.loss_weight
         idx = batch["idx"].long()
         f = self.embed_image(batch["image"])
-        negatives = self.memory_bank.sample_negatives(len(idx), self.num_negatives)  # N uniform rows per image, shared by both terms
+        negatives = self.memory_bank.sample_negatives(len(idx), self.num_negatives)  # N uniform rows per image, shared by every term
         loss_image = self._contrast("image", f, idx, negatives)  # positives: m_I
-        loss, loss_jigsaw = loss_image, float("nan")
-        if lam > 0:  # at λ = 0 g is skipped entirely, so no jigsaw view is needed
-            jigsaw = self._contrast("jigsaw", self.embed_jigsaw(batch["jigsaw"]), idx, negatives)
-            loss, loss_jigsaw = lam * jigsaw + (1 - lam) * loss_image, jigsaw.detach()
+        loss, terms = loss_image, {term: float("nan") for term in self.transforms}
+        if lam > 0:  # at λ = 0 g is skipped entirely, so no transformed view is needed
+            terms = {term: self._contrast(term, g, idx, negatives) for term, g in self.transform_embeddings(batch).items()}
+            loss = lam * (sum(terms.values()) / len(terms)) + (1 - lam) * loss_image
+            terms = {term: value.detach() for term, value in terms.items()}
         self._last_embedding = f.detach()
-        return loss, {"loss": loss.detach(), "loss_image": loss_image.detach(), "loss_jigsaw": loss_jigsaw}
+        return loss, {"loss": loss.detach(), "loss_image": loss_image.detach(),
+                      **{f"loss_{term}": value for term, value in terms.items()}}
 
     # --- state --------------------------------------------------------------------------
     @torch.no_grad()
@@ -298,8 +302,25 @@ class PIRL(Method):
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(f(v_I), g(v_I^t)), both L2-normalised; the caller chooses train or eval mode."""
-        return self.embed_image(batch["image"]), self.embed_jigsaw(batch["jigsaw"])
+        """(f(v_I), g(v_I^t)), both L2-normalised; the caller chooses train or eval mode. With
+        ``jigsaw+rotation`` both pairs are measured: f(v_I) twice against [g_jig; g_rot], 2B rows
+        (each image's jigsaw distance, then each image's rotation distance)."""
+        f = self.embed_image(batch["image"])
+        g = list(self.transform_embeddings(batch).values())
+        return (f, g[0]) if len(g) == 1 else (torch.cat([f] * len(g)), torch.cat(g))
+
+
+def _transform_views(config: PIRLConfig, image_size: int, invariance: bool = False) -> list[View]:
+    """The v_I^t views of the configured transform(s): jigsaw patches, an image turned by k · 90°
+    (k uniform in 0..3 when training; 1..3, cycling, for ``invariance``)."""
+    views: list[View] = []
+    for term in TRANSFORMS[config.transform]:
+        if term == "jigsaw":
+            views.append(_jigsaw_view(config, image_size))
+        else:
+            views.append(RotationView(name="rotation", size=image_size, all_rotations=False, padding=image_size // 8,
+                                      rotations=(1, 2, 3) if invariance else (0, 1, 2, 3)))
+    return views
 
 
 def _jigsaw_view(config: PIRLConfig, image_size: int) -> JigsawView:

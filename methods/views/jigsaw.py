@@ -51,6 +51,10 @@ class JigsawView:
     grayscale: float = 0.2  # per-patch probability
     crop_scale: tuple[float, float] = (0.6, 1.0)  # area fraction of the (square-aspect) crop
     output_size: int = 0  # each patch resampled (bilinear) to this side; 0 = patch_size, as cut
+    #: Noroozi & Favaro's guard against low-level shortcuts: each patch's channels shifted and scaled
+    #: to the dataset's mean and std (after the colour jitter), so that the normalised output has
+    #: zero mean and unit std per patch and channel; off: the patches keep their own statistics
+    tile_normalization: bool = False
 
     def __post_init__(self) -> None:
         check(isinstance(self.name, str) and self.name != "", "name", self.name, "a non-empty string")
@@ -74,6 +78,8 @@ class JigsawView:
                "an integer >= 0 (0: the patch's own size)")
         check(is_number(self.jitter) and 0 <= self.jitter, "jitter", self.jitter, "a number >= 0")
         check(is_number(self.grayscale) and 0 <= self.grayscale <= 1, "grayscale", self.grayscale, "[0, 1]")
+        check(isinstance(self.tile_normalization, bool), "tile_normalization", self.tile_normalization,
+              "true or false")
 
     @property
     def side(self) -> int:
@@ -150,10 +156,25 @@ def _jigsaw_view(view: JigsawView, x: torch.Tensor, rng: np.random.Generator,
     patches = patches.reshape(n, 3, cells, s, s).transpose(0, 2, 1, 3, 4).reshape(n * cells, 3, s, s)
     if train:
         patches = colour(patches, rng, view.jitter, view.grayscale)  # each patch independently
+    if view.tile_normalization:
+        patches = _normalise_each_patch(patches, stats)
     patches = patches.reshape(n, cells, 3, s, s)
     perms, index = _draw_permutations(view, rng, n)
     gathered = patches[np.arange(n)[:, None], perms]  # output patch k = input cell perm[k]
     return stats.apply(gathered), index
+
+
+def _normalise_each_patch(patches: np.ndarray, stats: Normalization) -> np.ndarray:
+    """Patches (m x 3 x s x s in [0, 1]) with each channel of each patch moved to the dataset's mean
+    and std, ``(x - mean_patch) / std_patch * std + mean``: ``stats.apply`` then gives every patch
+    zero mean and unit std per channel (JigsawPuzzlePytorch's per-tile ``Normalize``; a flat
+    channel becomes 0). Sent as uint8 pixels, values beyond [0, 1] (|z| > ~2) are clipped."""
+    mean = patches.mean(axis=(2, 3), keepdims=True)
+    std = patches.std(axis=(2, 3), keepdims=True)
+    z = (patches - mean) / np.where(std > 1e-6, std, 1.0)
+    target_std = np.asarray(stats.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    target_mean = np.asarray(stats.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    return (z * target_std + target_mean).astype(np.float32)
 
 
 def _draw_permutations(view: JigsawView, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,7 @@
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +12,8 @@ from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.npid import NPID, NPIDConfig
 from sslab.methods.pirl import PIRL, PIRLConfig
 from sslab.methods.base import StepContext
-from sslab.methods.views import ImageView, JigsawView
+from sslab.methods.views import CIFAR10, ImageView, JigsawView, apply_views
+from sslab.methods.views.rotation import RotationView
 
 CTX = StepContext(step=0, total_steps=1, epoch=0)
 
@@ -263,3 +265,150 @@ def test_jigsaw_patches_leave_batchnorm_running_statistics_to_the_images():
     for key in stats:
         torch.testing.assert_close(with_patches.backbone.state_dict()[key], images_only.backbone.state_dict()[key])
     assert all(m.momentum == 0.1 for m in with_patches.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+# --- other transforms: rotation, jigsaw + rotation ------------------------------------------
+HEADS = {"jigsaw": {"patch_head", "jigsaw_head"}, "rotation": {"rotation_head"},
+         "jigsaw+rotation": {"patch_head", "jigsaw_head", "rotation_head"}}
+
+
+def views_batch(config, n=8, seed=0):
+    """A batch of the views ``config`` declares, made from random images by the data pipeline's code."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    out = {k: torch.from_numpy(v) for k, v in apply_views(PIRL.views(config, 32), images, rng, stats=CIFAR10).items()}
+    out["idx"] = torch.arange(n)
+    return out
+
+
+@pytest.mark.parametrize("transform", ["jigsaw", "rotation", "jigsaw+rotation"])
+def test_each_transform_declares_its_views(transform):
+    config = PIRLConfig(transform=transform)
+    shapes = {"image": (8, 3, 32, 32)}
+    if "jigsaw" in transform:
+        shapes.update(jigsaw=(8, 9, 3, 8, 8), jigsaw_perm=(8,))
+    if "rotation" in transform:
+        shapes.update(rotation=(8, 3, 32, 32), rotation_label=(8,))
+    assert {k: tuple(v.shape) for k, v in views_batch(config).items() if k != "idx"} == shapes
+    rotation = RotationView(name="rotation", size=32, all_rotations=False, padding=4)  # any quarter turn
+    expected = [ImageView()] + ([JigsawView()] if "jigsaw" in transform else []) + (
+        [rotation] if "rotation" in transform else [])
+    assert PIRL.views(config, 32) == expected
+    assert PIRL.views(PIRLConfig(transform=transform, loss_weight=0.0), 32) == [ImageView()]
+    # invariance: the configured transform(s) at any λ, the rotated image never turned by 0°
+    invariance = [v if v != rotation else RotationView(name="rotation", size=32, all_rotations=False, padding=4,
+                                                       rotations=(1, 2, 3)) for v in expected]
+    assert PIRL.invariance_views(config, 32) == invariance
+    assert PIRL.invariance_views(PIRLConfig(transform=transform, loss_weight=0.0), 32) == invariance
+    with pytest.raises(ValueError, match="transform .* is not one of the allowed values"):
+        PIRLConfig(transform="colour")
+    assert PIRLConfig().transform == "jigsaw"
+
+
+def _hand_written_term(emb, bank, idx, negatives, tau, loss_form, num_samples, log_z=None):
+    """Eq. 3-4 (NCE) or the softmax over [positive, negatives] (InfoNCE), per image, averaged; float64."""
+    pos = (emb * bank[idx]).sum(dim=1) / tau
+    neg = torch.einsum("bd,bnd->bn", emb, bank[negatives]) / tau
+    if loss_form == "infonce":
+        return (torch.log(torch.exp(pos) + torch.exp(neg).sum(dim=1)) - pos).mean()
+    noise = negatives.shape[1] / num_samples  # N / |D|: the noise distribution's mass
+    e_pos, e_neg = torch.exp(pos - log_z), torch.exp(neg - log_z)
+    return (-torch.log(e_pos / (e_pos + noise)) - torch.log(1 - e_neg / (e_neg + noise)).sum(dim=1)).mean()
+
+
+@pytest.mark.parametrize("loss_form", ["nce", "infonce"])
+def test_rotation_term_contrasts_g_of_the_rotated_image_with_the_memory_bank(loss_form):
+    config = PIRLConfig(transform="rotation", loss_weight=0.25, embedding_dim=16, num_negatives=20, loss_form=loss_form)
+    method = make(config, width=4)
+    data = views_batch(config)
+    torch.manual_seed(7)
+    loss, metrics = method.training_step(data, CTX)
+    assert set(metrics) == {"loss", "loss_image", "loss_rotation"}
+    torch.manual_seed(7)
+    negatives = method.memory_bank.sample_negatives(8, 20)  # the draw the step made
+    with torch.no_grad():  # train-mode BatchNorm: the same inputs give the same features
+        f = F.normalize(method.image_head(method.backbone(data["image"])), dim=1).double()
+        g = F.normalize(method.rotation_head(method.backbone(data["rotation"])), dim=1).double()
+    bank, idx = method.memory_bank.bank.double(), data["idx"]
+    log_z = {}
+    if loss_form == "nce":  # Z of each term from its first batch: |D| · mean exp(s / τ) over s_pos and s_neg
+        for term, emb in (("image", f), ("rotation", g)):
+            s = torch.cat([(emb * bank[idx]).sum(dim=1, keepdim=True),
+                           torch.einsum("bd,bnd->bn", emb, bank[negatives])], dim=1) / 0.07
+            log_z[term] = math.log(64) + torch.log(torch.exp(s).mean())
+            assert getattr(method, f"log_z_{term}").item() == pytest.approx(log_z[term].item(), rel=1e-5)
+    rotation = _hand_written_term(g, bank, idx, negatives, 0.07, loss_form, 64, log_z.get("rotation"))
+    image = _hand_written_term(f, bank, idx, negatives, 0.07, loss_form, 64, log_z.get("image"))
+    assert metrics["loss_rotation"].item() == pytest.approx(rotation.item(), rel=1e-5)
+    assert metrics["loss_image"].item() == pytest.approx(image.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(0.25 * rotation.item() + 0.75 * image.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("loss_form", ["nce", "infonce"])
+def test_the_default_is_the_jigsaw_path_and_the_combination_averages_both_terms(loss_form):
+    lam = 0.3
+    for transform in ("jigsaw", "jigsaw+rotation"):
+        method = make(PIRLConfig(transform=transform, loss_weight=lam, embedding_dim=16, loss_form=loss_form), width=4)
+        data = views_batch(method.config)
+        torch.manual_seed(11)
+        loss, metrics = method.training_step(data, CTX)
+        torch.manual_seed(11)
+        negatives = method.memory_bank.sample_negatives(8, method.num_negatives)
+        idx = data["idx"]
+        image = method._contrast("image", method.embed_image(data["image"]), idx, negatives)
+        jigsaw = method._contrast("jigsaw", method.embed_jigsaw(data["jigsaw"]), idx, negatives)
+        if transform == "jigsaw":  # eq. 5 as before the transform field, bit for bit
+            assert set(metrics) == {"loss", "loss_image", "loss_jigsaw"}
+            assert torch.equal(loss, lam * jigsaw + (1 - lam) * image)
+            assert torch.equal(metrics["loss_jigsaw"], jigsaw.detach())
+        else:
+            rotation = method._contrast("rotation", method.embed_rotation(data["rotation"]), idx, negatives)
+            assert set(metrics) == {"loss", "loss_image", "loss_jigsaw", "loss_rotation"}
+            torch.testing.assert_close(loss, lam * (jigsaw + rotation) / 2 + (1 - lam) * image)
+            assert not torch.allclose(jigsaw, rotation)
+
+
+@pytest.mark.parametrize("transform", ["jigsaw", "rotation", "jigsaw+rotation"])
+def test_unused_parameters_and_state_follow_the_transform_and_lambda(transform):
+    for lam in (0.0, 0.5):
+        method = make(PIRLConfig(transform=transform, loss_weight=lam, embedding_dim=16), width=4)
+        assert {n.split(".")[0] for n, _ in method.named_parameters() if "head" in n} == HEADS[transform] | {"image_head"}
+        assert {k for k in method.state_dict() if k.startswith("log_z")} == {
+            "log_z_image", *(f"log_z_{t}" for t in transform.split("+"))}
+        loss, metrics = method.training_step(views_batch(method.config), CTX)
+        loss.backward()
+        no_gradient = {n for n, p in method.named_parameters() if p.grad is None}
+        expected = {n for n, _ in method.named_parameters() if n.split(".")[0] in HEADS[transform]} if lam == 0 else set()
+        assert method.unused_parameters() == no_gradient == expected
+        assert all(math.isnan(metrics[f"loss_{t}"]) for t in transform.split("+")) == (lam == 0)
+
+
+@pytest.mark.parametrize("transform", ["rotation", "jigsaw+rotation"])
+def test_invariance_pair_measures_the_configured_transforms(transform):
+    config = PIRLConfig(transform=transform, embedding_dim=16)
+    method = make(config, width=4).eval()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    arrays = apply_views(PIRL.invariance_views(config, 32), images, rng, train=False, stats=CIFAR10)
+    data = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    assert data["rotation_label"].tolist() == [1, 2, 3, 1, 2, 3]
+    f, g = method.invariance_pair(data)
+    expected_g = [method.embed_rotation(data["rotation"])]
+    if transform == "jigsaw+rotation":  # each image's jigsaw distance, then its rotation distance
+        expected_g.insert(0, method.embed_jigsaw(data["jigsaw"]))
+    rows = 6 * len(expected_g)
+    assert f.shape == g.shape == (rows, 16) and not g.requires_grad
+    torch.testing.assert_close(f, method.embed_image(data["image"]).repeat(len(expected_g), 1))
+    torch.testing.assert_close(g, torch.cat(expected_g))
+    torch.testing.assert_close(g.norm(dim=1), torch.ones(rows))
+
+
+def test_rotated_images_leave_batchnorm_running_statistics_to_the_images():
+    with_rotation = make(PIRLConfig(transform="rotation", loss_weight=0.5, embedding_dim=16), width=4)
+    images_only = make(PIRLConfig(transform="rotation", loss_weight=0.0, embedding_dim=16), width=4)
+    data = views_batch(with_rotation.config)
+    with_rotation.training_step(data, CTX)
+    images_only.training_step(data, CTX)
+    stats = [k for k in with_rotation.backbone.state_dict() if k.endswith(("running_mean", "running_var"))]
+    for key in stats:
+        torch.testing.assert_close(with_rotation.backbone.state_dict()[key], images_only.backbone.state_dict()[key])
