@@ -39,7 +39,7 @@ BatchNorm's running estimates. With ``'tiles'`` those estimates are the tiles' (
 ResNet jigsaw does, with 64-px tiles). With ``'images'`` (default) every step also passes the
 whole, un-augmented image through the backbone once, without gradient, in train mode; only this
 pass updates the running estimates, and the tiles are normalised with their own batch
-statistics and leave them alone (PIRL's ``_running_stats_frozen``). The gradients, hence the
+statistics and leave them alone (``blocks.batchnorm.running_stats_frozen``, as PIRL). The gradients, hence the
 trained weights, are the same in both modes; only the statistics the evaluation reads differ.
 It costs one forward pass of the batch per step. Measured at the local profile: see
 ``profile_defaults``.
@@ -65,9 +65,9 @@ from torch import nn
 
 from sslab.methods.base import Batch, Method, Metrics, StepContext
 from sslab.methods.blocks.backbone import Backbone
+from sslab.methods.blocks.batchnorm import follow_images, running_stats_frozen
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.permutations import permutation_set
-from sslab.methods.pirl import _running_stats_frozen
 from sslab.methods.views import ImageView, JigsawView, View
 
 NUM_TILES = 9
@@ -163,7 +163,7 @@ class Jigsaw(Method):
         """fc7 (after ReLU and dropout) of B x 9 x 3 x p x p tiles in the order given, B x ``hidden_dim``."""
         if tiles.dim() != 5 or tiles.shape[1] != NUM_TILES:
             raise ValueError(f"jigsaw tiles must be B x {NUM_TILES} x 3 x p x p, got {tuple(tiles.shape)}")
-        frozen = _running_stats_frozen(self.backbone) if self.config.bn_statistics == "images" else nullcontext()
+        frozen = running_stats_frozen(self.backbone) if self.config.bn_statistics == "images" else nullcontext()
         with frozen:
             per_tile = self.fc6(self.backbone(tiles.flatten(0, 1)))
         return self.fc7(per_tile.reshape(len(tiles), -1))
@@ -171,8 +171,7 @@ class Jigsaw(Method):
     def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
         """Cross-entropy of fc8 over the P permutations against ``jigsaw_perm``."""
         if self.config.bn_statistics == "images":
-            with torch.no_grad():  # the running estimates follow whole images (module docstring)
-                self.backbone(batch["image"])
+            follow_images(self.backbone, batch["image"])  # the running estimates follow whole images
         logits = self.fc8(self.puzzle_features(batch["jigsaw"])).float()
         target = batch["jigsaw_perm"].long()
         loss = F.cross_entropy(logits, target)

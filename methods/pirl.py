@@ -44,7 +44,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +52,7 @@ from torch import nn
 
 from sslab.methods.base import Batch, Method, Metrics, StepContext
 from sslab.methods.blocks.backbone import Backbone
+from sslab.methods.blocks.batchnorm import running_stats_frozen
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.distributed import broadcast_from_first_worker_, log_mean_exp_over_workers
 from sslab.methods.blocks.memory_bank import MemoryBank
@@ -203,7 +203,7 @@ class PIRL(Method):
         """g(v_I^t), L2-normalised, B x d, from B x 9 x 3 x p x p patches in their permuted order."""
         if patches.dim() != 5 or patches.shape[1] != NUM_PATCHES:
             raise ValueError(f"jigsaw patches must be B x {NUM_PATCHES} x 3 x p x p, got {tuple(patches.shape)}")
-        with _running_stats_frozen(self.backbone):
+        with running_stats_frozen(self.backbone):
             per_patch = self.patch_head(self.backbone(patches.flatten(0, 1)))
         return F.normalize(self.jigsaw_head(per_patch.reshape(len(patches), -1)).float(), dim=1)
 
@@ -211,7 +211,7 @@ class PIRL(Method):
         """g(v_I^t) of the rotation transform, L2-normalised, B x d, from B x 3 x H x W rotated images."""
         if images.dim() != 4:
             raise ValueError(f"rotated images must be B x 3 x H x W, got {tuple(images.shape)}")
-        with _running_stats_frozen(self.backbone):
+        with running_stats_frozen(self.backbone):
             return F.normalize(self.rotation_head(self.backbone(images)).float(), dim=1)
 
     def transform_embeddings(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -271,7 +271,7 @@ class PIRL(Method):
         was_training, written = self.training, torch.zeros(self.num_samples, dtype=torch.bool)
         self.train()
         try:
-            with _running_stats_frozen(self.backbone):
+            with running_stats_frozen(self.backbone):
                 for batch in images:
                     idx = batch["idx"].long().to(self.memory_bank.bank.device)
                     self.memory_bank.bank[idx] = self.embed_image(batch["image"]).to(self.memory_bank.bank.dtype)
@@ -326,22 +326,3 @@ def _transform_views(config: PIRLConfig, image_size: int, invariance: bool = Fal
 def _jigsaw_view(config: PIRLConfig, image_size: int) -> JigsawView:
     return JigsawView.for_image_size(image_size, num_permutations=config.num_permutations,
                                      permutation_seed=config.permutation_seed, output_size=config.jigsaw_patch_size)
-
-
-@contextmanager
-def _running_stats_frozen(module: nn.Module):
-    """Patches normalise with their own batch statistics but leave BatchNorm's running estimates alone.
-
-    The running mean/variance are what the frozen backbone uses at evaluation, on whole images;
-    tiny jigsaw patches (8x8 on CIFAR) have very different statistics and, passing through the
-    trunk after the image in every step, would otherwise overwrite them.
-    """
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
-    try:
-        yield
-    finally:
-        for m, momentum in zip(norms, saved):
-            m.momentum = momentum

@@ -26,7 +26,7 @@ mmselfsup's optimiser. Choices where sslab departs from either:
   training, while kNN, the linear probes and invariance read whole images through its running
   estimates. With colour dropping the mismatch is large: conv1 sees one real channel and two flat
   ones in training and three correlated channels at evaluation; deeper maps of an 8-px patch are
-  1 x 1, mostly zero padding. PIRL's answer (``_running_stats_frozen``: patches normalise with
+  1 x 1, mostly zero padding. PIRL's answer (``blocks.batchnorm.running_stats_frozen``: patches normalise with
   their own batch statistics and leave the running estimates alone) leaves them at their initial
   (0, 1) here, since nothing else passes through the trunk. So by default (``"images"``) the
   whole image goes through the backbone once per step, without gradient and only to update the
@@ -51,9 +51,9 @@ from torch import nn
 
 from sslab.methods.base import Batch, Method, Metrics, StepContext
 from sslab.methods.blocks.backbone import Backbone
+from sslab.methods.blocks.batchnorm import follow_images, running_stats_frozen
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.heads import mlp
-from sslab.methods.pirl import _running_stats_frozen
 from sslab.methods.views import ImageView, View
 from sslab.methods.views.patch_pair import DC_GAP, DC_JITTER, DC_PATCH, NEIGHBOUR_OFFSETS, PatchPairView
 
@@ -155,9 +155,8 @@ class RelativeLocation(Method):
         """Cross-entropy of the neighbour's position; metrics: the loss and the batch's accuracy."""
         labels = batch["patch_label"].long()
         if self.config.bn_statistics == "images":
-            with torch.no_grad():
-                self.backbone(batch["image"])  # only to move the running estimates towards whole images
-            with _running_stats_frozen(self.backbone):
+            follow_images(self.backbone, batch["image"])
+            with running_stats_frozen(self.backbone):
                 logits = self.logits(batch["patch_centre"], batch["patch_neighbour"]).float()
         else:
             logits = self.logits(batch["patch_centre"], batch["patch_neighbour"]).float()

@@ -26,7 +26,7 @@ def test_get_returns_the_class_whose_name_matches():
 
 @pytest.mark.parametrize("error", [KeyError, ValueError])
 def test_unknown_name_lists_the_known_ones(error):
-    with pytest.raises(error, match="simclr2.*npid, pirl, simclr"):
+    with pytest.raises(error, match="simclr2.*npid, pirl, relative_location, rotation, simclr"):
         sslab.methods.get("simclr2")
 
 
