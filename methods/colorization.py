@@ -117,8 +117,8 @@ def grey_invariance_views(image_size: int) -> list[View]:
 @torch.no_grad()
 def grey_invariance_pair(backbone: Backbone, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """(f(x), f(grey x)): pooled res5 features, L2-normalised."""
-    return (F.normalize(backbone(batch["clean"]).float(), dim=1),
-            F.normalize(backbone(batch["grey"]).float(), dim=1))
+    return (backbone.unit_features(batch["clean"]),
+            backbone.unit_features(batch["grey"]))
 
 
 class Colorization(Method):

@@ -148,8 +148,8 @@ class ContextEncoder(Method):
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(x), f(masked x)): pooled res5 features of the whole and the masked image, L2-normalised."""
-        return (F.normalize(self.backbone(batch["inv_target"]).float(), dim=1),
-                F.normalize(self.backbone(batch["inv"]).float(), dim=1))
+        return (self.backbone.unit_features(batch["inv_target"]),
+                self.backbone.unit_features(batch["inv"]))
 
 
 def overlap_pixels(overlap: float, image_size: int) -> int:

@@ -138,8 +138,8 @@ class Counting(Method):
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(x), f(U∘D∘x)): pooled res5 features of the image and of its downsampled-then-upsampled
         copy, L2-normalised."""
-        return (F.normalize(self.backbone(batch["clean"]).float(), dim=1),
-                F.normalize(self.backbone(batch["scaled_down"]).float(), dim=1))
+        return (self.backbone.unit_features(batch["clean"]),
+                self.backbone.unit_features(batch["scaled_down"]))
 
 
 def counting_loss(down_counts: torch.Tensor, tile_counts: torch.Tensor,

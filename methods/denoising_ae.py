@@ -112,8 +112,8 @@ class DenoisingAE(Method):
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(x), f(x̃)): pooled res5 features of the clean and the corrupted image, L2-normalised."""
-        return (F.normalize(self.backbone(batch["inv_target"]).float(), dim=1),
-                F.normalize(self.backbone(batch["inv"]).float(), dim=1))
+        return (self.backbone.unit_features(batch["inv_target"]),
+                self.backbone.unit_features(batch["inv"]))
 
 
 def reconstruction_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

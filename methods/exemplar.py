@@ -155,8 +155,8 @@ class Exemplar(Method):
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(x_i), f(T x_i)): pooled res5 features of the seed and of a transformation, L2-normalised."""
-        return (F.normalize(self.backbone(batch["seed"]).float(), dim=1),
-                F.normalize(self.backbone(batch["transformed"]).float(), dim=1))
+        return (self.backbone.unit_features(batch["seed"]),
+                self.backbone.unit_features(batch["transformed"]))
 
 
 class CosineClassifier(nn.Module):

@@ -68,6 +68,7 @@ from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.batchnorm import follow_images, running_stats_frozen
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.permutations import permutation_set
+from sslab.methods.losses import classification
 from sslab.methods.views import ImageView, JigsawView, View
 
 NUM_TILES = 9
@@ -174,9 +175,7 @@ class Jigsaw(Method):
             follow_images(self.backbone, batch["image"])  # the running estimates follow whole images
         logits = self.fc8(self.puzzle_features(batch["jigsaw"])).float()
         target = batch["jigsaw_perm"].long()
-        loss = F.cross_entropy(logits, target)
-        accuracy = (logits.argmax(dim=1) == target).float().mean()
-        return loss, {"loss": loss.detach(), "accuracy": accuracy.detach()}
+        return classification(logits, target)
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

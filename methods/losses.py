@@ -16,6 +16,14 @@ import torch.nn.functional as F
 from sslab.methods.blocks.distributed import all_gather_with_grad, rank
 
 
+def classification(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean softmax cross-entropy of ``logits`` (B x C) against integer ``labels``, and the metrics of
+    a classification pretext task: the loss and the batch's top-1 accuracy, detached on the device."""
+    loss = F.cross_entropy(logits, labels)
+    accuracy = (logits.detach().argmax(dim=1) == labels).float().mean()
+    return loss, {"loss": loss.detach(), "accuracy": accuracy}
+
+
 def _as_column(pos_sim: torch.Tensor, neg_sim: torch.Tensor) -> torch.Tensor:
     if neg_sim.dim() != 2 or pos_sim.numel() != neg_sim.shape[0]:
         raise ValueError(

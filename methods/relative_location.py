@@ -46,7 +46,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sslab.methods.base import Batch, Method, Metrics, StepContext
@@ -54,6 +53,7 @@ from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.batchnorm import follow_images, running_stats_frozen
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.heads import mlp
+from sslab.methods.losses import classification
 from sslab.methods.views import ImageView, View
 from sslab.methods.views.patch_pair import DC_GAP, DC_JITTER, DC_PATCH, NEIGHBOUR_OFFSETS, PatchPairView
 
@@ -160,12 +160,10 @@ class RelativeLocation(Method):
                 logits = self.logits(batch["patch_centre"], batch["patch_neighbour"]).float()
         else:
             logits = self.logits(batch["patch_centre"], batch["patch_neighbour"]).float()
-        loss = F.cross_entropy(logits, labels)
-        accuracy = (logits.detach().argmax(dim=1) == labels).float().mean()
-        return loss, {"loss": loss.detach(), "accuracy": accuracy}
+        return classification(logits, labels)
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(x), f(centre patch of x at the image size)), pooled res5, L2-normalised."""
-        return (F.normalize(self.backbone(batch["clean"]).float(), dim=1),
-                F.normalize(self.backbone(batch["patch_centre"]).float(), dim=1))
+        return (self.backbone.unit_features(batch["clean"]),
+                self.backbone.unit_features(batch["patch_centre"]))

@@ -37,13 +37,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sslab.methods.base import Batch, Method, Metrics, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.heads import mlp
+from sslab.methods.losses import classification
 from sslab.methods.views import ImageView, View
 from sslab.methods.views.rotation import QUARTER_TURNS, RotationView
 
@@ -104,13 +104,11 @@ class Rotation(Method):
         if self.config.all_rotations:  # N x 4 copies -> one batch of 4N, as the official collate
             images, labels = images.flatten(0, 1), labels.flatten()
         logits = self.classifier(self.backbone(images)).float()
-        loss = F.cross_entropy(logits, labels)
-        accuracy = (logits.detach().argmax(dim=1) == labels).float().mean()
-        return loss, {"loss": loss.detach(), "accuracy": accuracy}
+        return classification(logits, labels)
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(x), f(rot(x))): pooled res5 features, L2-normalised."""
-        return (F.normalize(self.backbone(batch["image"]).float(), dim=1),
-                F.normalize(self.backbone(batch["rotated"]).float(), dim=1))
+        return (self.backbone.unit_features(batch["image"]),
+                self.backbone.unit_features(batch["rotated"]))
 

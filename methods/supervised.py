@@ -27,12 +27,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sslab.methods.base import Batch, Method, Metrics, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.losses import classification
 from sslab.methods.supcon import supcon_augmentation
 from sslab.methods.views import Augmented, ImageView, View
 
@@ -90,12 +90,10 @@ class Supervised(Method):
             raise KeyError("supervised trains on labels: the batch has no 'label' (use a labelled dataset)")
         labels = batch["label"].long()
         logits = self.classifier(self.backbone(batch["image"])).float()
-        loss = F.cross_entropy(logits, labels)
-        accuracy = (logits.detach().argmax(dim=1) == labels).float().mean()
-        return loss, {"loss": loss.detach(), "accuracy": accuracy}
+        return classification(logits, labels)
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(x), f(t(x))), the pooled backbone features the classifier reads, L2-normalised."""
-        return (F.normalize(self.backbone(batch["clean"]).float(), dim=1),
-                F.normalize(self.backbone(batch["transformed"]).float(), dim=1))
+        return (self.backbone.unit_features(batch["clean"]),
+                self.backbone.unit_features(batch["transformed"]))

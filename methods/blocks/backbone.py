@@ -117,3 +117,8 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Global-average-pooled ``res5`` features, N x ``out_dim``."""
         return torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x, ("res5",))["res5"], 1), 1)
+
+    def unit_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled ``res5`` features, L2-normalised in float32: the representation the probes read,
+        on the unit sphere where invariance distances are measured (PIRL sec. 5.2)."""
+        return nn.functional.normalize(self(x).float(), dim=1)

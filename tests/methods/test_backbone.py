@@ -79,3 +79,13 @@ def test_bad_arguments_name_the_value_and_the_choices():
         Backbone("resnet18", width=0)
     with pytest.raises(ValueError, match=r"res6.*conv1"):
         Backbone("resnet18", width=8).features(torch.randn(1, 3, 8, 8), taps=["res6"])
+
+
+def test_unit_features_are_the_pooled_res5_features_on_the_unit_sphere():
+    torch.manual_seed(0)
+    net = Backbone("resnet10", width=4).eval()
+    x = torch.randn(3, 3, 16, 16)
+    unit = net.unit_features(x)
+    pooled = net(x)
+    assert unit.dtype == torch.float32 and torch.allclose(unit.norm(dim=1), torch.ones(3))
+    assert torch.allclose(unit * pooled.norm(dim=1, keepdim=True), pooled, atol=1e-6)

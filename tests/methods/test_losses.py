@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from global_batch import free_port
-from sslab.methods.losses import estimate_log_z, info_nce_loss, nce_loss, nt_xent_loss
+from sslab.methods.losses import classification, estimate_log_z, info_nce_loss, nce_loss, nt_xent_loss
 
 
 def _sims(batch=5, negatives=7, seed=0):
@@ -300,3 +300,13 @@ def test_loss_gradient_passes_gradcheck(name):
     fn, inputs = GRADCHECKED[name]()
     assert all(t.dtype == torch.float64 and t.requires_grad for t in inputs)
     assert torch.autograd.gradcheck(fn, inputs)
+
+
+def test_classification_is_the_mean_cross_entropy_and_the_top1_accuracy():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 3.0], [0.5, 0.4, 0.1]], dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2])
+    loss, metrics = classification(logits, labels)
+    expected = -sum(torch.log_softmax(logits[i], 0)[labels[i]] for i in range(3)) / 3
+    assert loss.item() == pytest.approx(expected.item())
+    assert metrics["accuracy"].item() == pytest.approx(1 / 3)  # only row 0 is right
+    assert not metrics["loss"].requires_grad and metrics["loss"].item() == pytest.approx(loss.item())
