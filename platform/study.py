@@ -14,8 +14,8 @@ to its own base configuration, and the method becomes a dimension of the grid::
 A method may also appear as several variants, a list of configurations, each one trained (and
 the keys they set become knobs of the study, columns of its tables)::
 
-    Study(name="transforms", methods={"pirl": [{"transform": "jigsaw"}, {"transform": "rotation"}],
-                                      "jigsaw": {}})
+    Study(name="<a>_variants", methods={"<method a>": [{"<knob>": "<x>"}, {"<knob>": "<y>"}],
+                                        "<method b>": {}})
 
 This module says *what* a study compares and validates it; ``runner.py`` runs it on Ray
 and ``trial.py`` is one trial. A method's settings are layered, later wins: its Config
@@ -106,7 +106,7 @@ class Study:
     profile: str = "local"
     #: smaller grids for some profiles, e.g. {"local": {...}}
     grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
-    #: fewer of ``methods`` for some profiles, e.g. {"local": ("moco", "byol")}, when the whole
+    #: fewer of ``methods`` for some profiles, e.g. {"local": ("<method a>",)}, when the whole
     #: comparison would not fit the profile's time budget
     profile_methods: dict[str, tuple[str, ...]] = field(default_factory=dict)
     search: Search | None = None

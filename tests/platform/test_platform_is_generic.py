@@ -15,7 +15,10 @@ def test_no_platform_file_names_a_method_or_its_knobs():
     for name in methods.names():
         cls = methods.get(name)
         words |= {cls.__name__.lower()} | (cls.Config.field_names() - generic)
-    words -= {"temperature"}  # also the kNN's τ, a platform setting of its own
+    # ordinary words the platform uses in a sense of its own: the kNN's temperature τ and its
+    # neighbours, a feature tap, the gap to the best configuration, images' alpha channel and
+    # grayscale mode, Ray tasks
+    words -= {"temperature", "neighbours", "tap", "gap", "alpha", "grayscale", "tasks"}
     # whole words only: "self-supervised" does not name the method "supervised"
     pattern = re.compile(r"(?<![\w-])(" + "|".join(sorted(map(re.escape, words))) + r")(?![\w-])", re.IGNORECASE)
     hits = [f"{path.name}:{n}: {line.strip()}" for path in sorted(PLATFORM.glob("*.py"))
