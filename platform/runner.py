@@ -360,8 +360,12 @@ def _run_trials(
         space["seed"] = optuna.distributions.CategoricalDistribution([0])
         storage = _optuna_storage(store)
     else:
-        grid = study.grid_for(profile.name)
-        space = {key: optuna.distributions.CategoricalDistribution(values) for key, values in grid.items()}
+        # every knob of every point, grid and method variants alike; a point whose method lacks a
+        # variant's knob carries None for it (split_trial_config drops it again)
+        knobs = list(dict.fromkeys(k for p in pending for k in p if k not in ("method", "seed")))
+        pending = [{k: p.get(k) for k in ("method", *knobs, "seed")} for p in pending]
+        space = {key: optuna.distributions.CategoricalDistribution(list(dict.fromkeys(p[key] for p in pending)))
+                 for key in knobs}
         space["seed"] = optuna.distributions.CategoricalDistribution(sorted({p["seed"] for p in pending}))
         storage = None
     space["method"] = optuna.distributions.CategoricalDistribution(study.method_names)

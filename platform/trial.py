@@ -13,8 +13,9 @@ from sslab.platform.study import Study, trial_key
 
 
 def split_trial_config(config: dict[str, Any]) -> tuple[str, dict[str, Any], int]:
-    """A Tune trial's config ``{method, <knobs>, seed}`` as (method, point, seed)."""
-    point = {k: v for k, v in config.items() if k not in ("method", "seed")}
+    """A Tune trial's config ``{method, <knobs>, seed}`` as (method, point, seed); a knob set to None
+    is one this trial's method does not have (another method's variant knob), and is left out."""
+    point = {k: v for k, v in config.items() if k not in ("method", "seed") and v is not None}
     return str(config["method"]), point, int(config["seed"])
 
 

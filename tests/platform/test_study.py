@@ -15,6 +15,7 @@ import faults
 from small import SMALL, needs_cifar
 from sslab.platform.runner import run_study
 from sslab.platform.study import Search, Study, trial_key
+from sslab.platform.trial import split_trial_config
 
 
 STUDY = Study(name="mini_lambda", method="pirl", grid={"loss_weight": [0.0, 1.0]}, base={"num_negatives": 64})
@@ -110,6 +111,9 @@ def test_a_method_may_run_as_several_variants_whose_settings_become_knobs():
     assert study.method_config("pirl", study.configurations()[2][1], SMALL)["embedding_dim"] == 64
     assert study.method_config("simclr", {"temperature": 0.1}, SMALL)["projection_dim"] == 32
     assert len({trial_key(m, p, 0) for m, p in study.configurations()}) == 6
+    # Tune hands every trial every knob; None marks one its method lacks, and the trial never sees it
+    assert split_trial_config({"method": "simclr", "loss_weight": None, "temperature": 0.1, "seed": 1}) == (
+        "simclr", {"temperature": 0.1}, 1)
     study.validate(SMALL)
     with pytest.raises(ValueError, match=r"npid has no hyperparameter\(s\) \['transform_that_is_not'\]"):
         Study(name="typo", methods={"npid": [{"transform_that_is_not": 1}]}).validate(SMALL)
