@@ -59,6 +59,8 @@ def run(args, seed: int) -> dict:
     backbone = Backbone(args.arch, cifar_stem=True, width=args.width)
     info = DataInfo(num_samples=len(train.labels), num_classes=train.num_classes, image_size=args.image_size)
     method = cls.build(config, backbone, info)
+    if args.bf16:
+        method.to(memory_format=torch.channels_last)
     baseline = knn(backbone, train, test, stats, args.knn_k, args.taps)
     if len(args.taps) > 1:
         print(f"  seed {seed} random init: kNN per tap {baseline}", flush=True)
@@ -80,7 +82,11 @@ def run(args, seed: int) -> dict:
             batch["idx"], batch["label"] = torch.from_numpy(idx), torch.from_numpy(train.labels[idx])
             ctx = StepContext(step=schedule.last_epoch, total_steps=steps * args.epochs, epoch=epoch,
                               world_size=1, rank=0)
-            losses.append(float(optimisation_step(method, optimizer, schedule, batch, ctx)))
+            if args.bf16:
+                batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+                         for k, v in batch.items()}
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                losses.append(float(optimisation_step(method, optimizer, schedule, batch, ctx)))
         per_tap = knn(backbone, train, test, stats, args.knn_k, args.taps)
         curve.append(per_tap["res5"] if "res5" in per_tap else max(per_tap.values()))
         shown = f"kNN {curve[-1]:.3f}" if len(per_tap) == 1 else f"kNN per tap {per_tap}"
@@ -106,6 +112,8 @@ def main() -> None:
     parser.add_argument("--knn-k", type=int, default=local.knn_k)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--bf16", action="store_true",
+                        help="train under CPU bfloat16 autocast with channels_last (see cpu_numerics.py)")
     parser.add_argument("--taps", default="res5",
                         help="comma-separated taps whose pooled features the kNN reads, or 'all' (conv1, res2..res5)")
     args = parser.parse_args()
@@ -114,7 +122,7 @@ def main() -> None:
     results = [run(args, seed) for seed in range(args.seeds)]
     gains = [r["knn"] - r["baseline"] for r in results]
     print(json.dumps({"method": args.method, "set": args.set, "epochs": args.epochs, "width": args.width,
-                      "arch": args.arch, "batch_size": args.batch_size, "subset": args.subset,
+                      "arch": args.arch, "bf16": args.bf16, "batch_size": args.batch_size, "subset": args.subset,
                       "gain_mean": round(float(np.mean(gains)), 4), "gain_std": round(float(np.std(gains)), 4),
                       "runs": results}))
 
