@@ -27,6 +27,7 @@ QUICK = {
     "input_pipeline": ["--images", "5000", "--epochs", "1"],
     "sweep_overhead": ["--trials", "3", "--images", "1024", "--epochs", "2"],
     "dashboard_pages": ["--repeats", "2"],
+    "cpu_numerics": ["--images", "512", "--steps", "15", "--rounds", "1"],
     "gpu_throughput": [],
 }
 
@@ -52,7 +53,7 @@ def headline(name: str) -> str:
     if name == "dashboard_pages":
         slowest = max(data["pages"], key=lambda p: p["warm_s"])
         return f"slowest page {slowest['page']}: {slowest['warm_s']:.2f} s warm, {slowest['cold_s']:.2f} s cold"
-    if name == "gpu_throughput":
+    if name in ("gpu_throughput", "cpu_numerics"):
         return data.get("summary", "")
     return ""
 
