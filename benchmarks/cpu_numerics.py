@@ -19,7 +19,6 @@ loop autocasts on CUDA only, because CPU bf16 has not been checked against fp32 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
 from dataclasses import replace
@@ -33,8 +32,9 @@ from sslab.methods.base import DataInfo, StepContext
 from sslab.methods.views import apply_views
 from sslab.platform.data import load_split
 from sslab.platform.profiles import get_profile
-from sslab.platform.train import TrialSpec
-from local_profile import _value  # noqa: E402 - a sibling script (benchmarks/ is on sys.path)
+from sslab.platform.train import TrialSpec, channels_last_batch
+from local_profile import parse_set  # noqa: E402 - a sibling script (benchmarks/ is on sys.path)
+from train_loop import optimisation_step  # noqa: E402
 
 #: label -> (bf16 autocast, channels_last)
 SETTINGS = {"fp32": (False, False), "fp32 + channels_last": (False, True), "bf16 + channels_last": (True, True)}
@@ -51,25 +51,21 @@ def _batches(name: str, config: dict, split, batch: int, steps: int) -> list[dic
 
 
 def _ms_per_step(spec: TrialSpec, batches, *, bf16: bool, channels_last: bool, warmup: int) -> float:
+    """The steps of ``local_profile.py`` (``optimisation_step``, under the same autocast as its ``--bf16``)."""
     _, method = spec.build()
     if channels_last:
         method.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(method.parameters(), lr=1e-3, momentum=0.9)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # a constant learning rate
     method.train()
-    numerics = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     for step, batch in enumerate(batches):
         if step == warmup:
             start = time.perf_counter()
-        if channels_last:
-            batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
-                     for k, v in batch.items()}
+        if channels_last:  # per step, as the training loop converts each batch
+            batch = channels_last_batch(batch)
         ctx = StepContext(step=step, total_steps=len(batches), epoch=0)
-        with numerics():
-            loss, _ = method(batch, ctx)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        method.after_step(batch, ctx)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            optimisation_step(method, optimizer, schedule, batch, ctx)
     return (time.perf_counter() - start) / (len(batches) - warmup) * 1e3
 
 
@@ -85,7 +81,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "cpu_numerics.json"))
     args = parser.parse_args()
-    overrides = dict(item.split("=", 1) for item in args.set)
+    overrides = parse_set(args.set)
     torch.set_num_threads(args.threads)
     local = get_profile("local")
     profile = replace(local, train_subset=args.images)
@@ -98,7 +94,7 @@ def main() -> None:
     for name in args.methods:
         cls = methods.get(name)
         config = {**cls.profile_defaults.get("local", {}),
-                  **{k: _value(v) for k, v in overrides.items() if k in cls.Config.field_names()}}
+                  **{k: v for k, v in overrides.items() if k in cls.Config.field_names()}}
         spec = TrialSpec(method=name, method_config=config, profile=profile, seed=0, data=info)
         batches = _batches(name, config, split, local.batch_size, args.steps)
         times = {label: [] for label in SETTINGS}

@@ -28,6 +28,7 @@ from sslab.methods.views import apply_views
 from sslab.platform.data import load_split, take_subset
 from sslab.platform.evaluate import evaluation_batches, knn_top1, pooled_features
 from sslab.platform.profiles import get_profile
+from sslab.platform.train import channels_last_batch
 from train_loop import optimisation_step  # noqa: E402 - a sibling script (benchmarks/ is on sys.path)
 
 
@@ -36,6 +37,11 @@ def _value(text: str):
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+
+
+def parse_set(items: list[str]) -> dict:
+    """``--set NAME=VALUE`` arguments as {name: value}, each value a Python literal or else a string."""
+    return {name: _value(value) for name, value in (item.split("=", 1) for item in items)}
 
 
 def knn(backbone, train, test, stats, k: int, taps: tuple[str, ...] = ("res5",)) -> dict[str, float]:
@@ -83,8 +89,7 @@ def run(args, seed: int) -> dict:
             ctx = StepContext(step=schedule.last_epoch, total_steps=steps * args.epochs, epoch=epoch,
                               world_size=1, rank=0)
             if args.bf16:
-                batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
-                         for k, v in batch.items()}
+                batch = channels_last_batch(batch)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
                 losses.append(float(optimisation_step(method, optimizer, schedule, batch, ctx)))
         per_tap = knn(backbone, train, test, stats, args.knn_k, args.taps)
@@ -118,7 +123,7 @@ def main() -> None:
                         help="comma-separated taps whose pooled features the kNN reads, or 'all' (conv1, res2..res5)")
     args = parser.parse_args()
     args.taps = TAPS if args.taps == "all" else tuple(t.strip() for t in args.taps.split(","))
-    args.set = dict((item.split("=", 1)[0], _value(item.split("=", 1)[1])) for item in args.set)
+    args.set = parse_set(args.set)
     results = [run(args, seed) for seed in range(args.seeds)]
     gains = [r["knn"] - r["baseline"] for r in results]
     print(json.dumps({"method": args.method, "set": args.set, "epochs": args.epochs, "width": args.width,

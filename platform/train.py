@@ -328,8 +328,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
                 timer.step(step)
                 batch = session.to_model_input(batch)  # uint8 views normalised on the device
                 if profile.channels_last:
-                    batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
-                             for k, v in batch.items()}
+                    batch = channels_last_batch(batch)
                 ctx = StepContext(step=schedule.last_epoch, total_steps=total_steps, epoch=epoch,
                                   world_size=world_size, rank=rank)
                 with autocast:
@@ -407,6 +406,11 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             "device_s": train_seconds * devices_held,
             "history": list(history),
         }, None)
+
+
+def channels_last_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch with every image tensor (N x C x H x W) in channels_last memory; others as they are."""
+    return {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
 
 
 def place_on_device(method: Method, profile: Profile, device: torch.device) -> Method:
