@@ -141,9 +141,9 @@ class PIRL(Method):
     #   (2026-12-03) λ = 1 reached 0.329 ± 0.008 at 10 px, 0.330 ± 0.012 at 11 px, 0.345 ± 0.009 at
     #   12 px (3-seed random init 0.252): only 12 px clears random init + 0.08 beyond the spread.
     #   A 12-px step costs ~1.5x an 8-px one in fp32 (71 vs 46 ms, λ = 0.5, back to back), all of
-    #   it convolution compute (the views add ~1 s an epoch); CPU bf16 autocast + channels_last won back ~20 % but moved λ = 1 to 0.335
-    #   (0.317 / 0.353 / 0.335), so the profile stays fp32. benchmarks/local_profile.py
-    #   --set jigsaw_patch_size=12 [--bf16] reruns these.
+    #   it convolution compute (the views add ~1 s an epoch); CPU bf16 autocast + channels_last
+    #   won back ~20 % but moved λ = 1 to 0.335 (0.317 / 0.353 / 0.335), so the profile stays
+    #   fp32. benchmarks/local_profile.py --set jigsaw_patch_size=12 [--bf16] reruns these.
     profile_defaults = {"local": {"loss_form": "infonce", "bank_init": "features", "base_lr": 0.2,
                                   "warmup_epochs": 1}}
 
