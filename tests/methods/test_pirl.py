@@ -149,6 +149,38 @@ def test_lambda_zero_pirl_equals_npid_and_needs_no_jigsaw():
     assert all(p.grad is None for p in npid.jigsaw_head.parameters())
 
 
+def test_at_lambda_one_the_gradient_is_the_jigsaw_terms_alone_and_f_still_fills_the_bank():
+    """At λ = 1 the image term weighs 0, so the step builds no graph through f: the parameters'
+    gradients are those of L_NCE(m_I, g(v_I^t)) computed on its own, f's head gets none, and
+    after_step still moves the bank towards f(v_I)."""
+    method = make(PIRLConfig(embedding_dim=16, loss_weight=1.0, loss_form="infonce"), width=4)
+    data = batch()
+    torch.manual_seed(3)
+    loss, metrics = method.training_step(data, CTX)
+    loss.backward()
+    got = {n: p.grad.clone() for n, p in method.named_parameters() if p.grad is not None}
+    assert method.unused_parameters() == {n for n, _ in method.named_parameters() if n.startswith("image_head.")}
+    assert set(got) == {n for n, _ in method.named_parameters()} - method.unused_parameters()
+    assert loss.item() == pytest.approx(metrics["loss_jigsaw"].item()) and metrics["loss_image"].item() > 0
+
+    reference = make(PIRLConfig(embedding_dim=16, loss_weight=1.0, loss_form="infonce"), width=4)
+    torch.manual_seed(3)
+    negatives = reference.memory_bank.sample_negatives(16, reference.num_negatives)  # the draw the step made
+    reference.embed_image(data["image"])  # the same BatchNorm running-statistics update as the step's
+    jigsaw = reference._contrast("jigsaw", reference.embed_jigsaw(data["jigsaw"]), data["idx"], negatives)
+    jigsaw.backward()
+    assert jigsaw.item() == pytest.approx(loss.item(), rel=1e-6)
+    for name, grad in got.items():
+        torch.testing.assert_close(grad, dict(reference.named_parameters())[name].grad, rtol=1e-5, atol=1e-7)
+
+    before = method.memory_bank.bank[data["idx"]].clone()
+    method.after_step(data, CTX)
+    with torch.no_grad():
+        f = method.embed_image(data["image"])
+    moved = method.memory_bank.bank[data["idx"]]
+    assert ((moved * f).sum(1) > (before * f).sum(1)).all()  # each row moved towards its f(v_I)
+
+
 def test_infonce_form_matches_cross_entropy_with_memory_bank_rows():
     method = make(PIRLConfig(embedding_dim=16, loss_weight=0.0, loss_form="infonce", num_negatives=20))
     data = batch(8)
@@ -370,7 +402,7 @@ def test_the_default_is_the_jigsaw_path_and_the_combination_averages_both_terms(
 
 @pytest.mark.parametrize("transform", ["jigsaw", "rotation", "jigsaw+rotation"])
 def test_unused_parameters_and_state_follow_the_transform_and_lambda(transform):
-    for lam in (0.0, 0.5):
+    for lam in (0.0, 0.5, 1.0):
         method = make(PIRLConfig(transform=transform, loss_weight=lam, embedding_dim=16), width=4)
         assert {n.split(".")[0] for n, _ in method.named_parameters() if "head" in n} == HEADS[transform] | {"image_head"}
         assert {k for k in method.state_dict() if k.startswith("log_z")} == {
@@ -378,7 +410,8 @@ def test_unused_parameters_and_state_follow_the_transform_and_lambda(transform):
         loss, metrics = method.training_step(views_batch(method.config), CTX)
         loss.backward()
         no_gradient = {n for n, p in method.named_parameters() if p.grad is None}
-        expected = {n for n, _ in method.named_parameters() if n.split(".")[0] in HEADS[transform]} if lam == 0 else set()
+        unused_heads = HEADS[transform] if lam == 0 else {"image_head"} if lam == 1 else set()
+        expected = {n for n, _ in method.named_parameters() if n.split(".")[0] in unused_heads}
         assert method.unused_parameters() == no_gradient == expected
         assert all(math.isnan(metrics[f"loss_{t}"]) for t in transform.split("+")) == (lam == 0)
 
