@@ -28,6 +28,7 @@ QUICK = {
     "sweep_overhead": ["--trials", "3", "--images", "1024", "--epochs", "2"],
     "dashboard_pages": ["--repeats", "2"],
     "cpu_numerics": ["--images", "512", "--steps", "15", "--rounds", "1"],
+    "epoch_prefetch": ["--epochs", "3", "--rounds", "1"],
     "gpu_throughput": [],
 }
 
@@ -53,6 +54,9 @@ def headline(name: str) -> str:
     if name == "dashboard_pages":
         slowest = max(data["pages"], key=lambda p: p["warm_s"])
         return f"slowest page {slowest['page']}: {slowest['warm_s']:.2f} s warm, {slowest['cold_s']:.2f} s cold"
+    if name == "epoch_prefetch":
+        return (f"loop waits {data['direct']['mean_wait_s']:.2f} s per epoch for batches read epoch by epoch, "
+                f"{data['ahead']['mean_wait_s']:.2f} s read ahead ({data['work']} work)")
     if name in ("gpu_throughput", "cpu_numerics"):
         return data.get("summary", "")
     return ""

@@ -45,6 +45,7 @@ from sslab.methods.blocks.optim import build_optimizer, build_schedule
 from sslab.platform.augment import EpochViews
 from sslab.platform.checkpoints import EpochCheckpoints
 from sslab.platform.evaluate import evaluate_for_profile, evaluation_batches, monitor_knn
+from sslab.platform.prefetch import EpochBatches
 from sslab.platform import metrics as names
 from sslab.platform.profiles import Profile
 
@@ -288,7 +289,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
     def wall_seconds() -> float:  # this attempt's seconds so far plus every attempt's before it
         return wall_before + time.perf_counter() - attempt_start
 
-    epoch = start_epoch
+    epoch, ahead = start_epoch, None
     try:
         state = session.restore()  # an unreadable only checkpoint ends the trial below, like a NaN
         skipped = session.skipped_checkpoints()
@@ -308,23 +309,27 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
         else:  # a new run: data-dependent state first (e.g. a memory bank of the untrained features)
             method.before_training(_training_images(spec, device))
 
+        def epoch_batches(epoch: int):
+            return session.dataset(epoch).iter_torch_batches(
+                batch_size=profile.batch_size,
+                drop_last=True,
+                device=device,
+                # page-locked host copies, so the copy to the GPU does not wait for the step before
+                pin_memory=device.type == "cuda",
+                prefetch_batches=profile.prefetch_batches,
+                local_shuffle_buffer_size=profile.shuffle_buffer or None,
+                # a new, reproducible batch order every epoch (and on every retry of that epoch)
+                local_shuffle_seed=(spec.seed * 1_000_003 + epoch * 1_009 + rank) if profile.shuffle_buffer else None,
+            )
+
+        # the next epoch's pipeline starts while this one's last batches train (platform/prefetch.py)
+        ahead = (EpochBatches(epoch_batches, range(start_epoch, profile.epochs), depth=profile.prefetch_batches)
+                 if profile.prefetch_batches else None)
         for epoch in range(start_epoch, profile.epochs):
             method.train()
             sums: dict[str, torch.Tensor | float] = {}  # on the device: read once, after the epoch
             steps, epoch_start, timer = 0, time.perf_counter(), _SteadyTimer(profile.timing_warmup_steps, device)
-            for step, batch in enumerate(
-                session.dataset(epoch).iter_torch_batches(
-                    batch_size=profile.batch_size,
-                    drop_last=True,
-                    device=device,
-                    # page-locked host copies, so the copy to the GPU does not wait for the step before
-                    pin_memory=device.type == "cuda",
-                    prefetch_batches=profile.prefetch_batches,
-                    local_shuffle_buffer_size=profile.shuffle_buffer or None,
-                    # a new, reproducible batch order every epoch (and on every retry of that epoch)
-                    local_shuffle_seed=(spec.seed * 1_000_003 + epoch * 1_009 + rank) if profile.shuffle_buffer else None,
-                )
-            ):
+            for step, batch in enumerate(ahead.next_epoch() if ahead else epoch_batches(epoch)):
                 timer.step(step)
                 batch = session.to_model_input(batch)  # uint8 views normalised on the device
                 if profile.channels_last:
@@ -406,6 +411,9 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             "device_s": train_seconds * devices_held,
             "history": list(history),
         }, None)
+    finally:
+        if ahead is not None:
+            ahead.close()
 
 
 def channels_last_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -163,6 +163,15 @@ def test_the_same_trial_twice_gives_the_same_views_losses_and_knn(ray_local, tmp
     assert first[0]["loss"] != first[1]["loss"]  # (and the epochs differ: fresh views each epoch)
 
 
+def test_reading_the_next_epoch_ahead_changes_nothing_a_trial_computes(ray_local, tmp_path):
+    from dataclasses import replace
+
+    ahead = _in_process(tmp_path / "a", replace(TINY, epochs=3, prefetch_batches=2))  # EpochBatches
+    direct = _in_process(tmp_path / "b", replace(TINY, epochs=3, prefetch_batches=0))  # epoch by epoch
+    assert [m["loss"] for m in ahead] == [m["loss"] for m in direct]
+    assert ahead[-1]["knn_top1"] == direct[-1]["knn_top1"] and ahead[-1]["probe_res5_top1"] == direct[-1]["probe_res5_top1"]
+
+
 def test_seeded_views_depend_on_the_seed_and_the_epoch_only(ray_local):
     from sslab.methods.views import ImageView
 
