@@ -29,6 +29,7 @@ from sslab.platform.augment import EpochViews
 from sslab.platform.data import load_split, take_subset, to_ray_dataset
 from sslab.platform.prefetch import EpochBatches
 from sslab.platform.profiles import get_profile
+from sslab.platform.train import iter_epoch_batches
 from local_profile import parse_set  # noqa: E402 - a sibling script (benchmarks/ is on sys.path)
 
 
@@ -42,11 +43,8 @@ def work(ms: float, kind: str, a: torch.Tensor) -> None:
 
 
 def run(reader: str, views: EpochViews, profile, args, a: torch.Tensor) -> list[float]:
-    def batches(epoch: int):
-        return views(epoch).iter_torch_batches(
-            batch_size=profile.batch_size, drop_last=True, prefetch_batches=profile.prefetch_batches,
-            local_shuffle_buffer_size=profile.shuffle_buffer or None,
-            local_shuffle_seed=epoch if profile.shuffle_buffer else None)
+    def batches(epoch: int):  # as the training loop reads them
+        return iter_epoch_batches(views(epoch), profile, seed=0, epoch=epoch, rank=0, device=torch.device("cpu"))
 
     epochs = range(args.epochs)
     ahead = EpochBatches(batches, epochs, depth=profile.prefetch_batches) if reader == "ahead" else None

@@ -207,7 +207,7 @@ class PIRL(Method):
         """At λ = 0 the transform heads (g) get no gradient; at λ = 1 the image head (f) gets none."""
         lam = self.config.loss_weight
         heads = ("patch_head.", "jigsaw_head.", "rotation_head.") if lam == 0 else ("image_head.",) if lam == 1 else ()
-        return {n for n, _ in self.named_parameters() if n.startswith(heads)} if heads else set()
+        return {n for n, _ in self.named_parameters() if n.startswith(heads)}  # startswith(()) is False
 
     # --- heads --------------------------------------------------------------------------
     def embed_image(self, images: torch.Tensor) -> torch.Tensor:

@@ -310,17 +310,8 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             method.before_training(_training_images(spec, device))
 
         def epoch_batches(epoch: int):
-            return session.dataset(epoch).iter_torch_batches(
-                batch_size=profile.batch_size,
-                drop_last=True,
-                device=device,
-                # page-locked host copies, so the copy to the GPU does not wait for the step before
-                pin_memory=device.type == "cuda",
-                prefetch_batches=profile.prefetch_batches,
-                local_shuffle_buffer_size=profile.shuffle_buffer or None,
-                # a new, reproducible batch order every epoch (and on every retry of that epoch)
-                local_shuffle_seed=(spec.seed * 1_000_003 + epoch * 1_009 + rank) if profile.shuffle_buffer else None,
-            )
+            return iter_epoch_batches(session.dataset(epoch), profile, seed=spec.seed, epoch=epoch, rank=rank,
+                                      device=device)
 
         # the next epoch's pipeline starts while this one's last batches train (platform/prefetch.py)
         ahead = (EpochBatches(epoch_batches, range(start_epoch, profile.epochs), depth=profile.prefetch_batches)
@@ -414,6 +405,21 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
     finally:
         if ahead is not None:
             ahead.close()
+
+
+def iter_epoch_batches(dataset, profile: Profile, *, seed: int, epoch: int, rank: int, device: torch.device):
+    """The batches a worker trains on in ``epoch``, from its dataset of that epoch's views."""
+    return dataset.iter_torch_batches(
+        batch_size=profile.batch_size,
+        drop_last=True,
+        device=device,
+        # page-locked host copies, so the copy to the GPU does not wait for the step before
+        pin_memory=device.type == "cuda",
+        prefetch_batches=profile.prefetch_batches,
+        local_shuffle_buffer_size=profile.shuffle_buffer or None,
+        # a new, reproducible batch order every epoch (and on every retry of that epoch)
+        local_shuffle_seed=(seed * 1_000_003 + epoch * 1_009 + rank) if profile.shuffle_buffer else None,
+    )
 
 
 def channels_last_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ import pytest
 from sslab.platform.prefetch import EpochBatches
 
 
-def _epochs(n_epochs: int, n_batches: int):
+def _epochs(n_batches: int):
     started: list[int] = []
 
     def batches(epoch: int):
@@ -29,14 +29,14 @@ def _wait_for(condition, timeout=5.0) -> bool:
 
 
 def test_every_epoch_yields_its_own_batches_in_order():
-    batches, _ = _epochs(3, 5)
+    batches, _ = _epochs(5)
     with EpochBatches(batches, range(3), depth=2) as ahead:
         got = [list(ahead.next_epoch()) for _ in range(3)]
     assert got == [batches(e) for e in range(3)]
 
 
 def test_the_next_epoch_starts_before_this_one_is_consumed():
-    batches, started = _epochs(2, 3)
+    batches, started = _epochs(3)
     with EpochBatches(batches, range(2), depth=2) as ahead:
         epoch0 = ahead.next_epoch()
         assert next(epoch0) == (0, 0) and next(epoch0) == (0, 1)
@@ -59,7 +59,7 @@ def test_an_error_while_fetching_is_raised_in_the_loop_after_the_batches_before_
 
 
 def test_close_stops_a_reader_blocked_on_a_full_queue():
-    batches, _ = _epochs(100, 100)
+    batches, _ = _epochs(100)
     ahead = EpochBatches(batches, range(100), depth=1)
     assert next(ahead.next_epoch()) == (0, 0)  # the reader is now blocked, the queue full
     ahead.close()
@@ -67,7 +67,7 @@ def test_close_stops_a_reader_blocked_on_a_full_queue():
 
 
 def test_reading_past_the_last_epoch_is_an_error_not_a_hang():
-    batches, _ = _epochs(1, 2)
+    batches, _ = _epochs(2)
     with EpochBatches(batches, range(1), depth=2) as ahead:
         assert list(ahead.next_epoch()) == [(0, 0), (0, 1)]
         with pytest.raises(RuntimeError, match="every epoch was read"):
