@@ -29,6 +29,7 @@ QUICK = {
     "dashboard_pages": ["--repeats", "2"],
     "cpu_numerics": ["--images", "512", "--steps", "15", "--rounds", "1"],
     "epoch_prefetch": ["--epochs", "3", "--rounds", "1"],
+    "random_init_batchnorm": ["--seeds", "2"],
     "gpu_throughput": [],
 }
 
@@ -57,6 +58,10 @@ def headline(name: str) -> str:
     if name == "epoch_prefetch":
         return (f"loop waits {data['direct']['mean_wait_s']:.2f} s per epoch for batches read epoch by epoch, "
                 f"{data['ahead']['mean_wait_s']:.2f} s read ahead ({data['work']} work)")
+    if name == "random_init_batchnorm":
+        before, after = data["summary"]["as initialised"], data["summary"]["recomputed"]
+        return "; ".join(f"{k}: {before[k][0]:.3f} as initialised, {after[k][0]:.3f} with BatchNorm statistics "
+                         "recomputed" for k in ("knn_top1", "probe_res5_top1"))
     if name in ("gpu_throughput", "cpu_numerics"):
         return data.get("summary", "")
     return ""
