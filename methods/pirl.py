@@ -154,6 +154,13 @@ class PIRL(Method):
     #   rounded in another order) the same seeds gave 0.320 / 0.335 / 0.326 = 0.327 ± 0.008; over
     #   all six runs λ = 1 at 12 px is 0.336 ± 0.013, about at the bar rather than over it. The λ
     #   study at 12 px (that variant, 1 seed, 2026-12-03, 10-30 % CPU steal) took 13 min 12 s.
+    #   16 px over 3 seeds: 0.341 / 0.361 / 0.333 = 0.345 ± 0.014 after 16 epochs (at ~1.7x the
+    #   cost of an 8-px λ = 0.5 step, 1.8 vs 1.07 ms an image), 0.337 ± 0.018 after 10; so no patch
+    #   size lifts λ = 1 clear of random init + 0.08 beyond its spread;
+    # - nothing else tried lifts λ = 1 at 8 px either (seed 0, against 0.317): τ 0.1 0.296, weight
+    #   decay 5e-4 0.305, d = 32 0.299, jigsaw crop scale (0.25, 1) 0.292, per-patch tile
+    #   normalisation 0.288, per-patch grayscale p = 0.66 0.269; batch 128 or 256 would not buy
+    #   time (ms an image within 5 % of batch 64's at 8, 12 and 16 px).
     profile_defaults = {"local": {"loss_form": "infonce", "bank_init": "features", "base_lr": 0.2,
                                   "warmup_epochs": 1}}
 
