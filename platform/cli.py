@@ -199,7 +199,7 @@ def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials,
     """The study's results as Markdown tables (per configuration with the gain over random init,
     the paper's findings, then totals), for notes and papers."""
     from sslab.platform.progress import yes_no
-    from sslab.platform.summary import by_configuration, describe, judge_all, totals
+    from sslab.platform.summary import by_configuration, compute_line, describe, judge_all, totals
 
     per_config = by_configuration(trials, knobs, metric, mode, baselines)
     lines = [f"## {name}: {metric}", ""]
@@ -228,8 +228,7 @@ def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials,
     spent = totals(trials)
     if findings:
         lines.append("")
-    lines.append(f"- compute: {spent['trials']} trial(s), wall {spent.get('wall_s', 0):.0f} s, "
-                 f"device {spent.get('device_s', 0):.0f} s, {spent.get('images_seen', 0):,.0f} images")
+    lines.append(f"- compute: {spent['trials']} trial(s), {compute_line(spent)}")
     return "\n".join(lines)
 
 
@@ -237,7 +236,7 @@ def _status(study, root: str | None) -> None:
     """Progress of a running or stopped study, from the results store alone."""
     import time
 
-    from sslab.platform.summary import totals
+    from sslab.platform.summary import compute_line, totals
 
     store, meta = _open_store(study, root)
     trials, epochs = store.read("trials"), store.read("epochs")
@@ -254,8 +253,7 @@ def _status(study, root: str | None) -> None:
         for trial_id, epoch in last.items():
             print(f"  unfinished: {trial_id} at epoch {int(epoch) + 1}/{epochs_total}{ago}")
     if spent["trials"]:
-        print(f"  compute so far: wall {spent.get('wall_s', 0):.0f} s, device {spent.get('device_s', 0):.0f} s, "
-              f"{spent.get('images_seen', 0):,.0f} images")
+        print(f"  compute so far: {compute_line(spent)}")
     if total is not None and len(trials) < total:
         print(f"  to continue: sslab run {study.name} (finished trials are not rerun)")
 

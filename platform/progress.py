@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgres
 from rich.table import Table
 
 from sslab.platform import metrics as names
+from sslab.platform.cpu_steal import steal_note
 
 
 def _fmt(value: Any, digits: int = 3, *, signed: bool = False) -> str:
@@ -75,6 +76,7 @@ class Progress:
             self.console.print(
                 f"  [green]✓[/] {key}  kNN {_fmt(row.get(names.KNN))}  "
                 f"invariance {_fmt(row.get(names.INVARIANCE))}  {row['wall_s']:.0f}s"
+                f"{steal_note(row.get('cpu_steal', math.nan))}"
             )
         elif row["status"] == "stopped":
             self.console.print(
@@ -96,7 +98,7 @@ def print_summary(console: Console, symbols: dict[str, str], knobs: list[str], m
                   findings: list[dict] | None = None) -> None:
     """Every trial; mean ± std per configuration with its gain over the random-init baseline; the
     best; the verdict on each of the paper's findings; the compute spent."""
-    from sslab.platform.summary import by_configuration, describe, judge_all, totals
+    from sslab.platform.summary import by_configuration, compute_line, describe, judge_all, totals
 
     console.print(summary_table(symbols, knobs, trials, baselines, sort_by=metric if defaults else None))
     per_config = by_configuration(trials, knobs, metric, mode, baselines)
@@ -111,10 +113,7 @@ def print_summary(console: Console, symbols: dict[str, str], knobs: list[str], m
     spent = totals(trials)
     if spent["trials"]:
         by_status = ", ".join(f"{spent[s]} {s}" for s in ("ok", "stopped", "failed") if spent.get(s))
-        console.print(
-            f"  compute: {spent['trials']} trial(s) ({by_status}); wall {spent.get('wall_s', 0):.0f} s, "
-            f"device {spent.get('device_s', 0):.0f} s, {spent.get('images_seen', 0):,.0f} images"
-        )
+        console.print(f"  compute: {spent['trials']} trial(s) ({by_status}); {compute_line(spent)}")
 
 
 def findings_table(verdicts: pd.DataFrame) -> Table:

@@ -14,6 +14,8 @@ import math
 
 import pandas as pd
 
+from sslab.platform.cpu_steal import NOTABLE
+
 #: per-trial cost columns, summed in the study's totals
 COST_COLUMNS = ("wall_s", "device_s", "images_seen")
 
@@ -135,7 +137,8 @@ def _beyond_spread(mean_a, std_a, n_a, mean_b, std_b, n_b) -> bool | None:
 
 
 def totals(trials: pd.DataFrame) -> dict[str, float]:
-    """The study's compute: trial counts by status and the summed cost columns."""
+    """The study's compute: trial counts by status, the summed cost columns and, where the trials
+    measured it, ``cpu_steal``: the share of CPU time stolen from the machine, weighted by wall time."""
     out: dict[str, float] = {"trials": len(trials)}
     if "status" in trials:
         for status, count in trials["status"].value_counts().items():
@@ -143,7 +146,23 @@ def totals(trials: pd.DataFrame) -> dict[str, float]:
     for column in COST_COLUMNS:
         if column in trials:
             out[column] = float(trials[column].fillna(0).sum())
+    if "cpu_steal" in trials and "wall_s" in trials:
+        known = trials["cpu_steal"].notna() & trials["wall_s"].notna()
+        if known.any() and trials.loc[known, "wall_s"].sum() > 0:
+            wall = trials.loc[known, "wall_s"]
+            out["cpu_steal"] = float((trials.loc[known, "cpu_steal"] * wall).sum() / wall.sum())
     return out
+
+
+def compute_line(spent: dict[str, float]) -> str:
+    """``wall 515 s, device 419 s, 399,360 images``, and the CPU steal when notable, from ``totals``."""
+    line = (f"wall {spent.get('wall_s', 0):.0f} s, device {spent.get('device_s', 0):.0f} s, "
+            f"{spent.get('images_seen', 0):,.0f} images")
+    steal = spent.get("cpu_steal", 0.0)
+    if steal >= NOTABLE:
+        line += (f"; {steal:.0%} of the machine's CPU time was stolen by its hypervisor meanwhile, "
+                 "so these timings are slower than the code")
+    return line
 
 
 def describe(table: pd.DataFrame, knobs: list[str], metric: str, baselines: pd.DataFrame | None = None) -> list[str]:

@@ -44,6 +44,7 @@ from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.optim import build_optimizer, build_schedule
 from sslab.platform.augment import EpochViews
 from sslab.platform.checkpoints import EpochCheckpoints
+from sslab.platform.cpu_steal import StealMeter
 from sslab.platform.evaluate import evaluate_for_profile, evaluation_batches, monitor_knn
 from sslab.platform.prefetch import EpochBatches
 from sslab.platform import metrics as names
@@ -284,7 +285,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
         else nullcontext()
     )
     start_epoch, history, images_seen, train_seconds, eval_seconds, restarts = 0, [], 0, 0.0, 0.0, 0
-    attempt_start, wall_before = time.perf_counter(), 0.0
+    attempt_start, wall_before, attempt_steal = time.perf_counter(), 0.0, StealMeter()
 
     def wall_seconds() -> float:  # this attempt's seconds so far plus every attempt's before it
         return wall_before + time.perf_counter() - attempt_start
@@ -320,6 +321,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             method.train()
             sums: dict[str, torch.Tensor | float] = {}  # on the device: read once, after the epoch
             steps, epoch_start, timer = 0, time.perf_counter(), _SteadyTimer(profile.timing_warmup_steps, device)
+            epoch_steal = StealMeter()
             for step, batch in enumerate(ahead.next_epoch() if ahead else epoch_batches(epoch)):
                 timer.step(step)
                 batch = session.to_model_input(batch)  # uint8 views normalised on the device
@@ -355,6 +357,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
                 lr=optimizer.param_groups[0]["lr"],
                 images_seen=images_seen,
                 epoch_s=time.perf_counter() - epoch_start,
+                epoch_cpu_steal=epoch_steal.fraction(),  # of the machine's CPU time (platform/cpu_steal.py)
                 restarts=restarts,
                 **timer.result(steps, profile.batch_size),
             )
@@ -372,6 +375,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             metrics["eval_s"] = eval_seconds  # per-epoch monitor kNN and the final evaluation
             metrics["device_s"] = train_seconds * devices_held
             metrics["wall_s"] = wall_seconds()
+            metrics["cpu_steal"] = attempt_steal.fraction()  # over this attempt (a resumed trial: since the resume)
             if skipped:  # said once, with the first epoch after the resume
                 metrics["checkpoints_skipped"], skipped = "; ".join(skipped), []
             state, rng = None, _rng_of_every_worker(world_size, device)

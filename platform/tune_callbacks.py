@@ -113,6 +113,7 @@ class StoreCallback(Callback):
             train_s=float(result.get("train_s", math.nan)),
             eval_s=float(result.get("eval_s", math.nan)),
             device_s=float(result.get("device_s", math.nan)),
+            cpu_steal=float(result.get("cpu_steal", math.nan)),
             device="gpu" if self.profile.use_gpu else "cpu",
             images_seen=int(result.get("images_seen", 0)),
             restarts=max(int(result.get("restarts", 0)), int(trial.num_failures)),

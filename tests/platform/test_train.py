@@ -93,9 +93,10 @@ class _Crash(Exception):
     pass
 
 
-def _in_process(tmp_path, profile, crash_after_epoch=None):
+def _in_process(tmp_path, profile, crash_after_epoch=None, on_report=lambda metrics: None):
     """Run the loop in this process (as a Tune trial does) with checkpoints under tmp_path; the
-    report function records every epoch and may crash the 'process' once an epoch is reported."""
+    report function records every epoch, calls ``on_report`` and may crash the 'process' once an
+    epoch is reported."""
     ds, eval_data = _data()
     spec = TrialSpec("pirl", {"num_negatives": 16, **profile.method_defaults}, profile, seed=0, data=DATA,
                      eval_data=eval_data)
@@ -104,6 +105,7 @@ def _in_process(tmp_path, profile, crash_after_epoch=None):
 
     def report(metrics):
         reported.append(metrics)
+        on_report(metrics)
         if metrics["epoch"] == crash_after_epoch:
             raise _Crash
 
@@ -153,6 +155,24 @@ def test_an_in_process_trial_resumes_from_its_last_epoch_checkpoint(ray_local, t
     assert final["wall_s"] > before[-1]["wall_s"] > 0 and again[0]["wall_s"] >= final["wall_s"]
     assert final["device_s"] == pytest.approx(sum(h["epoch_s"] for h in final["history"]), rel=0.05)
     assert again[0]["restarts"] == 2
+
+
+def test_the_loop_reports_the_cpu_steal_of_each_epoch_and_of_the_attempt(ray_local, tmp_path, monkeypatch):
+    """A fake /proc/stat: 10 ticks pass at every reading, none stolen until epoch 0 is reported,
+    then half of them. Epoch 0 had no steal and epoch 1 half; the attempt as a whole a quarter."""
+    from sslab.platform import cpu_steal
+
+    clock = {"stolen": 0, "total": 0, "rate": 0.0}
+
+    def fake_cpu_times(path=None):
+        clock["total"] += 10
+        clock["stolen"] += int(10 * clock["rate"])
+        return clock["stolen"], clock["total"]
+
+    monkeypatch.setattr(cpu_steal, "cpu_times", fake_cpu_times)
+    reported = _in_process(tmp_path, TINY, on_report=lambda metrics: clock.update(rate=0.5))
+    assert [h["epoch_cpu_steal"] for h in reported[-1]["history"]] == [0.0, 0.5]
+    assert reported[0]["cpu_steal"] == 0.0 and reported[-1]["cpu_steal"] == pytest.approx(0.25)
 
 
 def test_the_same_trial_twice_gives_the_same_views_losses_and_knn(ray_local, tmp_path):

@@ -38,6 +38,7 @@ def test_finished_trial_row_has_config_metrics_and_invariance(tmp_path):
     trial.last_result = {
         "epoch": 1, "loss": 8.0, "knn_top1": 0.31, "probe_res5_top1": 0.4, "invariance_l2_mean": 0.9,
         "invariance_samples": [0.8, 1.0], "images_seen": 640, "train_s": 3.0, "device_s": 3.0, "history": history,
+        "cpu_steal": 0.2,
     }
     callback.on_trial_complete(0, [], trial)
     (row,) = store.read("trials").to_dict("records")
@@ -45,7 +46,7 @@ def test_finished_trial_row_has_config_metrics_and_invariance(tmp_path):
     assert row["config/loss_weight"] == 0.5 and row["config/loss_form"] == "infonce"  # the profile's default
     assert row["config/temperature"] == pytest.approx(0.07)  # the paper default, recorded
     assert (row["knn_top1"], row["probe_res5_top1"], row["epochs"], row["images_seen"]) == (0.31, 0.4, 2, 640)
-    assert (row["device_s"], row["device"]) == (3.0, "cpu")
+    assert (row["device_s"], row["device"], row["cpu_steal"]) == (3.0, "cpu", 0.2)
     assert list(store.read("epochs").loss) == [9.0, 8.0]
     assert list(store.read("invariance").distance) == pytest.approx([0.8, 1.0])
 
