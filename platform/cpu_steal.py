@@ -1,7 +1,7 @@
 """CPU time the hypervisor gave to other guests while this machine wanted it (Linux's "steal").
 
 On a shared cloud VM a busy neighbour slows every step without the method or the code changing:
-on the 2-core development machine the same PIRL step took 49 ms at one hour and 81 ms at another,
+on the 2-core development machine the same training step took 49 ms at one hour and 81 ms at another,
 with 10-33 % steal. A trial's timings therefore carry the share of the machine's CPU time stolen
 while it ran, so that a slow day is not read as a slow method.
 """
