@@ -85,6 +85,8 @@ class StudyStatus:
     device_s: float = 0.0
     wall_s: float = 0.0
     images_seen: float = 0.0
+    #: share of the machine's CPU time stolen while the trials ran (wall-weighted); NaN when unmeasured
+    cpu_steal: float = math.nan
     updated: float | None = None
     problem: str | None = None
 
@@ -243,6 +245,7 @@ def status_of(data: StudyData, now: float | None = None) -> StudyStatus:
     status.state = _state(data, len(finished), now)
     cost = summary.totals(finished) if not finished.empty else {}
     status.wall_s, status.device_s, status.images_seen = (cost.get(c, 0.0) for c in ("wall_s", "device_s", "images_seen"))
+    status.cpu_steal = cost.get("cpu_steal", math.nan)
     knobs = data.knobs
     if not finished.empty and knobs and data.metric in finished:
         table = summary.by_configuration(finished, knobs, data.metric, data.mode)

@@ -17,9 +17,11 @@ trials: ``trial_id`` (stable across re-runs: method, configuration and seed),
 ``config/<name>`` per hyperparameter (the union over a study's methods; a
 method without a knob has none), ``knn_top1``, ``probe_<tap>_top1`` per
 probed tap, ``invariance_l2_mean``, ``loss``, ``epochs``, ``wall_s``,
-``images_seen``, ``finished_at``. The metric names are defined in
-``platform/metrics.py``.
-epochs: ``trial_id``, ``epoch``, ``loss`` and every other per-epoch metric.
+``images_seen``, ``cpu_steal`` (the share of the machine's CPU time stolen by
+its hypervisor during the trial's last attempt; NaN where unmeasured),
+``finished_at``. The metric names are defined in ``platform/metrics.py``.
+epochs: ``trial_id``, ``epoch``, ``loss`` and every other per-epoch metric
+(``epoch_s``, ``epoch_cpu_steal``, ...).
 baselines: ``backbone``, ``seed``, ``knn_top1``, ``probe_<tap>_top1``.
 invariance: ``trial_id``, ``distance``.
 

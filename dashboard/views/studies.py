@@ -32,6 +32,7 @@ def _rows(studies: list[store.StudyData]) -> pd.DataFrame:
             "best configuration": status.best, f"best {data.metric}": status.best_value,
             "spread": status.best_spread,
             "device h": status.device_s / 3600, "wall h": status.wall_s / 3600, "images": status.images_seen,
+            "CPU steal": 100 * status.cpu_steal,
             "last write": _ago(now - status.updated if status.updated else None),
             "description": data.meta.get("description", ""),
         })
@@ -53,7 +54,10 @@ def overview() -> None:
     right.metric("Device hours", f"{table['device h'].sum():.2f}")
     st.dataframe(table, hide_index=True,
                  column_config={"device h": st.column_config.NumberColumn(format="%.3f"),
-                                "wall h": st.column_config.NumberColumn(format="%.3f")})
+                                "wall h": st.column_config.NumberColumn(format="%.3f"),
+                                "CPU steal": st.column_config.NumberColumn(
+                                    format="%.0f %%", help="share of the machine's CPU time its hypervisor gave "
+                                    "elsewhere while the trials ran: their times are slower than the code")})
     for data in studies:
         if data.problem:
             st.warning(f"**{data.name}**: {data.problem}")

@@ -44,7 +44,7 @@ def _trial_row(method_config: dict, seed: int, knn: float, *, status="ok", epoch
     row = {"trial_id": trial_id, "method": "pirl", "seed": seed,
            **{f"config/{k}": v for k, v in method_config.items()}, "config/embedding_dim": 128,
            "status": status, "error": "", "loss": 5.0 - knn, "epochs": epochs, "wall_s": 100.0, "train_s": 80.0,
-           "device_s": 80.0, "device": "cpu", "images_seen": 5000 * epochs, "restarts": 0, "finished_at": finished_at}
+           "device_s": 80.0, "cpu_steal": 0.1, "device": "cpu", "images_seen": 5000 * epochs, "restarts": 0, "finished_at": finished_at}
     if status == "ok":
         row["knn_top1"] = knn
         row.update({f"probe_{tap}_top1": knn + 0.02 * i + tap_shift for i, tap in enumerate(TAPS)})

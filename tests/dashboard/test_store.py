@@ -47,6 +47,7 @@ def test_grid_study_reads_with_labels_and_status(fixture_root):
     assert status.best == "loss_weight=1" and status.best_value == pytest.approx(0.305)
     assert status.best_spread.endswith("(n=2)")
     assert status.device_s == pytest.approx(9 * 80.0)
+    assert status.cpu_steal == pytest.approx(0.1)  # every trial's share, weighted by its wall time
 
 
 def test_the_findings_a_study_declares_are_judged_from_its_trials(fixture_root):
