@@ -160,7 +160,8 @@ class PIRL(Method):
     # - nothing else tried lifts λ = 1 at 8 px either (seed 0, against 0.317): τ 0.1 0.296, weight
     #   decay 5e-4 0.305, d = 32 0.299, jigsaw crop scale (0.25, 1) 0.292, per-patch tile
     #   normalisation 0.288, per-patch grayscale p = 0.66 0.269; batch 128 or 256 would not buy
-    #   time (ms an image within 5 % of batch 64's at 8, 12 and 16 px).
+    #   time (ms an image no lower than batch 64's at 8 and 16 px, between-run drift ~20 %:
+    #   benchmarks/cpu_numerics.py --methods pirl --batch N [--set jigsaw_patch_size=16]).
     profile_defaults = {"local": {"loss_form": "infonce", "bank_init": "features", "base_lr": 0.2,
                                   "warmup_epochs": 1}}
 
