@@ -132,6 +132,10 @@ class Jigsaw(Method):
     #   0.283; at P = 1000 0.278 / 0.281 / 0.274 against 0.272 / 0.274 / 0.270. A small gain, in
     #   the same direction nearly everywhere, for ~20% of the step (42 against 35 ms; PIRL at
     #   λ = 0.5: 79 ms, SimCLR 80 ms).
+    # - over 3 seeds and the full 16 epochs (studies/permutations_pirl_vs_jigsaw.py --seeds 3,
+    #   2026-12-03; random init kNN 0.252 ± 0.013, res3 probe 0.314): P = 1000 still does not learn
+    #   (kNN 0.262 ± 0.012, res3 probe 0.291 ± 0.012), P = 100 and 10 do (kNN 0.286 ± 0.018 /
+    #   0.300 ± 0.010, res3 probe 0.368 / 0.367).
     profile_defaults = {"local": {"num_permutations": 100, "tile_dim": 128, "hidden_dim": 512, "base_lr": 0.2,
                                   "warmup_epochs": 1}}
 
