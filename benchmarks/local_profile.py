@@ -25,7 +25,7 @@ from sslab.methods.base import DataInfo, StepContext
 from sslab.methods.blocks.backbone import TAPS, Backbone
 from sslab.methods.blocks.optim import build_optimizer, build_schedule
 from sslab.methods.views import apply_views
-from sslab.platform.data import load_split, take_subset
+from sslab.platform.data import load_train_test
 from sslab.platform.evaluate import evaluation_batches, knn_top1, pooled_features
 from sslab.platform.profiles import get_profile
 from sslab.platform.train import channels_last_batch
@@ -54,10 +54,8 @@ def knn(backbone, train, test, stats, k: int, taps: tuple[str, ...] = ("res5",))
 
 def run(args, seed: int) -> dict:
     torch.set_num_threads(args.threads)
-    whole = load_split("cifar10", "train", seed=0, image_size=args.image_size)
-    train = take_subset(whole, args.subset, seed=0, what="train")
-    test = take_subset(load_split("cifar10", "test", seed=0, image_size=args.image_size), args.test_subset,
-                       seed=0, what="test")
+    train, test = load_train_test("cifar10", image_size=args.image_size, train_subset=args.subset,
+                                  test_subset=args.test_subset)
     stats = train.normalization
     cls = methods.get(args.method)
     config = cls.Config(**{**cls.profile_defaults.get("local", {}), **args.set})

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from sslab.methods.blocks.backbone import Backbone
-from sslab.platform.data import load_split, take_subset
+from sslab.platform.data import evaluation_arrays, load_train_test
 from sslab.platform.evaluate import evaluate_for_profile, evaluation_batches
 from sslab.platform.profiles import get_profile
 
@@ -49,11 +49,9 @@ def main() -> None:
     args = parser.parse_args()
     profile = get_profile(args.profile)
     torch.set_num_threads(profile.torch_threads)
-    train, test = (take_subset(load_split(profile.dataset, split, seed=0, image_size=profile.image_size), subset,
-                               seed=0, what=f"{profile.dataset} {split}")
-                   for split, subset in (("train", profile.train_subset), ("test", profile.test_subset)))
-    arrays = {"train_images": train.images, "train_labels": train.labels, "test_images": test.images,
-              "test_labels": test.labels, "stats": train.normalization}
+    train, test = load_train_test(profile.dataset, image_size=profile.image_size, train_subset=profile.train_subset,
+                                  test_subset=profile.test_subset)  # as a study loads them
+    arrays = evaluation_arrays(train, test)
     rows = []
     for seed in range(args.seeds):
         for variant in ("as initialised", "recomputed"):

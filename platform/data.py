@@ -249,6 +249,44 @@ def load_split(dataset: str, split: str = "train", *, root: Path | None = None,
     return take_subset(full, subset, seed, f"{dataset} {split}")
 
 
+def load_train_test(dataset: str, *, image_size: int | None, train_subset: int | None,
+                    test_subset: int | None, root: Path | None = None,
+                    note: Callable[[str], None] = print) -> tuple[Split, Split]:
+    """The train and test splits a run trains and evaluates on: each capped at its subset
+    (class-balanced, seed 0), or whole when the dataset is smaller than the subset (the profiles'
+    sizes are CIFAR's; a small ImageFolder is used whole, and ``note`` says so, as it says how
+    many unreadable images were skipped).
+
+    Raises ``ValueError`` when a split is empty or the dataset has fewer than 2 classes (kNN and
+    the linear probes need 2), before anything is trained.
+    """
+    splits = []
+    for name, subset in (("train", train_subset), ("test", test_subset)):
+        whole = load_split(dataset, name, root=root, seed=0, image_size=image_size)
+        if subset is not None and subset > len(whole.labels):
+            note(f"the {name} split of {dataset} has {len(whole.labels)} images (fewer than the profile's "
+                 f"{subset}): using all of them")
+        split = whole if subset is None or subset >= len(whole.labels) else take_subset(
+            whole, subset, seed=0, what=f"{dataset} {name}")
+        if split.skipped:
+            note(f"{split.skipped} unreadable image(s) skipped in the {name} split")
+        if len(split.labels) == 0:
+            raise ValueError(f"the {name} split of {dataset!r} is empty; check the dataset at {root or data_dir()}")
+        splits.append(split)
+    train, test = splits
+    if train.num_classes < 2:
+        raise ValueError(f"{dataset!r} has {train.num_classes} class(es); kNN and linear probes need at "
+                         "least 2 (an ImageFolder needs one sub-folder per class)")
+    return train, test
+
+
+def evaluation_arrays(train: Split, test: Split) -> dict[str, Any]:
+    """What ``sslab.platform.evaluate`` reads: both splits' images and labels, and the train
+    split's statistics, with which both are normalised."""
+    return {"train_images": train.images, "train_labels": train.labels, "test_images": test.images,
+            "test_labels": test.labels, "stats": train.normalization}
+
+
 def train_normalization(dataset: str, *, root: Path | None = None, image_size: int | None = None,
                         download: bool = True) -> Normalization:
     """The statistics every split of ``dataset`` is normalised with: its train split's (of the

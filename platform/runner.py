@@ -240,44 +240,14 @@ def _load_data(profile: Profile, data_dir, progress) -> dict[str, Any]:
     import ray
 
     from sslab.platform.data import data_dir as resolve_data_dir
-    from sslab.platform.data import to_ray_dataset
+    from sslab.platform.data import evaluation_arrays, load_train_test, to_ray_dataset
 
-    root = resolve_data_dir(data_dir)
-    train = _load_capped(profile, "train", profile.train_subset, root, progress)
-    test = _load_capped(profile, "test", profile.test_subset, root, progress)
-    for name, split in (("train", train), ("test", test)):
-        if split.skipped:
-            progress.note(f"{split.skipped} unreadable image(s) skipped in the {name} split")
-        if len(split.labels) == 0:
-            raise ValueError(f"the {name} split of {profile.dataset!r} is empty; check the dataset at {root}")
-    if train.num_classes < 2:
-        raise ValueError(f"{profile.dataset!r} has {train.num_classes} class(es); kNN and linear probes need at "
-                         "least 2 (an ImageFolder needs one sub-folder per class)")
-    stats = train.normalization  # both splits are normalised with the training set's statistics
-    arrays = {
-        "train_images": train.images,
-        "train_labels": train.labels,
-        "test_images": test.images,
-        "test_labels": test.labels,
-        "stats": stats,
-    }
+    train, test = load_train_test(profile.dataset, image_size=profile.image_size, train_subset=profile.train_subset,
+                                  test_subset=profile.test_subset, root=resolve_data_dir(data_dir),
+                                  note=progress.note)
+    arrays = evaluation_arrays(train, test)  # both splits normalised with the training set's statistics
     info = DataInfo(num_samples=len(train.labels), num_classes=train.num_classes, image_size=profile.image_size)
     return {"arrays": arrays, "eval_ref": ray.put(arrays), "train_ds": to_ray_dataset(train), "info": info}
-
-
-def _load_capped(profile: Profile, split: str, subset: int | None, root, progress):
-    """A split at the profile's image size, with the profile's subset, or all of it when the
-    dataset is smaller than the subset (the profiles' sizes are CIFAR's; a small ImageFolder is
-    used whole, and the run says so)."""
-    from sslab.platform.data import load_split, take_subset
-
-    whole = load_split(profile.dataset, split, root=root, seed=0, image_size=profile.image_size)
-    if subset is None or subset >= len(whole.labels):
-        if subset is not None and subset > len(whole.labels):
-            progress.note(f"the {split} split of {profile.dataset} has {len(whole.labels)} images (fewer than the "
-                          f"profile's {subset}): using all of them")
-        return whole
-    return take_subset(whole, subset, seed=0, what=f"{profile.dataset} {split}")
 
 
 def _missing_baseline_seeds(store: ResultsStore, profile: Profile, seeds: int) -> list[int]:

@@ -33,7 +33,10 @@ from sslab.platform.data import (  # noqa: E402
     Split,
     cache_dir,
     data_dir,
+    evaluation_arrays,
     load_split,
+    load_train_test,
+    take_subset,
     to_ray_dataset,
     train_normalization,
 )
@@ -394,6 +397,35 @@ def test_imagefolder_empty_and_unreadable(tmp_path):
     (junk / "cat" / "b.png").write_bytes(b"more garbage")
     with pytest.raises(ValueError, match=r"none of the 2 images.*a\.jpg"):
         load_split(f"imagefolder:{junk}")
+
+
+def test_load_train_test_caps_each_split_or_uses_it_whole_and_says_so(tmp_path):
+    root = tmp_path / "tree"
+    _make_folder(root / "train", classes=("a", "b", "c"), per_class=4)
+    _make_folder(root / "test", classes=("a", "b", "c"), per_class=2, seed=1)
+    (root / "train" / "b" / "broken.png").write_bytes(b"not a png")
+    notes = []
+    with pytest.warns(RuntimeWarning, match="broken.png"):
+        train, test = load_train_test(f"imagefolder:{root}", image_size=None, train_subset=6, test_subset=100,
+                                      note=notes.append)
+    whole_train = load_split(f"imagefolder:{root}", "train")
+    expected = take_subset(whole_train, 6, seed=0)  # class-balanced, seed 0, as a study draws it
+    np.testing.assert_array_equal(train.images, expected.images)
+    np.testing.assert_array_equal(np.bincount(train.labels), [2, 2, 2])
+    assert len(test) == 6  # fewer test images than the subset asks for: all of them
+    assert notes == ["1 unreadable image(s) skipped in the train split",
+                     f"the test split of imagefolder:{root} has 6 images (fewer than the profile's 100): using all of them"]
+    arrays = evaluation_arrays(train, test)
+    assert arrays["stats"] == whole_train.normalization  # the whole train split's statistics normalise both splits
+    np.testing.assert_array_equal(arrays["test_labels"], test.labels)
+
+
+def test_load_train_test_refuses_one_class_before_training(tmp_path):
+    root = tmp_path / "one"
+    for split in ("train", "test"):
+        _make_folder(root / split, classes=("only",), per_class=3)
+    with pytest.raises(ValueError, match=r"has 1 class\(es\); kNN and linear probes need at least 2"):
+        load_train_test(f"imagefolder:{root}", image_size=None, train_subset=None, test_subset=None, note=print)
 
 
 def test_cifar100_download_path_reads_what_torchvision_wrote(tmp_path, monkeypatch):
