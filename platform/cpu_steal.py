@@ -35,18 +35,30 @@ def cpu_times(path: str = PROC_STAT) -> tuple[int, int] | None:
 
 
 class StealMeter:
-    """The share of CPU time stolen from this machine since the meter was made."""
+    """The share of CPU time stolen from this machine since the meter was made, plus the ticks of
+    earlier attempts of the same run (``before``, as ``ticks()`` returned them then), so that a
+    resumed trial reports its steal over every attempt, not only the last."""
 
-    def __init__(self, path: str = PROC_STAT) -> None:
+    def __init__(self, path: str = PROC_STAT, before: tuple[int, int] | None = (0, 0)) -> None:
         self.path = path
         self.start = cpu_times(path)
+        self.before = before  # None: an earlier attempt could not measure it
+
+    def ticks(self) -> tuple[int, int] | None:
+        """(stolen, total) ticks since the start plus ``before``; None when unknown."""
+        now = cpu_times(self.path)
+        if self.start is None or now is None or self.before is None:
+            return None
+        return (self.before[0] + now[0] - self.start[0], self.before[1] + now[1] - self.start[1])
 
     def fraction(self) -> float:
-        """Stolen ticks / all ticks since the start, in [0, 1]; NaN when unknown or no tick passed."""
-        now = cpu_times(self.path)
-        if self.start is None or now is None or now[1] <= self.start[1]:
-            return math.nan
-        return (now[0] - self.start[0]) / (now[1] - self.start[1])
+        """Stolen ticks / all ticks, in [0, 1]; NaN when unknown or no tick passed."""
+        return share(self.ticks())
+
+
+def share(ticks: tuple[int, int] | None) -> float:
+    """Stolen / all of (stolen, total) ticks; NaN when unknown or no tick passed."""
+    return ticks[0] / ticks[1] if ticks is not None and ticks[1] > 0 else math.nan
 
 
 def steal_note(fraction: float) -> str:

@@ -18,7 +18,8 @@ trials: ``trial_id`` (stable across re-runs: method, configuration and seed),
 method without a knob has none), ``knn_top1``, ``probe_<tap>_top1`` per
 probed tap, ``invariance_l2_mean``, ``loss``, ``epochs``, ``wall_s``,
 ``images_seen``, ``cpu_steal`` (the share of the machine's CPU time stolen by
-its hypervisor during the trial's last attempt; NaN where unmeasured),
+its hypervisor while the trial trained, over every attempt of a resumed trial up
+to its last checkpoint; NaN where unmeasured),
 ``finished_at``. The metric names are defined in ``platform/metrics.py``.
 epochs: ``trial_id``, ``epoch``, ``loss`` and every other per-epoch metric
 (``epoch_s``, ``epoch_cpu_steal``, ...).

@@ -44,7 +44,7 @@ from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.optim import build_optimizer, build_schedule
 from sslab.platform.augment import EpochViews
 from sslab.platform.checkpoints import EpochCheckpoints
-from sslab.platform.cpu_steal import StealMeter
+from sslab.platform.cpu_steal import StealMeter, share as stolen_share
 from sslab.platform.evaluate import evaluate_for_profile, evaluation_batches, monitor_knn
 from sslab.platform.prefetch import EpochBatches
 from sslab.platform import metrics as names
@@ -285,7 +285,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
         else nullcontext()
     )
     start_epoch, history, images_seen, train_seconds, eval_seconds, restarts = 0, [], 0, 0.0, 0.0, 0
-    attempt_start, wall_before, attempt_steal = time.perf_counter(), 0.0, StealMeter()
+    attempt_start, wall_before, trial_steal = time.perf_counter(), 0.0, StealMeter()
 
     def wall_seconds() -> float:  # this attempt's seconds so far plus every attempt's before it
         return wall_before + time.perf_counter() - attempt_start
@@ -302,6 +302,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             start_epoch, history = state["epoch"] + 1, state["history"]
             images_seen, train_seconds = state["images_seen"], state["train_seconds"]
             eval_seconds, wall_before = state.get("eval_seconds", 0.0), state.get("wall_seconds", 0.0)
+            trial_steal.before = state.get("cpu_steal_ticks", None)  # None: a checkpoint from before it was kept
             _restore_rng(state["rng"], rank, world_size, device)
             if start_epoch >= profile.epochs:  # resumed after the last epoch: say again what it reported
                 session.report({**state["last_metrics"], "wall_s": wall_seconds(), "restarts": restarts,
@@ -375,7 +376,8 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
             metrics["eval_s"] = eval_seconds  # per-epoch monitor kNN and the final evaluation
             metrics["device_s"] = train_seconds * devices_held
             metrics["wall_s"] = wall_seconds()
-            metrics["cpu_steal"] = attempt_steal.fraction()  # over this attempt (a resumed trial: since the resume)
+            steal_ticks = trial_steal.ticks()
+            metrics["cpu_steal"] = stolen_share(steal_ticks)  # over every attempt (platform/cpu_steal.py)
             if skipped:  # said once, with the first epoch after the resume
                 metrics["checkpoints_skipped"], skipped = "; ".join(skipped), []
             state, rng = None, _rng_of_every_worker(world_size, device)
@@ -390,6 +392,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
                     "train_seconds": train_seconds,
                     "eval_seconds": eval_seconds,
                     "wall_seconds": metrics["wall_s"],
+                    "cpu_steal_ticks": steal_ticks,  # (stolen, total) over every attempt so far
                     "rng": rng,
                     "restarts": restarts,
                     "last_metrics": {**metrics, "history": list(history)},

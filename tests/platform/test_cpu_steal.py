@@ -35,6 +35,16 @@ def test_the_meter_measures_the_share_stolen_since_it_started(tmp_path):
     assert math.isnan(StealMeter(str(tmp_path / "missing")).fraction())
 
 
+def test_the_meter_adds_the_ticks_of_earlier_attempts(tmp_path):
+    path = _stat(tmp_path / "stat", user=100, steal=40)
+    resumed = StealMeter(path, before=(0, 120))  # the attempt before the resume: 120 ticks, none stolen
+    _stat(tmp_path / "stat", user=160, steal=60)  # since the resume: 80 ticks, 20 stolen
+    assert resumed.ticks() == (20, 200)
+    assert resumed.fraction() == pytest.approx(20 / 200)  # not this attempt's 20 / 80
+    unknown = StealMeter(path, before=None)  # a checkpoint written before steal was kept
+    assert unknown.ticks() is None and math.isnan(unknown.fraction())
+
+
 def test_only_a_notable_share_is_mentioned():
     assert steal_note(0.23) == " (23% CPU steal)"
     assert steal_note(0.01) == steal_note(math.nan) == ""

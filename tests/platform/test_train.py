@@ -175,6 +175,32 @@ def test_the_loop_reports_the_cpu_steal_of_each_epoch_and_of_the_attempt(ray_loc
     assert reported[0]["cpu_steal"] == 0.0 and reported[-1]["cpu_steal"] == pytest.approx(0.25)
 
 
+def test_a_resumed_trial_reports_the_cpu_steal_of_every_attempt(ray_local, tmp_path, monkeypatch):
+    """No steal before the crash, all of it after: the trial's share counts the first attempt's
+    ticks too (kept in the checkpoint), so it is below the second attempt's own 100 %."""
+    from sslab.platform import cpu_steal
+    from sslab.platform.checkpoints import EpochCheckpoints
+
+    clock = {"stolen": 0, "total": 0, "rate": 0.0}
+
+    def fake_cpu_times(path=None):
+        clock["total"] += 10
+        clock["stolen"] += int(10 * clock["rate"])
+        return clock["stolen"], clock["total"]
+
+    monkeypatch.setattr(cpu_steal, "cpu_times", fake_cpu_times)
+    profile = TINY.with_overrides(epochs=3)
+    _in_process(tmp_path, profile, crash_after_epoch=1)
+    first = EpochCheckpoints(str(tmp_path / "ckpt")).latest()["cpu_steal_ticks"]
+    assert first[0] == 0 and first[1] > 0
+    clock["rate"] = 1.0
+    after = _in_process(tmp_path, profile)
+    stolen, total = EpochCheckpoints(str(tmp_path / "ckpt")).latest()["cpu_steal_ticks"]
+    assert total - stolen == first[1]  # every unstolen tick is the first attempt's
+    assert after[-1]["cpu_steal"] == pytest.approx(stolen / total) and 0.0 < after[-1]["cpu_steal"] < 1.0
+    assert after[-1]["history"][-1]["epoch_cpu_steal"] == 1.0  # the epochs themselves: as they ran
+
+
 def test_the_same_trial_twice_gives_the_same_views_losses_and_knn(ray_local, tmp_path):
     first = _in_process(tmp_path / "a", TINY)
     second = _in_process(tmp_path / "b", TINY)
