@@ -43,7 +43,7 @@ class Progress:
             self.console.width = max(self.console.width, 160)
         self.console.print(
             f"[bold]{study.name}[/]: {', '.join(study.methods_for(profile.name))} on {profile.dataset}"
-            f"{f' ({profile.train_subset} train images)' if profile.train_subset else ''}, profile {profile.name}, "
+            f"{f' (up to {profile.train_subset:,} train images)' if profile.train_subset else ''}, profile {profile.name}, "
             f"{total} trial(s), {already_done} already in the results store"
         )
         self._bar = RichProgress(
