@@ -173,6 +173,10 @@ def invariance_figure(groups: pd.DataFrame, kind: str = "ecdf") -> go.Figure:
 
 
 # -------------------------------------------------------------------- training curves
+#: the per-epoch share of CPU time stolen from the machine (platform/cpu_steal.py)
+STEAL = "epoch_cpu_steal"
+
+
 def epoch_metrics(epochs: pd.DataFrame) -> list[str]:
     skip = {"study", "trial_id", "key", "label", "status", "epoch", "restarts"}
     return [c for c in epochs.columns if c not in skip and pd.api.types.is_numeric_dtype(epochs[c])
@@ -180,14 +184,20 @@ def epoch_metrics(epochs: pd.DataFrame) -> list[str]:
 
 
 def training_figure(epochs: pd.DataFrame, metric: str) -> go.Figure:
-    """One line per trial; a trial stopped early ends in an ✕, a failed one in a red ✕."""
+    """One line per trial; a trial stopped early ends in an ✕, a failed one in a red ✕. Where the
+    epochs recorded it, each point's hover says the CPU steal of its epoch, so that a slow epoch
+    on a busy shared machine is not read as a slow method."""
     fig = go.Figure()
     for key, rows in epochs.dropna(subset=[metric]).groupby("key", sort=False):
         rows = rows.sort_values("epoch")
         status = rows["status"].iloc[-1]
         name = rows["label"].iloc[-1] + ("" if status == "ok" else f" ({status})")
-        fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[metric], name=name, mode="lines+markers",
-                                   marker=dict(size=4)))
+        steal = rows[STEAL] if STEAL in rows and metric != STEAL and rows[STEAL].notna().any() else None
+        fig.add_trace(go.Scatter(
+            x=rows["epoch"], y=rows[metric], name=name, mode="lines+markers", marker=dict(size=4),
+            customdata=None if steal is None else steal.to_numpy(),
+            hovertemplate=None if steal is None else
+            f"epoch %{{x}}<br>{metric} %{{y}}<br>CPU steal %{{customdata:.0%}}<extra>{name}</extra>"))
         if status in ("stopped", "failed"):
             fig.add_trace(go.Scatter(x=rows["epoch"].iloc[-1:], y=rows[metric].iloc[-1:], mode="markers",
                                        marker=dict(symbol="x", size=13, color="firebrick" if status == "failed" else "black"),

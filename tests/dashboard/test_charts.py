@@ -94,6 +94,18 @@ def test_training_curves_mark_failed_and_stopped_trials(grid, search):
     assert "loss" in charts.epoch_metrics(epochs) and "epoch" not in charts.epoch_metrics(epochs)
 
 
+def test_each_epoch_point_says_the_cpu_steal_it_ran_under():
+    epochs = pd.DataFrame({"key": ["a"] * 3 + ["b"] * 2, "label": ["a"] * 3 + ["b"] * 2, "status": ["ok"] * 5,
+                           "epoch": [0, 1, 2, 0, 1], "epoch_s": [10.0, 10.5, 14.0, 9.0, 9.5],
+                           "epoch_cpu_steal": [0.0, 0.01, 0.3, float("nan"), float("nan")]})
+    slow, quiet = charts.training_figure(epochs, "epoch_s").data
+    np.testing.assert_allclose(slow.customdata, [0.0, 0.01, 0.3])  # epoch 2 was slow: 30 % stolen
+    assert "CPU steal %{customdata:.0%}" in slow.hovertemplate
+    assert quiet.customdata is None and quiet.hovertemplate is None  # not measured: nothing said
+    steal_curve = charts.training_figure(epochs, "epoch_cpu_steal").data[0]
+    assert steal_curve.customdata is None  # the steal curve itself does not repeat it
+
+
 def test_search_history_uses_monitor_values_for_stopped_trials(search):
     history = charts.search_history(search.trials, "knn_top1", "max")
     assert history["number"].tolist() == list(range(10))
