@@ -1,9 +1,10 @@
-"""What a small CPU profile can learn: train one method on a CIFAR-10 subset in this process
+"""What a small CPU profile can learn: train one method on a dataset's subset in this process
 (no Ray: the same views, method, optimiser and schedule as a trial) and print the kNN top-1 of
 the res5 features after every epoch next to the same backbone at random init.
 
     python benchmarks/local_profile.py --method pirl --set loss_weight=0.5 --epochs 10 --width 16
     python benchmarks/local_profile.py --method npid --set num_negatives=4096 --set bank_momentum=0
+    python benchmarks/local_profile.py --dataset imagefolder:/tmp/digits --epochs 57 --seeds 3
 
 It is the quick loop behind the ``local`` profile's choices (platform/profiles.py): a setting
 that does not beat random init here will not in a study either. Numbers are per seed; run
@@ -54,7 +55,7 @@ def knn(backbone, train, test, stats, k: int, taps: tuple[str, ...] = ("res5",))
 
 def run(args, seed: int) -> dict:
     torch.set_num_threads(args.threads)
-    train, test = load_train_test("cifar10", image_size=args.image_size, train_subset=args.subset,
+    train, test = load_train_test(args.dataset, image_size=args.image_size, train_subset=args.subset,
                                   test_subset=args.test_subset)
     stats = train.normalization
     cls = methods.get(args.method)
@@ -105,6 +106,7 @@ def main() -> None:
     parser.add_argument("--method", default="pirl", choices=methods.names())
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a method hyperparameter")
     local = get_profile("local")  # every size defaults to the local profile's
+    parser.add_argument("--dataset", default=local.dataset, help="any study's --dataset (default: the profile's)")
     parser.add_argument("--epochs", type=int, default=local.epochs)
     parser.add_argument("--subset", type=int, default=local.train_subset)
     parser.add_argument("--test-subset", type=int, default=local.test_subset)
@@ -124,9 +126,10 @@ def main() -> None:
     args.set = parse_set(args.set)
     results = [run(args, seed) for seed in range(args.seeds)]
     gains = [r["knn"] - r["baseline"] for r in results]
-    print(json.dumps({"method": args.method, "set": args.set, "epochs": args.epochs, "width": args.width,
-                      "arch": args.arch, "bf16": args.bf16, "batch_size": args.batch_size, "subset": args.subset,
-                      "gain_mean": round(float(np.mean(gains)), 4), "gain_std": round(float(np.std(gains)), 4),
+    spread = round(float(np.std(gains, ddof=1)), 4) if len(gains) > 1 else None  # the sample std, as studies
+    print(json.dumps({"method": args.method, "set": args.set, "dataset": args.dataset, "epochs": args.epochs,
+                      "width": args.width, "arch": args.arch, "bf16": args.bf16, "batch_size": args.batch_size,
+                      "subset": args.subset, "gain_mean": round(float(np.mean(gains)), 4), "gain_std": spread,
                       "runs": results}))
 
 
