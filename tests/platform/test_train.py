@@ -157,9 +157,8 @@ def test_an_in_process_trial_resumes_from_its_last_epoch_checkpoint(ray_local, t
     assert again[0]["restarts"] == 2
 
 
-def test_the_loop_reports_the_cpu_steal_of_each_epoch_and_of_the_attempt(ray_local, tmp_path, monkeypatch):
-    """A fake /proc/stat: 10 ticks pass at every reading, none stolen until epoch 0 is reported,
-    then half of them. Epoch 0 had no steal and epoch 1 half; the attempt as a whole a quarter."""
+def _fake_proc_stat(monkeypatch) -> dict:
+    """/proc/stat as a clock: 10 ticks pass at every reading, ``rate`` of them stolen (set it)."""
     from sslab.platform import cpu_steal
 
     clock = {"stolen": 0, "total": 0, "rate": 0.0}
@@ -170,6 +169,13 @@ def test_the_loop_reports_the_cpu_steal_of_each_epoch_and_of_the_attempt(ray_loc
         return clock["stolen"], clock["total"]
 
     monkeypatch.setattr(cpu_steal, "cpu_times", fake_cpu_times)
+    return clock
+
+
+def test_the_loop_reports_the_cpu_steal_of_each_epoch_and_of_the_attempt(ray_local, tmp_path, monkeypatch):
+    """A fake /proc/stat: 10 ticks pass at every reading, none stolen until epoch 0 is reported,
+    then half of them. Epoch 0 had no steal and epoch 1 half; the attempt as a whole a quarter."""
+    clock = _fake_proc_stat(monkeypatch)
     reported = _in_process(tmp_path, TINY, on_report=lambda metrics: clock.update(rate=0.5))
     assert [h["epoch_cpu_steal"] for h in reported[-1]["history"]] == [0.0, 0.5]
     assert reported[0]["cpu_steal"] == 0.0 and reported[-1]["cpu_steal"] == pytest.approx(0.25)
@@ -178,17 +184,9 @@ def test_the_loop_reports_the_cpu_steal_of_each_epoch_and_of_the_attempt(ray_loc
 def test_a_resumed_trial_reports_the_cpu_steal_of_every_attempt(ray_local, tmp_path, monkeypatch):
     """No steal before the crash, all of it after: the trial's share counts the first attempt's
     ticks too (kept in the checkpoint), so it is below the second attempt's own 100 %."""
-    from sslab.platform import cpu_steal
     from sslab.platform.checkpoints import EpochCheckpoints
 
-    clock = {"stolen": 0, "total": 0, "rate": 0.0}
-
-    def fake_cpu_times(path=None):
-        clock["total"] += 10
-        clock["stolen"] += int(10 * clock["rate"])
-        return clock["stolen"], clock["total"]
-
-    monkeypatch.setattr(cpu_steal, "cpu_times", fake_cpu_times)
+    clock = _fake_proc_stat(monkeypatch)
     profile = TINY.with_overrides(epochs=3)
     _in_process(tmp_path, profile, crash_after_epoch=1)
     first = EpochCheckpoints(str(tmp_path / "ckpt")).latest()["cpu_steal_ticks"]
