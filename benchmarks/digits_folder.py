@@ -39,7 +39,7 @@ def write_digits(folder: Path, *, test_fraction: float = 0.2, seed: int = 0) -> 
             grey = (digits.images[i] * (255 / 16)).round().astype(np.uint8)  # 0..16 ink levels
             path = folder / split / str(digits.target[i]) / f"{i:04d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(grey, mode="L").resize((SIDE, SIDE), Image.BILINEAR).save(path)
+            Image.fromarray(grey).resize((SIDE, SIDE), Image.BILINEAR).save(path)
     return len(train), len(test)
 
 
