@@ -53,10 +53,9 @@ def knn(backbone, train, test, stats, k: int, taps: tuple[str, ...] = ("res5",))
                                 torch.as_tensor(test.labels), k=k), 4) for tap in taps}
 
 
-def run(args, seed: int) -> dict:
+def run(args, seed: int, train, test) -> dict:
+    """One seed's training on the loaded ``train`` / ``test`` splits (the same for every seed)."""
     torch.set_num_threads(args.threads)
-    train, test = load_train_test(args.dataset, image_size=args.image_size, train_subset=args.subset,
-                                  test_subset=args.test_subset)
     stats = train.normalization
     cls = methods.get(args.method)
     config = cls.Config(**{**cls.profile_defaults.get("local", {}), **args.set})
@@ -124,7 +123,9 @@ def main() -> None:
     args = parser.parse_args()
     args.taps = TAPS if args.taps == "all" else tuple(t.strip() for t in args.taps.split(","))
     args.set = parse_set(args.set)
-    results = [run(args, seed) for seed in range(args.seeds)]
+    train, test = load_train_test(args.dataset, image_size=args.image_size, train_subset=args.subset,
+                                  test_subset=args.test_subset)  # once: every seed trains on the same images
+    results = [run(args, seed, train, test) for seed in range(args.seeds)]
     gains = [r["knn"] - r["baseline"] for r in results]
     spread = round(float(np.std(gains, ddof=1)), 4) if len(gains) > 1 else None  # the sample std, as studies
     print(json.dumps({"method": args.method, "set": args.set, "dataset": args.dataset, "epochs": args.epochs,
