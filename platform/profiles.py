@@ -147,8 +147,8 @@ PROFILES: dict[str, Profile] = {
     # - batch 64: batch 32 (twice the steps) gave 0.302 / 0.289 (λ = 0.5 / 0) against 0.294 /
     #   0.256 at the old lr, no better than lowering the lr.
     # - The budget is 16 epochs, i.e. 1,248 steps of CIFAR's 5,000 images, but only 352 steps of a
-    #   1,437-image dataset (scikit-learn's digits, benchmarks/digits_folder.py). There, PIRL
-    #   λ = 0.5 over 3 seeds (benchmarks/local_profile.py --dataset imagefolder:<digits>) gained
+    #   1,437-image dataset (scikit-learn's digits, benchmarks/digits_folder.py). There, the memory
+    #   bank at λ = 0.5 over 3 seeds (benchmarks/local_profile.py --dataset imagefolder:<digits>) gained
     #   +0.044 ± 0.059 kNN over random init (0.670 ± 0.038) after 16 epochs, and +0.231 ± 0.028
     #   (0.894 / 0.892 / 0.919) after 57 epochs = 1,254 steps, at a CIFAR trial's cost (~115 s). A
     #   budget in steps, not epochs, would carry to small datasets (not built yet).
