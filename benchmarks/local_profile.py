@@ -4,7 +4,7 @@ the res5 features after every epoch next to the same backbone at random init.
 
     python benchmarks/local_profile.py --method pirl --set loss_weight=0.5 --epochs 10 --width 16
     python benchmarks/local_profile.py --method npid --set num_negatives=4096 --set bank_momentum=0
-    python benchmarks/local_profile.py --dataset imagefolder:/tmp/digits --epochs 57 --seeds 3
+    python benchmarks/local_profile.py --dataset imagefolder:/tmp/digits --seeds 3
 
 It is the quick loop behind the ``local`` profile's choices (platform/profiles.py): a setting
 that does not beat random init here will not in a study either. Numbers are per seed; run
@@ -106,7 +106,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a method hyperparameter")
     local = get_profile("local")  # every size defaults to the local profile's
     parser.add_argument("--dataset", default=local.dataset, help="any study's --dataset (default: the profile's)")
-    parser.add_argument("--epochs", type=int, default=local.epochs)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"default: as many as the profile's {local.steps:,} steps take on the dataset")
     parser.add_argument("--subset", type=int, default=local.train_subset)
     parser.add_argument("--test-subset", type=int, default=local.test_subset)
     parser.add_argument("--image-size", type=int, default=local.image_size)
@@ -125,6 +126,10 @@ def main() -> None:
     args.set = parse_set(args.set)
     train, test = load_train_test(args.dataset, image_size=args.image_size, train_subset=args.subset,
                                   test_subset=args.test_subset)  # once: every seed trains on the same images
+    if args.epochs is None:  # the local profile's step budget, as a study's trials train it
+        budget = local.with_overrides(batch_size=args.batch_size)
+        args.epochs = budget.epochs_for(len(train.labels))
+        print(budget.budget_note(len(train.labels)), flush=True)
     results = [run(args, seed, train, test) for seed in range(args.seeds)]
     gains = [r["knn"] - r["baseline"] for r in results]
     spread = round(float(np.std(gains, ddof=1)), 4) if len(gains) > 1 else None  # the sample std, as studies

@@ -11,6 +11,7 @@ is the paper-scale CIFAR-10 run with one GPU per trial.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -30,7 +31,12 @@ class Profile:
     arch: str = "resnet18"
     width: int = 64
     cifar_stem: bool = True
+    #: passes over the training split; with ``steps`` set, derived from the split's size instead
     epochs: int = 200
+    #: the training budget in optimiser steps, when set: a run trains the fewest whole epochs that
+    #: take at least this many steps of its training split (``epochs_for``), so that a small
+    #: dataset gets as many updates as a large one; None = ``epochs`` whatever the data's size
+    steps: int | None = None
     batch_size: int = 256
     #: rows of the local shuffle buffer each Train worker draws its batches from (0 = no shuffle)
     shuffle_buffer: int = 4096
@@ -86,6 +92,7 @@ class Profile:
     def __post_init__(self) -> None:
         checks = {
             "epochs": self.epochs >= 1,
+            "steps": self.steps is None or (isinstance(self.steps, int) and self.steps >= 1),
             "batch_size": self.batch_size >= 2,
             "image_size": isinstance(self.image_size, int) and self.image_size >= 8,
             "num_workers": self.num_workers >= 0,
@@ -108,12 +115,44 @@ class Profile:
                 raise ValueError(f"profile {self.name!r}: {name} = {getattr(self, name)!r} is not allowed")
 
     def with_overrides(self, **overrides: Any) -> "Profile":
-        """A copy with some fields changed; unknown names are refused."""
+        """A copy with some fields changed; unknown names are refused. Epochs given without
+        steps replace a step budget: ``--epochs 3`` means three epochs on any dataset."""
         known = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(f"unknown profile field(s) {unknown}; known: {sorted(known)}")
+        if "epochs" in overrides and "steps" not in overrides:
+            overrides = {**overrides, "steps": None}
         return replace(self, **overrides)
+
+    @property
+    def global_batch(self) -> int:
+        """Images of one optimiser step: the batch of every Train worker (one without workers)."""
+        return self.batch_size * max(1, self.num_workers)
+
+    def epochs_for(self, train_images: int) -> int:
+        """The epochs a run on ``train_images`` training images trains: ``epochs``, or with a
+        step budget the fewest whole epochs (each ``train_images // global_batch`` steps, the
+        loop's last partial batch dropped) that reach ``steps``."""
+        if self.steps is None:
+            return self.epochs
+        per_epoch = max(1, train_images // self.global_batch)
+        return max(1, math.ceil(self.steps / per_epoch))
+
+    def for_train_images(self, train_images: int) -> "Profile":
+        """This profile with ``epochs`` set for a training split of ``train_images`` images
+        (what every part of a run that counts epochs reads: the schedule, checkpoints, ASHA)."""
+        return replace(self, epochs=self.epochs_for(train_images))
+
+    def budget_note(self, train_images: int) -> str | None:
+        """One line saying how a step budget became epochs on this data; None without one."""
+        if self.steps is None:
+            return None
+        per_epoch = max(1, train_images // self.global_batch)
+        epochs = self.epochs_for(train_images)
+        return (f"profile {self.name}: {self.steps:,} optimiser steps = {epochs} epoch(s) of {train_images:,} "
+                f"images ({per_epoch} steps of {self.global_batch}; {epochs * per_epoch:,} in all); "
+                "--epochs N trains N epochs instead")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,12 +185,12 @@ PROFILES: dict[str, Profile] = {
     #   worse (2,000 images × 25 epochs: 0.262 against its 0.223 baseline).
     # - batch 64: batch 32 (twice the steps) gave 0.302 / 0.289 (λ = 0.5 / 0) against 0.294 /
     #   0.256 at the old lr, no better than lowering the lr.
-    # - The budget is 16 epochs, i.e. 1,248 steps of CIFAR's 5,000 images, but only 352 steps of a
-    #   1,437-image dataset (scikit-learn's digits, benchmarks/digits_folder.py). There, the memory
-    #   bank at λ = 0.5 over 3 seeds (benchmarks/local_profile.py --dataset imagefolder:<digits>) gained
-    #   +0.044 ± 0.059 kNN over random init (0.670 ± 0.038) after 16 epochs, and +0.231 ± 0.028
-    #   (0.894 / 0.892 / 0.919) after 57 epochs = 1,254 steps, at a CIFAR trial's cost (~115 s). A
-    #   budget in steps, not epochs, would carry to small datasets (not built yet).
+    # - The budget is 1,248 optimiser steps (``steps``), which is 16 epochs of CIFAR's 5,000
+    #   images but 57 of a 1,437-image dataset (scikit-learn's digits, benchmarks/digits_folder.py).
+    #   A budget of 16 epochs starved it: there, the memory bank at λ = 0.5 over 3 seeds
+    #   (benchmarks/local_profile.py --dataset imagefolder:<digits>) gained +0.044 ± 0.059 kNN
+    #   over random init (0.670 ± 0.038) after 16 epochs = 352 steps, and +0.231 ± 0.028
+    #   (0.894 / 0.892 / 0.919) after 57 epochs = 1,254 steps, at a CIFAR trial's cost (~115 s).
     #
     # Each trial trains in its own process (num_workers=0): Ray Train's controller,
     # worker group and dataset coordinator would add about 20 s of start-up to every
@@ -163,7 +202,8 @@ PROFILES: dict[str, Profile] = {
         test_subset=2000,
         arch="resnet10",
         width=8,
-        epochs=16,
+        epochs=16,  # what ``steps`` gives on the 5,000-image subset; other data gets its own
+        steps=1248,
         batch_size=64,
         num_workers=0,
         torch_threads=2,

@@ -82,7 +82,8 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
     parser.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
     parser.add_argument("--data-dir", default=None, help="dataset folder (default $SSLAB_DATA or ~/.cache/sslab/data)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
-    parser.add_argument("--epochs", type=_positive_int, default=None, help="override the profile's epochs")
+    parser.add_argument("--epochs", type=_positive_int, default=None,
+                        help="train this many epochs (instead of the profile's epochs or step budget)")
     parser.add_argument("--subset", type=_positive_int, default=None, help="override the profile's training subset size")
     parser.add_argument("--retry-failed", action="store_true", help="run failed trials of an earlier run again")
     if study.search:
@@ -124,27 +125,26 @@ def run_study(
     _check_same_data(store, profile)
     search = study.search.for_profile(profile.name, trials=trials, time_budget_s=time_budget_s) if study.search else None
     grid = study.grid_for(profile.name)
-    store.write_metadata(
-        {
-            "method": study.method_names[0] if len(study.method_names) == 1 else None,
-            "methods": study.methods_for(profile.name),
-            "description": study.description,
-            "kind": "search" if search else "grid",
-            "knobs": study.knobs,
-            "grid": grid,
-            "search": {name: repr(d) for name, d in search.space.items()} if search else None,
-            "defaults": study.paper_defaults(),
-            "base": study.base,
-            "method_bases": study.methods,
-            "seeds": seeds,
-            "metric": study.metric,
-            "mode": study.mode,
-            "findings": [finding.to_dict() for finding in study.findings],
-            "total_trials": search.trials if search else len(study.configurations(profile.name)) * seeds,
-            "profile": profile.to_dict(),
-            "backbone": profile.backbone_name,
-        }
-    )
+    meta = {
+        "method": study.method_names[0] if len(study.method_names) == 1 else None,
+        "methods": study.methods_for(profile.name),
+        "description": study.description,
+        "kind": "search" if search else "grid",
+        "knobs": study.knobs,
+        "grid": grid,
+        "search": {name: repr(d) for name, d in search.space.items()} if search else None,
+        "defaults": study.paper_defaults(),
+        "base": study.base,
+        "method_bases": study.methods,
+        "seeds": seeds,
+        "metric": study.metric,
+        "mode": study.mode,
+        "findings": [finding.to_dict() for finding in study.findings],
+        "total_trials": search.trials if search else len(study.configurations(profile.name)) * seeds,
+        "profile": _recorded_profile(store, profile),
+        "backbone": profile.backbone_name,
+    }
+    store.write_metadata(meta)
     skip_statuses = ("ok", "stopped") if retry_failed else ("ok", "failed", "stopped")
     done = store.finished_trial_ids(skip_statuses)
     first_points = [{"method": method, **point, "seed": seed}
@@ -166,6 +166,8 @@ def run_study(
         placement.augment_remote_args(placement.augment_policy(profile), shape)
         placement.max_concurrent_trials(profile, shape)
         data = _load_data(profile, data_dir, progress)
+        profile = _train_budget(profile, data["info"].num_samples, progress)
+        store.write_metadata({**meta, "profile": profile.to_dict()})
         _record_baselines(store, profile, data, seeds, progress)
         if to_run:
             unrecorded = _run_trials(study, profile, store, pending, to_run, data, progress, search=search)
@@ -198,6 +200,27 @@ def _check_profile_fits(profile: Profile, address: str | None) -> None:
                 "run it on a cluster (ray up cluster.yaml, then the same command there, or --address), "
                 "or use --profile local"
             )
+
+
+def _recorded_profile(store: ResultsStore, profile: Profile) -> dict[str, Any]:
+    """The profile the study's metadata records before any data is loaded: with a step budget,
+    the epochs it came to on this data in an earlier run (what ``sslab status`` counts against),
+    when that run had the same budget; the profile's own epochs otherwise."""
+    recorded = store.metadata().get("profile") or {}
+    current = profile.to_dict()
+    if profile.steps is not None and {**recorded, "epochs": profile.epochs} == current:
+        return recorded
+    return current
+
+
+def _train_budget(profile: Profile, train_images: int, progress) -> Profile:
+    """``profile`` with the epochs its step budget comes to on ``train_images`` images, said
+    in one line; unchanged without a step budget."""
+    note = profile.budget_note(train_images)
+    if note:
+        progress.note(note)
+        progress.profile = profile = profile.for_train_images(train_images)
+    return profile
 
 
 def _check_same_data(store: ResultsStore, profile: Profile) -> None:
@@ -358,7 +381,7 @@ def _run_trials(
             metric=study.metric,
             mode=study.mode,
             max_t=profile.epochs,
-            grace_period=search.grace_epochs,
+            grace_period=min(search.grace_epochs, profile.epochs),
             reduction_factor=search.reduction_factor,
         )
     trainable = tune.with_resources(

@@ -433,6 +433,28 @@ def test_a_killed_trial_process_resumes_from_its_epoch_checkpoint(ray_local, tmp
 
 
 @needs_cifar
+def test_a_step_budget_trains_the_epochs_it_comes_to_on_the_data_and_says_so(ray_local, tmp_path, capsys):
+    """100 images in batches of 50 are 2 steps an epoch: a 5-step budget is 3 epochs (6 steps),
+    whatever the profile's nominal epochs; the metadata and the output say so, and a rerun with
+    nothing left to do keeps the epochs it came to."""
+    study = Study(name="budget", method="pirl", grid={"loss_weight": [0.5]}, base={"num_negatives": 64})
+    profile = SMALL.with_overrides(train_subset=100, epochs=2, steps=5)
+    trials = run_study(study, profile=profile, root=tmp_path)
+    assert list(trials.status) == ["ok"], trials.error.tolist()
+    assert trials.images_seen.tolist() == [3 * 2 * 50]
+    epochs = pd.read_parquet(tmp_path / "budget" / "epochs.parquet")
+    assert epochs.epoch.tolist() == [0, 1, 2]
+    assert "5 optimiser steps = 3 epoch(s) of 100 images (2 steps of 50; 6 in all)" in capsys.readouterr().out
+    from sslab.platform.results import ResultsStore
+
+    store = ResultsStore(tmp_path, "budget")
+    assert store.metadata()["profile"]["epochs"] == 3 and store.metadata()["profile"]["steps"] == 5
+    ray.shutdown()
+    run_study(study, profile=profile, root=tmp_path, data_dir=tmp_path / "no-data-here", quiet=True)
+    assert store.metadata()["profile"]["epochs"] == 3  # not the nominal 2: nothing was loaded to count
+
+
+@needs_cifar
 def test_a_multi_objective_search_trades_knn_against_compute(ray_local, tmp_path):
     import optuna
     from optuna.storages.journal import JournalFileBackend
