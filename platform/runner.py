@@ -20,6 +20,7 @@ import pandas as pd
 from sslab import methods
 from sslab.methods.base import DataInfo
 from sslab.platform import placement
+from sslab.platform.other_work import other_work, other_work_note
 from sslab.platform.placement import TRIAL_RESOURCE
 from sslab.platform.profiles import Profile, get_profile
 from sslab.platform.results import ResultsStore, StoreError, StoreWriteError, results_root
@@ -160,6 +161,10 @@ def run_study(
     unrecorded: dict[str, str] = {}
 
     if to_run or _missing_baseline_seeds(store, profile, seeds):
+        if not (address or os.environ.get("RAY_ADDRESS")):  # trials will share this machine's CPUs
+            busy = other_work_note(other_work())
+            if busy:
+                progress.note(busy)
         _init_ray(address)
         shape = placement.cluster_shape()  # refuse what could never run, before any work
         placement.check_shared_storage(store.root, shape)

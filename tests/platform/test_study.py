@@ -433,10 +433,17 @@ def test_a_killed_trial_process_resumes_from_its_epoch_checkpoint(ray_local, tmp
 
 
 @needs_cifar
-def test_a_step_budget_trains_the_epochs_it_comes_to_on_the_data_and_says_so(ray_local, tmp_path, capsys):
+def test_a_step_budget_trains_the_epochs_it_comes_to_on_the_data_and_says_so(ray_local, tmp_path, capsys,
+                                                                              monkeypatch):
     """100 images in batches of 50 are 2 steps an epoch: a 5-step budget is 3 epochs (6 steps),
     whatever the profile's nominal epochs; the metadata and the output say so, and a rerun with
     nothing left to do keeps the epochs it came to."""
+    from sslab.platform import runner
+    from sslab.platform.other_work import Busy
+
+    # (and a busy machine is said before any work: another study on the same cores)
+    zoo = Busy(4242, "python studies/pretext_zoo.py", float(os.cpu_count()))
+    monkeypatch.setattr(runner, "other_work", lambda: [zoo])
     study = Study(name="budget", method="pirl", grid={"loss_weight": [0.5]}, base={"num_negatives": 64})
     profile = SMALL.with_overrides(train_subset=100, epochs=2, steps=5)
     trials = run_study(study, profile=profile, root=tmp_path)
@@ -444,7 +451,9 @@ def test_a_step_budget_trains_the_epochs_it_comes_to_on_the_data_and_says_so(ray
     assert trials.images_seen.tolist() == [3 * 2 * 50]
     epochs = pd.read_parquet(tmp_path / "budget" / "epochs.parquet")
     assert epochs.epoch.tolist() == [0, 1, 2]
-    assert "5 optimiser steps = 3 epoch(s) of 100 images (2 steps of 50; 6 in all)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "5 optimiser steps = 3 epoch(s) of 100 images (2 steps of 50; 6 in all)" in out
+    assert "python studies/pretext_zoo.py (pid 4242" in out and out.index("pid 4242") < out.index("random-init")
     from sslab.platform.results import ResultsStore
 
     store = ResultsStore(tmp_path, "budget")
