@@ -130,14 +130,17 @@ class Profile:
         """Images of one optimiser step: the batch of every Train worker (one without workers)."""
         return self.batch_size * max(1, self.num_workers)
 
+    def steps_per_epoch(self, train_images: int) -> int:
+        """Optimiser steps of one epoch of ``train_images`` images: whole global batches, the
+        last partial one dropped, as the training loop counts them."""
+        return max(1, train_images // self.global_batch)
+
     def epochs_for(self, train_images: int) -> int:
         """The epochs a run on ``train_images`` training images trains: ``epochs``, or with a
-        step budget the fewest whole epochs (each ``train_images // global_batch`` steps, the
-        loop's last partial batch dropped) that reach ``steps``."""
+        step budget the fewest whole epochs that reach ``steps``."""
         if self.steps is None:
             return self.epochs
-        per_epoch = max(1, train_images // self.global_batch)
-        return max(1, math.ceil(self.steps / per_epoch))
+        return max(1, math.ceil(self.steps / self.steps_per_epoch(train_images)))
 
     def for_train_images(self, train_images: int) -> "Profile":
         """This profile with ``epochs`` set for a training split of ``train_images`` images
@@ -148,8 +151,7 @@ class Profile:
         """One line saying how a step budget became epochs on this data; None without one."""
         if self.steps is None:
             return None
-        per_epoch = max(1, train_images // self.global_batch)
-        epochs = self.epochs_for(train_images)
+        per_epoch, epochs = self.steps_per_epoch(train_images), self.epochs_for(train_images)
         return (f"profile {self.name}: {self.steps:,} optimiser steps = {epochs} epoch(s) of {train_images:,} "
                 f"images ({per_epoch} steps of {self.global_batch}; {epochs * per_epoch:,} in all); "
                 "--epochs N trains N epochs instead")

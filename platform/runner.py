@@ -123,7 +123,8 @@ def run_study(
     store = ResultsStore(results_root(root), study.name)
     store.check_readable()
     store.check_writable()
-    _check_same_data(store, profile)
+    recorded = store.metadata().get("profile") or {}  # the profile of the run before, if any
+    _check_same_data(store, recorded, profile)
     search = study.search.for_profile(profile.name, trials=trials, time_budget_s=time_budget_s) if study.search else None
     grid = study.grid_for(profile.name)
     meta = {
@@ -142,7 +143,7 @@ def run_study(
         "mode": study.mode,
         "findings": [finding.to_dict() for finding in study.findings],
         "total_trials": search.trials if search else len(study.configurations(profile.name)) * seeds,
-        "profile": _recorded_profile(store, profile),
+        "profile": _recorded_profile(recorded, profile),
         "backbone": profile.backbone_name,
     }
     store.write_metadata(meta)
@@ -186,12 +187,11 @@ def run_study(
 
 def _check_profile_fits(profile: Profile, address: str | None) -> None:
     """What is known to fail before any work, refused before Ray starts and before the store is touched."""
-    workers = max(1, profile.num_workers)
-    global_batch = profile.batch_size * workers
-    if profile.train_subset is not None and profile.train_subset < global_batch:
+    if profile.train_subset is not None and profile.train_subset < profile.global_batch:
         raise ValueError(
             f"--subset {profile.train_subset} is smaller than one training batch of profile {profile.name!r} "
-            f"({profile.batch_size} images × {workers} worker(s)): use --subset {global_batch} or more"
+            f"({profile.batch_size} images × {max(1, profile.num_workers)} worker(s)): "
+            f"use --subset {profile.global_batch} or more"
         )
     import ray
 
@@ -207,11 +207,10 @@ def _check_profile_fits(profile: Profile, address: str | None) -> None:
             )
 
 
-def _recorded_profile(store: ResultsStore, profile: Profile) -> dict[str, Any]:
+def _recorded_profile(recorded: dict[str, Any], profile: Profile) -> dict[str, Any]:
     """The profile the study's metadata records before any data is loaded: with a step budget,
-    the epochs it came to on this data in an earlier run (what ``sslab status`` counts against),
-    when that run had the same budget; the profile's own epochs otherwise."""
-    recorded = store.metadata().get("profile") or {}
+    the epochs it came to on this data in an earlier run (``recorded``, what ``sslab status``
+    counts against), when that run had the same budget; the profile's own epochs otherwise."""
     current = profile.to_dict()
     if profile.steps is not None and {**recorded, "epochs": profile.epochs} == current:
         return recorded
@@ -228,9 +227,10 @@ def _train_budget(profile: Profile, train_images: int, progress) -> Profile:
     return profile
 
 
-def _check_same_data(store: ResultsStore, profile: Profile) -> None:
-    """Refuse to add trials on other data to a study whose store holds trials on one dataset."""
-    recorded = (store.metadata().get("profile") or {}).get("dataset")
+def _check_same_data(store: ResultsStore, recorded_profile: dict[str, Any], profile: Profile) -> None:
+    """Refuse to add trials on other data to a study whose store holds trials on one dataset
+    (``recorded_profile``: the profile in its metadata)."""
+    recorded = recorded_profile.get("dataset")
     if recorded and recorded != profile.dataset and not store.read("trials").empty:
         raise ValueError(
             f"the results at {store.location} were trained on {recorded!r}, not {profile.dataset!r}; "

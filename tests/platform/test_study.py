@@ -13,6 +13,9 @@ from optuna.distributions import FloatDistribution
 
 import faults
 from small import SMALL, needs_cifar
+from sslab.platform import runner
+from sslab.platform.other_work import Busy
+from sslab.platform.results import ResultsStore
 from sslab.platform.runner import run_study
 from sslab.platform.study import Search, Study, trial_key
 from sslab.platform.trial import split_trial_config
@@ -438,9 +441,6 @@ def test_a_step_budget_trains_the_epochs_it_comes_to_on_the_data_and_says_so(ray
     """100 images in batches of 50 are 2 steps an epoch: a 5-step budget is 3 epochs (6 steps),
     whatever the profile's nominal epochs; the metadata and the output say so, and a rerun with
     nothing left to do keeps the epochs it came to."""
-    from sslab.platform import runner
-    from sslab.platform.other_work import Busy
-
     # (and a busy machine is said before any work: another study on the same cores)
     zoo = Busy(4242, "python studies/pretext_zoo.py", float(os.cpu_count()))
     monkeypatch.setattr(runner, "other_work", lambda: [zoo])
@@ -454,8 +454,6 @@ def test_a_step_budget_trains_the_epochs_it_comes_to_on_the_data_and_says_so(ray
     out = capsys.readouterr().out
     assert "5 optimiser steps = 3 epoch(s) of 100 images (2 steps of 50; 6 in all)" in out
     assert "python studies/pretext_zoo.py (pid 4242" in out and out.index("pid 4242") < out.index("random-init")
-    from sslab.platform.results import ResultsStore
-
     store = ResultsStore(tmp_path, "budget")
     assert store.metadata()["profile"]["epochs"] == 3 and store.metadata()["profile"]["steps"] == 5
     ray.shutdown()
@@ -539,8 +537,6 @@ def test_what_cannot_run_is_refused_in_one_line_before_ray_starts(tmp_path, flag
 
 
 def test_views_that_cannot_cut_the_profiles_image_size_are_refused_before_ray(tmp_path, monkeypatch):
-    from sslab.platform import runner
-
     monkeypatch.setattr(runner, "_init_ray", lambda *_: pytest.fail("Ray was started"))
     tiny_images = SMALL.with_overrides(image_size=8)
     with pytest.raises(ValueError, match="image_size 8 is too small for a 3x3 jigsaw.*image_size >= 12"):
