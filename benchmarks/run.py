@@ -30,6 +30,7 @@ QUICK = {
     "cpu_numerics": ["--images", "512", "--steps", "15", "--rounds", "1"],
     "epoch_prefetch": ["--epochs", "3", "--rounds", "1"],
     "random_init_batchnorm": ["--seeds", "2"],
+    "store_writes": ["--trials", "24", "--epochs", "50"],
     "gpu_throughput": [],
 }
 
@@ -62,7 +63,7 @@ def headline(name: str) -> str:
         before, after = data["summary"]["as initialised"], data["summary"]["recomputed"]
         return "; ".join(f"{k}: {before[k][0]:.3f} as initialised, {after[k][0]:.3f} with BatchNorm statistics "
                          "recomputed" for k in ("knn_top1", "probe_res5_top1"))
-    if name in ("gpu_throughput", "cpu_numerics"):
+    if name in ("gpu_throughput", "cpu_numerics", "store_writes"):
         return data.get("summary", "")
     return ""
 

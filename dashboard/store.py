@@ -272,7 +272,8 @@ def _state(data: StudyData, done: int, now: float) -> str:
 
 def _idle_limit(epochs: pd.DataFrame) -> float:
     """How long a study may go without writing before it counts as interrupted: three typical
-    epochs (every epoch of every trial rewrites epochs.parquet), at least five minutes."""
+    epochs (running trials' epochs reach epochs.parquet within an epoch or the driver's write
+    interval, seconds), at least five minutes."""
     typical = float(epochs["epoch_s"].median()) if "epoch_s" in epochs and epochs["epoch_s"].notna().any() else 0.0
     return max(300.0, 3 * typical)
 

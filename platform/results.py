@@ -197,13 +197,19 @@ class ResultsStore:
 
     def append(self, table: str, rows: Iterable[dict[str, Any]], *, replace_where: dict[str, Any] | None = None) -> None:
         """Append rows to a table; rows matching every ``replace_where`` column=value are dropped first
-        (a retried trial, or a re-measured baseline, replaces its old rows)."""
+        (a retried trial, or a re-measured baseline, replaces its old rows). A value that is a tuple,
+        list or set matches any of its members."""
         new = pd.DataFrame(list(rows))
         old = self.read(table)
         if replace_where and not old.empty:
             match = pd.Series(True, index=old.index)
             for column, value in replace_where.items():
-                match &= old[column] == value if column in old else False
+                if column not in old:
+                    match &= False
+                elif isinstance(value, (tuple, list, set, frozenset)):
+                    match &= old[column].isin(list(value))
+                else:
+                    match &= old[column] == value
             old = old[~match]
         frame = pd.concat([old, new], ignore_index=True) if not old.empty else new
         if not frame.empty:
@@ -219,9 +225,11 @@ class ResultsStore:
             raise ValueError(f"trial row lacks columns {missing}")
         self.append("trials", [row], replace_where={"trial_id": row["trial_id"]})
 
-    def record_epochs(self, trial_id: str, rows: list[dict[str, Any]]) -> None:
-        """Replace the per-epoch rows of one trial (a retried trial rewrites its history)."""
-        self.append("epochs", [{"trial_id": trial_id, **r} for r in rows], replace_where={"trial_id": trial_id})
+    def record_epochs(self, histories: dict[str, list[dict[str, Any]]]) -> None:
+        """Replace the per-epoch rows of each trial in ``histories`` ({trial_id: rows}), in one write
+        (a retried trial rewrites its history)."""
+        self.append("epochs", [{"trial_id": key, **r} for key, history in histories.items() for r in history],
+                    replace_where={"trial_id": tuple(histories)})
 
     def record_invariance(self, trial_id: str, distances: list[float]) -> None:
         self.append("invariance", [{"trial_id": trial_id, "distance": float(d)} for d in distances],

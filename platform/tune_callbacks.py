@@ -1,8 +1,15 @@
 """The Tune callback that writes every trial into the results store as it happens.
 
-It runs in the study's driver: per-epoch rows are rewritten on every result,
-and a trial's row is written the moment it completes or fails, so an
-interrupted study loses nothing that had finished.
+It runs in the study's driver. A trial's row is written the moment it completes
+or fails, with its per-epoch rows just before it, so an interrupted study loses
+nothing that had finished. While trials run, their per-epoch rows are written
+on every report, unless writing them would take more than
+``EPOCHS_WRITE_SHARE`` of the driver's time: the store rewrites the whole
+epochs table each time, so on a large study (or an object store) the next
+write waits, and takes every trial that reported meanwhile at once
+(``benchmarks/store_writes.py``). A trial interrupted while its rows wait loses
+nothing either: its history is in its checkpoint, and the run that resumes it
+writes it.
 """
 
 from __future__ import annotations
@@ -24,9 +31,14 @@ from sslab.platform.trial import split_trial_config
 #: result keys that describe bookkeeping, not per-epoch metrics
 _NOT_EPOCH_METRICS = {"history", "invariance_samples", "config", "checkpoint_path"}
 
+#: the most of the driver's time that writing running trials' epochs may take: after a write that
+#: took t seconds, the next waits until t / EPOCHS_WRITE_SHARE seconds after it began
+EPOCHS_WRITE_SHARE = 0.02
+
 
 class StoreCallback(Callback):
-    def __init__(self, store: ResultsStore, study, profile, progress, *, stops_early: bool = False):
+    def __init__(self, store: ResultsStore, study, profile, progress, *, stops_early: bool = False,
+                 epochs_write_share: float = EPOCHS_WRITE_SHARE, clock=time.monotonic):
         self.store = store
         #: whether a trial may legitimately end before its last epoch (ASHA, a search's time budget);
         #: otherwise such a trial was interrupted (Ctrl-C) and stays pending, to resume from its checkpoint
@@ -37,11 +49,21 @@ class StoreCallback(Callback):
         self._started: dict[str, float] = {}
         #: trial key -> why its results could not be written (the study goes on; the rerun records them)
         self.unrecorded: dict[str, str] = {}
+        self.epochs_write_share = epochs_write_share
+        self._clock = clock
+        #: trial key -> its newest history not yet in the store
+        self._unwritten_epochs: dict[str, list[dict[str, Any]]] = {}
+        #: trial key -> how many of its epochs the store holds
+        self._written_epochs: dict[str, int] = {}
+        self._next_epochs_write = -math.inf
 
     def __getstate__(self):
         # Tune pickles its callbacks into the experiment state; the live progress
-        # display (a terminal handle) stays with the driver that owns it.
-        return {**self.__dict__, "progress": None}
+        # display (a terminal handle) and the clock stay with the driver that owns them.
+        return {**self.__dict__, "progress": None, "_clock": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _clock=time.monotonic)
 
     # ------------------------------------------------------------- helpers
     def _identity(self, trial) -> tuple[str, dict[str, Any]]:
@@ -56,15 +78,28 @@ class StoreCallback(Callback):
         }
         return row["trial_id"], row
 
-    def _write(self, key: str, write, *args) -> None:
-        """One write to the store. A failure (disk full, permissions) is said once and remembered,
-        never raised: raised here, Tune would retry a finished trial that only needs recording."""
+    def _write(self, keys: str | tuple[str, ...], write, *args) -> None:
+        """One write to the store, for the trial(s) ``keys``. A failure (disk full, permissions) is said
+        once and remembered, never raised: raised here, Tune would retry a finished trial that only
+        needs recording."""
         try:
             write(*args)
         except StoreWriteError as err:
             if not self.unrecorded and self.progress is not None:
                 self.progress.note(f"{err} (the study goes on)")
-            self.unrecorded[key] = str(err)
+            for key in (keys,) if isinstance(keys, str) else keys:
+                self.unrecorded[key] = str(err)
+
+    def _write_epochs(self, *, now: bool) -> None:
+        """Write the histories reported since the last write, in one write: ``now``, or once the
+        last write's duration is ``epochs_write_share`` of the time since it began."""
+        if not self._unwritten_epochs or (not now and self._clock() < self._next_epochs_write):
+            return
+        histories, self._unwritten_epochs = self._unwritten_epochs, {}
+        started = self._clock()
+        self._write(tuple(histories), self.store.record_epochs, histories)
+        self._next_epochs_write = started + (self._clock() - started) / self.epochs_write_share
+        self._written_epochs.update((key, len(history)) for key, history in histories.items())
 
     def _wall_s(self, trial, result: dict[str, Any]) -> float:
         """Seconds since this driver first started the trial, or the loop's own sum over every attempt
@@ -80,16 +115,25 @@ class StoreCallback(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         key, _ = self._identity(trial)
-        history = result.get("history") or []
-        if history:
-            self._write(key, self.store.record_epochs, key, history)
+        if result.get("history"):
+            self._unwritten_epochs[key] = result["history"]
+            self._write_epochs(now=False)
         if result.get("checkpoints_skipped") and self.progress is not None:
             self.progress.note(f"{key}: resumed from an older checkpoint: {result['checkpoints_skipped']}")
         self.progress.trial_epoch(key, result)
 
+    def _write_final_epochs(self, key: str, result: dict[str, Any]) -> None:
+        """Before a trial's row: its last history unless the store has it (and any other trial's
+        waiting), now."""
+        history = result.get("history") or []
+        if history and len(history) != self._written_epochs.get(key):
+            self._unwritten_epochs[key] = history
+        self._write_epochs(now=True)
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         key, row = self._identity(trial)
         result = trial.last_result or {}
+        self._write_final_epochs(key, result)
         if result.get(FAILURE):  # a failure no retry can mend, reported by the loop as its last result
             self._record_failure(key, row, trial, result, result[FAILURE], epochs=int(result.get("failed_epoch", 0)))
             return
@@ -127,6 +171,7 @@ class StoreCallback(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         key, row = self._identity(trial)
         result = trial.last_result or {}
+        self._write_final_epochs(key, result)
         error = trial.get_error()
         cause = root_cause(error) if error is not None else "unknown error (see the trial's error file)"
         self._record_failure(key, row, trial, result, cause, epochs=int(result.get("epoch", -1)) + 1)
@@ -148,3 +193,6 @@ class StoreCallback(Callback):
         )
         self._write(key, self.store.record_trial, row)
         self.progress.trial_finished(key, row)
+
+    def on_experiment_end(self, trials, **info):
+        self._write_epochs(now=True)

@@ -77,7 +77,7 @@ def write_grid(root: Path, name: str = "pirl_lambda", *, values=(0.0, 0.5, 1.0),
             row = _trial_row({"loss_weight": lam, "temperature": 0.07}, seed, knn, status=status,
                              epochs=epochs if status == "ok" else 3, finished_at=1000.0 + i * seeds + seed)
             trials.append(row)
-            store.record_epochs(row["trial_id"], _epochs(row["trial_id"], epochs if status == "ok" else 3, knn))
+            store.record_epochs({row["trial_id"]: _epochs(row["trial_id"], epochs if status == "ok" else 3, knn)})
             if status == "ok":
                 store.record_invariance(row["trial_id"], list(rng.normal(1.0 - knn, 0.1, invariance_samples)))
     store.append("trials", trials)
@@ -107,7 +107,7 @@ def write_search(root: Path, name: str = "pirl_search", *, trials: int = 10, sto
         status = "stopped" if n in stopped else "ok"
         row = _trial_row(point, 0, knn, status=status, epochs=1 if status == "stopped" else 5, finished_at=2000.0 + n)
         rows.append(row)
-        store.record_epochs(row["trial_id"], _epochs(row["trial_id"], row["epochs"], knn))
+        store.record_epochs({row["trial_id"]: _epochs(row["trial_id"], row["epochs"], knn)})
         store.record_trial(row)
     store.record_baseline({"backbone": BACKBONE, "seed": 0, "knn_top1": 0.15,
                            **{f"probe_{tap}_top1": 0.15 for tap in TAPS}})
@@ -118,7 +118,7 @@ def write_half_written(root: Path, name: str = "pirl_running") -> ResultsStore:
     """A study whose first trial is still training: study.json and two epochs, no trial row yet."""
     store = ResultsStore(root, name)
     store.write_metadata(_meta("grid", ["loss_weight"], {"loss_weight": 0.5}, 4, grid={"loss_weight": [0, 1]}))
-    store.record_epochs("pirl-loss_weight=0-seed=0", _epochs("pirl-loss_weight=0-seed=0", 2, 0.2))
+    store.record_epochs({"pirl-loss_weight=0-seed=0": _epochs("pirl-loss_weight=0-seed=0", 2, 0.2)})
     return store
 
 

@@ -26,7 +26,7 @@ def test_stamp_changes_exactly_when_the_study_writes(tmp_path):
     before = store.scan(str(tmp_path))["pirl_lambda"]
     assert store.scan(str(tmp_path))["pirl_lambda"] == before
     time.sleep(0.01)
-    written.record_epochs("pirl-extra", [{"epoch": 0, "loss": 1.0}])
+    written.record_epochs({"pirl-extra": [{"epoch": 0, "loss": 1.0}]})
     after = store.scan(str(tmp_path))["pirl_lambda"]
     assert dict((n, m) for n, m, _ in after)["epochs.parquet"] != dict((n, m) for n, m, _ in before)["epochs.parquet"]
 

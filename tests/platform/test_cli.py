@@ -68,7 +68,7 @@ def _fake_store(root):
         store.record_trial({"trial_id": f"pirl-loss_weight={weight:g}-seed={seed}", "method": "pirl", "seed": seed,
                             "status": "ok", "error": "", "config/loss_weight": weight, "knn_top1": knn,
                             "wall_s": 10.0, "device_s": 20.0, "images_seen": 1000})
-    store.record_epochs("pirl-loss_weight=0.5-seed=1", [{"epoch": 0, "loss": 9.0}, {"epoch": 1, "loss": 8.0}])
+    store.record_epochs({"pirl-loss_weight=0.5-seed=1": [{"epoch": 0, "loss": 9.0}, {"epoch": 1, "loss": 8.0}]})
     store.record_baseline({"backbone": "r", "seed": 0, "knn_top1": 0.15})
 
 

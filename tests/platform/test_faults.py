@@ -109,7 +109,7 @@ def test_a_truncated_trials_table_stops_every_command_in_one_line_and_the_rerun_
 def test_a_truncated_epochs_table_or_study_file_is_refused_before_ray(tmp_path, capsys, monkeypatch):
     store = ResultsStore(tmp_path, STUDY.name)
     store.write_metadata({"profile": SMALL.to_dict()})
-    store.record_epochs("t", [{"epoch": 0, "loss": 1.0}])
+    store.record_epochs({"t": [{"epoch": 0, "loss": 1.0}]})
     monkeypatch.setattr(runner, "_init_ray", lambda *_: pytest.fail("Ray was started"))
     epochs = Path(store.table_path("epochs"))
     _truncate(epochs)

@@ -34,9 +34,9 @@ def test_bad_trial_rows_are_refused(tmp_path):
 
 def test_epochs_of_a_trial_are_rewritten_not_duplicated(tmp_path):
     store = ResultsStore(tmp_path, "s")
-    store.record_epochs("a", [{"epoch": 0, "loss": 5.0}])
-    store.record_epochs("b", [{"epoch": 0, "loss": 6.0}])
-    store.record_epochs("a", [{"epoch": 0, "loss": 5.0}, {"epoch": 1, "loss": 4.0}])
+    store.record_epochs({"a": [{"epoch": 0, "loss": 5.0}]})
+    store.record_epochs({"b": [{"epoch": 0, "loss": 6.0}]})
+    store.record_epochs({"a": [{"epoch": 0, "loss": 5.0}, {"epoch": 1, "loss": 4.0}]})
     epochs = store.read("epochs")
     assert len(epochs) == 3
     assert list(epochs[epochs.trial_id == "a"].loss) == [5.0, 4.0]
@@ -122,3 +122,14 @@ def test_the_store_lives_on_s3(s3_bucket):
     assert reader.metadata()["schema_version"] == SCHEMA_VERSION
     assert reader.ray_storage == f"{s3_bucket}/results/s/ray"
     assert ResultsStore(f"{s3_bucket}/results", "other").read("trials").empty
+
+
+def test_one_write_replaces_the_epochs_of_several_trials_and_keeps_the_others(tmp_path):
+    store = ResultsStore(tmp_path, "s")
+    store.record_epochs({"a": [{"epoch": 0, "loss": 5.0}], "b": [{"epoch": 0, "loss": 6.0}],
+                         "c": [{"epoch": 0, "loss": 7.0}]})
+    store.record_epochs({"a": [{"epoch": 0, "loss": 5.0}, {"epoch": 1, "loss": 4.0}],
+                         "b": [{"epoch": 0, "loss": 6.5}]})
+    epochs = store.read("epochs")
+    assert sorted(zip(epochs.trial_id, epochs.epoch, epochs.loss)) == [
+        ("a", 0, 5.0), ("a", 1, 4.0), ("b", 0, 6.5), ("c", 0, 7.0)]

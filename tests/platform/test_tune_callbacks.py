@@ -104,3 +104,108 @@ def test_a_failure_reported_as_the_last_result_is_recorded_failed_with_its_cause
     retried.num_failures = 2  # Tune started it twice more
     callback.on_trial_error(0, [], retried)
     assert store.read("trials").set_index("config/loss_weight").loc[0.0, "restarts"] == 2
+
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _slow_writes(store, clock, seconds: float) -> list:
+    """Make each epochs write take ``seconds`` of ``clock``'s time; returns the list of writes (the
+    trial keys of each)."""
+    writes = []
+    record_epochs = store.record_epochs
+
+    def record(histories):
+        writes.append(sorted(histories))
+        record_epochs(histories)
+        clock.now += seconds
+
+    store.record_epochs = record
+    return writes
+
+
+def _epoch_rows(store):
+    epochs = store.read("epochs")
+    return {} if epochs.empty else {k: list(g.epoch) for k, g in epochs.groupby("trial_id")}
+
+
+def test_running_trials_epochs_wait_while_writing_them_would_take_more_than_its_share(tmp_path):
+    """Every epoch report rewrote the whole epochs table, whatever that cost: a study's time in
+    writes grew as the square of its epochs. Now, after a write of t seconds, reports wait until
+    t / share seconds after it began, and then go out together; a trial's end writes its own."""
+    store, clock = ResultsStore(tmp_path, "s"), _Clock()
+    writes = _slow_writes(store, clock, 0.2)  # at a share of 0.02: one write per 10 s at most
+    callback = StoreCallback(store, STUDY, PROFILE, _Silent(), epochs_write_share=0.02, clock=clock)
+    a, b = _trial(0.0, {}), _trial(0.5, {})
+    key_a, key_b = "pirl-loss_weight=0-seed=1", "pirl-loss_weight=0.5-seed=1"
+    history = {key_a: [], key_b: []}
+
+    def report(trial, key, epoch):
+        history[key] = history[key] + [{"epoch": epoch, "loss": 9.0 - epoch}]
+        trial.last_result = {"epoch": epoch, "loss": 9.0 - epoch, "history": history[key]}
+        callback.on_trial_result(0, [], trial, trial.last_result)
+
+    for t in (a, b):
+        callback.on_trial_start(0, [], t)
+    report(a, key_a, 0)  # nothing written yet: at once
+    assert writes == [[key_a]] and _epoch_rows(store) == {key_a: [0]}
+    for epoch, now in ((0, 2.0), (1, 4.0), (2, 6.0)):
+        clock.now = now
+        report(b, key_b, epoch)
+        report(a, key_a, epoch + 1)
+    assert writes == [[key_a]] and _epoch_rows(store) == {key_a: [0]}  # within 10 s of the write: waiting
+    clock.now = 10.0
+    report(b, key_b, 3)  # both trials' newest histories in one write
+    assert writes[1:] == [[key_a, key_b]] and _epoch_rows(store) == {key_a: [0, 1, 2, 3], key_b: [0, 1, 2, 3]}
+    clock.now = 11.0
+    report(a, key_a, 4)
+    callback.on_trial_complete(0, [], a)  # not finished (2 epochs of PROFILE): interrupted, yet written now
+    assert writes[2:] == [[key_a]] and _epoch_rows(store)[key_a] == [0, 1, 2, 3, 4]
+    report(b, key_b, 4)
+    assert len(writes) == 3  # 0.2 s after the last write
+    callback.on_experiment_end([])
+    assert writes[3:] == [[key_b]] and _epoch_rows(store)[key_b] == [0, 1, 2, 3, 4]
+    callback.on_trial_complete(0, [], a)
+    callback.on_experiment_end([])
+    assert len(writes) == 4  # nothing left to write: the store has every reported epoch
+
+
+def test_cheap_writes_keep_every_epoch_report_in_the_store_at_once(tmp_path):
+    store, clock = ResultsStore(tmp_path, "s"), _Clock()
+    writes = _slow_writes(store, clock, 0.01)  # 0.5 s to the next write at a share of 0.02
+    callback = StoreCallback(store, STUDY, PROFILE, _Silent(), clock=clock)
+    trial = _trial(0.5, {})
+    callback.on_trial_start(0, [], trial)
+    history = []
+    for epoch in range(3):
+        clock.now += 1.0  # an epoch takes a second
+        history = history + [{"epoch": epoch, "loss": 1.0}]
+        callback.on_trial_result(0, [], trial, {"epoch": epoch, "history": history})
+        assert list(store.read("epochs").epoch) == list(range(epoch + 1))
+    assert len(writes) == 3
+
+
+def test_a_trials_row_is_never_written_before_its_epochs(tmp_path):
+    store, clock = ResultsStore(tmp_path, "s"), _Clock()
+    _slow_writes(store, clock, 1.0)
+    callback = StoreCallback(store, STUDY, PROFILE, _Silent(), clock=clock)
+    trial = _trial(0.5, {})
+    callback.on_trial_start(0, [], trial)
+    first = [{"epoch": 0, "loss": 9.0}]
+    callback.on_trial_result(0, [], trial, {"epoch": 0, "loss": 9.0, "history": first})
+    full = first + [{"epoch": 1, "loss": 8.0}]
+    callback.on_trial_result(0, [], trial, {"epoch": 1, "loss": 8.0, "history": full})
+    assert list(store.read("epochs").epoch) == [0]  # the second report waits
+    trial.last_result = {"epoch": 1, "loss": 8.0, "knn_top1": 0.3, "history": full}
+    callback.on_trial_complete(0, [], trial)
+    assert store.read("trials").status.tolist() == ["ok"] and list(store.read("epochs").epoch) == [0, 1]
+    failed = _trial(0.0, {"epoch": 0, "loss": 7.0, "history": [{"epoch": 0, "loss": 7.0}]},
+                    error=RuntimeError("node lost"))
+    callback.on_trial_error(0, [], failed)  # an error's last history, never reported through a result
+    assert sorted(store.read("epochs").loss) == [7.0, 8.0, 9.0]
