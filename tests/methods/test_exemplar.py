@@ -234,6 +234,25 @@ def test_a_training_step_classifies_idx_s_surrogate_class_and_asks_the_device_no
     assert all(p.grad is not None for p in method.parameters())
 
 
+def test_m_transformations_of_each_seed_are_m_samples_of_its_class_in_one_step():
+    method = _exemplar(num_samples=40, num_surrogate_classes=16, transformations=3)
+    views = Exemplar.views(method.config, 32)
+    assert [v.keys() for v in views] == [("patch",), ("patch_2",), ("patch_3",)]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    batch = {k: torch.from_numpy(v) for k, v in apply_views(views, images, rng, stats=CIFAR10).items()}
+    assert all((batch["patch"] - batch[k]).abs().flatten(1).amax(1).min() > 0 for k in ("patch_2", "patch_3"))
+    batch["idx"] = torch.arange(8) * 5
+    loss, metrics = method.training_step(batch, CTX)
+    with torch.no_grad():  # one backbone call over the 3 B patches, as BatchNorm saw them
+        logits = method.classifier(method.backbone(torch.cat([batch[k] for k in ("patch", "patch_2", "patch_3")])))
+    classes = method.surrogate_class[batch["idx"]]
+    per_transformation = [surrogate_loss(logits[m * 8:(m + 1) * 8].float(), classes, 16 / 40)[0] for m in range(3)]
+    assert loss.item() == pytest.approx(sum(per_transformation).item() / 3, rel=1e-5)
+    with pytest.raises(ValueError, match="transformations"):
+        ExemplarConfig(transformations=0)
+
+
 def test_invariance_compares_the_seed_with_one_transformation_of_it():
     method = _exemplar().eval()
     views = Exemplar.invariance_views(method.config, 32)
