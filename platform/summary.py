@@ -22,9 +22,12 @@ COST_COLUMNS = ("wall_s", "device_s", "images_seen")
 
 def knob_columns(trials: pd.DataFrame, knobs: list[str]) -> list[str]:
     """The columns that tell configurations apart: ``method`` when the trials span several
-    methods, then ``config/<knob>`` per knob."""
+    methods, then ``config/<knob>`` per knob; ``method`` alone for one method without knobs
+    (a study of one configuration over seeds)."""
+    knob_cols = [f"config/{k}" for k in knobs if f"config/{k}" in trials]
     several = "method" in trials and trials["method"].nunique() > 1
-    return (["method"] if several else []) + [f"config/{k}" for k in knobs if f"config/{k}" in trials]
+    alone = not knob_cols and "method" in trials
+    return (["method"] if several or alone else []) + knob_cols
 
 
 def baseline_level(baselines: pd.DataFrame | None, metric: str) -> tuple[float, float, int] | None:
@@ -177,7 +180,9 @@ def describe(table: pd.DataFrame, knobs: list[str], metric: str, baselines: pd.D
                         else f"{k}={best[f'config/{k}']}" for k in knobs if f"config/{k}" in table])
     lines = [f"best: {name}: {metric} {best['mean']:.3f} ± {_std(best['std'])} over {int(best['n'])} seed(s)"]
     known = table[table["beyond_spread"].notna() & ~table["best"]]
-    if known.empty:
+    if len(table) == 1:
+        pass  # one configuration: no other to compare it with
+    elif known.empty:
         lines.append("differences vs the best are not testable with one seed per configuration (use --seeds 3)")
     else:
         beyond = int(known["beyond_spread"].astype(bool).sum())
@@ -188,8 +193,9 @@ def describe(table: pd.DataFrame, knobs: list[str], metric: str, baselines: pd.D
         gains, tested = table["vs_baseline"], table["beats_baseline"].dropna()
         verdict = (f"{int(tested.astype(bool).sum())} of {len(tested)} beat it beyond the spread" if len(tested)
                    else "one seed: whether they beat it is not established (use --seeds 3)")
-        lines.append(f"random init: {metric} {mean:.3f} ± {_std(std)} over {n} seed(s); configurations "
-                     f"{gains.min():+.3f} to {gains.max():+.3f} over it; {verdict}")
+        gain = (f"{gains.iloc[0]:+.3f} over it" if len(gains) == 1
+                else f"configurations {gains.min():+.3f} to {gains.max():+.3f} over it")
+        lines.append(f"random init: {metric} {mean:.3f} ± {_std(std)} over {n} seed(s); {gain}; {verdict}")
         if (gains <= 0).all():
             lines.append("no configuration beats the random-init baseline: the 'best' above learned nothing useful")
     return lines

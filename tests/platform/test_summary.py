@@ -70,6 +70,20 @@ def test_every_configuration_is_measured_against_the_random_init_baseline_with_i
     assert below[3].startswith("no configuration beats the random-init baseline")
 
 
+def test_a_study_of_one_configuration_over_seeds_is_summarised_against_the_baseline():
+    """A study without knobs (one method, seeds only) was summarised as having no finished trial."""
+    trials = pd.DataFrame([{"trial_id": f"ce-seed={s}", "status": "ok", "method": "context_encoder", "seed": s,
+                            "knn_top1": v} for s, v in enumerate([0.300, 0.290, 0.289])])
+    table = by_configuration(trials, [], "knn_top1", baselines=_baselines([0.238, 0.253, 0.265]))
+    (row,) = table.to_dict("records")
+    assert row["method"] == "context_encoder" and row["n"] == 3 and row["mean"] == pytest.approx(0.293)
+    assert row["vs_baseline"] == pytest.approx(0.293 - 0.252) and row["beats_baseline"] is True
+    lines = describe(table, [], "knn_top1", _baselines([0.238, 0.253, 0.265]))
+    assert lines[0] == "best: context_encoder: knn_top1 0.293 ± 0.006 over 3 seed(s)"
+    assert lines[1:] == ["random init: knn_top1 0.252 ± 0.014 over 3 seed(s); +0.041 over it; "
+                         "1 of 1 beat it beyond the spread"]
+
+
 @pytest.mark.parametrize("better, worse, verdict, why", [
     (0.5, 0.0, REPRODUCED, "+0.090 beyond the spread 0.030 (3 and 3 seeds)"),
     (0.0, 0.5, CONTRADICTED, "-0.090: the opposite, beyond the spread 0.030 (3 and 3 seeds)"),
