@@ -78,17 +78,19 @@ class StoreCallback(Callback):
         }
         return row["trial_id"], row
 
-    def _write(self, keys: str | tuple[str, ...], write, *args) -> None:
-        """One write to the store, for the trial(s) ``keys``. A failure (disk full, permissions) is said
-        once and remembered, never raised: raised here, Tune would retry a finished trial that only
-        needs recording."""
+    def _write(self, keys: str | tuple[str, ...], write, *args) -> bool:
+        """One write to the store, for the trial(s) ``keys``; whether it was written. A failure (disk
+        full, permissions) is said once and remembered, never raised: raised here, Tune would retry a
+        finished trial that only needs recording."""
         try:
             write(*args)
+            return True
         except StoreWriteError as err:
             if not self.unrecorded and self.progress is not None:
                 self.progress.note(f"{err} (the study goes on)")
             for key in (keys,) if isinstance(keys, str) else keys:
                 self.unrecorded[key] = str(err)
+            return False
 
     def _write_epochs(self, *, now: bool) -> None:
         """Write the histories reported since the last write, in one write: ``now``, or once the
@@ -97,9 +99,9 @@ class StoreCallback(Callback):
             return
         histories, self._unwritten_epochs = self._unwritten_epochs, {}
         started = self._clock()
-        self._write(tuple(histories), self.store.record_epochs, histories)
+        if self._write(tuple(histories), self.store.record_epochs, histories):
+            self._written_epochs.update((key, len(history)) for key, history in histories.items())
         self._next_epochs_write = started + (self._clock() - started) / self.epochs_write_share
-        self._written_epochs.update((key, len(history)) for key, history in histories.items())
 
     def _wall_s(self, trial, result: dict[str, Any]) -> float:
         """Seconds since this driver first started the trial, or the loop's own sum over every attempt

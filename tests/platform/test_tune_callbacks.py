@@ -209,3 +209,26 @@ def test_a_trials_row_is_never_written_before_its_epochs(tmp_path):
                     error=RuntimeError("node lost"))
     callback.on_trial_error(0, [], failed)  # an error's last history, never reported through a result
     assert sorted(store.read("epochs").loss) == [7.0, 8.0, 9.0]
+
+
+def test_epochs_whose_write_failed_are_written_again_with_the_trials_row(tmp_path):
+    from sslab.platform.results import StoreWriteError
+
+    store, clock = ResultsStore(tmp_path, "s"), _Clock()
+    record_epochs, failures = store.record_epochs, [StoreWriteError("disk full")]
+
+    def flaky(histories):
+        if failures:
+            raise failures.pop()
+        record_epochs(histories)
+
+    store.record_epochs = flaky
+    callback = StoreCallback(store, STUDY, PROFILE, _Silent(), clock=clock)
+    trial = _trial(0.5, {})
+    callback.on_trial_start(0, [], trial)
+    history = [{"epoch": 0, "loss": 9.0}, {"epoch": 1, "loss": 8.0}]
+    callback.on_trial_result(0, [], trial, {"epoch": 1, "loss": 8.0, "history": history})
+    assert store.read("epochs").empty and "disk full" in callback.unrecorded["pirl-loss_weight=0.5-seed=1"]
+    trial.last_result = {"epoch": 1, "loss": 8.0, "knn_top1": 0.3, "history": history}
+    callback.on_trial_complete(0, [], trial)
+    assert list(store.read("epochs").epoch) == [0, 1] and store.read("trials").status.tolist() == ["ok"]
