@@ -272,8 +272,9 @@ def _state(data: StudyData, done: int, now: float) -> str:
 
 def _idle_limit(epochs: pd.DataFrame) -> float:
     """How long a study may go without writing before it counts as interrupted: three typical
-    epochs (running trials' epochs reach epochs.parquet within an epoch or the driver's write
-    interval, seconds), at least five minutes."""
+    epochs (running trials' epochs reach epochs.parquet at every epoch report, or, when a write
+    is slow, once the driver has spent 50 times that write's duration since it began: seconds),
+    at least five minutes."""
     typical = float(epochs["epoch_s"].median()) if "epoch_s" in epochs and epochs["epoch_s"].notna().any() else 0.0
     return max(300.0, 3 * typical)
 
