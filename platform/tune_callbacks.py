@@ -47,8 +47,9 @@ class StoreCallback(Callback):
         self.profile = profile
         self.progress = progress
         self._started: dict[str, float] = {}
-        #: trial key -> why its results could not be written (the study goes on; the rerun records them)
-        self.unrecorded: dict[str, str] = {}
+        #: trial key -> {what: why} for each of its writes ("epochs", "invariance", "trial") whose
+        #: latest attempt failed; a later write of the same kind that succeeds clears it
+        self._failed_writes: dict[str, dict[str, str]] = {}
         self.epochs_write_share = epochs_write_share
         self._clock = clock
         #: trial key -> its newest history not yet in the store
@@ -78,19 +79,28 @@ class StoreCallback(Callback):
         }
         return row["trial_id"], row
 
-    def _write(self, keys: str | tuple[str, ...], write, *args) -> bool:
-        """One write to the store, for the trial(s) ``keys``; whether it was written. A failure (disk
-        full, permissions) is said once and remembered, never raised: raised here, Tune would retry a
-        finished trial that only needs recording."""
+    @property
+    def unrecorded(self) -> dict[str, str]:
+        """Trial key -> why some of its results are not in the store (the study goes on; the rerun
+        records them from the trial's checkpoint)."""
+        return {key: next(iter(failed.values())) for key, failed in self._failed_writes.items() if failed}
+
+    def _write(self, what: str, keys: str | tuple[str, ...], write, *args) -> bool:
+        """One write of ``what`` to the store, for the trial(s) ``keys``; whether it was written. A
+        failure (disk full, permissions) is said once and remembered until the same write succeeds,
+        never raised: raised here, Tune would retry a finished trial that only needs recording."""
+        keys = (keys,) if isinstance(keys, str) else keys
         try:
             write(*args)
-            return True
         except StoreWriteError as err:
             if not self.unrecorded and self.progress is not None:
                 self.progress.note(f"{err} (the study goes on)")
-            for key in (keys,) if isinstance(keys, str) else keys:
-                self.unrecorded[key] = str(err)
+            for key in keys:
+                self._failed_writes.setdefault(key, {})[what] = str(err)
             return False
+        for key in keys:
+            self._failed_writes.get(key, {}).pop(what, None)
+        return True
 
     def _write_epochs(self, *, now: bool) -> None:
         """Write the histories reported since the last write, in one write: ``now``, or once the
@@ -99,7 +109,7 @@ class StoreCallback(Callback):
             return
         histories, self._unwritten_epochs = self._unwritten_epochs, {}
         started = self._clock()
-        if self._write(tuple(histories), self.store.record_epochs, histories):
+        if self._write("epochs", tuple(histories), self.store.record_epochs, histories):
             self._written_epochs.update((key, len(history)) for key, history in histories.items())
         self._next_epochs_write = started + (self._clock() - started) / self.epochs_write_share
 
@@ -166,8 +176,8 @@ class StoreCallback(Callback):
             finished_at=time.time(),
         )
         if result.get("invariance_samples"):
-            self._write(key, self.store.record_invariance, key, result["invariance_samples"])
-        self._write(key, self.store.record_trial, row)
+            self._write("invariance", key, self.store.record_invariance, key, result["invariance_samples"])
+        self._write("trial", key, self.store.record_trial, row)
         self.progress.trial_finished(key, row)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -193,7 +203,7 @@ class StoreCallback(Callback):
             restarts=max(int(result.get("restarts", 0)), int(trial.num_failures)),
             finished_at=time.time(),
         )
-        self._write(key, self.store.record_trial, row)
+        self._write("trial", key, self.store.record_trial, row)
         self.progress.trial_finished(key, row)
 
     def on_experiment_end(self, trials, **info):

@@ -232,3 +232,29 @@ def test_epochs_whose_write_failed_are_written_again_with_the_trials_row(tmp_pat
     trial.last_result = {"epoch": 1, "loss": 8.0, "knn_top1": 0.3, "history": history}
     callback.on_trial_complete(0, [], trial)
     assert list(store.read("epochs").epoch) == [0, 1] and store.read("trials").status.tolist() == ["ok"]
+    assert callback.unrecorded == {}  # the retry succeeded: nothing is left for a rerun to record
+
+
+def test_a_trial_stays_unrecorded_while_any_kind_of_its_writes_last_failed(tmp_path):
+    from sslab.platform.results import StoreWriteError
+
+    store = ResultsStore(tmp_path, "s")
+    record_trial = store.record_trial
+
+    def full_disk(row):
+        raise StoreWriteError("disk full")
+
+    store.record_trial = full_disk
+    callback = StoreCallback(store, STUDY, PROFILE, _Silent())
+    trial = _trial(0.5, {})
+    callback.on_trial_start(0, [], trial)
+    history = [{"epoch": 0, "loss": 9.0}, {"epoch": 1, "loss": 8.0}]
+    trial.last_result = {"epoch": 1, "loss": 8.0, "knn_top1": 0.3, "history": history}
+    callback.on_trial_complete(0, [], trial)  # its epochs are written, its row is not
+    assert list(store.read("epochs").epoch) == [0, 1] and store.read("trials").empty
+    assert "disk full" in callback.unrecorded["pirl-loss_weight=0.5-seed=1"]
+    store.record_trial = record_trial
+    other = _trial(0.0, {"epoch": 1, "loss": 7.0, "knn_top1": 0.2, "history": history})
+    callback.on_trial_start(0, [], other)
+    callback.on_trial_complete(0, [], other)  # another trial's successful writes clear nothing of the first
+    assert list(callback.unrecorded) == ["pirl-loss_weight=0.5-seed=1"]
