@@ -42,7 +42,7 @@ class Progress:
         if not self.console.is_terminal:  # logs and pipes get the whole table, not an 80-column cut
             self.console.width = max(self.console.width, 160)
         self.console.print(
-            f"[bold]{study.name}[/]: {', '.join(study.methods_for(profile.name))} on {profile.dataset}"
+            f"[bold]{study.name}[/]: {', '.join(study.methods_to_train(profile.name))} on {profile.dataset}"
             f"{f' (up to {profile.train_subset:,} train images)' if profile.train_subset else ''}, profile {profile.name}, "
             f"{total} trial(s), {already_done} already in the results store"
         )

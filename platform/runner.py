@@ -77,8 +77,10 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
         parser.add_argument("--method", default=None, choices=methods.names(),
                             help=f"run this study's knobs on another method (default {study.method_names[0]}); "
                                  "results go to <study>-<method>")
-    else:  # a study comparing methods has no --method
-        parser.set_defaults(method=None)
+    else:
+        parser.add_argument("--method", default=None, choices=study.method_names,
+                            help="train only this one of the study's methods (into the study's results; "
+                                 "a later run of the whole study finds its trials done)")
     parser.add_argument("--seeds", type=_positive_int, default=None, help=f"seeds per configuration (default {study.seeds})")
     parser.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
     parser.add_argument("--data-dir", default=None, help="dataset folder (default $SSLAB_DATA or ~/.cache/sslab/data)")

@@ -110,6 +110,9 @@ class Study:
     #: comparison would not fit the profile's time budget
     profile_methods: dict[str, tuple[str, ...]] = field(default_factory=dict)
     search: Search | None = None
+    #: of a study comparing methods, the one method this run trains (``--method``); its trials go
+    #: to the study's own store, where a run of the whole study later finds them done
+    only: str | None = None
     #: the paper's claims this study tests (marked reproduced, contradicted or not established)
     findings: tuple[Finding, ...] = ()
 
@@ -124,6 +127,9 @@ class Study:
             if not subset or set(subset) - set(self.method_names):
                 raise ValueError(f"study {self.name!r}: profile_methods[{profile!r}] = {list(subset)} must be a "
                                  f"non-empty subset of its methods {self.method_names}")
+        if self.only is not None and self.only not in self.method_names:
+            raise ValueError(f"study {self.name!r} compares methods {self.method_names}; --method picks one of "
+                             f"them, not {self.only!r}")
 
     # --- what is compared -------------------------------------------------------------------
     @property
@@ -173,15 +179,19 @@ class Study:
         subset = self.profile_methods.get(profile, ()) if profile else ()
         return [m for m in self.method_names if m in subset] if subset else self.method_names
 
+    def methods_to_train(self, profile: str | None) -> list[str]:
+        """The methods this run trains: ``only``, or every method the profile trains."""
+        return [self.only] if self.only else self.methods_for(profile)
+
     def with_method(self, method: str) -> "Study":
-        """The same study on another method (``--method``): its results go to ``<name>-<method>``
-        unless it is the study's own method."""
+        """``--method``: a study of one method's knobs moved to another method (its results go to
+        ``<name>-<method>`` unless it is the study's own method); of a study comparing methods,
+        that one of them alone (``only``), into the study's own store."""
         methods.get(method)  # an unknown name fails here, listing the known ones
         if self.method_names == [method]:
             return self
         if len(self.method_names) > 1:
-            raise ValueError(f"study {self.name!r} compares methods {self.method_names}; --method applies to "
-                             "studies of one method's knobs")
+            return replace(self, only=method)
         return replace(self, name=f"{self.name}-{method}", method=method, methods={})
 
     def configurations(self, profile: str | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -192,7 +202,7 @@ class Study:
         grid = self.grid_for(profile) if profile else self.grid
         keys = list(grid)
         points = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
-        return [(m, {**variant, **point}) for m in self.methods_for(profile) for variant in self._variants(m)
+        return [(m, {**variant, **point}) for m in self.methods_to_train(profile) for variant in self._variants(m)
                 for point in points]
 
     def paper_defaults(self, method: str | None = None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import ray
 from PIL import Image
 
 from sslab.platform.profiles import Profile
+from sslab.platform.results import ResultsStore
 from sslab.platform.runner import run_study
 from sslab.platform.study import Study
 
@@ -83,12 +84,16 @@ def test_a_study_compares_two_methods_on_the_same_data(gray_folder, tmp_path):
                   grid={"temperature": [0.2]})
     if not ray.is_initialized():
         ray.init(num_cpus=2, resources={TRIAL_RESOURCE: 10}, include_dashboard=False, log_to_driver=False)
+    profile = TINY.with_overrides(dataset=f"imagefolder:{gray_folder}")
     try:
-        trials = run_study(study, profile=TINY.with_overrides(dataset=f"imagefolder:{gray_folder}"),
-                           root=tmp_path, quiet=True)
+        alone = run_study(study.with_method("npid"), profile=profile, root=tmp_path, quiet=True)  # --method npid
+        assert ResultsStore(tmp_path, "two_methods").read("trials").method.tolist() == ["npid"]
+        trials = run_study(study, profile=profile, root=tmp_path, quiet=True)
     finally:
         ray.shutdown()
     assert sorted(trials.method) == ["npid", "simclr"]
+    # the whole study found npid's trial done (the same row, not trained again)
+    assert trials.set_index("method").loc["npid", "finished_at"] == alone.finished_at.iloc[0]
     assert (trials.status == "ok").all(), trials.error.tolist()
     assert (trials["config/temperature"] == 0.2).all()
     by_method = trials.set_index("method")

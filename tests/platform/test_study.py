@@ -99,6 +99,12 @@ def test_a_profile_may_train_fewer_of_the_methods_and_no_method_it_lacks():
     assert study.methods_for(None) == ["simclr", "moco", "byol"]
     with pytest.raises(ValueError, match=r"profile_methods\['local'\] = \['npid'\] must be a non-empty subset"):
         Study(name="bad", methods={"simclr": {}}, profile_methods={"local": ("npid",)})
+    moco = study.with_method("moco")  # --method of a study comparing methods: that one alone, whatever the profile
+    assert moco.name == "three" and [m for m, _ in moco.configurations("local")] == ["moco"]
+    assert moco.configurations("cifar") == [c for c in study.configurations("cifar") if c[0] == "moco"]
+    assert moco.method_names == study.method_names  # its findings and summaries still compare methods
+    with pytest.raises(ValueError, match=r"compares methods \['simclr', 'moco', 'byol'\]; --method picks one of them, not 'npid'"):
+        study.with_method("npid")
 
 
 def test_a_method_may_run_as_several_variants_whose_settings_become_knobs():
