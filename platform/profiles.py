@@ -67,7 +67,8 @@ class Profile:
     #: benchmarks: synchronise after this many steps of each epoch and after its last, and report
     #: the steady-state images/s in between (0 = off: no extra synchronisation)
     timing_warmup_steps: int = 0
-    #: model and 4-D batches in channels_last (NHWC) memory format: faster convolutions on GPUs
+    #: model and 4-D batches in channels_last (NHWC) memory format: faster convolutions on GPUs, and
+    #: on the 2-core CPU the local profile was measured on (benchmarks/cpu_numerics.py)
     channels_last: bool = False
     #: kNN (Wu et al. 2018): k neighbours, weights exp(s/τ_knn)
     knn_k: int = 200
@@ -196,6 +197,13 @@ PROFILES: dict[str, Profile] = {
     #   With the step budget the whole λ ablation on the digits (3 seeds, README) gains +0.111 to
     #   +0.233 kNN over random init at every λ, against +0.027 to +0.072 with 16 epochs.
     #
+    # - channels_last (NHWC) convolutions: on 2026-12-03 a step took 0.71-0.90x its NCHW time for
+    #   every one of the 21 methods (median 0.84; PIRL 0.78; benchmarks/cpu_numerics.py, settings
+    #   interleaved over 2 rounds), and the main job took 9 min 47 s against 11 min 04 s NCHW (one
+    #   run each, back to back; the trials' kNN moved by at most 0.004, as rounding in another
+    #   order does). The same benchmark on 2026-12-02 found no gain (median 1.01, 0.83-1.21), so
+    #   the gain depends on the host (the main job was timed both ways on 12-03 only).
+    #
     # Each trial trains in its own process (num_workers=0): Ray Train's controller,
     # worker group and dataset coordinator would add about 20 s of start-up to every
     # trial on 2 CPUs (benchmarks/sweep_overhead.py). Its views are seeded by (seed, epoch):
@@ -211,6 +219,7 @@ PROFILES: dict[str, Profile] = {
         batch_size=64,
         num_workers=0,
         torch_threads=2,
+        channels_last=True,
         probe_epochs=30,
         invariance_samples=500,
     ),

@@ -439,7 +439,7 @@ def place_on_device(method: Method, profile: Profile, device: torch.device) -> M
     before any DDP wrap, which builds its gradient buckets from the parameters' layout (NHWC
     parameters wrapped later would have every conv gradient copied across layouts each step)."""
     method.to(device)
-    if profile.channels_last:  # NHWC convolutions: faster under bf16 on tensor cores
+    if profile.channels_last:  # NHWC convolutions: faster on tensor cores (and oneDNN, on CPU)
         method.to(memory_format=torch.channels_last)
     if profile.compile:  # in place: parameter and state_dict names stay those of the plain module
         method.backbone.compile()

@@ -199,9 +199,11 @@ def test_a_resumed_trial_reports_the_cpu_steal_of_every_attempt(ray_local, tmp_p
     assert after[-1]["history"][-1]["epoch_cpu_steal"] == 1.0  # the epochs themselves: as they ran
 
 
-def test_the_same_trial_twice_gives_the_same_views_losses_and_knn(ray_local, tmp_path):
-    first = _in_process(tmp_path / "a", TINY)
-    second = _in_process(tmp_path / "b", TINY)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])  # the local profile's is NHWC
+def test_the_same_trial_twice_gives_the_same_views_losses_and_knn(ray_local, tmp_path, channels_last):
+    profile = TINY.with_overrides(channels_last=channels_last)
+    first = _in_process(tmp_path / "a", profile)
+    second = _in_process(tmp_path / "b", profile)
     assert [m["loss"] for m in first] == [m["loss"] for m in second]
     assert first[-1]["knn_top1"] == second[-1]["knn_top1"] and first[-1]["probe_res3_top1"] == second[-1]["probe_res3_top1"]
     assert first[0]["loss"] != first[1]["loss"]  # (and the epochs differ: fresh views each epoch)
