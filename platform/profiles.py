@@ -198,11 +198,12 @@ PROFILES: dict[str, Profile] = {
     #   +0.233 kNN over random init at every λ, against +0.027 to +0.072 with 16 epochs.
     #
     # - channels_last (NHWC) convolutions: on 2026-12-03 a step took 0.71-0.90x its NCHW time for
-    #   every one of the 21 methods (median 0.84; PIRL 0.78; benchmarks/cpu_numerics.py, settings
-    #   interleaved over 2 rounds), and the main job took 9 min 47 s against 11 min 04 s NCHW (one
-    #   run each, back to back; the trials' kNN moved by at most 0.004, as rounding in another
-    #   order does). The same benchmark on 2026-12-02 found no gain (median 1.01, 0.83-1.21), so
-    #   the gain depends on the host (the main job was timed both ways on 12-03 only).
+    #   every one of the 21 methods (median 0.84; the main job's method 0.78; benchmarks/
+    #   cpu_numerics.py, settings interleaved over 2 rounds), and the main job took 9 min 47 s and
+    #   9 min 34 s (identical results) against 11 min 04 s NCHW, back to back; the trials' kNN moved
+    #   by at most 0.004, as summing in another order does. The same benchmark on 2026-12-02 found
+    #   no gain (median 1.01, 0.83-1.21), so the gain depends on the host (the main job was timed
+    #   both ways on 12-03 only).
     #
     # Each trial trains in its own process (num_workers=0): Ray Train's controller,
     # worker group and dataset coordinator would add about 20 s of start-up to every
