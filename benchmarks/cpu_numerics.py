@@ -34,7 +34,7 @@ from sslab.methods.base import DataInfo, StepContext
 from sslab.methods.views import apply_views
 from sslab.platform.data import load_split
 from sslab.platform.profiles import get_profile
-from sslab.platform.train import TrialSpec, channels_last_batch
+from sslab.platform.train import TrialRun, channels_last_batch
 from local_profile import parse_set  # noqa: E402 - a sibling script (benchmarks/ is on sys.path)
 from train_loop import optimisation_step  # noqa: E402
 
@@ -52,7 +52,7 @@ def _batches(name: str, config: dict, split, batch: int, steps: int) -> list[dic
             for s in range(steps)]
 
 
-def _ms_per_step(spec: TrialSpec, batches, *, bf16: bool, channels_last: bool, warmup: int) -> float:
+def _ms_per_step(spec: TrialRun, batches, *, bf16: bool, channels_last: bool, warmup: int) -> float:
     """The steps of ``local_profile.py`` (``optimisation_step``, under the same autocast as its ``--bf16``)."""
     _, method = spec.build()
     if channels_last:
@@ -99,7 +99,7 @@ def main() -> None:
         cls = methods.get(name)
         config = {**cls.profile_defaults.get("local", {}),
                   **{k: v for k, v in overrides.items() if k in cls.Config.field_names()}}
-        spec = TrialSpec(method=name, method_config=config, profile=profile, seed=0, data=info)
+        spec = TrialRun(method=name, method_config=config, profile=profile, seed=0, data=info)
         batches = _batches(name, config, split, args.batch, args.steps)
         times = {label: [] for label in SETTINGS}
         for _ in range(args.rounds):

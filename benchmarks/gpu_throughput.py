@@ -45,7 +45,7 @@ from sslab.methods.base import DataInfo
 from sslab.methods.views import apply_views
 from sslab.platform.augment import VIEW_BATCH
 from sslab.platform.profiles import Profile
-from sslab.platform.train import TrialSpec, train_in_process
+from sslab.platform.train import TrialRun, train_in_process
 
 #: label → (precision, channels_last, compile)
 SETTINGS = {
@@ -99,7 +99,7 @@ def _dataset(name: str, config: dict, split, image_size: int):
 
 
 def _measure(name: str, config: dict, dataset, profile: Profile, info: DataInfo) -> dict:
-    spec = TrialSpec(method=name, method_config=config, profile=profile, seed=0, data=info)
+    spec = TrialRun(method=name, method_config=config, profile=profile, seed=0, data=info)
     reported: list[dict] = []
     with tempfile.TemporaryDirectory() as checkpoints, Utilisation() as utilisation:
         train_in_process(spec, lambda epoch, rank=0, world_size=1: dataset, checkpoints, report=reported.append)

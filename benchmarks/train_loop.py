@@ -30,10 +30,10 @@ from sslab.methods.base import DataInfo, StepContext
 from sslab.methods.views import ImageView, JigsawView, apply_views
 from sslab.platform.augment import VIEW_BATCH
 from sslab.platform.profiles import Profile
-from sslab.platform.train import TrialSpec, train_in_process
+from sslab.platform.train import TrialRun, train_in_process
 
 
-def bare_epochs(spec: TrialSpec, batches: list[dict[str, torch.Tensor]], epochs: int) -> list[float]:
+def bare_epochs(spec: TrialRun, batches: list[dict[str, torch.Tensor]], epochs: int) -> list[float]:
     """The loop a researcher would write by hand: forward, backward, step, the method's state update."""
     _, method = spec.build()
     config = method.config
@@ -64,7 +64,7 @@ def optimisation_step(method, optimizer, schedule, batch, ctx) -> torch.Tensor:
     return loss.detach()
 
 
-def sslab_fit(spec: TrialSpec, dataset, storage: str, name: str) -> tuple[float, list[float]]:
+def sslab_fit(spec: TrialRun, dataset, storage: str, name: str) -> tuple[float, list[float]]:
     """Wall seconds of the whole ``fit()`` and the loop's own per-epoch times."""
     reports: list[dict] = []
     start = time.perf_counter()
@@ -96,7 +96,7 @@ def main() -> None:
     profile = Profile(name="bench", train_subset=args.images, width=args.width, epochs=args.epochs,
                       batch_size=args.batch, num_workers=0, torch_threads=args.threads)
     config = {"loss_form": "infonce", "num_negatives": 1024, "base_lr": 0.4, "warmup_epochs": 1}
-    spec = TrialSpec(method="pirl", method_config=config, profile=profile, seed=0,
+    spec = TrialRun(method="pirl", method_config=config, profile=profile, seed=0,
                      data=DataInfo(num_samples=args.images, num_classes=10, image_size=32))
 
     ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)

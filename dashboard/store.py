@@ -19,6 +19,7 @@ import pyarrow.fs as pafs
 
 from sslab.platform import metrics, summary
 from sslab.platform.results import SCHEMA_VERSION, TABLES, ResultsStore, StoreError, results_root
+from sslab.platform.summary import current_setting
 
 
 #: the files whose modification times say whether a study changed (the loaders' cache key)
@@ -38,6 +39,8 @@ class StudyData:
     invariance: pd.DataFrame
     updated: float | None = None
     problem: str | None = None
+    #: what the store holds beyond the setting shown (trials of other settings: ``summary.current_setting``)
+    setting_note: str | None = None
 
     @property
     def knobs(self) -> list[str]:
@@ -146,7 +149,16 @@ def read_study(root: str, name: str, stamp: tuple = ()) -> StudyData:
     if not meta and not tables["trials"].empty:
         problems.append("study.json is missing (an interrupted or hand-made store): knobs are guessed from the "
                         "configurations that vary; rerun the study's command to rewrite it")
-    data = StudyData(name, store.location, meta, **tables, updated=updated, problem="; ".join(problems) or None)
+    # one setting of the study (its last run's): trials of other settings are never compared with it
+    shown = current_setting(tables["trials"], tables["baselines"], meta)
+    if "trial_id" in tables["trials"]:
+        hidden = set(tables["trials"]["trial_id"]) - set(shown.trials.get("trial_id", []))
+        for table in ("epochs", "invariance"):  # a finished trial of another setting is not a running one
+            if hidden and "trial_id" in tables[table]:
+                tables[table] = tables[table][~tables[table]["trial_id"].isin(hidden)].reset_index(drop=True)
+    tables["trials"], tables["baselines"] = shown.trials, shown.baselines
+    data = StudyData(name, store.location, meta, **tables, updated=updated, problem="; ".join(problems) or None,
+                     setting_note=shown.note)
     _annotate(data)
     return data
 

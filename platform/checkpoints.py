@@ -45,6 +45,11 @@ class EpochCheckpoints:
         names = (posixpath.basename(info.path) for info in self.fs.get_file_info(selector))
         return sorted(int(m.group(1)) for m in map(_NAME.match, names) if m)
 
+    def newest_epoch(self) -> int | None:
+        """The newest epoch with a checkpoint file (None without one); whether it loads is not checked."""
+        epochs = self._epochs()
+        return epochs[-1] if epochs else None
+
     def _path(self, epoch: int) -> str:
         return posixpath.join(self._base, f"epoch-{epoch:06d}.pt")
 

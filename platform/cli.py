@@ -56,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("name")
     report.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
     report.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
+    report.add_argument("--setting", default=None, metavar="ID",
+                        help="summarise the trials of this setting (default: the study's last run's); csv lists every setting's")
     status = sub.add_parser("status", help="progress of a running or stopped study")
     status.add_argument("name")
     status.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
@@ -80,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             if args.command == "report":
-                _report(_study(args.name), args.results, args.format)
+                _report(_study(args.name), args.results, args.format, args.setting)
             else:
                 _status(_study(args.name), args.results)
         except StoreError as err:  # a damaged table: one line with the way out, not pyarrow's traceback
@@ -157,28 +159,42 @@ def _open_store(study, root: str | None):
     return store, meta
 
 
-def _report(study, root: str | None, fmt: str) -> None:
+def _report(study, root: str | None, fmt: str, setting: str | None = None) -> None:
     from rich.console import Console
 
     from sslab.platform.progress import print_summary
+    from sslab.platform.summary import current_setting
 
     store, meta = _open_store(study, root)
-    trials = store.read("trials")
+    every = store.read("trials")
+    shown = current_setting(every, store.read("baselines"), meta, setting)
+    if fmt == "csv":  # every setting's trials, each row with its setting_id and specification
+        every.to_csv(sys.stdout, index=False)
+        return
+    trials = shown.trials
     if trials.empty:
-        raise SystemExit(f"sslab: {study.name!r} has no finished trial yet under {store.location}; see: sslab status {study.name}")
+        which = f"setting {setting}" if setting else "its current setting"
+        raise SystemExit(f"sslab: {study.name!r} has no finished trial of {which} under {store.location}; "
+                         f"see: sslab status {study.name}{_results_flag(root)}")
     knobs, metric, mode = _knobs_metric_mode(study, meta)
     # the findings as the study declares them now (a store written before they were declared has none)
     findings = meta.get("findings") or [f.to_dict() for f in study.findings]
-    if fmt == "csv":
-        trials.to_csv(sys.stdout, index=False)
-    elif fmt == "markdown":
-        print(markdown_report(study.name, knobs, metric, mode, trials, store.read("baselines"), findings))
+    if fmt == "markdown":
+        print(markdown_report(study.name, knobs, metric, mode, trials, shown.baselines, findings))
+        if shown.note:
+            print(f"\n{shown.note}")
     else:
         console = Console()
         if not console.is_terminal:
             console.width = max(console.width, 160)
-        print_summary(console, study.symbols(), knobs, metric, mode, trials, store.read("baselines"),
+        print_summary(console, study.symbols(), knobs, metric, mode, trials, shown.baselines,
                       defaults=meta.get("defaults") if meta.get("kind") == "search" else None, findings=findings)
+        if shown.note:
+            console.print(f"  {shown.note}")
+
+
+def _results_flag(root: str | None) -> str:
+    return f" --results {root}" if root else ""
 
 
 def _knobs_metric_mode(study, meta: dict) -> tuple[list[str], str, str]:
@@ -233,20 +249,26 @@ def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials,
 
 
 def _status(study, root: str | None) -> None:
-    """Progress of a running or stopped study, from the results store alone."""
+    """Progress of a running or stopped study's current setting, from the results store alone."""
     import time
 
-    from sslab.platform.summary import compute_line, totals
+    from sslab.platform.store_lock import lock_holder
+    from sslab.platform.summary import compute_line, current_setting, totals
 
     store, meta = _open_store(study, root)
-    trials, epochs = store.read("trials"), store.read("epochs")
+    shown = current_setting(store.read("trials"), store.read("baselines"), meta)
+    trials, epochs = shown.trials, store.read("epochs")
     total = meta.get("total_trials")
     spent = totals(trials)
     by_status = ", ".join(f"{spent[s]} {s}" for s in ("ok", "stopped", "failed") if spent.get(s)) or "none"
     print(f"{study.name}: {len(trials)} of {total if total is not None else '?'} trial(s) finished ({by_status})")
+    holder = lock_holder(store.fs, store.lock_path)
+    if holder:
+        print(f"  being run by pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}")
     epochs_total = (meta.get("profile") or {}).get("epochs")
     if not epochs.empty:
-        open_ids = sorted(set(epochs["trial_id"]) - set(trials.get("trial_id", [])))
+        every = store.read("trials")
+        open_ids = sorted(set(epochs["trial_id"]) - set(every.get("trial_id", [])))
         last = epochs[epochs["trial_id"].isin(open_ids)].groupby("trial_id")["epoch"].max()
         updated = store.fs.get_file_info(store.table_path("epochs")).mtime
         ago = f", last report {time.time() - updated.timestamp():.0f} s ago" if updated else ""
@@ -254,8 +276,11 @@ def _status(study, root: str | None) -> None:
             print(f"  unfinished: {trial_id} at epoch {int(epoch) + 1}/{epochs_total}{ago}")
     if spent["trials"]:
         print(f"  compute so far: {compute_line(spent)}")
+    if shown.note:
+        print(f"  {shown.note}")
     if total is not None and len(trials) < total:
-        print(f"  to continue: sslab run {study.name} (finished trials are not rerun)")
+        command = meta.get("command") or f"sslab run {study.name}{_results_flag(root)}"
+        print(f"  to continue: {command} (finished trials are not rerun)")
 
 
 if __name__ == "__main__":

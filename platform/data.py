@@ -4,7 +4,9 @@
 indices, class names, the per-channel ``normalization`` statistics of its pixels);
 ``to_ray_dataset(split)`` wraps it as a Ray Dataset with columns ``idx`` (int64), ``image``
 (uint8 H x W x 3 tensor column) and ``label`` (int64) for the ``map_batches`` view pipeline
-(``sslab.methods.views.apply_views``).
+(``sslab.methods.views.apply_views``). ``Split.identity()`` is a small JSON-able fingerprint of a
+loaded split (sizes, classes, image shape and a SHA-256 of its pixels, labels and class names) for
+a result to record exactly which data it was computed on.
 
 Dataset names
 -------------
@@ -26,7 +28,9 @@ Dataset names
     the ``train`` split. Class indices follow the sorted class-folder names, the union over all
     splits, so they agree between splits. A relative path is tried against the working
     directory, then the data directory. A folder with no class sub-folder (empty, or images
-    lying directly in it) raises ``ValueError`` naming the folder.
+    lying directly in it) raises ``ValueError`` naming the folder. ``load_train_test`` (what a
+    run trains and evaluates on) needs both ``<path>/train/<class>/<image>`` and
+    ``<path>/test/<class>/<image>`` and refuses any other layout with one line saying so.
 ``"parquet:<path>"``
     A Parquet file or directory with columns ``image`` (encoded image bytes, or a struct with a
     ``bytes`` field as written by Hugging Face ``datasets``) and ``label`` (integer or class name);
@@ -37,7 +41,8 @@ Decoding and caching
 Every source is decoded once (JPEG through torchvision's libjpeg-turbo decoder, which gives the
 same pixels as Pillow at ~2.5x the speed, anything else through Pillow) and cached as one Parquet
 file per split (``image`` as fixed-size binary H*W*3, ``label`` int64; class names, shape,
-normalisation statistics and the number of skipped images in the schema metadata). The cache
+normalisation statistics, the number of skipped images and the images' shorter side before
+resizing in the schema metadata). The cache
 directory is ``$SSLAB_CACHE`` when set, else ``<data dir>/.sslab-cache`` when the data directory
 exists and is writable, else ``~/.cache/sslab/cache``. The file name holds the dataset, the
 split, a hash of the source's path and a hash of the source's fingerprint (sizes and
@@ -55,6 +60,12 @@ of different sizes raise one ``ValueError`` naming two of them and the fix (pass
 Unreadable images are skipped, counted in ``Split.skipped`` (kept in the cache, so a cached load
 reports the same count) and named (up to five) in a warning at the first decode; a split with no
 readable image raises ``ValueError`` naming the path.
+
+The images' shorter side as stored, before resizing, is recorded at decode time (the median over
+the split, ``Split.source_side``, and the smallest, ``Split.source_side_min``; kept in the cache
+metadata). ``load_train_test`` notes, in one line, a split whose images are upscaled 2x or more
+to ``image_size``: a folder of 1 x 1 px images blown up to 32 px gives every method the same
+meaningless (perfect) kNN score.
 
 Normalisation statistics
 ------------------------
@@ -99,8 +110,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Bump when the cache layout changes: old files are then never read. 2: normalisation
-#: statistics and the skipped count in the metadata.
-CACHE_VERSION = 2
+#: statistics and the skipped count in the metadata. 3: the images' shorter side before resizing
+#: (``source_side``: median and smallest) in the metadata.
+CACHE_VERSION = 3
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 _DATASET_NAMES = "'cifar10', 'cifar100', 'imagefolder:<path>' or 'parquet:<path>'"
 _MAX_NAMED = 5
@@ -196,6 +208,11 @@ class Split:
     skipped: int = 0  # corrupt/unreadable images skipped while decoding (the first decode's, also when cached)
     source: str = ""  # what it was read from (a path, or the cache file)
     normalization: Normalization | None = None  # this split's pixel statistics, in [0, 1] units
+    #: the images' shorter side (min(H, W), px) as stored in the source, before any resizing: the
+    #: median over the split's images and the smallest. None when unknown (a Split built by hand).
+    #: A subset keeps the values of the split it was drawn from.
+    source_side: int | None = None
+    source_side_min: int | None = None
 
     def __post_init__(self) -> None:
         if self.normalization is None and len(self.images) > 0:
@@ -209,6 +226,34 @@ class Split:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def identity(self) -> dict[str, Any]:
+        """A small JSON-able fingerprint of exactly these images, labels and class names, in this order:
+
+        ``{"num_images": N, "num_classes": C, "classes": [...] (the names when C <= 20, else None),
+        "classes_sha1": "<40 hex>" (sha1 of the names joined by newlines), "image_shape": [H, W],
+        "content_sha256": "<16 hex>"}``: always these keys, so records of any dataset have the same fields.
+
+        ``content_sha256`` is the first 16 hex digits of a SHA-256 over the shape, the uint8 pixels,
+        the labels (little-endian int64) and the class names; it changes when any pixel, label or
+        class name (or their order) changes. Computed on each call (the split may be changed in
+        place): ~0.1 s for CIFAR-10's 50,000 training images.
+        """
+        images = np.ascontiguousarray(self.images, dtype=np.uint8)
+        labels = np.ascontiguousarray(self.labels, dtype="<i8")
+        if images.ndim != 4 or len(images) != len(labels):
+            raise ValueError(f"inconsistent Split: images {images.shape}, labels {labels.shape}")
+        names = json.dumps([str(c) for c in self.classes], ensure_ascii=False).encode()
+        digest = hashlib.sha256(f"sslab-split|{images.shape}|{labels.shape}|".encode())
+        digest.update(images.reshape(-1))
+        digest.update(labels)
+        digest.update(names)
+        out: dict[str, Any] = {"num_images": int(len(labels)), "num_classes": len(self.classes)}
+        out["classes"] = [str(c) for c in self.classes] if len(self.classes) <= 20 else None
+        out["classes_sha1"] = hashlib.sha1("\n".join(map(str, self.classes)).encode()).hexdigest()
+        out["image_shape"] = [int(images.shape[1]), int(images.shape[2])]
+        out["content_sha256"] = digest.hexdigest()[:16]
+        return out
 
 
 def load_split(dataset: str, split: str = "train", *, root: Path | None = None,
@@ -257,9 +302,16 @@ def load_train_test(dataset: str, *, image_size: int | None, train_subset: int |
     sizes are CIFAR's; a small ImageFolder is used whole, and ``note`` says so, as it says how
     many unreadable images were skipped).
 
-    Raises ``ValueError`` when a split is empty or the dataset has fewer than 2 classes (kNN and
-    the linear probes need 2), before anything is trained.
+    ``note`` also gets one line when a split's images are upscaled by 2x or more to
+    ``image_size`` (their median shorter side before resizing, ``Split.source_side``, is at most
+    half of it): such images carry little for the features to learn from.
+
+    Raises ``ValueError`` when an ImageFolder is not laid out as ``<path>/train/<class>/<image>``
+    and ``<path>/test/<class>/<image>``, when a split is empty or the dataset has fewer than 2
+    classes (kNN and the linear probes need 2), before anything is trained.
     """
+    if isinstance(dataset, str) and dataset.startswith("imagefolder:"):
+        _check_train_test_layout(dataset.removeprefix("imagefolder:"), root)
     splits = []
     for name, subset in (("train", train_subset), ("test", test_subset)):
         whole = load_split(dataset, name, root=root, seed=0, image_size=image_size)
@@ -275,9 +327,77 @@ def load_train_test(dataset: str, *, image_size: int | None, train_subset: int |
         splits.append(split)
     train, test = splits
     if train.num_classes < 2:
-        raise ValueError(f"{dataset!r} has {train.num_classes} class(es); kNN and linear probes need at "
-                         "least 2 (an ImageFolder needs one sub-folder per class)")
+        named = f" (found {', '.join(map(repr, train.classes))})" if train.classes else ""
+        raise ValueError(f"{dataset!r} has {train.num_classes} class(es); kNN and linear probes need at least "
+                         f"2{named}: give the dataset at least two classes (an ImageFolder needs one sub-folder per "
+                         "class, e.g. <path>/train/<class>/<image> and <path>/test/<class>/<image>)")
+    upscaled = _upscaling_note(dataset, {"train": train, "test": test}, image_size)
+    if upscaled:
+        note(upscaled)
     return train, test
+
+
+#: ``load_train_test`` notes images whose shorter side is upscaled by this factor or more.
+UPSCALE_NOTE_FACTOR = 2.0
+
+
+def _upscaling_note(dataset: str, splits: dict[str, Split], image_size: int | None) -> str | None:
+    """One line when some splits' images are upscaled ``UPSCALE_NOTE_FACTOR``x or more to ``image_size``."""
+    if image_size is None:
+        return None
+    small = {name: s for name, s in splits.items()
+             if s.source_side is not None and s.source_side > 0 and image_size / s.source_side >= UPSCALE_NOTE_FACTOR}
+    if not small:
+        return None
+    parts = []
+    for name, s in small.items():
+        assert s.source_side is not None
+        smallest = f", smallest {s.source_side_min} px" if s.source_side_min not in (None, s.source_side) else ""
+        parts.append(f"the {name} split's images are {s.source_side}x{s.source_side} px (median shorter side"
+                     f"{smallest}), upscaled {image_size / s.source_side:.3g}x")
+    return (f"{dataset}: {'; '.join(parts)} to the profile's image_size of {image_size} px: features of such "
+            f"images say little (kNN and linear-probe scores on them are no measure of a method); pass images of "
+            f"at least {image_size} px")
+
+
+def _check_train_test_layout(spec: str, root: Path | None) -> None:
+    """An ImageFolder given to ``load_train_test`` must hold ``train/`` and ``test/``, each with one
+    sub-folder per class: refuse anything else with one line saying what is expected and what is there."""
+    path = _resolve_path(spec, root, "imagefolder")
+    if not path.is_dir():
+        return  # load_split says it is a file
+    has_train, has_test = (path / "train").is_dir(), (path / "test").is_dir()
+    if has_train and has_test:
+        return
+    expected = (f"imagefolder:{spec} needs a train and a test split, laid out as {path}/train/<class>/<image> and "
+                f"{path}/test/<class>/<image> (one sub-folder per class in each)")
+    folders = _class_dirs(path)
+    if has_train:
+        others = [f for f in folders if f != "train"]
+        found = "train/ but no test/" + (f" (other sub-folders: {_some(others)})" if others else "")
+        raise ValueError(f"{expected}; found {found} under {path}: put the held-out images in {path}/test/<class>/"
+                         + (f" (or rename the folder that holds them, e.g. {others[0]}/, to test/)" if others else ""))
+    if has_test:
+        raise ValueError(f"{expected}; found test/ but no train/ under {path}: put the training images in "
+                         f"{path}/train/<class>/")
+    loose = [f.name for f in path.iterdir()
+             if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES]
+    if folders:
+        found = (f"class folders {_some(folders)} directly under {path}: move them into {path}/train/ and hold out "
+                 f"some images of every class in {path}/test/<class>/")
+    elif loose:
+        found = (f"{len(loose)} image file(s) (e.g. {sorted(loose)[0]}) directly under {path} and no sub-folder: put "
+                 f"each class's images in {path}/train/<class>/ and {path}/test/<class>/")
+    else:
+        found = f"no sub-folder and no image in {path}: check the path"
+    raise ValueError(f"{expected}; found {found}")
+
+
+def _some(names: list[str], shown: int = 4) -> str:
+    """``a, b, c, d, ... (12 in all)``: the first few of a list, for one-line messages."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return ", ".join(names[:shown]) + f", ... ({len(names)} in all)"
 
 
 def evaluation_arrays(train: Split, test: Split) -> dict[str, Any]:
@@ -350,6 +470,15 @@ class _Decoded:
     labels: np.ndarray
     classes: list[str]
     skipped: list[str] = field(default_factory=list)
+    sides: np.ndarray | None = None  # int N: each decoded image's shorter side before resizing
+
+    def side_stats(self) -> tuple[int | None, int | None]:
+        """(median, smallest) shorter side before resizing; the median is the lower middle value
+        (an actual image's side). (None, None) when unknown or empty."""
+        if self.sides is None or len(self.sides) == 0:
+            return None, None
+        ordered = np.sort(np.asarray(self.sides, dtype=np.int64))
+        return int(ordered[(len(ordered) - 1) // 2]), int(ordered[0])
 
 
 def _load_cifar(files: _Cifar, split: str, root: Path | None, image_size: int | None, download: bool) -> Split:
@@ -381,11 +510,11 @@ def _load_cifar(files: _Cifar, split: str, root: Path | None, image_size: int | 
         return _cached_or_decode(_pickle_source(files, pickles, split), split, root, image_size)
     places = "\n".join(f"  - {p}" for p in looked)
     raise DatasetNotFoundError(
-        f"{files.title} ({split}) not found. Looked in:\n{places}\n"
-        f"  - torchvision download into {base}: {reason}\n"
-        f"To supply it, set SSLAB_DATA (or pass --data-dir) to a folder holding {files.archive} "
-        f"(or an extracted {files.trees[0]}/ tree with train/ and test/), or run once with internet access so "
-        f"torchvision can download {files.title} into {base}.", looked + [f"torchvision download into {base}"])
+        f"{files.title} ({split}) not found in the data directory {base} and not downloaded; to supply it, set "
+        f"SSLAB_DATA (or pass --data-dir) to a folder holding {files.archive} (or an extracted {files.trees[0]}/ "
+        f"tree with train/ and test/), or run once with internet access so torchvision can download "
+        f"{files.title} into {base}. Looked in:\n{places}\n"
+        f"  - torchvision download into {base}: {reason}", looked + [f"torchvision download into {base}"])
 
 
 def _download_cifar(files: _Cifar, base: Path, download: bool) -> str | None:
@@ -448,10 +577,10 @@ def _resolve_path(spec: str, root: Path | None, kind: str) -> Path:
     for candidate in candidates:
         if candidate.exists():
             return candidate.resolve()
-    places = "\n".join(f"  - {c}" for c in candidates)
-    raise DatasetNotFoundError(f"{kind}:{spec} not found. Looked in:\n{places}\nPass an existing path "
-                               f"(absolute, or relative to the working or data directory).",
-                               [str(c) for c in candidates])
+    places = " or ".join(str(c) for c in candidates)
+    raise DatasetNotFoundError(f"{kind}:{spec} not found: no file or folder at {places}; pass an existing path "
+                               f"(absolute, or relative to the working directory or the data directory, "
+                               f"--data-dir / SSLAB_DATA)", [str(c) for c in candidates])
 
 
 # ------------------------------------------------------------------ cache
@@ -492,9 +621,10 @@ def _cached_or_decode(source: _Source, split: str, root: Path | None, image_size
         if stale != target:
             stale.unlink(missing_ok=True)
     n = len(decoded.labels)
+    median_side, min_side = decoded.side_stats()
     return Split(images=decoded.images, labels=decoded.labels, idx=np.arange(n, dtype=np.int64),
                  classes=decoded.classes, skipped=len(decoded.skipped), source=str(source.path),
-                 normalization=stats)
+                 normalization=stats, source_side=median_side, source_side_min=min_side)
 
 
 def _any_cached(cache: Path, slug: str, split: str, image_size: int | None) -> Path | None:
@@ -525,9 +655,11 @@ def _write_cache(target: Path, decoded: _Decoded, stats: Normalization, info: di
 
     n, h, w, _ = decoded.images.shape
     images = np.ascontiguousarray(decoded.images)
+    median_side, min_side = decoded.side_stats()
     meta = dict(info, version=CACHE_VERSION, height=h, width=w, classes=decoded.classes,
                 normalization={"mean": list(stats.mean), "std": list(stats.std)},
-                skipped_count=len(decoded.skipped), skipped=decoded.skipped[:100])
+                skipped_count=len(decoded.skipped), skipped=decoded.skipped[:100],
+                source_side={"median": median_side, "min": min_side})
     table = pa.table({
         "image": pa.FixedSizeBinaryArray.from_buffers(pa.binary(h * w * 3), n, [None, pa.py_buffer(images)]),
         "label": pa.array(decoded.labels, type=pa.int64()),
@@ -564,9 +696,11 @@ def _read_cache(path: Path) -> Split:
     images = np.frombuffer(column.buffers()[1], dtype=np.uint8, count=n * row, offset=column.offset * row)
     labels = table.column("label").to_numpy().astype(np.int64)
     stats = meta["normalization"]
+    sides = meta["source_side"]
     return Split(images=images.reshape(n, h, w, 3).copy(), labels=labels, idx=np.arange(n, dtype=np.int64),
                  classes=list(meta["classes"]), skipped=int(meta["skipped_count"]), source=str(path),
-                 normalization=Normalization(tuple(stats["mean"]), tuple(stats["std"])))
+                 normalization=Normalization(tuple(stats["mean"]), tuple(stats["std"])),
+                 source_side=sides["median"], source_side_min=sides["min"])
 
 
 def _safe(text: str) -> str:
@@ -700,13 +834,14 @@ def _pickle_source(files: _Cifar, folder: Path, split: str) -> _Source:
             raise ValueError(f"{folder}: expected N x 3072 pixels and N labels, got {data.shape} and {len(targets)} "
                              f"labels; the copy of {files.title} is damaged: delete it and download it again")
         images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        sides = np.full(len(images), 32, dtype=np.int64)
         # class indices follow the sorted names, as for the archives and trees (a no-op for the real files)
         classes = sorted(given)
         remap = np.array([classes.index(c) for c in given], dtype=np.int64)
         labels = remap[np.asarray(targets, dtype=np.int64)]
         if image_size is not None and images.shape[1:3] != (image_size, image_size):
             images = np.stack([_fit(im, image_size) for im in images])
-        return _Decoded(images, labels, classes)
+        return _Decoded(images, labels, classes, sides=sides)
 
     return _Source(files.name, folder.resolve(), str(folder), fingerprint, decode,
                    f"expected torchvision's {files.title} files {list(names)}")
@@ -770,7 +905,8 @@ def _parquet_source(path: Path, split: str) -> _Source:
                 raise ValueError(f"split = {split!r} is not in {path}: its 'split' column holds {available}")
             table = table.filter(pc.equal(table.column("split"), split))
         elif split != "train":
-            raise ValueError(f"split = {split!r}: {path} has no 'split' column, so all rows are the 'train' split")
+            raise ValueError(f"split = {split!r}: {path} has no 'split' column, so all rows are the 'train' split; "
+                             "add a 'split' column (values such as 'train' and 'test') to give it other splits")
         labels = table.column("label")
         if pa.types.is_dictionary(labels.type):
             labels = labels.cast(labels.type.value_type)
@@ -849,6 +985,7 @@ def _decode_items(items: list[tuple[str, bytes | Path | None, int]], classes: li
     jpeg = _jpeg_decoder()
     images: np.ndarray | None = None
     labels = np.empty(len(items), dtype=np.int64)
+    sides = np.empty(len(items), dtype=np.int64)
     skipped: list[str] = []
     first_name = ""
     count = 0
@@ -858,6 +995,7 @@ def _decode_items(items: list[tuple[str, bytes | Path | None, int]], classes: li
         except Exception:
             skipped.append(name)
             continue
+        sides[count] = min(array.shape[0], array.shape[1])
         if image_size is not None and array.shape[:2] != (image_size, image_size):
             array = _fit(array, image_size)
         if images is None:
@@ -872,8 +1010,9 @@ def _decode_items(items: list[tuple[str, bytes | Path | None, int]], classes: li
         labels[count] = label
         count += 1
     if images is None:
-        return _Decoded(np.zeros((0, 1, 1, 3), np.uint8), np.zeros(0, np.int64), classes, skipped)
-    return _Decoded(images[:count], labels[:count], classes, skipped)
+        return _Decoded(np.zeros((0, 1, 1, 3), np.uint8), np.zeros(0, np.int64), classes, skipped,
+                        np.zeros(0, np.int64))
+    return _Decoded(images[:count], labels[:count], classes, skipped, sides[:count])
 
 
 def _jpeg_decoder() -> Callable[[bytes], np.ndarray] | None:
@@ -976,4 +1115,5 @@ def take_subset(full: Split, k: int, seed: int, what: str = "the split") -> Spli
     order = rng.permutation(np.concatenate(chosen))
     return Split(images=full.images[order], labels=full.labels[order], idx=np.arange(k, dtype=np.int64),
                  classes=list(full.classes), skipped=full.skipped, source=full.source,
-                 normalization=full.normalization)  # the whole split's statistics, not the subset's
+                 normalization=full.normalization,  # the whole split's statistics, not the subset's
+                 source_side=full.source_side, source_side_min=full.source_side_min)

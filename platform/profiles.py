@@ -85,6 +85,9 @@ class Profile:
     max_failures: int = 2
     #: torch intra-op threads per Train worker (0 = Ray's default: one per CPU of the worker)
     torch_threads: int = 0
+    #: a rough training rate (images per device-second) for the estimate a study states before it
+    #: runs (platform/cost.py), until the store has finished trials of its own to measure the rate
+    images_per_device_s: float = 1000.0
     #: method hyperparameters set for every method that has them, for ad-hoc profiles (tests,
     #: benchmarks); the built-in profiles set none: a method's own ``profile_defaults`` adapt it.
     #: Precedence: method defaults < method's profile_defaults < this < study base < grid point.
@@ -110,6 +113,7 @@ class Profile:
             "worker_placement": self.worker_placement in ("PACK", "SPREAD", "STRICT_SPREAD"),
             "augment_nodes": self.augment_nodes in ("prefer", "require", "any"),
             "max_failures": self.max_failures >= 0,
+            "images_per_device_s": self.images_per_device_s > 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -223,6 +227,7 @@ PROFILES: dict[str, Profile] = {
         channels_last=True,
         probe_epochs=30,
         invariance_samples=500,
+        images_per_device_s=850.0,  # PIRL at 8-px patches, the main job's method, on 2 cores
     ),
     # The CIFAR-10 setting: full data, ResNet-18, one GPU per trial.
     "cifar": Profile(
@@ -236,6 +241,7 @@ PROFILES: dict[str, Profile] = {
         precision="bf16",
         channels_last=True,
         view_transfer="uint8",
+        images_per_device_s=8000.0,  # the throughput target of benchmarks/gpu_throughput.py, not yet measured
     ),
 }
 

@@ -35,17 +35,24 @@ def _fixed(value: Any) -> str:
 
 
 class Progress:
-    def __init__(self, study, profile, *, total: int, already_done: int, quiet: bool = False):
+    def __init__(self, study, profile, *, quiet: bool = False):
         self.study = study
         self.profile = profile
         self.console = Console(quiet=quiet, highlight=False)
         if not self.console.is_terminal:  # logs and pipes get the whole table, not an 80-column cut
             self.console.width = max(self.console.width, 160)
+        self._bar: RichProgress | None = None
+
+    def start(self, *, total: int, already_done: int, to_run: int, estimate) -> None:
+        """Say what this run will do (before any of it), then show the trials' progress bar."""
+        profile = self.profile
         self.console.print(
-            f"[bold]{study.name}[/]: {', '.join(study.methods_to_train(profile.name))} on {profile.dataset}"
+            f"[bold]{self.study.name}[/]: {', '.join(self.study.methods_to_train(profile.name))} on {profile.dataset}"
             f"{f' (up to {profile.train_subset:,} train images)' if profile.train_subset else ''}, profile {profile.name}, "
             f"{total} trial(s), {already_done} already in the results store"
         )
+        if to_run:
+            self.console.print(f"  to run now: {estimate}")
         self._bar = RichProgress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -85,8 +92,16 @@ class Progress:
         else:
             self.console.print(f"  [red]✗[/] {key}  {row['status']}: {row['error']}")
 
-    def summary(self, trials: pd.DataFrame, baselines: pd.DataFrame) -> None:
-        self._bar.stop()
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def summary(self, trials: pd.DataFrame, baselines: pd.DataFrame, note: str | None = None) -> None:
+        """The summary of this run's setting (``summary.current_setting``), and ``note`` on the others."""
+        if self._bar is not None:
+            self._bar.stop()
+        if note:
+            self.note(note)
         defaults = self.study.configurations()[0][1] if self.study.search else None
         print_summary(self.console, self.study.symbols(), self.study.knobs, self.study.primary_metric,
                       self.study.primary_mode, trials, baselines, defaults=defaults,

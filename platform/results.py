@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TRIAL_STATUSES = ("ok", "failed", "stopped")
 TRIAL_COLUMNS = ("trial_id", "method", "seed", "status", "error")
 TABLES = ("trials", "epochs", "baselines", "invariance")
@@ -236,10 +236,23 @@ class ResultsStore:
                     replace_where={"trial_id": trial_id})
 
     def record_baseline(self, row: dict[str, Any]) -> None:
-        self.append("baselines", [row], replace_where={"backbone": row["backbone"], "seed": row["seed"]})
+        """One seed's random-init baseline, replacing the row of the same baseline setting and seed."""
+        self.append("baselines", [row], replace_where={"setting_id": row["setting_id"], "seed": row["seed"]})
 
     def finished_trial_ids(self, statuses: tuple[str, ...] = TRIAL_STATUSES) -> set[str]:
         trials = self.read("trials")
         if trials.empty:
             return set()
         return set(trials.loc[trials["status"].isin(statuses), "trial_id"])
+
+    def trial_ids_of_settings(self, setting_ids: Iterable[str]) -> list[str]:
+        """The recorded trials of the given settings (``spec.TrialSpec.setting_id``)."""
+        trials = self.read("trials")
+        if trials.empty or "setting_id" not in trials:
+            return []
+        return list(trials.loc[trials["setting_id"].isin(list(setting_ids)), "trial_id"])
+
+    @property
+    def lock_path(self) -> str:
+        """The file that says which process writes this store (``store_lock.StoreLock``)."""
+        return self._path(".lock")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
+import sys
 import time
 from contextlib import nullcontext
 from typing import Any, Sequence
@@ -19,20 +21,26 @@ import pandas as pd
 
 from sslab import methods
 from sslab.methods.base import DataInfo
-from sslab.platform import placement
+from sslab.platform import cost, placement
 from sslab.platform.other_work import other_work, other_work_note
 from sslab.platform.placement import TRIAL_RESOURCE
 from sslab.platform.profiles import Profile, get_profile
 from sslab.platform.results import ResultsStore, StoreError, StoreWriteError, results_root
-from sslab.platform.study import Search, Study, trial_key
-from sslab.platform.trial import run_trial, split_trial_config
+from sslab.platform.spec import Specs, TrialSpec, data_identity
+from sslab.platform.store_lock import StoreLock
+from sslab.platform.study import Search, Study
+from sslab.platform.summary import current_setting
+from sslab.platform.trial import run_trial
 
 
-def main(study: Study, argv: Sequence[str] | None = None) -> pd.DataFrame:
+def main(study: Study, argv: Sequence[str] | None = None, *, command: str | None = None) -> pd.DataFrame:
     """Command-line entry point of a study script: flags, then ``run_study``; a bad flag or
-    setting is one line (exit 2), not a traceback."""
+    setting is one line (exit 2), not a traceback; Ctrl-C is one line saying what is finished and
+    that the same command resumes (exit 130)."""
     parser = build_parser(study)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    command = command or invocation(argv)
     overrides = {k: v for k, v in {"epochs": args.epochs, "train_subset": args.subset,
                                    "dataset": args.dataset}.items() if v is not None}
     try:
@@ -49,9 +57,41 @@ def main(study: Study, argv: Sequence[str] | None = None) -> pd.DataFrame:
             retry_failed=args.retry_failed,
             trials=getattr(args, "trials", None),
             time_budget_s=getattr(args, "time_budget", None),
+            yes=args.yes,
+            max_trials=args.max_trials,
+            command=command,
         )
     except (ValueError, PermissionError, FileNotFoundError, StoreError) as err:  # a bad flag, setting, dataset or store
         parser.exit(2, f"{study.name}: error: {err}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"{study.name}: interrupted; {interrupted_note(study, args.results)}; "
+                         f"the same command resumes: {command}\n")
+
+
+def invocation(argv: Sequence[str]) -> str:
+    """The command a study was started with, as the user would type it again: ``sslab run NAME ...``
+    or ``python studies/NAME.py ...``."""
+    program = sys.argv[0] if sys.argv else ""
+    if os.path.basename(program) == "sslab" or (sys.argv[1:2] == ["run"] and "cli" in program):
+        head = ["sslab", *sys.argv[1:3]]
+    elif program.endswith(".py"):
+        head = ["python", os.path.relpath(program) if os.path.isabs(program) else program]
+    else:
+        head = ["python", "-m", "sslab.platform.cli", "run"]
+    return shlex.join([*head, *argv])
+
+
+def interrupted_note(study: Study, root: str | None) -> str:
+    """What an interrupted study has finished, from its store (the record a rerun starts from)."""
+    try:
+        store = ResultsStore(results_root(root), study.name)
+        meta = store.metadata()
+        trials = current_setting(store.read("trials"), store.read("baselines"), meta).trials
+    except Exception:  # interrupted while the store itself was being read: nothing more to say
+        return "nothing of this run is lost"
+    total = meta.get("total_trials")
+    done = len(trials)
+    return f"{done} of {total if total is not None else '?'} trial(s) of this setting are finished and recorded"
 
 
 def _positive_int(text: str) -> int:
@@ -89,6 +129,11 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
                         help="train this many epochs (instead of the profile's epochs or step budget)")
     parser.add_argument("--subset", type=_positive_int, default=None, help="override the profile's training subset size")
     parser.add_argument("--retry-failed", action="store_true", help="run failed trials of an earlier run again")
+    parser.add_argument("--yes", action="store_true",
+                        help=f"run a study above {cost.CONFIRM_TRIALS} trials or {cost.CONFIRM_DEVICE_HOURS:g} "
+                             "device-hours without asking")
+    parser.add_argument("--max-trials", type=_positive_int, default=None, metavar="N",
+                        help="run at most N of the study's unfinished trials now (the same command continues)")
     if study.search:
         parser.add_argument("--trials", type=_positive_int, default=None,
                             help=f"trial budget of the search (default {study.search.trials}, less on small profiles)")
@@ -110,8 +155,19 @@ def run_study(
     quiet: bool = False,
     trials: int | None = None,
     time_budget_s: float | None = None,
+    yes: bool = False,
+    max_trials: int | None = None,
+    command: str | None = None,
 ) -> pd.DataFrame:
-    """Run (or resume) a study; returns its trials table."""
+    """Run (or resume) a study; returns its trials table (every setting's: ``current_setting``
+    picks this run's).
+
+    In order, each step before anything that costs more: the configuration is validated; the
+    planned trials and their device time are stated (and refused above ``cost.CONFIRM_*`` without
+    ``yes`` or ``max_trials``); the data is read and checked; every trial's specification is
+    resolved (``spec.Specs``), so that only trials whose exact specification is in the store
+    count as done; the store is locked for this process (``StoreLock``); then Ray starts.
+    """
     from sslab.platform.progress import Progress  # rich is only needed when a study runs
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile or study.profile)
@@ -122,20 +178,84 @@ def run_study(
         raise ValueError(f"--seeds = {seeds} must be at least 1")
     study.validate(profile)
     _check_profile_fits(profile, address)
+    search = study.search.for_profile(profile.name, trials=trials, time_budget_s=time_budget_s) if study.search else None
     store = ResultsStore(results_root(root), study.name)
     store.check_readable()
-    store.check_writable()
-    recorded = store.metadata().get("profile") or {}  # the profile of the run before, if any
-    _check_same_data(store, recorded, profile)
-    search = study.search.for_profile(profile.name, trials=trials, time_budget_s=time_budget_s) if study.search else None
-    grid = study.grid_for(profile.name)
-    meta = {
+    history = store.read("trials")
+    planned = search.trials if search else len(study.configurations(profile.name)) * seeds
+    cost.check(cost.estimate(planned, profile, history), yes=yes, max_trials=max_trials, what=study.name)
+
+    progress = Progress(study, profile, quiet=quiet)
+    try:
+        train, test = _read_data(profile, data_dir, progress)
+        progress.profile = profile = _train_budget(profile, len(train.labels), progress)
+        specs = Specs(study, profile, data_identity(profile, train.identity(), test.identity()))
+        planned_specs = specs.planned_specs(seeds) if not search else [
+            specs.spec(method, point, 0) for method, point in study.configurations(profile.name)]
+        specs = specs.with_planned(planned_specs)
+        skip_statuses = ("ok", "stopped") if retry_failed else ("ok", "failed", "stopped")
+        done = store.finished_trial_ids(skip_statuses)
+        done_here = done & set(store.trial_ids_of_settings(specs.setting_ids))
+        pending = [s for s in planned_specs if s.trial_id not in done]
+        total = search.trials if search else len(planned_specs)
+        already_done = min(total, len(done_here)) if search else len(planned_specs) - len(pending)
+        to_run = total - already_done
+        if max_trials is not None:
+            to_run = min(to_run, max_trials)
+        pending = pending[:to_run]
+        progress.start(total=total, already_done=already_done, to_run=to_run,
+                       estimate=cost.estimate(to_run, profile, history, train_images=len(train.labels)))
+        for line in _resume_notes(store, pending):
+            progress.note(line)
+
+        store.check_writable()
+        with StoreLock(store.fs, store.lock_path, shown=store.location, note=progress.note):
+            store.write_metadata(_metadata(store, study, specs, search, seeds, command))
+            unrecorded: dict[str, str] = {}
+            missing_baselines = _missing_baseline_seeds(store, specs, seeds)
+            if to_run or missing_baselines:
+                if not (address or os.environ.get("RAY_ADDRESS")):  # trials will share this machine's CPUs
+                    busy = other_work_note(other_work())
+                    if busy:
+                        progress.note(busy)
+                _init_ray(address)
+                shape = placement.cluster_shape()  # refuse what could never run, before any work
+                placement.check_shared_storage(store.root, shape)
+                placement.augment_remote_args(placement.augment_policy(profile), shape)
+                placement.max_concurrent_trials(profile, shape)
+                data = _to_ray(train, test, profile)
+                _record_baselines(store, specs, data, missing_baselines, progress)
+                if to_run:
+                    unrecorded = _run_trials(study, specs, store, pending, to_run, data, progress, search=search)
+            trials = store.read("trials")
+            shown = current_setting(trials, store.read("baselines"), store.metadata())
+            progress.summary(shown.trials, shown.baselines, shown.note)
+    finally:  # the live progress bar gives the terminal back, also on Ctrl-C
+        progress.close()
+    if unrecorded:
+        first = next(iter(unrecorded.values()))
+        raise StoreWriteError(f"{len(unrecorded)} trial(s) finished but are not fully recorded: {first}")
+    return trials
+
+
+def _metadata(store: ResultsStore, study: Study, specs: Specs, search: Search | None, seeds: int,
+              command: str | None) -> dict[str, Any]:
+    """``study.json``: the study's declaration and this run's setting, keeping the record of every
+    earlier setting whose trials the store holds (``settings``: setting id -> its profile, data and
+    command), so that no trial's record is overwritten by a later run's."""
+    profile = specs.profile
+    earlier = store.metadata().get("settings") or {}
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    current = {"profile": profile.to_dict(), "data": dict(specs.data), "command": command, "first_run": now}
+    settings = {**earlier, **{sid: {**current, "first_run": earlier.get(sid, {}).get("first_run", now)}
+                              for sid in specs.setting_ids}}
+    return {
         "method": study.method_names[0] if len(study.method_names) == 1 else None,
         "methods": study.methods_for(profile.name),
         "description": study.description,
         "kind": "search" if search else "grid",
         "knobs": study.knobs,
-        "grid": grid,
+        "grid": study.grid_for(profile.name),
         "search": {name: repr(d) for name, d in search.space.items()} if search else None,
         "defaults": study.paper_defaults(),
         "base": study.base,
@@ -145,46 +265,25 @@ def run_study(
         "mode": study.mode,
         "findings": [finding.to_dict() for finding in study.findings],
         "total_trials": search.trials if search else len(study.configurations(profile.name)) * seeds,
-        "profile": _recorded_profile(recorded, profile),
+        "profile": profile.to_dict(),
         "backbone": profile.backbone_name,
+        "command": command,
+        "setting_ids": specs.setting_ids,
+        "baseline_setting": specs.baseline(0).setting_id,
+        "settings": settings,
     }
-    store.write_metadata(meta)
-    skip_statuses = ("ok", "stopped") if retry_failed else ("ok", "failed", "stopped")
-    done = store.finished_trial_ids(skip_statuses)
-    first_points = [{"method": method, **point, "seed": seed}
-                    for method, point in study.configurations(profile.name) for seed in range(seeds)]
-    pending = [p for p in first_points if trial_key(*split_trial_config(p)) not in done]
-    if search:  # the defaults first, then as many proposals as the budget has left
-        total = search.trials
-        to_run = max(0, total - len(done))
-        pending = pending[:to_run]
-    else:
-        total, to_run = len(first_points), len(pending)
-    progress = Progress(study, profile, total=total, already_done=total - to_run, quiet=quiet)
-    unrecorded: dict[str, str] = {}
 
-    if to_run or _missing_baseline_seeds(store, profile, seeds):
-        if not (address or os.environ.get("RAY_ADDRESS")):  # trials will share this machine's CPUs
-            busy = other_work_note(other_work())
-            if busy:
-                progress.note(busy)
-        _init_ray(address)
-        shape = placement.cluster_shape()  # refuse what could never run, before any work
-        placement.check_shared_storage(store.root, shape)
-        placement.augment_remote_args(placement.augment_policy(profile), shape)
-        placement.max_concurrent_trials(profile, shape)
-        data = _load_data(profile, data_dir, progress)
-        profile = _train_budget(profile, data["info"].num_samples, progress)
-        store.write_metadata({**meta, "profile": profile.to_dict()})
-        _record_baselines(store, profile, data, seeds, progress)
-        if to_run:
-            unrecorded = _run_trials(study, profile, store, pending, to_run, data, progress, search=search)
-    trials = store.read("trials")
-    progress.summary(trials, store.read("baselines"))
-    if unrecorded:
-        first = next(iter(unrecorded.values()))
-        raise StoreWriteError(f"{len(unrecorded)} trial(s) finished but are not fully recorded: {first}")
-    return trials
+
+def _resume_notes(store: ResultsStore, pending: list[TrialSpec]) -> list[str]:
+    """One line per pending trial that an earlier run left part-trained: from which epoch it resumes."""
+    from sslab.platform.checkpoints import EpochCheckpoints
+
+    lines = []
+    for spec in pending:
+        newest = EpochCheckpoints(f"{store.ray_storage}/train/{spec.trial_id}").newest_epoch()
+        if newest is not None:
+            lines.append(f"resuming {spec.trial_id} from its checkpoint after epoch {newest + 1}")
+    return lines
 
 
 def _check_profile_fits(profile: Profile, address: str | None) -> None:
@@ -209,16 +308,6 @@ def _check_profile_fits(profile: Profile, address: str | None) -> None:
             )
 
 
-def _recorded_profile(recorded: dict[str, Any], profile: Profile) -> dict[str, Any]:
-    """The profile the study's metadata records before any data is loaded: with a step budget,
-    the epochs it came to on this data in an earlier run (``recorded``, what ``sslab status``
-    counts against), when that run had the same budget; the profile's own epochs otherwise."""
-    current = profile.to_dict()
-    if profile.steps is not None and {**recorded, "epochs": profile.epochs} == current:
-        return recorded
-    return current
-
-
 def _train_budget(profile: Profile, train_images: int, progress) -> Profile:
     """``profile`` with the epochs its step budget comes to on ``train_images`` images, said
     in one line; unchanged without a step budget."""
@@ -227,17 +316,6 @@ def _train_budget(profile: Profile, train_images: int, progress) -> Profile:
         progress.note(note)
         progress.profile = profile = profile.for_train_images(train_images)
     return profile
-
-
-def _check_same_data(store: ResultsStore, recorded_profile: dict[str, Any], profile: Profile) -> None:
-    """Refuse to add trials on other data to a study whose store holds trials on one dataset
-    (``recorded_profile``: the profile in its metadata)."""
-    recorded = recorded_profile.get("dataset")
-    if recorded and recorded != profile.dataset and not store.read("trials").empty:
-        raise ValueError(
-            f"the results at {store.location} were trained on {recorded!r}, not {profile.dataset!r}; "
-            "pass --results <another folder> to keep both"
-        )
 
 
 def _init_ray(address: str | None) -> None:
@@ -249,6 +327,9 @@ def _init_ray(address: str | None) -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # Progress is ours (platform/progress.py): Tune's legacy reporter at verbose=0 prints nothing.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ctrl-C ends the study at once with one line of ours (main), not Tune's graceful stop and its
+    # hint at Tuner.restore: the same command resumes from the store and the trials' checkpoints
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -266,47 +347,56 @@ def _init_ray(address: str | None) -> None:
         )
 
 
-def _load_data(profile: Profile, data_dir, progress) -> dict[str, Any]:
+def _read_data(profile: Profile, data_dir, progress):
+    """The train and test splits, read and checked before Ray starts (a missing or unreadable
+    dataset, a wrong layout or one class is refused here, in one line, with nothing written)."""
+    from sslab.platform.data import data_dir as resolve_data_dir
+    from sslab.platform.data import load_train_test
+
+    return load_train_test(profile.dataset, image_size=profile.image_size, train_subset=profile.train_subset,
+                           test_subset=profile.test_subset, root=resolve_data_dir(data_dir), note=progress.note)
+
+
+def _to_ray(train, test, profile: Profile) -> dict[str, Any]:
     import ray
 
-    from sslab.platform.data import data_dir as resolve_data_dir
-    from sslab.platform.data import evaluation_arrays, load_train_test, to_ray_dataset
+    from sslab.platform.data import evaluation_arrays, to_ray_dataset
 
-    train, test = load_train_test(profile.dataset, image_size=profile.image_size, train_subset=profile.train_subset,
-                                  test_subset=profile.test_subset, root=resolve_data_dir(data_dir),
-                                  note=progress.note)
     arrays = evaluation_arrays(train, test)  # both splits normalised with the training set's statistics
     info = DataInfo(num_samples=len(train.labels), num_classes=train.num_classes, image_size=profile.image_size)
     return {"arrays": arrays, "eval_ref": ray.put(arrays), "train_ds": to_ray_dataset(train), "info": info}
 
 
-def _missing_baseline_seeds(store: ResultsStore, profile: Profile, seeds: int) -> list[int]:
-    """Seeds whose random-init baseline of this profile's backbone is not in the store yet."""
+def _missing_baseline_seeds(store: ResultsStore, specs: Specs, seeds: int) -> list[int]:
+    """Seeds whose random-init baseline of this run's backbone, data and evaluation is not in the store yet."""
     existing = store.read("baselines")
-    if existing.empty:
+    if existing.empty or "setting_id" not in existing:
         return list(range(seeds))
-    done = set(existing.loc[existing["backbone"] == profile.backbone_name, "seed"])
+    done = set(existing.loc[existing["setting_id"] == specs.baseline(0).setting_id, "seed"])
     return [seed for seed in range(seeds) if seed not in done]
 
 
-def _record_baselines(store: ResultsStore, profile: Profile, data: dict[str, Any], seeds: int, progress) -> None:
-    """The same evaluation of the untrained backbone, once per seed (the random-init reference)."""
+def _record_baselines(store: ResultsStore, specs: Specs, data: dict[str, Any], seeds: list[int], progress) -> None:
+    """The same evaluation of the untrained backbone, once per seed (the random-init reference),
+    recorded under its baseline specification."""
     import torch
 
     from sslab.methods.blocks.backbone import Backbone
     from sslab.platform.evaluate import evaluate_for_profile
 
-    name = profile.backbone_name
-    for seed in _missing_baseline_seeds(store, profile, seeds):
+    profile = specs.profile
+    for seed in seeds:
         start = time.perf_counter()
         torch.manual_seed(seed)
         backbone = Backbone(profile.arch, cifar_stem=profile.cifar_stem, width=profile.width)
         metrics = evaluate_for_profile(backbone, data["arrays"], profile, seed=seed)
-        store.record_baseline({"backbone": name, "seed": seed, **metrics, "wall_s": time.perf_counter() - start})
+        baseline = specs.baseline(seed)
+        store.record_baseline({"backbone": profile.backbone_name, "seed": seed, "setting_id": baseline.setting_id,
+                               **metrics, "wall_s": time.perf_counter() - start, **baseline.record()})
         progress.note(f"random-init baseline (seed {seed}): kNN top-1 {metrics['knn_top1']:.3f}")
 
 
-def _optuna_storage(store: ResultsStore):
+def _optuna_storage(store: ResultsStore, study_name: str):
     """The search's Optuna study, persisted beside the results store (a journal file), so an
     interrupted search resumes with its history and ``optuna.load_study`` can inspect it.
     On an object-store root the journal lives on the driver's disk under ~/.cache/sslab/optuna."""
@@ -321,8 +411,8 @@ def _optuna_storage(store: ResultsStore):
     storage = optuna.storages.JournalStorage(JournalFileBackend(path))
     # trials left RUNNING by an interrupted driver will never report: mark them failed
     for summary in optuna.get_all_study_summaries(storage):
-        if summary.study_name == store.study:
-            stale = optuna.load_study(study_name=store.study, storage=storage)
+        if summary.study_name == study_name:
+            stale = optuna.load_study(study_name=study_name, storage=storage)
             for trial in stale.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
                 storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
     return storage
@@ -330,9 +420,9 @@ def _optuna_storage(store: ResultsStore):
 
 def _run_trials(
     study: Study,
-    profile: Profile,
+    specs: Specs,
     store: ResultsStore,
-    pending: list[dict[str, Any]],
+    pending: list[TrialSpec],
     num_trials: int,
     data,
     progress,
@@ -340,62 +430,61 @@ def _run_trials(
     search: Search | None = None,
 ) -> dict[str, str]:
     """Run the pending trials through Tune; returns the trials whose results could not be written
-    (trial key -> why), which the rerun records from their checkpoints."""
+    (trial id -> why), which the rerun records from their checkpoints.
+
+    A grid's trials are given to Tune by id (``{"trial_id": ...}``, their specs resolved by the
+    runner); a search's are Optuna's proposals, the paper's defaults first, resolved by the same
+    ``Specs`` in the trial and in the store callback."""
     import optuna
     import ray
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
 
     from sslab.platform.tune_callbacks import StoreCallback
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    profile = specs.profile
     # Tune's result files are off (the results store is the record): its ResultGrid need not say so.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     cluster = placement.cluster_shape()
     concurrent = placement.max_concurrent_trials(profile, cluster)
     augment_args = placement.augment_remote_args(placement.augment_policy(profile), cluster)
     trial_resources = _trial_resources(profile, has_trial_resource=bool(ray.cluster_resources().get(TRIAL_RESOURCE)))
+    searcher, scheduler, param_space = None, None, {}
     if search:
-        space = dict(search.space)
-        space["seed"] = optuna.distributions.CategoricalDistribution([0])
-        storage = _optuna_storage(store)
-    else:
-        # every knob of every point, grid and method variants alike; a point whose method lacks a
-        # variant's knob carries None for it (split_trial_config drops it again)
-        knobs = list(dict.fromkeys(k for p in pending for k in p if k not in ("method", "seed")))
-        pending = [{k: p.get(k) for k in ("method", *knobs, "seed")} for p in pending]
-        space = {key: optuna.distributions.CategoricalDistribution(list(dict.fromkeys(p[key] for p in pending)))
-                 for key in knobs}
-        space["seed"] = optuna.distributions.CategoricalDistribution(sorted({p["seed"] for p in pending}))
-        storage = None
-    space["method"] = optuna.distributions.CategoricalDistribution(study.method_names)
-    searcher = OptunaSearch(
-        space=space,
-        metric=study.metric,
-        mode=study.mode,
-        points_to_evaluate=pending or None,
-        # a resumed search must not replay the proposals of the run before it: seed by trials done
-        sampler=optuna.samplers.TPESampler(seed=len(store.finished_trial_ids())),
-        study_name=study.name,
-        storage=storage,
-    )
-    scheduler = None
-    if search and search.early_stopping and not isinstance(study.metric, list):
-        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.search.optuna import OptunaSearch
 
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration",
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        space = {**search.space, "seed": optuna.distributions.CategoricalDistribution([0]),
+                 "method": optuna.distributions.CategoricalDistribution(study.method_names)}
+        # one Optuna study per setting: a search's history under other settings proposes nothing here
+        name = f"{study.name}-{'-'.join(specs.setting_ids)}"
+        done = len(store.finished_trial_ids() & set(store.trial_ids_of_settings(specs.setting_ids)))
+        searcher = OptunaSearch(
+            space=space,
             metric=study.metric,
             mode=study.mode,
-            max_t=profile.epochs,
-            grace_period=min(search.grace_epochs, profile.epochs),
-            reduction_factor=search.reduction_factor,
+            points_to_evaluate=[{"method": s.method, **s.point, "seed": s.seed} for s in pending] or None,
+            # a resumed search must not replay the proposals of the run before it: seed by trials done
+            sampler=optuna.samplers.TPESampler(seed=done),
+            study_name=name,
+            storage=_optuna_storage(store, name),
         )
+        if search.early_stopping and not isinstance(study.metric, list):
+            from ray.tune.schedulers import ASHAScheduler
+
+            scheduler = ASHAScheduler(
+                time_attr="training_iteration",
+                metric=study.metric,
+                mode=study.mode,
+                max_t=profile.epochs,
+                grace_period=min(search.grace_epochs, profile.epochs),
+                reduction_factor=search.reduction_factor,
+            )
+    else:
+        param_space = {"trial_id": tune.grid_search([s.trial_id for s in pending])}
     trainable = tune.with_resources(
         tune.with_parameters(
             run_trial,
-            study=study,
-            profile=profile,
+            specs=specs,
             train_ds=data["train_ds"],
             eval_ref=data["eval_ref"],
             data_info=data["info"],
@@ -405,13 +494,14 @@ def _run_trials(
         ),
         trial_resources,
     )
-    recorder = StoreCallback(store, study, profile, progress, stops_early=search is not None)
+    recorder = StoreCallback(store, specs, progress, stops_early=search is not None)
     tuner = tune.Tuner(
         trainable,
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler,
-            num_samples=num_trials,
+            num_samples=num_trials if search else 1,
             max_concurrent_trials=min(num_trials, concurrent),
             time_budget_s=search.time_budget_s if search else None,
             # an in-process trial's process serves the next trial (no new process, no imports):

@@ -284,9 +284,3 @@ def _extremes(distribution: Any) -> list[Any]:
     """The values at the ends of an Optuna distribution (every choice of a categorical one)."""
     choices = getattr(distribution, "choices", None)
     return list(choices) if choices is not None else [distribution.low, distribution.high]
-
-
-def trial_key(method: str, point: dict[str, Any], seed: int) -> str:
-    """A trial's stable id: the same method, configuration and seed always map to the same id."""
-    parts = [method] + [f"{k}={point[k]:g}" if isinstance(point[k], float) else f"{k}={point[k]}" for k in sorted(point)]
-    return "-".join(parts + [f"seed={seed}"])

@@ -11,6 +11,7 @@ with at least two seeds), a deliberately plain rule a reader can check by eye.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -18,6 +19,92 @@ from sslab.platform.cpu_steal import NOTABLE
 
 #: per-trial cost columns, summed in the study's totals
 COST_COLUMNS = ("wall_s", "device_s", "images_seen")
+
+
+#: the prefixes of a trial row's specification columns (``spec.TrialSpec.record``)
+SPEC_PREFIXES = ("config/", "train/", "eval/", "data/")
+
+
+@dataclass
+class Setting:
+    """The trials of one setting of a study, the baselines they are compared with, and a note on
+    what else the store holds (None when nothing)."""
+
+    trials: pd.DataFrame
+    baselines: pd.DataFrame
+    note: str | None = None
+
+
+def current_setting(trials: pd.DataFrame, baselines: pd.DataFrame, meta: dict, setting: str | None = None) -> Setting:
+    """The trials of one setting: ``setting`` (a setting id), or the study's last run's
+    (``study.json``'s ``setting_ids``), with the random-init baselines of their backbone, data and
+    evaluation only. Trials of other settings (a smoke test's, another base value's) are never
+    averaged or compared with them: the note counts them and says how they differ.
+
+    A store written before trials recorded their specification has no settings: all its trials
+    are shown, with a note saying their settings cannot be told apart."""
+    if trials.empty and baselines.empty:
+        return Setting(trials, baselines)
+    ids = [setting] if setting else list(meta.get("setting_ids") or [])
+    if "setting_id" not in trials or not ids:
+        note = ("these trials were recorded before sslab kept each trial's specification, so runs with other "
+                "settings cannot be told apart: rerun the study into a new --results folder to be sure"
+                if not trials.empty and "setting_id" not in trials else None)
+        return Setting(trials, baselines, note)
+    mine = trials["setting_id"].isin(ids)
+    shown, others = trials[mine], trials[~mine]
+    baseline_ids = ({setting_baseline for setting_baseline in shown["baseline_setting"].dropna()}
+                    if "baseline_setting" in shown and not shown.empty else {meta.get("baseline_setting")})
+    of_setting = (baselines[baselines["setting_id"].isin(baseline_ids)] if "setting_id" in baselines
+                  else baselines.iloc[0:0])
+    note = None
+    if not others.empty:
+        known = others["setting_id"].dropna()
+        count = f"{known.nunique()} other setting(s)" if len(known) else "no recorded setting"
+        if len(known) and len(known) < len(others):
+            count += " and of none recorded"
+        ways = _how_settings_differ(shown, others[others["setting_id"].notna()], meta)
+        ids = ", ".join(sorted(known.unique())[:3])
+        note = (f"{len(others)} trial(s) of {count} are in the store and not shown{f' ({ways})' if ways else ''}; "
+                "settings are summarised apart, never mixed"
+                + (f" (sslab report {meta.get('study', '<study>')} --setting ID shows one; IDs: {ids})" if ids else ""))
+    return Setting(shown.reset_index(drop=True), of_setting.reset_index(drop=True), note)
+
+
+def _how_settings_differ(shown: pd.DataFrame, others: pd.DataFrame, meta: dict, most: int = 4) -> str:
+    """``epochs 1 vs 16, train_subset 256 vs 5000``: the specification columns in which the first
+    trial of another setting differs from this setting's (knobs and seeds aside)."""
+    if shown.empty:
+        return ""
+    knobs = {f"config/{k}" for k in meta.get("knobs") or []}
+    here = shown.iloc[0]
+    parts: list[str] = []
+    for _, there in others.drop_duplicates("setting_id").iterrows():
+        for column in others.columns:
+            if not column.startswith(SPEC_PREFIXES) or column in knobs or column not in shown:
+                continue
+            a, b = there[column], here[column]
+            if _same(a, b):
+                continue
+            parts.append(f"{column.split('/', 1)[1]} {_cell(a)} vs {_cell(b)}")
+            if len(parts) >= most:
+                return ", ".join(parts) + ", ..."
+    return ", ".join(dict.fromkeys(parts))
+
+
+def _same(a, b) -> bool:
+    missing_a = a is None or (isinstance(a, float) and math.isnan(a))
+    missing_b = b is None or (isinstance(b, float) and math.isnan(b))
+    if missing_a or missing_b:
+        return missing_a and missing_b
+    try:
+        return bool(a == b)
+    except ValueError:  # arrays
+        return str(a) == str(b)
+
+
+def _cell(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def knob_columns(trials: pd.DataFrame, knobs: list[str]) -> list[str]:

@@ -49,6 +49,7 @@ from sslab.platform.evaluate import evaluate_for_profile, evaluation_batches, mo
 from sslab.platform.prefetch import EpochBatches
 from sslab.platform import metrics as names
 from sslab.platform.profiles import Profile
+from sslab.platform.provenance import provenance
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -89,7 +90,7 @@ def root_cause(error: BaseException | str) -> str:
 
 
 @dataclass
-class TrialSpec:
+class TrialRun:
     """What one trial trains: a method and its configuration, a profile, a seed and its data."""
 
     method: str
@@ -251,16 +252,16 @@ def _to_model_input(views, batch: dict[str, torch.Tensor]) -> dict[str, torch.Te
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """The generic loop on a Ray Train worker (or in-process under Train's local mode)."""
-    spec: TrialSpec = config["spec"]
+    spec: TrialRun = config["spec"]
     run_loop(spec, RayTrainSession(spec.profile, config["views"]))
 
 
-def train_in_process(spec: TrialSpec, views: EpochViews, checkpoints: str, *, report=None) -> None:
+def train_in_process(spec: TrialRun, views: EpochViews, checkpoints: str, *, report=None) -> None:
     """The generic loop in the calling process (a Tune trial): checkpoints under the path or URI ``checkpoints``."""
     run_loop(spec, InProcessSession(spec.profile, views, EpochCheckpoints(checkpoints), report=report))
 
 
-def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> None:
+def run_loop(spec: TrialRun, session: RayTrainSession | InProcessSession) -> None:
     """Train ``spec`` epoch by epoch, reporting and checkpointing each epoch through ``session``."""
     profile = spec.profile
     if profile.torch_threads:
@@ -372,6 +373,7 @@ def run_loop(spec: TrialSpec, session: RayTrainSession | InProcessSession) -> No
                     metrics[names.KNN] = monitor_knn(backbone, _eval_arrays(spec), profile, device)
             eval_seconds += time.perf_counter() - eval_start
             history.append({k: v for k, v in metrics.items() if k != "invariance_samples"})
+            metrics["provenance"] = provenance(device)  # where this epoch ran (host/<field> of the trial's row)
             metrics["train_s"] = train_seconds
             metrics["eval_s"] = eval_seconds  # per-epoch monitor kNN and the final evaluation
             metrics["device_s"] = train_seconds * devices_held
@@ -532,7 +534,7 @@ def _finite_on_every_worker(loss: torch.Tensor, world_size: int) -> bool:
     return bool(finite.item())
 
 
-def _training_images(spec: TrialSpec, device: torch.device):
+def _training_images(spec: TrialRun, device: torch.device):
     """The trial's training images for ``before_training``, fetched only when the method reads them;
     none for a trial without evaluation arrays (a bare TorchTrainer in a test)."""
     if spec.eval_data is None:
@@ -542,13 +544,13 @@ def _training_images(spec: TrialSpec, device: torch.device):
                                   channels_last=spec.profile.channels_last)
 
 
-def _eval_arrays(spec: TrialSpec) -> dict[str, np.ndarray]:
+def _eval_arrays(spec: TrialRun) -> dict[str, np.ndarray]:
     data = spec.eval_data
     return ray.get(data) if isinstance(data, ray.ObjectRef) else data
 
 
 def make_trainer(
-    spec: TrialSpec,
+    spec: TrialRun,
     views: EpochViews,
     *,
     name: str,

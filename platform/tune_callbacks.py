@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
 from typing import Any
 
 from ray.tune import Callback
 
-from sslab import methods
 from sslab.platform import metrics as names
 from sslab.platform.results import ResultsStore, StoreWriteError
-from sslab.platform.study import trial_key
+from sslab.platform.spec import Specs
 from sslab.platform.train import FAILURE, root_cause
-from sslab.platform.trial import split_trial_config
 
 #: result keys that describe bookkeeping, not per-epoch metrics
 _NOT_EPOCH_METRICS = {"history", "invariance_samples", "config", "checkpoint_path"}
@@ -37,14 +34,14 @@ EPOCHS_WRITE_SHARE = 0.02
 
 
 class StoreCallback(Callback):
-    def __init__(self, store: ResultsStore, study, profile, progress, *, stops_early: bool = False,
+    def __init__(self, store: ResultsStore, specs: Specs, progress, *, stops_early: bool = False,
                  epochs_write_share: float = EPOCHS_WRITE_SHARE, clock=time.monotonic):
         self.store = store
+        self.specs = specs
         #: whether a trial may legitimately end before its last epoch (ASHA, a search's time budget);
         #: otherwise such a trial was interrupted (Ctrl-C) and stays pending, to resume from its checkpoint
         self.stops_early = stops_early
-        self.study = study
-        self.profile = profile
+        self.profile = specs.profile
         self.progress = progress
         self._started: dict[str, float] = {}
         #: trial key -> {what: why} for each of its writes ("epochs", "invariance", "trial") whose
@@ -68,16 +65,12 @@ class StoreCallback(Callback):
 
     # ------------------------------------------------------------- helpers
     def _identity(self, trial) -> tuple[str, dict[str, Any]]:
-        method, point, seed = split_trial_config(trial.config)
-        cls = methods.get(method)
-        full = asdict(cls.Config(**self.study.method_config(method, point, self.profile)))
-        row = {
-            "trial_id": trial_key(method, point, seed),
-            "method": method,
-            "seed": seed,
-            **{f"config/{name}": value for name, value in full.items()},
-        }
-        return row["trial_id"], row
+        """The trial's id and the start of its row: its whole specification, the setting it is
+        compared within and the baseline setting it is compared with."""
+        spec = self.specs.of_tune_config(trial.config)
+        row = {"trial_id": spec.trial_id, "setting_id": spec.setting_id, "baseline_setting": spec.baseline.setting_id,
+               **spec.record()}
+        return spec.trial_id, row
 
     @property
     def unrecorded(self) -> dict[str, str]:
@@ -174,6 +167,7 @@ class StoreCallback(Callback):
             images_seen=int(result.get("images_seen", 0)),
             restarts=max(int(result.get("restarts", 0)), int(trial.num_failures)),
             finished_at=time.time(),
+            **{f"host/{k}": v for k, v in (result.get("provenance") or {}).items()},
         )
         if result.get("invariance_samples"):
             self._write("invariance", key, self.store.record_invariance, key, result["invariance_samples"])
@@ -202,6 +196,7 @@ class StoreCallback(Callback):
             # Tune's retries of a lost process, or the loop's own count of resumes, whichever saw more
             restarts=max(int(result.get("restarts", 0)), int(trial.num_failures)),
             finished_at=time.time(),
+            **{f"host/{k}": v for k, v in (result.get("provenance") or {}).items()},
         )
         self._write("trial", key, self.store.record_trial, row)
         self.progress.trial_finished(key, row)

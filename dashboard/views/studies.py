@@ -61,9 +61,13 @@ def overview() -> None:
     for data in studies:
         if data.problem:
             st.warning(f"**{data.name}**: {data.problem}")
+        if data.setting_note:
+            st.info(f"**{data.name}**: {data.setting_note}")
         elif data.trials.empty:
             st.info(f"**{data.name}**: no trial has finished yet "
                     f"(0 of {data.total if data.total is not None else '?'}); charts appear when the first lands.")
+        if data.setting_note:
+            st.info(f"**{data.name}**: {data.setting_note}")
     verdicts = [found for data in studies if not (found := store.findings_of(data)).empty]
     if verdicts:
         st.subheader("The papers' findings")

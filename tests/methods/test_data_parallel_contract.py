@@ -152,7 +152,7 @@ def _train(case: Case, rank: int) -> dict:
     """``STEPS`` steps of ``case`` on this worker, as run_loop takes them; the states after each."""
     cls = methods.get(case.method)
     config = case.config()
-    torch.manual_seed(SEED)  # TrialSpec.build: the same initial model on every worker
+    torch.manual_seed(SEED)  # TrialRun.build: the same initial model on every worker
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. PIRL capping N at the tiny bank's size
         method = cls.build(config, Backbone("resnet10", cifar_stem=True, width=4), DATA)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -44,6 +45,8 @@ FAKE_GPU = "fake_gpu"
 FAKE_HEAD_TYPE = "ray.head.default"
 #: marker in the environment of every process of one FakeAutoscalingCluster
 MARKER = "SSLAB_FAKE_AUTOSCALING_CLUSTER"
+#: how autoscaler v2 logs a launch in its event log (ray.autoscaler.v2.event_logger)
+LAUNCH = re.compile(r"Adding (?P<count>\d+) node\(s\) of type (?P<type>\S+)\.")
 
 
 def read_cluster_yaml(path: str | os.PathLike = CLUSTER_YAML) -> dict[str, Any]:
@@ -188,6 +191,31 @@ class FakeAutoscalingCluster:
             raise
         self.address = gcs_address
         return gcs_address
+
+    def autoscaler_events(self) -> list[str]:
+        """The messages of the autoscaler's event log, oldest first: every launch ("Adding 1 node(s) of
+        type gpu_1x."), termination and infeasible demand it decided, including those of nodes that
+        came and went between two looks at the cluster."""
+        if not self.temp_dir:
+            return []
+        path = Path(self.temp_dir, "session_latest", "logs", "events", "event_AUTOSCALER.log")
+        messages = []
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    messages.append(json.loads(line)["message"])
+                except (ValueError, KeyError):  # a line being written
+                    continue
+        return messages
+
+    def launched_node_types(self) -> list[str]:
+        """The type of every worker node the autoscaler launched so far, in launch order."""
+        launched = []
+        for message in self.autoscaler_events():
+            found = LAUNCH.fullmatch(message.strip())
+            if found:
+                launched += [found["type"]] * int(found["count"])
+        return launched
 
     def processes(self) -> dict[int, dict[str, str]]:
         """Every live process of this cluster (marked in its environment) and its environment."""

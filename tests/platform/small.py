@@ -34,3 +34,17 @@ SMALL = Profile(
     method_defaults={"base_lr": 0.05, "lr_scaling": "none", "warmup_epochs": 0},
     num_workers=0, knn_k=10, probe_epochs=5, invariance_samples=20, monitor_images=100,
 )
+
+
+def trial_name(method: str, point: dict, seed: int) -> str:
+    """The readable part of the id of the trial of ``method`` at ``point`` (floats as the config
+    holds them) with ``seed``: its id without the specification's hash (``spec.name_of``)."""
+    parts = [f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(point.items())]
+    return "-".join([method, *parts, f"seed={seed}"])
+
+
+def by_name(frame):
+    """A trials (or epochs) table indexed by the readable part of its trial ids."""
+    from sslab.platform.spec import name_of
+
+    return frame.set_index(frame["trial_id"].map(name_of).rename("name"))

@@ -22,20 +22,22 @@ from __future__ import annotations
 import shlex
 import threading
 import time
+from collections import Counter
 
 import pandas as pd
 import pytest
 import ray
 import yaml
+from ray.core.generated.common_pb2 import LabelSelectorOperator
 
 import faults
-from small import needs_cifar
+from small import by_name, needs_cifar, trial_name
 from autoscaling_cluster import FAKE_GPU, FakeAutoscalingCluster, read_cluster_yaml
 from sslab.platform import placement
 from sslab.platform.placement import AUGMENT_ROLE, ROLE_LABEL, TRIAL_RESOURCE
 from sslab.platform.profiles import Profile
 from sslab.platform.runner import run_study
-from sslab.platform.study import Study, trial_key
+from sslab.platform.study import Study
 
 
 #: overrides cluster.yaml's idle_timeout_minutes (10): idle workers go within seconds here
@@ -50,7 +52,7 @@ PROFILE = Profile(
     method_defaults={"loss_form": "infonce", "base_lr": 0.05, "lr_scaling": "none", "warmup_epochs": 0},
 )
 STUDY = Study(name="autoscaled", method="pirl", grid={"loss_weight": [0.0]}, base={"num_negatives": 128})
-KEY = trial_key("pirl", {"loss_weight": 0.0}, 0)
+KEY = trial_name("pirl", {"loss_weight": 0.0}, 0)
 
 
 def exported_environment(cluster: dict) -> dict[str, str]:
@@ -130,6 +132,9 @@ class NodeWatch:
     def __init__(self, address: str, every: float = 1.0):
         self.address, self.every = address, every
         self.nodes: dict[str, dict] = {}
+        #: every resource demand the autoscaler was shown: (source, bundle, label selectors) -> times seen
+        self.demands: Counter = Counter()
+        self._gcs = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -147,6 +152,32 @@ class NodeWatch:
         for info in status.active_nodes + status.idle_nodes:
             if info.node_id in self.nodes:
                 self.nodes[info.node_id]["type"] = info.ray_node_type_name
+        self._poll_demands()
+
+    def _poll_demands(self) -> None:
+        """What the autoscaler is asked for now: pending tasks and actors, placement groups, and
+        ``request_resources`` constraints (Ray Data's and Ray Train's autoscaling requests)."""
+        from ray._raylet import GcsClient
+        from ray.autoscaler.v2.sdk import get_cluster_resource_state
+
+        if self._gcs is None:
+            self._gcs = GcsClient(address=self.address)
+        state = get_cluster_resource_state(self._gcs)
+        requests = [("task or actor", by_count.request) for by_count in state.pending_resource_requests]
+        requests += [("placement group", request) for gang in state.pending_gang_resource_requests
+                     for request in gang.requests]
+        requests += [("request_resources", by_count.request) for constraint in state.cluster_resource_constraints
+                     for by_count in constraint.resource_requests]
+        for source, request in requests:
+            selectors = tuple(
+                " & ".join(f"{c.label_key} {LabelSelectorOperator.Name(c.operator)} {sorted(c.label_values)}"
+                           for c in selector.label_constraints)
+                for selector in request.label_selectors)
+            self.demands[(source, tuple(sorted(request.resources_bundle.items())), selectors)] += 1
+
+    def unlabelled_cpu_demands(self) -> list[tuple]:
+        """Demands for CPUs that any node type could satisfy: no label selector says where."""
+        return [demand for demand in self.demands if dict(demand[1]).get("CPU", 0) > 0 and not any(demand[2])]
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
@@ -250,7 +281,7 @@ def test_the_autoscaler_starts_the_nodes_a_study_needs_replaces_a_lost_one_and_s
     # the trial finished on the replacement, from the checkpoint of the lost node's last epoch
     trials = outcome["trials"]
     assert trials.trial_id.tolist() == [KEY]
-    row = trials.set_index("trial_id").loc[KEY]
+    row = by_name(trials).loc[KEY]
     assert row.status == "ok", row.error
     assert row.restarts >= 1
     epochs = faults.read_epochs(tmp_path, STUDY.name).sort_values("epoch")
@@ -284,6 +315,25 @@ def test_the_autoscaler_starts_the_nodes_a_study_needs_replaces_a_lost_one_and_s
     assert {w.node_id for w in train_workers} - lost <= set(replacements)
     views = list_tasks(address=address, filters=[("name", "=", "MapBatches(make_views)")], limit=10_000, detail=True)
     assert views and {watch.role(t.node_id) for t in views if t.node_id} == {AUGMENT_ROLE}
+
+    # (e) what the autoscaler launched, from its own log: augmentation nodes for the views and Ray Data's
+    # CPUs, and a node type with GPUs only where a Train worker needed one. The trial needs one (fake) GPU
+    # at a time: every trainer node launched ran a Train worker (the lost one, then its replacement), all of
+    # the single-GPU type; the 4-GPU type is never started. No demand for CPUs reached the autoscaler without
+    # a label selector: one would let it start any node type, a GPU machine included (issue: a trial's start
+    # launched gpu_4x next to cpu_augment, for Ray Data's CPU requests).
+    launched = Counter(cluster.launched_node_types())
+    print("DEBUG launched", launched, "events", cluster.autoscaler_events(), "demands", dict(watch.demands), flush=True)
+    assert Counter(node["type"] for node in workers.values()) == launched, f"launched {launched}, seen {workers}"
+    augment_types = {name for name, spec in types.items() if spec["labels"][ROLE_LABEL] == AUGMENT_ROLE}
+    gpu_types = {name for name, spec in types.items() if FAKE_GPU in spec["resources"]}
+    one_gpu_types = {name for name in gpu_types if types[name]["resources"][FAKE_GPU] == 1}
+    assert launched.keys() & augment_types, launched
+    assert launched.keys() <= augment_types | one_gpu_types, f"a GPU node type no trial needs was launched: {launched}"
+    assert set(trainers) == {w.node_id for w in train_workers}, (
+        f"trainer nodes launched that no Train worker used: {set(trainers) - {w.node_id for w in train_workers}}")
+    assert not watch.unlabelled_cpu_demands(), (
+        f"demands for CPUs without a label selector: {watch.unlabelled_cpu_demands()}")
 
     # (d) every worker node is gone, its processes too, and the autoscaler keeps none
     assert not watch.workers(alive=True)

@@ -700,3 +700,235 @@ def test_damaged_archive_gives_clear_error(tmp_path):
     (root / "cifar10-jpg.tar.gz").write_bytes(b"\x1f\x8b\x08\x00 truncated gzip stream")
     with pytest.raises(ValueError, match="damaged"):
         load_split("cifar10", "train", root=root, download=False)
+
+
+# ------------------------------------------------------------------ a split's identity
+
+
+def _tiny_split(n=12, size=5, classes=("a", "b", "c"), seed=0) -> Split:
+    rng = np.random.default_rng(seed)
+    return Split(images=rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                 labels=(np.arange(n) % len(classes)).astype(np.int64), idx=np.arange(n, dtype=np.int64),
+                 classes=list(classes))
+
+
+def test_split_identity_shape_and_json():
+    import json
+
+    ident = _tiny_split().identity()
+    assert ident["num_images"] == 12 and ident["num_classes"] == 3
+    assert ident["classes"] == ["a", "b", "c"] and re.fullmatch(r"[0-9a-f]{40}", ident["classes_sha1"])
+    assert list(ident) == ["num_images", "num_classes", "classes", "classes_sha1", "image_shape", "content_sha256"]
+    assert ident["image_shape"] == [5, 5]
+    assert re.fullmatch(r"[0-9a-f]{16}", ident["content_sha256"])
+    assert json.loads(json.dumps(ident)) == ident
+    many = _tiny_split(n=42, classes=[f"c{i:02d}" for i in range(21)]).identity()
+    assert list(many) == list(ident)  # the same keys for any number of classes
+    assert many["classes"] is None and re.fullmatch(r"[0-9a-f]{40}", many["classes_sha1"])
+    assert many["num_classes"] == 21
+    twenty = _tiny_split(n=40, classes=[f"c{i:02d}" for i in range(20)]).identity()
+    assert len(twenty["classes"]) == 20
+
+
+def test_split_identity_changes_with_any_pixel_label_or_class_name():
+    base = _tiny_split()
+    same = _tiny_split()
+    assert base.identity() == same.identity()
+    pixel = _tiny_split()
+    pixel.images[7, 2, 3, 1] ^= 1
+    label = _tiny_split()
+    label.labels[4] = (label.labels[4] + 1) % 3
+    renamed = _tiny_split()
+    renamed.classes[1] = "B"
+    swapped = _tiny_split()  # same pixels and labels, two images in another order
+    swapped.images[[0, 1]] = swapped.images[[1, 0]]
+    hashes = {s.identity()["content_sha256"] for s in (base, pixel, label, renamed, swapped)}
+    assert len(hashes) == 5
+    assert renamed.identity()["classes"] == ["a", "B", "c"]
+    many = _tiny_split(n=42, classes=[f"c{i:02d}" for i in range(21)])
+    many_renamed = _tiny_split(n=42, classes=[f"c{i:02d}" for i in range(21)])
+    many_renamed.classes[20] = "other"
+    assert many.identity()["classes_sha1"] != many_renamed.identity()["classes_sha1"]
+    # a split changed in place is hashed anew
+    before = base.identity()
+    base.images[0, 0, 0, 0] ^= 0xFF
+    assert base.identity() != before
+
+
+def test_split_identity_of_loads_and_subsets(tmp_path):
+    root = tmp_path / "imgs"
+    _make_folder(root / "train", per_class=6)
+    _make_folder(root / "test", per_class=2, seed=1)
+    first = load_split(f"imagefolder:{root}", "train")
+    cached = load_split(f"imagefolder:{root}", "train")
+    assert cached.source.endswith(".parquet")  # the second load is the cache's
+    assert first.identity() == cached.identity()
+    assert first.identity()["num_images"] == 18 and first.identity()["image_shape"] == [16, 16]
+    subset = load_split(f"imagefolder:{root}", "train", subset=9)
+    assert subset.identity()["num_images"] == 9
+    assert subset.identity()["content_sha256"] != first.identity()["content_sha256"]
+    assert subset.identity() == load_split(f"imagefolder:{root}", "train", subset=9).identity()
+    assert load_split(f"imagefolder:{root}", "test").identity() != first.identity()
+
+
+def test_split_identity_is_fast():
+    images = np.random.default_rng(0).integers(0, 256, (50000, 32, 32, 3), dtype=np.uint8)  # CIFAR-10 train
+    split = Split(images, np.zeros(50000, np.int64), np.arange(50000, dtype=np.int64), ["x", "y"],
+                  normalization=Normalization((0.5,) * 3, (0.25,) * 3))
+    start = time.perf_counter()
+    split.identity()
+    assert time.perf_counter() - start < 1.0
+
+
+# ------------------------------------------------------------------ load_train_test: the layout it needs
+
+
+def _one_line_error(call) -> str:
+    """The message of the ValueError/DatasetNotFoundError ``call`` raises, checked to be one line."""
+    with pytest.raises((ValueError, DatasetNotFoundError)) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
+def _train_test(dataset, **kwargs):
+    return lambda: load_train_test(dataset, image_size=kwargs.pop("image_size", None), train_subset=None,
+                                   test_subset=None, note=kwargs.pop("note", print), **kwargs)
+
+
+def test_load_train_test_refuses_a_folder_without_train_and_test(tmp_path):
+    flat = tmp_path / "flat"
+    _make_folder(flat, classes=("airplane", "cat", "dog", "emu", "frog"), per_class=1)
+    message = _one_line_error(_train_test(f"imagefolder:{flat}"))
+    assert f"{flat}/train/<class>/<image>" in message and f"{flat}/test/<class>/<image>" in message
+    assert "one sub-folder per class" in message
+    assert f"found class folders airplane, cat, dog, emu, ... (5 in all) directly under {flat}" in message
+    assert load_split(f"imagefolder:{flat}").num_classes == 5  # load_split still reads it as one train split
+
+    no_test = tmp_path / "no_test"
+    _make_folder(no_test / "train", classes=("a", "b"), per_class=1)
+    message = _one_line_error(_train_test(f"imagefolder:{no_test}"))
+    assert f"{no_test}/test/<class>/<image>" in message and "found train/ but no test/" in message
+
+    with_val = tmp_path / "with_val"
+    _make_folder(with_val / "train", classes=("a", "b"), per_class=1)
+    _make_folder(with_val / "val", classes=("a", "b"), per_class=1)
+    message = _one_line_error(_train_test(f"imagefolder:{with_val}"))
+    assert "found train/ but no test/ (other sub-folders: val)" in message and "val/, to test/" in message
+
+    no_train = tmp_path / "no_train"
+    _make_folder(no_train / "test", classes=("a", "b"), per_class=1)
+    assert "found test/ but no train/" in _one_line_error(_train_test(f"imagefolder:{no_train}"))
+
+    loose = tmp_path / "loose"
+    _write_image(loose / "photo.png", np.zeros((4, 4, 3), np.uint8))
+    assert "found 1 image file(s) (e.g. photo.png)" in _one_line_error(_train_test(f"imagefolder:{loose}"))
+
+
+# ------------------------------------------------------------------ images much smaller than image_size
+
+
+@pytest.mark.parametrize("side,factor", [(1, "32"), (4, "8"), (16, "2")])
+def test_load_train_test_notes_upscaled_small_images(tmp_path, side, factor):
+    root = tmp_path / "tiny"
+    for split in ("train", "test"):
+        _make_folder(root / split, classes=("a", "b"), per_class=3, size=(side, side), seed=len(split))
+    notes = []
+    train, test = load_train_test(f"imagefolder:{root}", image_size=32, train_subset=None, test_subset=None,
+                                  note=notes.append)
+    assert train.images.shape == (6, 32, 32, 3)
+    assert train.source_side == test.source_side == side and train.source_side_min == side
+    assert len(notes) == 1 and "\n" not in notes[0], notes
+    assert (f"the train split's images are {side}x{side} px (median shorter side), upscaled {factor}x; "
+            f"the test split's images are {side}x{side} px") in notes[0]
+    assert "image_size of 32 px" in notes[0] and "pass images of at least 32 px" in notes[0]
+    # a cached load knows the original size too (it is in the cache metadata)
+    cached = load_split(f"imagefolder:{root}", "train", image_size=32)
+    assert cached.source.endswith(".parquet") and cached.source_side == side
+    again = []
+    load_train_test(f"imagefolder:{root}", image_size=32, train_subset=4, test_subset=None, note=again.append)
+    assert again == notes  # a subset keeps its split's source size
+
+
+def test_no_upscaling_note_for_images_of_the_right_size(tmp_path):
+    root = tmp_path / "normal"
+    for split in ("train", "test"):
+        _make_folder(root / split, classes=("a", "b"), per_class=2, size=(32, 32))
+    _write_image(root / "train" / "a" / "small.png", np.zeros((20, 24, 3), np.uint8))  # 1.6x: not noted
+    notes = []
+    train, _ = load_train_test(f"imagefolder:{root}", image_size=32, train_subset=None, test_subset=None,
+                               note=notes.append)
+    assert notes == [] and train.source_side == 32 and train.source_side_min == 20
+    mixed = tmp_path / "mixed"
+    for split in ("train", "test"):
+        _make_folder(mixed / split, classes=("a", "b"), per_class=2, size=(64, 48))
+    _write_image(mixed / "test" / "a" / "tiny.png", np.zeros((4, 4, 3), np.uint8))  # one tiny image: median is fine
+    load_train_test(f"imagefolder:{mixed}", image_size=32, train_subset=None, test_subset=None, note=notes.append)
+    assert notes == []
+    assert load_split(f"imagefolder:{mixed}", "test", image_size=32).source_side_min == 4
+
+
+def test_source_side_of_other_sources(tmp_path):
+    root = tmp_path / "data"
+    _make_cifar100_pickles(root / "cifar-100-python")
+    s = load_split("cifar100", "train", root=root, download=False, image_size=16)
+    assert s.source_side == s.source_side_min == 32
+    path = tmp_path / "small.parquet"
+    arrays = [np.zeros((h, w, 3), np.uint8) for h, w in ((3, 9), (5, 5), (8, 6))]
+    pq.write_table(pa.table({"image": [_png(a) for a in arrays], "label": [0, 1, 0]}), path)
+    p = load_split(f"parquet:{path}", image_size=8)
+    assert p.source_side == 5 and p.source_side_min == 3
+    assert _tiny_split().source_side is None  # unknown for a split built by hand
+    assert take_subset(p, 2, seed=0).source_side == 5
+
+
+def test_cache_metadata_holds_the_source_side_and_version(tmp_path):
+    root = tmp_path / "imgs"
+    _make_folder(root, per_class=2, size=(6, 10))
+    load_split(f"imagefolder:{root}", image_size=12)
+    (cache_file,) = (tmp_path / "cache").glob("*.parquet")
+    meta = data_mod._cache_meta(cache_file)
+    assert meta["version"] == data_mod.CACHE_VERSION == 3
+    assert meta["source_side"] == {"median": 6, "min": 6}
+
+
+# ------------------------------------------------------------------ load_train_test: one-line refusals
+
+
+def test_load_train_test_refusals_are_one_line_with_cause_and_fix(tmp_path, monkeypatch):
+    start = time.perf_counter()
+    missing = tmp_path / "nope"
+    message = _one_line_error(_train_test(f"imagefolder:{missing}"))
+    assert f"imagefolder:{missing} not found: no file or folder at {missing}" in message
+    assert "pass an existing path" in message
+    monkeypatch.chdir(tmp_path)
+    relative = _one_line_error(_train_test("imagefolder:nope", root=tmp_path / "data"))
+    assert f"{tmp_path / 'nope'} or {tmp_path / 'data' / 'nope'}" in relative
+
+    junk = tmp_path / "junk"
+    for split in ("train", "test"):
+        (junk / split / "cat").mkdir(parents=True)
+        (junk / split / "cat" / "a.jpg").write_bytes(b"garbage")
+        (junk / split / "dog").mkdir(parents=True)
+        (junk / split / "dog" / "b.png").write_bytes(b"more garbage")
+    message = _one_line_error(_train_test(f"imagefolder:{junk}"))
+    assert "none of the 2 images" in message and "a.jpg" in message and "not damaged" in message
+
+    one = tmp_path / "one"
+    for split in ("train", "test"):
+        _make_folder(one / split, classes=("only",), per_class=2)
+    message = _one_line_error(_train_test(f"imagefolder:{one}"))
+    assert "has 1 class(es); kNN and linear probes need at least 2 (found 'only')" in message
+    assert "one sub-folder per class" in message
+    assert time.perf_counter() - start < 20
+
+
+def test_cifar_not_found_says_the_fix_on_its_first_line(tmp_path):
+    message = str(pytest.raises(DatasetNotFoundError, load_split, "cifar10", "train", root=tmp_path,
+                                download=False).value)
+    first = message.splitlines()[0]
+    assert first.startswith(f"CIFAR-10 (train) not found in the data directory {tmp_path}")
+    assert "SSLAB_DATA" in first and "--data-dir" in first and "cifar10-jpg.tar.gz" in first
+    assert "download" in first
+    assert "Looked in:" in first and str(tmp_path / "cifar-10-batches-py") in message  # the places follow

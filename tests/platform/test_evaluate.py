@@ -136,3 +136,35 @@ def test_pirls_invariance_is_the_distance_between_f_of_the_image_and_g_of_its_ji
     measured = invariance_distances(method, images, stats=CIFAR10, seed=5)
     np.testing.assert_allclose(measured, (f - g).norm(dim=1).numpy(), rtol=1e-5, atol=1e-6)
     assert measured.std() > 0  # a distance per image, not one number
+
+
+def test_the_trials_probe_accuracy_is_measured_on_the_test_split_not_the_training_split():
+    """Guards against the probe reporting its accuracy on the training split.
+
+    Through ``evaluate_for_profile`` (what a trial and the random-init baseline call): the test
+    split is the training images again, each labelled with the next class. 16 images have
+    linearly separable pooled res4 (32 channels) and res5 (64 channels) features, so the probe
+    fits the training labels exactly, and then gets every test label wrong: training accuracy
+    1.0, test accuracy 0.0."""
+    from sslab.platform.evaluate import evaluate_for_profile
+    from sslab.platform.profiles import Profile
+
+    torch.manual_seed(0)
+    backbone = Backbone("resnet18", cifar_stem=True, width=8)
+    images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    train_labels = np.arange(16) % 4
+    test_labels = (train_labels + 1) % 4  # the same images, every one labelled otherwise
+    arrays = {"train_images": images, "train_labels": train_labels, "test_images": images,
+              "test_labels": test_labels, "stats": CIFAR10}
+    profile = Profile(name="probe", width=8, knn_k=5, probe_epochs=100, invariance_samples=0)
+    metrics = evaluate_for_profile(backbone, arrays, profile, seed=0)
+
+    features = pooled_features(backbone, images, TAPS, stats=CIFAR10)
+    y_train = torch.as_tensor(train_labels)
+    for tap in TAPS:
+        # the same probe (same data, seed and epochs) scored on its own training split
+        train_accuracy = linear_probe_top1(features[tap], y_train, features[tap], y_train, epochs=100, seed=0)
+        # an image the probe gets right on the training split it gets wrong on the test split
+        assert metrics[f"probe_{tap}_top1"] <= 1.0 - train_accuracy, tap
+        if tap in ("res4", "res5"):  # separable: a perfect fit, so no test label right
+            assert (train_accuracy, metrics[f"probe_{tap}_top1"]) == (1.0, 0.0), tap

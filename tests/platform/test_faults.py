@@ -18,17 +18,18 @@ import ray
 from PIL import Image
 
 import faults
-from small import SMALL, needs_cifar
+from small import SMALL, by_name, needs_cifar, trial_name
 from sslab.platform import cli, runner
 from sslab.platform.profiles import Profile
 from sslab.platform.results import ResultsStore, StoreWriteError, UnreadableStoreError
 from sslab.platform.runner import run_study
-from sslab.platform.study import Study, trial_key
+from sslab.platform.spec import name_of
+from sslab.platform.study import Study
 from sslab.platform.tune_callbacks import StoreCallback
 
 
 STUDY = Study(name="faulty", method="pirl", grid={"loss_weight": [0.0, 1.0]}, base={"num_negatives": 64})
-KEYS = sorted(trial_key("pirl", {"loss_weight": w}, 0) for w in (0.0, 1.0))
+KEYS = sorted(trial_name("pirl", {"loss_weight": w}, 0) for w in (0.0, 1.0))
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +44,14 @@ def ray_local():
 
 @pytest.fixture
 def starts(monkeypatch) -> dict[str, int]:
-    """How many times Tune started each trial (the callback runs in this process, the study's driver)."""
+    """How many times Tune started each trial, by the readable part of its id (the callback runs in
+    this process, the study's driver)."""
     counted: dict[str, int] = {}
     original = StoreCallback.on_trial_start
 
     def counting(self, iteration, trials, trial, **info):
         key, _ = self._identity(trial)
-        counted[key] = counted.get(key, 0) + 1
+        counted[name_of(key)] = counted.get(name_of(key), 0) + 1
         return original(self, iteration, trials, trial, **info)
 
     monkeypatch.setattr(StoreCallback, "on_trial_start", counting)
@@ -75,7 +77,7 @@ def _one_line_exit(capsys, call) -> str:
 @needs_cifar
 def test_a_truncated_trials_table_stops_every_command_in_one_line_and_the_rerun_records_from_checkpoints(
         ray_local, tmp_path, capsys, monkeypatch, starts):
-    before = run_study(STUDY, profile=SMALL, root=tmp_path, quiet=True).set_index("trial_id").sort_index()
+    before = by_name(run_study(STUDY, profile=SMALL, root=tmp_path, quiet=True)).sort_index()
     assert list(before.index) == KEYS and (before.status == "ok").all(), before.error.tolist()
     table = tmp_path / STUDY.name / "trials.parquet"
     _truncate(table)
@@ -96,7 +98,7 @@ def test_a_truncated_trials_table_stops_every_command_in_one_line_and_the_rerun_
     table.rename(table.with_name("trials.parquet.unreadable"))
     starts.clear()
     epochs_before = pd.read_parquet(tmp_path / STUDY.name / "epochs.parquet")
-    after = run_study(STUDY, profile=SMALL, root=tmp_path, quiet=True).set_index("trial_id").sort_index()
+    after = by_name(run_study(STUDY, profile=SMALL, root=tmp_path, quiet=True)).sort_index()
     assert list(after.index) == KEYS and (after.status == "ok").all(), after.error.tolist()
     # recorded from the last checkpoints, not trained again: the same metrics, one resume each
     pd.testing.assert_series_equal(after.knn_top1, before.knn_top1)
@@ -151,12 +153,12 @@ def test_a_full_disk_after_a_trial_finished_is_said_once_not_retried_and_the_rer
 
     full["on"] = False  # space freed
     starts.clear()
-    after = run_study(STUDY, profile=SMALL, root=tmp_path, quiet=True).set_index("trial_id").sort_index()
+    after = by_name(run_study(STUDY, profile=SMALL, root=tmp_path, quiet=True)).sort_index()
     assert list(after.index) == KEYS and (after.status == "ok").all()
-    unrecorded = (set(KEYS) - set(kept.trial_id)).pop()
+    unrecorded = (set(KEYS) - set(kept.trial_id.map(name_of))).pop()
     assert starts == {unrecorded: 1}  # only the unrecorded trial ran again ...
     assert after.loc[unrecorded, "restarts"] == 1  # ... from its last checkpoint, without training
-    assert after.loc[kept.trial_id.iloc[0], "finished_at"] == kept.finished_at.iloc[0]
+    assert after.loc[name_of(kept.trial_id.iloc[0]), "finished_at"] == kept.finished_at.iloc[0]
     epochs = pd.read_parquet(tmp_path / STUDY.name / "epochs.parquet")
     assert sorted(epochs.groupby("trial_id").epoch.apply(list).tolist()) == [[0, 1]] * 2
 

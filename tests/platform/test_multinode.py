@@ -16,11 +16,12 @@ import torch
 from ray.cluster_utils import Cluster
 
 import faults
-from small import needs_cifar
+from small import by_name, needs_cifar, trial_name
 from sslab.platform.placement import ROLE_LABEL, TRIAL_RESOURCE
 from sslab.platform.profiles import Profile
 from sslab.platform.runner import run_study
-from sslab.platform.study import Study, trial_key
+from sslab.platform.spec import name_of
+from sslab.platform.study import Study
 from sslab.platform.train import CHECKPOINT_FILE
 
 pytestmark = needs_cifar
@@ -34,7 +35,7 @@ TWO_WORKERS = Profile(
 )
 STUDY = Study(name="spread", method="pirl", grid={"loss_weight": [0.0, 1.0]}, base={"num_negatives": 128})
 POINT = {"loss_weight": 0.0}
-KEY = trial_key("pirl", POINT, 0)
+KEY = trial_name("pirl", POINT, 0)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_trials_spread_their_workers_and_augment_on_the_augmentation_node(cluste
     from ray.util.state import list_tasks
 
     _, trials = spread_study
-    assert sorted(trials.trial_id) == sorted(trial_key("pirl", {"loss_weight": w}, 0) for w in (0.0, 1.0))
+    assert sorted(trials.trial_id.map(name_of)) == sorted(trial_name("pirl", {"loss_weight": w}, 0) for w in (0.0, 1.0))
     assert (trials.status == "ok").all(), trials.error.tolist()
     assert (trials.images_seen == TWO_WORKERS.epochs * 400).all()  # 2 workers × 4 steps × 50 images per epoch
 
@@ -115,7 +116,7 @@ def test_a_killed_train_worker_resumes_from_its_checkpoint(cluster, spread_study
     study = Study(name="killed", method="pirl", grid={"loss_weight": [0.0]}, base=STUDY.base)
     trials, seen = faults.run_study_killing(study, TWO_WORKERS, tmp_path, victim="RayTrainWorker", after_epoch=1)
 
-    row = trials.set_index("trial_id").loc[KEY]
+    row = by_name(trials).loc[KEY]
     assert row.status == "ok", row.error
     assert row.restarts == 1  # one worker-group restart, from a checkpoint
     epochs = faults.read_epochs(tmp_path, "killed").sort_values("epoch")
@@ -129,9 +130,9 @@ def test_a_killed_train_worker_resumes_from_its_checkpoint(cluster, spread_study
 
     # Seeded views (augment.EpochViews) and every worker's generators in the checkpoint: the
     # resumed trial is the uninterrupted one, step for step (the same losses, kNN and final state)
-    uninterrupted = reference.set_index("trial_id").loc[KEY]
+    uninterrupted = by_name(reference).loc[KEY]
     reference_epochs = faults.read_epochs(spread_root, "spread")
-    reference_epochs = reference_epochs[reference_epochs.trial_id == KEY].sort_values("epoch")
+    reference_epochs = reference_epochs[reference_epochs.trial_id.map(name_of) == KEY].sort_values("epoch")
     assert epochs.loss.tolist() == reference_epochs.loss.tolist()
     assert (row.loss, row.knn_top1, row.probe_res5_top1) == (
         uninterrupted.loss, uninterrupted.knn_top1, uninterrupted.probe_res5_top1)
@@ -165,7 +166,7 @@ def test_a_node_lost_mid_study_loses_no_trial(cluster, tmp_path):
     the interrupted one resumes from its checkpoint, and the study completes."""
     ray_cluster, nodes = cluster
     study = Study(name="lost_node", method="pirl", grid={"loss_weight": [0.0, 1.0]}, base=STUDY.base)
-    first, second = (trial_key("pirl", {"loss_weight": w}, 0) for w in (0.0, 1.0))
+    first, second = (trial_name("pirl", {"loss_weight": w}, 0) for w in (0.0, 1.0))
     outcome: dict = {}
 
     def run():  # the study runs beside the main thread, which plays the cloud (nodes start in the main thread)
@@ -179,7 +180,7 @@ def test_a_node_lost_mid_study_loses_no_trial(cluster, tmp_path):
 
     def second_trial_training():
         epochs = faults.read_epochs(tmp_path, "lost_node")
-        return (tmp_path / "lost_node" / "trials.parquet").exists() and not epochs.empty and (epochs.trial_id == second).any()
+        return (tmp_path / "lost_node" / "trials.parquet").exists() and not epochs.empty and (epochs.trial_id.map(name_of) == second).any()
 
     faults.wait_for(second_trial_training)
     finished = pd.read_parquet(tmp_path / "lost_node" / "trials.parquet")
@@ -190,11 +191,11 @@ def test_a_node_lost_mid_study_loses_no_trial(cluster, tmp_path):
     assert "error" not in outcome, outcome.get("error")
     trials = outcome["trials"]
 
-    assert sorted(trials.trial_id) == sorted([first, second])  # no trial lost, none duplicated
+    assert sorted(trials.trial_id.map(name_of)) == sorted([first, second])  # no trial lost, none duplicated
     assert (trials.status == "ok").all(), trials.error.tolist()
     # the trial that had finished before the node was lost is exactly as it was written
-    kept = trials[trials.trial_id == first].reset_index(drop=True)[finished.columns]
+    kept = trials[trials.trial_id.map(name_of) == first].reset_index(drop=True)[finished.columns]
     pd.testing.assert_frame_equal(kept, finished.reset_index(drop=True))
-    assert trials.set_index("trial_id").loc[second, "restarts"] >= 1
+    assert by_name(trials).loc[second, "restarts"] >= 1
     epochs = faults.read_epochs(tmp_path, "lost_node")
-    assert sorted(epochs[epochs.trial_id == second].epoch) == list(range(TWO_WORKERS.epochs))
+    assert sorted(epochs[epochs.trial_id.map(name_of) == second].epoch) == list(range(TWO_WORKERS.epochs))

@@ -12,13 +12,13 @@ import ray
 from optuna.distributions import FloatDistribution
 
 import faults
-from small import SMALL, needs_cifar
+from small import SMALL, by_name, needs_cifar, trial_name
 from sslab.platform import runner
 from sslab.platform.other_work import Busy
 from sslab.platform.results import ResultsStore
 from sslab.platform.runner import run_study
-from sslab.platform.study import Search, Study, trial_key
-from sslab.platform.trial import split_trial_config
+from sslab.platform.spec import Specs, name_of
+from sslab.platform.study import Search, Study
 
 
 STUDY = Study(name="mini_lambda", method="pirl", grid={"loss_weight": [0.0, 1.0]}, base={"num_negatives": 64})
@@ -41,12 +41,6 @@ def ray_local():
 def _ray_down_after_the_module():
     yield
     ray.shutdown()
-
-
-def test_trial_keys_are_stable_and_distinct():
-    assert trial_key("pirl", {"loss_weight": 0.25}, 0) == "pirl-loss_weight=0.25-seed=0"
-    assert trial_key("pirl", {"b": 1, "a": 2.0}, 3) == trial_key("pirl", {"a": 2.0, "b": 1}, 3)
-    assert trial_key("pirl", {"loss_weight": 0.25}, 0) != trial_key("pirl", {"loss_weight": 0.25}, 1)
 
 
 def test_bad_values_are_refused_before_any_ray_work(tmp_path):
@@ -119,10 +113,11 @@ def test_a_method_may_run_as_several_variants_whose_settings_become_knobs():
     # a variant's settings reach its configuration; a plain entry stays the method's base
     assert study.method_config("pirl", study.configurations()[2][1], SMALL)["embedding_dim"] == 64
     assert study.method_config("simclr", {"temperature": 0.1}, SMALL)["projection_dim"] == 32
-    assert len({trial_key(m, p, 0) for m, p in study.configurations()}) == 6
-    # Tune hands every trial every knob; None marks one its method lacks, and the trial never sees it
-    assert split_trial_config({"method": "simclr", "loss_weight": None, "temperature": 0.1, "seed": 1}) == (
-        "simclr", {"temperature": 0.1}, 1)
+    specs = Specs(study, SMALL, {"dataset": "cifar10"})
+    assert len({specs.spec(m, p, 0).trial_id for m, p in study.configurations()}) == 6
+    # a search's proposal carries every knob; None marks one its method lacks, and the trial never sees it
+    assert specs.of_tune_config({"method": "simclr", "loss_weight": None, "temperature": 0.1, "seed": 1}) == (
+        specs.spec("simclr", {"temperature": 0.1}, 1))
     study.validate(SMALL)
     with pytest.raises(ValueError, match=r"npid has no hyperparameter\(s\) \['transform_that_is_not'\]"):
         Study(name="typo", methods={"npid": [{"transform_that_is_not": 1}]}).validate(SMALL)
@@ -201,7 +196,7 @@ def test_study_writes_the_store_and_resumes_without_rerunning(ray_local, study_r
         assert not new_controllers and len(new_trial_actors) == 1
     else:  # one TorchTrainer per trial
         assert len(new_controllers) == 2
-    assert sorted(trials.trial_id) == [trial_key("pirl", {"loss_weight": w}, 0) for w in (0.0, 1.0)]
+    assert sorted(trials.trial_id.map(name_of)) == [trial_name("pirl", {"loss_weight": w}, 0) for w in (0.0, 1.0)]
     assert list(trials.status) == ["ok", "ok"], trials.error.tolist()
     for column in ["method", "seed", "error", "config/loss_weight", "config/temperature", "knn_top1",
                    "probe_conv1_top1", "probe_res5_top1", "invariance_l2_mean", "wall_s", "images_seen"]:
@@ -266,7 +261,7 @@ def test_the_dashboard_reads_and_draws_the_store_a_real_study_wrote(study_run, m
     run = study_run(0)
     root, written = str(run.root), run.trials.set_index("trial_id")
     grid = STUDY.grid["loss_weight"]
-    expected_ids = sorted(trial_key("pirl", {"loss_weight": w}, 0) for w in grid)
+    expected_ids = sorted(trial_name("pirl", {"loss_weight": w}, 0) for w in grid)
 
     # ---- the reader: every table, with the trials the study ran
     found = reader.scan(root)
@@ -283,7 +278,7 @@ def test_the_dashboard_reads_and_draws_the_store_a_real_study_wrote(study_run, m
         assert trials[column].notna().all(), column
         pd.testing.assert_series_equal(trials[column].sort_index(), written[column].sort_index())
     assert {t: trials.loc[t, "label"] for t in expected_ids} == {
-        trial_key("pirl", {"loss_weight": w}, 0): f"{STUDY.name} · loss_weight={w:g} seed 0" for w in grid}
+        trial_name("pirl", {"loss_weight": w}, 0): f"{STUDY.name} · loss_weight={w:g} seed 0" for w in grid}
     epochs = data.epochs
     assert {"key", "label", "status", "loss"} <= set(epochs) and epochs["key"].notna().all()
     assert sorted(epochs.groupby("trial_id", observed=True)["epoch"].apply(list).tolist()) == [[0, 1], [0, 1]]
@@ -417,10 +412,10 @@ def test_an_interrupted_study_resumes_with_no_duplicate_and_no_gap(ray_local, tm
     assert 1 <= len(before) < 3, output[-3000:]  # interrupted part-way
 
     after = run_study(INTERRUPTED, profile=SMALL, root=tmp_path, quiet=True)
-    expected = sorted(trial_key("pirl", {"loss_weight": w}, 0) for w in (0.0, 0.5, 1.0))
-    assert sorted(after.trial_id) == expected  # no gap, no duplicate
+    expected = sorted(trial_name("pirl", {"loss_weight": w}, 0) for w in (0.0, 0.5, 1.0))
+    assert sorted(after.trial_id.map(name_of)) == expected  # no gap, no duplicate
     assert (after.status == "ok").all(), after.error.tolist()
-    kept = after.set_index("trial_id").loc[before.trial_id]
+    kept = by_name(after).loc[before.trial_id]
     assert list(kept.finished_at) == list(before.finished_at)  # finished trials were not rerun
     epochs = pd.read_parquet(tmp_path / "interrupted" / "epochs.parquet")
     assert sorted(epochs.groupby("trial_id").epoch.apply(list).tolist()) == [[0, 1]] * 3

@@ -11,7 +11,7 @@ from sslab.platform.augment import EpochViews, with_views
 from sslab.platform.profiles import Profile
 from sslab.methods.base import DataInfo
 from sslab.methods.views import CIFAR10
-from sslab.platform.train import TrialSpec, _load_checkpoint, make_trainer, root_cause, train_in_process
+from sslab.platform.train import TrialRun, _load_checkpoint, make_trainer, root_cause, train_in_process
 
 TINY = Profile(
     name="tiny", width=8, epochs=2, batch_size=16, num_workers=0,
@@ -43,7 +43,7 @@ def _data(n=64, seed=0):
 def _fit(tmp_path, profile, method_config=None, name="t"):
     ds, eval_data = _data()
     config = {"num_negatives": 16, **profile.method_defaults, **(method_config or {})}
-    spec = TrialSpec("pirl", config, profile, seed=0, data=DATA, eval_data=eval_data)
+    spec = TrialRun("pirl", config, profile, seed=0, data=DATA, eval_data=eval_data)
     views = spec.method_class.views(spec.config(), 32)
     trainer = make_trainer(spec, EpochViews(ds, views, CIFAR10, spec.seed), name=name, storage_path=str(tmp_path))
     return trainer.fit(), spec
@@ -98,7 +98,7 @@ def _in_process(tmp_path, profile, crash_after_epoch=None, on_report=lambda metr
     report function records every epoch, calls ``on_report`` and may crash the 'process' once an
     epoch is reported."""
     ds, eval_data = _data()
-    spec = TrialSpec("pirl", {"num_negatives": 16, **profile.method_defaults}, profile, seed=0, data=DATA,
+    spec = TrialRun("pirl", {"num_negatives": 16, **profile.method_defaults}, profile, seed=0, data=DATA,
                      eval_data=eval_data)
     views = spec.method_class.views(spec.config(), 32)
     reported = []
@@ -293,7 +293,7 @@ def test_an_only_checkpoint_that_does_not_load_ends_the_trial_failed_at_once(ray
             raise UnreadableCheckpointError("the checkpoint s3://b/t/checkpoint_000003 does not load (EOFError)")
 
     ds, eval_data = _data()
-    spec = TrialSpec("pirl", {"num_negatives": 16, **TINY.method_defaults}, TINY, seed=0, data=DATA, eval_data=eval_data)
+    spec = TrialRun("pirl", {"num_negatives": 16, **TINY.method_defaults}, TINY, seed=0, data=DATA, eval_data=eval_data)
     reported = []
     run_loop(spec, Unreadable(TINY, ds, EpochCheckpoints(str(tmp_path / "ckpt")), report=reported.append))
     assert len(reported) == 1 and "checkpoint_000003 does not load" in reported[0][FAILURE]
@@ -308,7 +308,7 @@ def test_ddp_leaves_the_buffers_that_after_step_keeps_in_sync_alone(tmp_path):
 
     from sslab.platform.train import exclude_kept_in_sync
 
-    spec = TrialSpec("pirl", {"num_negatives": 16, **TINY.method_defaults}, TINY, seed=0, data=DATA)
+    spec = TrialRun("pirl", {"num_negatives": 16, **TINY.method_defaults}, TINY, seed=0, data=DATA)
     _, method = spec.build()
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
@@ -356,10 +356,10 @@ import sys, tempfile, warnings
 import torch, torch.distributed as dist
 from sslab.methods.base import DataInfo, StepContext
 from sslab.platform.profiles import Profile
-from sslab.platform.train import TrialSpec, place_on_device
+from sslab.platform.train import TrialRun, place_on_device
 dist.init_process_group("gloo", init_method="file://" + tempfile.mktemp(), rank=0, world_size=1)
 profile = Profile(name="t", arch="resnet10", width=8, channels_last=True)
-_, method = TrialSpec("simclr", {}, profile, seed=0, data=DataInfo(64, 4, 16)).build()
+_, method = TrialRun("simclr", {}, profile, seed=0, data=DataInfo(64, 4, 16)).build()
 if sys.argv[1] == "loop":
     place_on_device(method, profile, torch.device("cpu"))
 model = torch.nn.parallel.DistributedDataParallel(method)
@@ -406,7 +406,7 @@ def test_uint8_views_reach_the_method_normalised_as_the_float_views_do(ray_local
     ds, eval_data = _data()
     for transfer in ("float32", "uint8"):
         profile = TINY.with_overrides(epochs=1, view_transfer=transfer)
-        spec = TrialSpec("pirl", {"num_negatives": 16, **profile.method_defaults}, profile, seed=0, data=DATA)
+        spec = TrialRun("pirl", {"num_negatives": 16, **profile.method_defaults}, profile, seed=0, data=DATA)
         views = EpochViews(ds, spec.method_class.views(spec.config(), 32), CIFAR10, spec.seed, transfer=transfer)
         train_in_process(spec, views, str(tmp_path / transfer), report=lambda metrics: None)
     floats, pixels = first_batches
@@ -415,3 +415,24 @@ def test_uint8_views_reach_the_method_normalised_as_the_float_views_do(ray_local
         assert pixels[key].dtype == torch.float32
         error = (pixels[key] - floats[key]).abs().max().item()
         assert 0 < error <= 0.5 / 255 / min(CIFAR10.std) + 1e-5, f"{key}: {error}"
+
+
+def test_a_trials_initial_weights_depend_on_its_seed_and_repeat_bitwise():
+    """Guards against every trial's model being initialised from seed 0 whatever its configured
+    seed: ``TrialRun.build`` with seeds 3 and 7 (neither 0) gives different backbone weights,
+    and the same seed twice gives bitwise-identical ones."""
+
+    def initial_weights(seed, draws_before):
+        spec = TrialRun("pirl", {"num_negatives": 16, **TINY.method_defaults}, TINY, seed=seed, data=DATA)
+        with torch.random.fork_rng():  # build seeds the global generator; leave it as it was
+            torch.rand(draws_before)  # whatever state the generator is in, build starts from the seed
+            backbone, _ = spec.build()
+        return backbone.state_dict()
+
+    first, again, other = initial_weights(3, 1), initial_weights(3, 5), initial_weights(7, 1)
+    assert first.keys() == again.keys() == other.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    differing = [k for k in first if first[k].is_floating_point() and not torch.equal(first[k], other[k])]
+    # every randomly initialised tensor (the convolutions; BatchNorm starts at constants) differs
+    convs = [k for k in first if k.endswith("weight") and first[k].dim() == 4]
+    assert convs and set(convs) <= set(differing)
