@@ -56,7 +56,8 @@ def with_views(
     Blocks are visited in a new random order every epoch; the Train loop adds a
     local shuffle buffer, so batches differ from epoch to epoch at no global-shuffle cost.
     ``remote_args`` (e.g. a ``label_selector`` from ``placement.augment_remote_args``)
-    decide which nodes run the augmentation tasks. ``seed`` (non-negative integers, e.g.
+    decide which nodes run the augmentation tasks; their ``label_selector`` also goes on every
+    other demand of the pipeline, its requests to the autoscaler included. ``seed`` (non-negative integers, e.g.
     ``(trial seed, epoch)``) makes the block order and every view reproducible.
     """
     viewed = dataset.randomize_block_order(seed=None if seed is None else _block_seed(seed)).map_batches(
@@ -67,13 +68,37 @@ def with_views(
         num_cpus=num_cpus,
         **(remote_args or {}),
     )
-    if seed is not None:
-        # a derived dataset shares its source's DataContext object: order this pipeline alone (a
-        # copy), not the source's every later pipeline (no public setter; recheck on Ray upgrades)
-        context = viewed.context.copy()
+    return _own_context(viewed, preserve_order=seed is not None, label_selector=_label_selector(remote_args))
+
+
+def _label_selector(remote_args: dict[str, Any] | None) -> dict[str, str]:
+    return dict((remote_args or {}).get("label_selector") or {})
+
+
+def _own_context(dataset: ray.data.Dataset, *, preserve_order: bool = False,
+                 label_selector: dict[str, str] | None = None) -> ray.data.Dataset:
+    """``dataset`` with a DataContext of its own, set for this pipeline alone: a derived dataset shares
+    its source's DataContext object, and the source's every later pipeline must not change (no public
+    setter; recheck on Ray upgrades).
+
+    ``preserve_order`` keeps the blocks' order through the stages. ``label_selector`` (the augmentation
+    tasks' own) goes to the pipeline's execution options, which put it on *every* demand the pipeline
+    makes, not only on the ``map_batches`` tasks: Ray Data's other tasks, and the CPUs that its
+    streaming executor asks the autoscaler for (``ray.autoscaler.sdk.request_resources`` through the
+    AutoscalingCoordinator, including the CPUs it adds to get more object store while an all-to-all
+    stage such as ``randomize_block_order`` runs). Without it those requests carry no label selector,
+    and an autoscaler may satisfy them with any node type, a GPU machine included.
+    """
+    if not preserve_order and not label_selector:
+        return dataset
+    context = dataset.context.copy()
+    if preserve_order:
         context.execution_options.preserve_order = True
-        viewed._context = viewed._logical_plan.context = context
-    return viewed
+    if label_selector:
+        context.execution_options.label_selector = {**(context.execution_options.label_selector or {}),
+                                                    **label_selector}
+    dataset._context = dataset._logical_plan.context = context
+    return dataset
 
 
 def _block_seed(seed: Sequence[int]) -> int:
@@ -122,6 +147,8 @@ class EpochViews:
         shard = self.dataset
         if world_size > 1:
             dealt = shard.randomize_block_order(seed=_block_seed((self.seed, epoch, world_size)))
+            # dealing runs Ray Data too: where augmentation runs, asking the autoscaler for those nodes only
+            dealt = _own_context(dealt, label_selector=_label_selector(self.remote_args))
             shard = dealt.split(world_size, equal=True)[rank]
         return with_views(shard, self.views, stats=self.stats.for_transfer(self.transfer),
                           remote_args=self.remote_args, seed=(self.seed, epoch))

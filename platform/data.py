@@ -312,16 +312,16 @@ def load_train_test(dataset: str, *, image_size: int | None, train_subset: int |
     """
     if isinstance(dataset, str) and dataset.startswith("imagefolder:"):
         _check_train_test_layout(dataset.removeprefix("imagefolder:"), root)
-    splits = []
+    splits, notes = [], []  # the notes are said once the data is known to be usable: a refusal is one line
     for name, subset in (("train", train_subset), ("test", test_subset)):
         whole = load_split(dataset, name, root=root, seed=0, image_size=image_size)
         if subset is not None and subset > len(whole.labels):
-            note(f"the {name} split of {dataset} has {len(whole.labels)} images (fewer than the profile's "
-                 f"{subset}): using all of them")
+            notes.append(f"the {name} split of {dataset} has {len(whole.labels)} images (fewer than the profile's "
+                         f"{subset}): using all of them")
         split = whole if subset is None or subset >= len(whole.labels) else take_subset(
             whole, subset, seed=0, what=f"{dataset} {name}")
         if split.skipped:
-            note(f"{split.skipped} unreadable image(s) skipped in the {name} split")
+            notes.append(f"{split.skipped} unreadable image(s) skipped in the {name} split")
         if len(split.labels) == 0:
             raise ValueError(f"the {name} split of {dataset!r} is empty; check the dataset at {root or data_dir()}")
         splits.append(split)
@@ -331,9 +331,9 @@ def load_train_test(dataset: str, *, image_size: int | None, train_subset: int |
         raise ValueError(f"{dataset!r} has {train.num_classes} class(es); kNN and linear probes need at least "
                          f"2{named}: give the dataset at least two classes (an ImageFolder needs one sub-folder per "
                          "class, e.g. <path>/train/<class>/<image> and <path>/test/<class>/<image>)")
-    upscaled = _upscaling_note(dataset, {"train": train, "test": test}, image_size)
-    if upscaled:
-        note(upscaled)
+    notes.append(_upscaling_note(dataset, {"train": train, "test": test}, image_size))
+    for line in filter(None, notes):
+        note(line)
     return train, test
 
 

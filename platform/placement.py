@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from sslab.platform.profiles import Profile
 
@@ -194,6 +195,35 @@ def augment_remote_args(policy: str, cluster: ClusterShape) -> dict[str, Any]:
     if policy == "require" or (policy == "prefer" and cluster.has_augment_nodes):
         return {"label_selector": selector}
     return {}
+
+
+@contextmanager
+def augment_data_context(remote_args: dict[str, Any] | None) -> Iterator[None]:
+    """Ray Data work this process starts inside the block carries the augmentation tasks' label selector
+    (``augment_remote_args``), and so does every dataset it creates there (each keeps a copy of the context).
+
+    The study script makes the trials' dataset (``ray.data.from_arrow``), and Ray Data runs a task per
+    block to read its metadata: a task of 1 CPU and, without this, no label selector. The head has no
+    CPU, so on an autoscaled cluster those tasks wait for nodes, and the autoscaler may start any node
+    type that has a CPU for them, GPU machines included (with cluster.yaml's types on the fake cluster of
+    tests/platform/test_autoscaling.py, 4 blocks started 2 cpu_augment, 1 gpu_1x and 1 gpu_4x).
+    Inside this block they wait for augmentation nodes only. Nothing changes without a label selector
+    (policy ``any``, or ``prefer`` with no augmentation node), and the process's DataContext is
+    restored on the way out: later Ray Data work of the process (another study, a test) is not pinned.
+    """
+    selector = dict((remote_args or {}).get("label_selector") or {})
+    if not selector:
+        yield
+        return
+    from ray.data import DataContext
+
+    options = DataContext.get_current().execution_options
+    before = options.label_selector
+    options.label_selector = {**(before or {}), **selector}
+    try:
+        yield
+    finally:
+        options.label_selector = before
 
 
 #: Train workers run anywhere but on augmentation nodes (a node without the label matches)

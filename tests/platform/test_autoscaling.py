@@ -164,8 +164,9 @@ class NodeWatch:
             self._gcs = GcsClient(address=self.address)
         state = get_cluster_resource_state(self._gcs)
         requests = [("task or actor", by_count.request) for by_count in state.pending_resource_requests]
-        requests += [("placement group", request) for gang in state.pending_gang_resource_requests
-                     for request in gang.requests]
+        for gang in state.pending_gang_resource_requests:  # bundles with their selectors, as the autoscaler reads them
+            bundles = gang.bundle_selectors[0].resource_requests if gang.bundle_selectors else gang.requests
+            requests += [("placement group", request) for request in bundles]
         requests += [("request_resources", by_count.request) for constraint in state.cluster_resource_constraints
                      for by_count in constraint.resource_requests]
         for source, request in requests:
@@ -280,7 +281,7 @@ def test_the_autoscaler_starts_the_nodes_a_study_needs_replaces_a_lost_one_and_s
 
     # the trial finished on the replacement, from the checkpoint of the lost node's last epoch
     trials = outcome["trials"]
-    assert trials.trial_id.tolist() == [KEY]
+    assert by_name(trials).index.tolist() == [KEY]
     row = by_name(trials).loc[KEY]
     assert row.status == "ok", row.error
     assert row.restarts >= 1
