@@ -27,6 +27,7 @@ import pandas as pd
 
 from sslab.platform.profiles import Profile
 from sslab.platform.results import ResultsStore
+from sslab.platform.spec import Specs
 from sslab.platform.study import Study
 from sslab.platform.tune_callbacks import EPOCHS_WRITE_SHARE, StoreCallback
 
@@ -60,8 +61,8 @@ def replay(root: str, share: float, args: argparse.Namespace) -> dict:
         writes.append(len(histories))
 
     store.record_epochs = slow_record
-    callback = StoreCallback(store, study, Profile(name="bench", epochs=args.epochs), _Quiet(),
-                             epochs_write_share=share, clock=clock)
+    specs = Specs(study, Profile(name="bench", epochs=args.epochs), {"dataset": "cifar10"})
+    callback = StoreCallback(store, specs, _Quiet(), epochs_write_share=share, clock=clock)
     spent = 0.0
 
     def timed(call, *call_args):

@@ -227,7 +227,7 @@ PROFILES: dict[str, Profile] = {
         channels_last=True,
         probe_epochs=30,
         invariance_samples=500,
-        images_per_device_s=850.0,  # PIRL at 8-px patches, the main job's method, on 2 cores
+        images_per_device_s=850.0,  # the main job's trials on 2 cores
     ),
     # The CIFAR-10 setting: full data, ResNet-18, one GPU per trial.
     "cifar": Profile(

@@ -18,6 +18,8 @@ from sslab.platform.results import ResultsStore
 TAPS = ("conv1", "res2", "res3", "res4", "res5")
 BACKBONE = "resnet18-w8-cifar"
 PROFILE = {"name": "local", "epochs": 5, "arch": "resnet18", "width": 8}
+#: every synthetic study has one setting (``spec.TrialSpec.setting_id``) and one baseline setting
+SETTING, BASELINE_SETTING = "setting-a", "baseline-a"
 
 
 def grid_knn(loss_weight: float, seed: int) -> float:
@@ -36,12 +38,13 @@ GRID_FINDINGS = [
 def _meta(kind, knobs, defaults, total, **extra):
     return {"method": "pirl", "description": f"synthetic {kind}", "kind": kind, "knobs": knobs, "defaults": defaults,
             "seeds": extra.pop("seeds", 1), "metric": "knn_top1", "mode": "max", "total_trials": total,
-            "profile": {**PROFILE, "epochs": extra.pop("epochs", 5)}, "backbone": BACKBONE, **extra}
+            "profile": {**PROFILE, "epochs": extra.pop("epochs", 5)}, "backbone": BACKBONE,
+            "setting_ids": [SETTING], "baseline_setting": BASELINE_SETTING, **extra}
 
 
 def _trial_row(method_config: dict, seed: int, knn: float, *, status="ok", epochs=5, finished_at=0.0, tap_shift=0.0):
     trial_id = "pirl-" + "-".join(f"{k}={v}" for k, v in sorted(method_config.items())) + f"-seed={seed}"
-    row = {"trial_id": trial_id, "method": "pirl", "seed": seed,
+    row = {"trial_id": trial_id, "setting_id": SETTING, "baseline_setting": BASELINE_SETTING, "method": "pirl", "seed": seed,
            **{f"config/{k}": v for k, v in method_config.items()}, "config/embedding_dim": 128,
            "status": status, "error": "", "loss": 5.0 - knn, "epochs": epochs, "wall_s": 100.0, "train_s": 80.0,
            "device_s": 80.0, "cpu_steal": 0.1, "device": "cpu", "images_seen": 5000 * epochs, "restarts": 0, "finished_at": finished_at}
@@ -82,7 +85,7 @@ def write_grid(root: Path, name: str = "pirl_lambda", *, values=(0.0, 0.5, 1.0),
                 store.record_invariance(row["trial_id"], list(rng.normal(1.0 - knn, 0.1, invariance_samples)))
     store.append("trials", trials)
     for seed in range(seeds):
-        store.record_baseline({"backbone": BACKBONE, "seed": seed, "knn_top1": 0.15,
+        store.record_baseline({"backbone": BACKBONE, "setting_id": BASELINE_SETTING, "seed": seed, "knn_top1": 0.15,
                                **{f"probe_{tap}_top1": 0.15 + 0.01 * i for i, tap in enumerate(TAPS)}})
     return store
 
@@ -109,7 +112,7 @@ def write_search(root: Path, name: str = "pirl_search", *, trials: int = 10, sto
         rows.append(row)
         store.record_epochs({row["trial_id"]: _epochs(row["trial_id"], row["epochs"], knn)})
         store.record_trial(row)
-    store.record_baseline({"backbone": BACKBONE, "seed": 0, "knn_top1": 0.15,
+    store.record_baseline({"backbone": BACKBONE, "setting_id": BASELINE_SETTING, "seed": 0, "knn_top1": 0.15,
                            **{f"probe_{tap}_top1": 0.15 for tap in TAPS}})
     return store
 

@@ -63,13 +63,15 @@ def _fake_store(root):
 
     store = ResultsStore(root, "pirl_lambda")
     store.write_metadata({"method": "pirl", "knobs": ["loss_weight"], "metric": "knn_top1", "mode": "max",
-                          "total_trials": 4, "profile": {"epochs": 5}})
+                          "total_trials": 4, "profile": {"epochs": 5}, "setting_ids": ["s"], "baseline_setting": "b",
+                          "command": "sslab run pirl_lambda --seeds 2"})
     for weight, seed, knn in [(0.0, 0, 0.20), (0.0, 1, 0.22), (0.5, 0, 0.30)]:
-        store.record_trial({"trial_id": f"pirl-loss_weight={weight:g}-seed={seed}", "method": "pirl", "seed": seed,
+        store.record_trial({"trial_id": f"pirl-loss_weight={weight:g}-seed={seed}", "setting_id": "s",
+                            "baseline_setting": "b", "method": "pirl", "seed": seed,
                             "status": "ok", "error": "", "config/loss_weight": weight, "knn_top1": knn,
                             "wall_s": 10.0, "device_s": 20.0, "images_seen": 1000})
     store.record_epochs({"pirl-loss_weight=0.5-seed=1": [{"epoch": 0, "loss": 9.0}, {"epoch": 1, "loss": 8.0}]})
-    store.record_baseline({"backbone": "r", "seed": 0, "knn_top1": 0.15})
+    store.record_baseline({"backbone": "r", "setting_id": "b", "seed": 0, "knn_top1": 0.15})
 
 
 def test_status_shows_progress_of_a_stopped_study(tmp_path, capsys):
@@ -78,7 +80,8 @@ def test_status_shows_progress_of_a_stopped_study(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "3 of 4 trial(s) finished (3 ok)" in out
     assert "unfinished: pirl-loss_weight=0.5-seed=1 at epoch 2/5" in out
-    assert "wall 30 s, device 60 s, 3,000 images" in out and "sslab run pirl_lambda" in out
+    assert "wall 30 s, device 60 s, 3,000 images" in out
+    assert "to continue: sslab run pirl_lambda --seeds 2" in out  # the exact command the study was started with
 
 
 def test_report_formats(tmp_path, capsys):
@@ -90,7 +93,7 @@ def test_report_formats(tmp_path, capsys):
     assert "| 0.5 | 0.300 | – | 1 | best | – |" in markdown
     assert "Random-init baseline: knn_top1 0.150 over 1 seed(s)." in markdown
     main(["report", "pirl_lambda", "--results", str(tmp_path), "--format", "csv"])
-    assert capsys.readouterr().out.splitlines()[0].startswith("trial_id,method,seed,status")
+    assert capsys.readouterr().out.splitlines()[0].startswith("trial_id,setting_id,baseline_setting,method,seed,status")
     main(["report", "pirl_lambda", "--results", str(tmp_path)])
     table = capsys.readouterr().out
     assert "best: loss_weight=0.5" in table and "compute: 3 trial(s) (3 ok)" in table

@@ -66,6 +66,7 @@ def test_ctrl_c_says_one_line_and_the_same_command_finishes_the_study(point, tmp
     assert interrupted.returncode == 130, _shown(interrupted)
     lines = [line for line in interrupted.stderr.splitlines() if line.strip()]
     assert lines, _shown(interrupted)
+    print(f"{point}: {lines[-1]}")  # (shown with -rP)
     said = ONE_LINE.match(lines[-1])
     assert said, _shown(interrupted)
     assert "Traceback" not in interrupted.stderr and "Traceback" not in interrupted.stdout, _shown(interrupted)

@@ -8,6 +8,7 @@ from sslab.platform.placement import (
     TRAIN_LABEL_SELECTOR,
     ClusterShape,
     Node,
+    augment_data_context,
     augment_policy,
     augment_remote_args,
     check_shared_storage,
@@ -71,6 +72,27 @@ def test_augmentation_goes_to_labelled_nodes_when_there_are_any():
         augment_remote_args("require", plain)
     assert augment_remote_args("any", labelled) == {}
     assert TRAIN_LABEL_SELECTOR == {"sslab.io/role": "!augment"}
+
+
+def test_ray_data_made_in_the_augment_data_context_asks_for_augmentation_nodes_only():
+    """The study's dataset is made inside it: Ray Data's tasks for it (from_arrow reads each block's
+    metadata in a 1-CPU task) carry the augmentation label selector, so an autoscaler can only start
+    augmentation nodes for them; the process's DataContext is as it was afterwards, error or not."""
+    from ray.data import DataContext
+
+    def selector():
+        return DataContext.get_current().execution_options.label_selector
+
+    before = selector()
+    args = augment_remote_args("require", shape(node(CPU=0, sslab_trial=1000), max_nodes=10))
+    with augment_data_context(args):
+        assert selector() == {"sslab.io/role": "augment"}
+    assert selector() == before
+    with pytest.raises(RuntimeError, match="boom"), augment_data_context(args):
+        raise RuntimeError("boom")
+    assert selector() == before
+    with augment_data_context(augment_remote_args("any", shape(node(CPU=4)))):  # no selector: unchanged
+        assert selector() == before
 
 
 def test_augment_policy_comes_from_the_environment_first(monkeypatch):

@@ -42,13 +42,14 @@ def test_epochs_of_a_trial_are_rewritten_not_duplicated(tmp_path):
     assert list(epochs[epochs.trial_id == "a"].loss) == [5.0, 4.0]
 
 
-def test_baselines_keyed_by_backbone_and_seed(tmp_path):
+def test_baselines_keyed_by_their_setting_and_seed(tmp_path):
     store = ResultsStore(tmp_path, "s")
-    store.record_baseline({"backbone": "r18", "seed": 0, "knn_top1": 0.2})
-    store.record_baseline({"backbone": "r18", "seed": 1, "knn_top1": 0.25})
-    store.record_baseline({"backbone": "r18", "seed": 0, "knn_top1": 0.21})
-    baselines = store.read("baselines").sort_values("seed")
-    assert list(baselines.knn_top1) == [0.21, 0.25]
+    store.record_baseline({"backbone": "r18", "setting_id": "b1", "seed": 0, "knn_top1": 0.2})
+    store.record_baseline({"backbone": "r18", "setting_id": "b1", "seed": 1, "knn_top1": 0.25})
+    store.record_baseline({"backbone": "r18", "setting_id": "b2", "seed": 0, "knn_top1": 0.3})  # other data: kept apart
+    store.record_baseline({"backbone": "r18", "setting_id": "b1", "seed": 0, "knn_top1": 0.21})
+    baselines = store.read("baselines").sort_values(["setting_id", "seed"])
+    assert list(baselines.knn_top1) == [0.21, 0.25, 0.3]
 
 
 def test_no_temporary_files_are_left_and_metadata_is_versioned(tmp_path):

@@ -6,11 +6,14 @@ import pytest
 
 from sslab.platform.profiles import Profile
 from sslab.platform.results import ResultsStore
+from sslab.platform.spec import Specs, name_of
 from sslab.platform.study import Study
 from sslab.platform.tune_callbacks import StoreCallback
 
 PROFILE = Profile(name="p", epochs=2, method_defaults={"loss_form": "infonce"})
 STUDY = Study(name="s", method="pirl", grid={"loss_weight": [0.0, 0.5]})
+SPECS = Specs(STUDY, PROFILE, {"dataset": "cifar10"})
+HALF = SPECS.spec("pirl", {"loss_weight": 0.5}, 1).trial_id
 
 
 class _Silent:
@@ -30,7 +33,7 @@ def _trial(loss_weight, last_result, error=None):
 
 def test_finished_trial_row_has_config_metrics_and_invariance(tmp_path):
     store = ResultsStore(tmp_path, "s")
-    callback = StoreCallback(store, STUDY, PROFILE, _Silent())
+    callback = StoreCallback(store, SPECS, _Silent())
     trial = _trial(0.5, {})
     callback.on_trial_start(0, [], trial)
     history = [{"epoch": 0, "loss": 9.0}, {"epoch": 1, "loss": 8.0}]
@@ -42,7 +45,9 @@ def test_finished_trial_row_has_config_metrics_and_invariance(tmp_path):
     }
     callback.on_trial_complete(0, [], trial)
     (row,) = store.read("trials").to_dict("records")
-    assert row["trial_id"] == "pirl-loss_weight=0.5-seed=1" and row["status"] == "ok" and row["seed"] == 1
+    assert name_of(row["trial_id"]) == "pirl-loss_weight=0.5-seed=1" and row["status"] == "ok" and row["seed"] == 1
+    assert row["trial_id"] == SPECS.spec("pirl", {"loss_weight": 0.5}, 1).trial_id
+    assert row["setting_id"] == SPECS.setting_ids[0] and row["train/epochs"] == 2  # how it was made
     assert row["config/loss_weight"] == 0.5 and row["config/loss_form"] == "infonce"  # the profile's default
     assert row["config/temperature"] == pytest.approx(0.07)  # the paper default, recorded
     assert (row["knn_top1"], row["probe_res5_top1"], row["epochs"], row["images_seen"]) == (0.31, 0.4, 2, 640)
@@ -54,11 +59,11 @@ def test_finished_trial_row_has_config_metrics_and_invariance(tmp_path):
 def test_a_trial_stopped_before_its_last_epoch_is_recorded_as_stopped(tmp_path):
     store = ResultsStore(tmp_path, "s")
     trial = _trial(0.0, {"epoch": 0, "loss": 9.0, "knn_top1": 0.18, "images_seen": 320, "device_s": 1.5})
-    grid_callback = StoreCallback(store, STUDY, PROFILE, _Silent())
+    grid_callback = StoreCallback(store, SPECS, _Silent())
     grid_callback.on_trial_start(0, [], trial)
     grid_callback.on_trial_complete(0, [], trial)  # a grid trial cut short was interrupted: it stays pending
     assert store.read("trials").empty
-    callback = StoreCallback(store, STUDY, PROFILE, _Silent(), stops_early=True)
+    callback = StoreCallback(store, SPECS, _Silent(), stops_early=True)
     callback.on_trial_start(0, [], trial)
     callback.on_trial_complete(0, [], trial)  # ASHA (or the time budget) ended it after epoch 1 of 2
     (row,) = store.read("trials").to_dict("records")
@@ -69,7 +74,7 @@ def test_a_trial_stopped_before_its_last_epoch_is_recorded_as_stopped(tmp_path):
 
 def test_failed_trial_is_recorded_with_its_cause(tmp_path):
     store = ResultsStore(tmp_path, "s")
-    callback = StoreCallback(store, STUDY, PROFILE, _Silent())
+    callback = StoreCallback(store, SPECS, _Silent())
     error = RuntimeError("ray.train.WorkerGroupError: ...\nNonFiniteLossError: loss became NaN at epoch 2 step 5 (value nan)")
     trial = _trial(0.0, {"epoch": 1, "loss": 7.5, "images_seen": 128}, error)
     callback.on_trial_start(0, [], trial)
@@ -83,14 +88,14 @@ def test_failed_trial_is_recorded_with_its_cause(tmp_path):
 def test_callback_pickles_without_its_live_display(tmp_path):
     import pickle
 
-    callback = StoreCallback(ResultsStore(tmp_path, "s"), STUDY, PROFILE, progress=object())
+    callback = StoreCallback(ResultsStore(tmp_path, "s"), SPECS, progress=object())
     clone = pickle.loads(pickle.dumps(callback))
     assert clone.progress is None and clone.store.location == callback.store.location
 
 
 def test_a_failure_reported_as_the_last_result_is_recorded_failed_with_its_cause(tmp_path):
     store = ResultsStore(tmp_path, "s")
-    callback = StoreCallback(store, STUDY, PROFILE, _Silent())
+    callback = StoreCallback(store, SPECS, _Silent())
     trial = _trial(0.5, {})
     callback.on_trial_start(0, [], trial)
     trial.last_result = {"failure": "loss became NaN at epoch 1 step 3 (value nan); lower the learning rate",
@@ -141,9 +146,9 @@ def test_running_trials_epochs_wait_while_writing_them_would_take_more_than_its_
     t / share seconds after it began, and then go out together; a trial's end writes its own."""
     store, clock = ResultsStore(tmp_path, "s"), _Clock()
     writes = _slow_writes(store, clock, 0.2)  # at a share of 0.02: one write per 10 s at most
-    callback = StoreCallback(store, STUDY, PROFILE, _Silent(), epochs_write_share=0.02, clock=clock)
+    callback = StoreCallback(store, SPECS, _Silent(), epochs_write_share=0.02, clock=clock)
     a, b = _trial(0.0, {}), _trial(0.5, {})
-    key_a, key_b = "pirl-loss_weight=0-seed=1", "pirl-loss_weight=0.5-seed=1"
+    key_a, key_b = (SPECS.spec("pirl", {"loss_weight": w}, 1).trial_id for w in (0.0, 0.5))
     history = {key_a: [], key_b: []}
 
     def report(trial, key, epoch):
@@ -179,7 +184,7 @@ def test_running_trials_epochs_wait_while_writing_them_would_take_more_than_its_
 def test_cheap_writes_keep_every_epoch_report_in_the_store_at_once(tmp_path):
     store, clock = ResultsStore(tmp_path, "s"), _Clock()
     writes = _slow_writes(store, clock, 0.01)  # 0.5 s to the next write at a share of 0.02
-    callback = StoreCallback(store, STUDY, PROFILE, _Silent(), clock=clock)
+    callback = StoreCallback(store, SPECS, _Silent(), clock=clock)
     trial = _trial(0.5, {})
     callback.on_trial_start(0, [], trial)
     history = []
@@ -194,7 +199,7 @@ def test_cheap_writes_keep_every_epoch_report_in_the_store_at_once(tmp_path):
 def test_a_trials_row_is_never_written_before_its_epochs(tmp_path):
     store, clock = ResultsStore(tmp_path, "s"), _Clock()
     _slow_writes(store, clock, 1.0)
-    callback = StoreCallback(store, STUDY, PROFILE, _Silent(), clock=clock)
+    callback = StoreCallback(store, SPECS, _Silent(), clock=clock)
     trial = _trial(0.5, {})
     callback.on_trial_start(0, [], trial)
     first = [{"epoch": 0, "loss": 9.0}]
@@ -223,12 +228,12 @@ def test_epochs_whose_write_failed_are_written_again_with_the_trials_row(tmp_pat
         record_epochs(histories)
 
     store.record_epochs = flaky
-    callback = StoreCallback(store, STUDY, PROFILE, _Silent(), clock=clock)
+    callback = StoreCallback(store, SPECS, _Silent(), clock=clock)
     trial = _trial(0.5, {})
     callback.on_trial_start(0, [], trial)
     history = [{"epoch": 0, "loss": 9.0}, {"epoch": 1, "loss": 8.0}]
     callback.on_trial_result(0, [], trial, {"epoch": 1, "loss": 8.0, "history": history})
-    assert store.read("epochs").empty and "disk full" in callback.unrecorded["pirl-loss_weight=0.5-seed=1"]
+    assert store.read("epochs").empty and "disk full" in callback.unrecorded[HALF]
     trial.last_result = {"epoch": 1, "loss": 8.0, "knn_top1": 0.3, "history": history}
     callback.on_trial_complete(0, [], trial)
     assert list(store.read("epochs").epoch) == [0, 1] and store.read("trials").status.tolist() == ["ok"]
@@ -245,16 +250,16 @@ def test_a_trial_stays_unrecorded_while_any_kind_of_its_writes_last_failed(tmp_p
         raise StoreWriteError("disk full")
 
     store.record_trial = full_disk
-    callback = StoreCallback(store, STUDY, PROFILE, _Silent())
+    callback = StoreCallback(store, SPECS, _Silent())
     trial = _trial(0.5, {})
     callback.on_trial_start(0, [], trial)
     history = [{"epoch": 0, "loss": 9.0}, {"epoch": 1, "loss": 8.0}]
     trial.last_result = {"epoch": 1, "loss": 8.0, "knn_top1": 0.3, "history": history}
     callback.on_trial_complete(0, [], trial)  # its epochs are written, its row is not
     assert list(store.read("epochs").epoch) == [0, 1] and store.read("trials").empty
-    assert "disk full" in callback.unrecorded["pirl-loss_weight=0.5-seed=1"]
+    assert "disk full" in callback.unrecorded[HALF]
     store.record_trial = record_trial
     other = _trial(0.0, {"epoch": 1, "loss": 7.0, "knn_top1": 0.2, "history": history})
     callback.on_trial_start(0, [], other)
     callback.on_trial_complete(0, [], other)  # another trial's successful writes clear nothing of the first
-    assert list(callback.unrecorded) == ["pirl-loss_weight=0.5-seed=1"]
+    assert list(callback.unrecorded) == [HALF]
