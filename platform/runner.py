@@ -89,9 +89,9 @@ def interrupted_note(study: Study, root: str | None) -> str:
         trials = current_setting(store.read("trials"), store.read("baselines"), meta).trials
     except Exception:  # interrupted while the store itself was being read: nothing more to say
         return "nothing of this run is lost"
-    total = meta.get("total_trials")
-    done = len(trials)
-    return f"{done} of {total if total is not None else '?'} trial(s) of this setting are finished and recorded"
+    if not meta:
+        return "nothing was finished yet"
+    return f"{len(trials)} of {meta.get('total_trials', '?')} trial(s) of this setting are finished and recorded"
 
 
 def _positive_int(text: str) -> int:
@@ -257,6 +257,7 @@ def _metadata(store: ResultsStore, study: Study, specs: Specs, search: Search | 
         "knobs": study.knobs,
         "grid": study.grid_for(profile.name),
         "search": {name: repr(d) for name, d in search.space.items()} if search else None,
+        "optuna_study": _optuna_study_name(study, specs) if search else None,
         "defaults": study.paper_defaults(),
         "base": study.base,
         "method_bases": study.methods,
@@ -396,6 +397,12 @@ def _record_baselines(store: ResultsStore, specs: Specs, data: dict[str, Any], s
         progress.note(f"random-init baseline (seed {seed}): kNN top-1 {metrics['knn_top1']:.3f}")
 
 
+def _optuna_study_name(study: Study, specs: Specs) -> str:
+    """One Optuna study per setting (``<study>-<setting id>``): a search's history under other
+    settings proposes nothing here."""
+    return f"{study.name}-{'-'.join(specs.setting_ids)}"
+
+
 def _optuna_storage(store: ResultsStore, study_name: str):
     """The search's Optuna study, persisted beside the results store (a journal file), so an
     interrupted search resumes with its history and ``optuna.load_study`` can inspect it.
@@ -455,8 +462,7 @@ def _run_trials(
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         space = {**search.space, "seed": optuna.distributions.CategoricalDistribution([0]),
                  "method": optuna.distributions.CategoricalDistribution(study.method_names)}
-        # one Optuna study per setting: a search's history under other settings proposes nothing here
-        name = f"{study.name}-{'-'.join(specs.setting_ids)}"
+        name = _optuna_study_name(study, specs)
         done = len(store.finished_trial_ids() & set(store.trial_ids_of_settings(specs.setting_ids)))
         searcher = OptunaSearch(
             space=space,

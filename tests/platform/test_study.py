@@ -259,7 +259,7 @@ def test_the_dashboard_reads_and_draws_the_store_a_real_study_wrote(study_run, m
     from sslab.platform import metrics
 
     run = study_run(0)
-    root, written = str(run.root), run.trials.set_index("trial_id")
+    root = str(run.root)
     grid = STUDY.grid["loss_weight"]
     expected_ids = sorted(trial_name("pirl", {"loss_weight": w}, 0) for w in grid)
 
@@ -269,8 +269,10 @@ def test_the_dashboard_reads_and_draws_the_store_a_real_study_wrote(study_run, m
     data = reader.read_study(root, STUDY.name, found[STUDY.name])
     assert data.problem is None, data.problem
     assert (data.kind, data.metric, data.knobs, data.total) == ("grid", metrics.KNN, ["loss_weight"], len(grid))
-    trials = data.trials.set_index("trial_id")
+    trials = by_name(data.trials)
+    written = by_name(run.trials)
     assert sorted(trials.index) == expected_ids == sorted(written.index)
+    assert sorted(data.trials.trial_id) == sorted(run.trials.trial_id)
     assert (trials["status"] == "ok").all() and (trials["method"] == "pirl").all() and (trials["seed"] == 0).all()
     assert sorted(trials["config/loss_weight"]) == sorted(grid)
     for column in (metrics.KNN, metrics.INVARIANCE, metrics.probe("res5")):
@@ -308,7 +310,7 @@ def test_the_dashboard_reads_and_draws_the_store_a_real_study_wrote(study_run, m
             assert (row["state"], row["trials"], row["ok"]) == ("complete", f"{len(grid)}/{len(grid)}", len(grid))
             assert row[f"best {metrics.KNN}"] == pytest.approx(written.loc[best, metrics.KNN])
         if page == "trials":
-            shown = app.dataframe[0].value.set_index("trial_id")
+            shown = by_name(app.dataframe[0].value)
             assert sorted(shown.index) == expected_ids
             pd.testing.assert_series_equal(shown[metrics.KNN].sort_index(), written[metrics.KNN].sort_index())
     assert {page: len(drawn) for page, drawn in charts.items()} == {
@@ -371,13 +373,15 @@ def test_search_starts_from_the_paper_defaults_persists_optuna_and_resumes_withi
     assert (trials.device_s > 0).all() and (trials.device == "cpu").all()
 
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "mini_search" / "optuna.journal")))
-    optuna_study = optuna.load_study(study_name="mini_search", storage=storage)  # Optuna's own tools read it
+    name = ResultsStore(tmp_path, "mini_search").metadata()["optuna_study"]  # one per setting
+    assert optuna.get_all_study_names(storage) == [name] and name.startswith("mini_search-")
+    optuna_study = optuna.load_study(study_name=name, storage=storage)  # Optuna's own tools read it
     assert len(optuna_study.trials) == 3
 
     more = run_study(SEARCH, profile=SMALL, root=tmp_path, trials=4, quiet=True)  # a larger budget: one more trial
     assert len(more) == 4 and more.trial_id.is_unique
     assert set(trials.trial_id) < set(more.trial_id)
-    assert len(optuna.load_study(study_name="mini_search", storage=storage).trials) == 4
+    assert len(optuna.load_study(study_name=name, storage=storage).trials) == 4
 
 
 INTERRUPTED = Study(name="interrupted", method="pirl", grid={"loss_weight": [0.0, 0.5, 1.0]}, base={"num_negatives": 64})

@@ -49,9 +49,12 @@ def _run(capsys, study=STUDY, **kwargs) -> tuple[pd.DataFrame, str]:
 @needs_cifar
 def test_a_smoke_test_then_the_real_run_then_more_seeds_then_another_base_never_reuse_or_mix(
         ray_local, tmp_path, capsys):
-    # 1. the smoke test
+    # 1. the smoke test, one trial at a time (--max-trials 1), then the rest
+    first, out = _run(capsys, profile=SMOKE, root=tmp_path, max_trials=1)
+    assert "2 trial(s), 0 already in the results store" in out and "to run now: 1 trial(s), about" in out
+    assert len(first) == 1
     smoke, out = _run(capsys, profile=SMOKE, root=tmp_path)
-    assert "2 trial(s), 0 already in the results store" in out
+    assert "2 trial(s), 1 already in the results store" in out and len(smoke) == 2
     assert (smoke.status == "ok").all() and (smoke["train/epochs"] == 1).all() and (smoke["data/train_subset"] == 100).all()
 
     # 2. the real run into the same root: trains its own trials, shows only them
