@@ -221,9 +221,12 @@ def run_study(
                 _init_ray(address)
                 shape = placement.cluster_shape()  # refuse what could never run, before any work
                 placement.check_shared_storage(store.root, shape)
-                placement.augment_remote_args(placement.augment_policy(profile), shape)
+                augment_args = placement.augment_remote_args(placement.augment_policy(profile), shape)
                 placement.max_concurrent_trials(profile, shape)
-                data = _to_ray(train, test, profile)
+                # Ray Data's own tasks (the input's block metadata) and autoscaler requests carry the
+                # augmentation label too: unlabelled, they could start any node type, a GPU one included
+                with placement.augment_data_context(augment_args):
+                    data = _to_ray(train, test, profile)
                 _record_baselines(store, specs, data, missing_baselines, progress)
                 if to_run:
                     unrecorded = _run_trials(study, specs, store, pending, to_run, data, progress, search=search)

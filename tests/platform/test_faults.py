@@ -32,16 +32,6 @@ STUDY = Study(name="faulty", method="pirl", grid={"loss_weight": [0.0, 1.0]}, ba
 KEYS = sorted(trial_name("pirl", {"loss_weight": w}, 0) for w in (0.0, 1.0))
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    from sslab.platform.placement import TRIAL_RESOURCE
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, resources={TRIAL_RESOURCE: 10}, include_dashboard=True, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.fixture
 def starts(monkeypatch) -> dict[str, int]:
     """How many times Tune started each trial, by the readable part of its id (the callback runs in

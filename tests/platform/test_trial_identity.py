@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 from PIL import Image
 
 from small import SMALL, by_name, needs_cifar
@@ -29,16 +28,6 @@ from sslab.platform.summary import by_configuration, current_setting
 REPO = Path(__file__).parents[2]
 STUDY = Study(name="lam", method="pirl", grid={"loss_weight": [0.0, 1.0]}, base={"num_negatives": 64})
 SMOKE = SMALL.with_overrides(epochs=1, train_subset=100)
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    from sslab.platform.placement import TRIAL_RESOURCE
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, resources={TRIAL_RESOURCE: 10}, include_dashboard=True, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _run(capsys, study=STUDY, **kwargs) -> tuple[pd.DataFrame, str]:
