@@ -15,6 +15,7 @@ import shlex
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import pandas as pd
@@ -189,21 +190,10 @@ def run_study(
     try:
         train, test = _read_data(profile, data_dir, progress)
         progress.profile = profile = _train_budget(profile, len(train.labels), progress)
-        specs = Specs(study, profile, data_identity(profile, train.identity(), test.identity()))
-        planned_specs = specs.planned_specs(seeds) if not search else [
-            specs.spec(method, point, 0) for method, point in study.configurations(profile.name)]
-        specs = specs.with_planned(planned_specs)
-        skip_statuses = ("ok", "stopped") if retry_failed else ("ok", "failed", "stopped")
-        done = store.finished_trial_ids(skip_statuses)
-        done_here = done & set(store.trial_ids_of_settings(specs.setting_ids))
-        pending = [s for s in planned_specs if s.trial_id not in done]
-        total = search.trials if search else len(planned_specs)
-        already_done = min(total, len(done_here)) if search else len(planned_specs) - len(pending)
-        to_run = total - already_done
-        if max_trials is not None:
-            to_run = min(to_run, max_trials)
-        pending = pending[:to_run]
-        progress.start(total=total, already_done=already_done, to_run=to_run,
+        plan = _plan(study, profile, search, seeds, store, data_identity(profile, train.identity(), test.identity()),
+                     retry_failed=retry_failed, max_trials=max_trials)
+        specs, pending, to_run = plan.specs, plan.pending, plan.to_run
+        progress.start(total=plan.total, already_done=plan.already_done, to_run=to_run,
                        estimate=cost.estimate(to_run, profile, history, train_images=len(train.labels)))
         for line in _resume_notes(store, pending):
             progress.note(line)
@@ -239,6 +229,38 @@ def run_study(
         first = next(iter(unrecorded.values()))
         raise StoreWriteError(f"{len(unrecorded)} trial(s) finished but are not fully recorded: {first}")
     return trials
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a run of a study will do: its specs, the trials still to run (at most ``to_run`` of them
+    start now), how many the study has in all and how many of those the store already holds."""
+
+    specs: Specs
+    pending: list[TrialSpec]
+    total: int
+    already_done: int
+    to_run: int
+
+
+def _plan(study: Study, profile: Profile, search: Search | None, seeds: int, store: ResultsStore,
+          data: dict[str, Any], *, retry_failed: bool, max_trials: int | None) -> _Plan:
+    """Every trial's specification on this data, and which of them the store holds already (the
+    same specification, to the last bit; failed ones too unless ``retry_failed``). A search plans
+    its first points (the paper's defaults) and counts its budget against this setting's trials."""
+    specs = Specs(study, profile, data)
+    planned = specs.planned_specs(seeds) if not search else [
+        specs.spec(method, point, 0) for method, point in study.configurations(profile.name)]
+    specs = specs.with_planned(planned)
+    done = store.finished_trial_ids(("ok", "stopped") if retry_failed else ("ok", "failed", "stopped"))
+    pending = [s for s in planned if s.trial_id not in done]
+    if search:
+        total = search.trials
+        already_done = min(total, len(done & set(store.trial_ids_of_settings(specs.setting_ids))))
+    else:
+        total, already_done = len(planned), len(planned) - len(pending)
+    to_run = total - already_done if max_trials is None else min(total - already_done, max_trials)
+    return _Plan(specs, pending[:to_run], total, already_done, to_run)
 
 
 def _metadata(store: ResultsStore, study: Study, specs: Specs, search: Search | None, seeds: int,

@@ -211,10 +211,10 @@ def test_study_writes_the_store_and_resumes_without_rerunning(ray_local, study_r
     assert invariance.groupby("trial_id").size().tolist() == [20, 20]
 
     resumed = trials
-    # Everything done: a third run starts no trial at all, and needs neither Ray nor the data.
+    # Everything done: a third run starts no trial at all and needs no Ray (it reads the data, whose
+    # fingerprint is part of every trial's specification: changed data would be other trials)
     ray.shutdown()
-    final = run_study(STUDY, profile=SMALL.with_overrides(num_workers=workers), root=root,
-                      data_dir=root / "no-data-here", quiet=True)
+    final = run_study(STUDY, profile=SMALL.with_overrides(num_workers=workers), root=root, quiet=True)
     pd.testing.assert_frame_equal(final, resumed)
     assert not ray.is_initialized()
 
@@ -334,7 +334,7 @@ def test_the_dashboard_reads_and_draws_the_store_a_real_study_wrote(study_run, m
 
     traces, _ = charts["training"][0]  # the loss of each trial, epoch by epoch
     assert len(traces) == len(grid) and all(t["x"] == [0, 1] for t in traces)
-    loss = {f"{STUDY.name} · {trials.loc[t, 'label'].split(' · ')[1]}": epochs[epochs["trial_id"] == t]
+    loss = {f"{STUDY.name} · {trials.loc[t, 'label'].split(' · ')[1]}": epochs[epochs["trial_id"].map(name_of) == t]
             .sort_values("epoch")["loss"].tolist() for t in expected_ids}
     assert {t["name"]: pytest.approx(t["y"]) for t in traces} == loss
 
@@ -419,7 +419,7 @@ def test_an_interrupted_study_resumes_with_no_duplicate_and_no_gap(ray_local, tm
     expected = sorted(trial_name("pirl", {"loss_weight": w}, 0) for w in (0.0, 0.5, 1.0))
     assert sorted(after.trial_id.map(name_of)) == expected  # no gap, no duplicate
     assert (after.status == "ok").all(), after.error.tolist()
-    kept = by_name(after).loc[before.trial_id]
+    kept = after.set_index("trial_id").loc[before.trial_id]  # the very same ids: nothing about them changed
     assert list(kept.finished_at) == list(before.finished_at)  # finished trials were not rerun
     epochs = pd.read_parquet(tmp_path / "interrupted" / "epochs.parquet")
     assert sorted(epochs.groupby("trial_id").epoch.apply(list).tolist()) == [[0, 1]] * 3
@@ -477,7 +477,7 @@ def test_a_multi_objective_search_trades_knn_against_compute(ray_local, tmp_path
     trials = run_study(study, profile=SMALL, root=tmp_path, quiet=True)
     assert len(trials) == 2 and (trials.status == "ok").all(), trials.error.tolist()  # no ASHA on two objectives
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "pareto" / "optuna.journal")))
-    pareto = optuna.load_study(study_name="pareto", storage=storage)
+    pareto = optuna.load_study(study_name=ResultsStore(tmp_path, "pareto").metadata()["optuna_study"], storage=storage)
     assert [d.name for d in pareto.directions] == ["MAXIMIZE", "MINIMIZE"]
     # Optuna saw each trial's (kNN, device seconds) exactly as the store records them ...
     seen = {round(t.params["loss_weight"], 9): tuple(t.values) for t in pareto.trials}
