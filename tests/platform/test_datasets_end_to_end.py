@@ -4,6 +4,7 @@ through the real study script; and a study that compares two methods on it."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -64,10 +65,29 @@ def test_pirl_lambda_runs_on_a_folder_of_28px_grayscale_images(gray_folder, tmp_
     assert (trials.images_seen == 64).all()  # 120 images, batch 64, drop_last: one step per epoch
     baselines = pd.read_parquet(tmp_path / "pirl_lambda" / "baselines.parquet")
     assert len(baselines) == 1
-    # the same store refuses other data rather than mixing it in
-    again = subprocess.run([sys.executable, "studies/pirl_lambda.py", "--epochs", "1"], cwd=REPO, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
-    assert again.returncode == 2 and "were trained on" in again.stdout and "--results" in again.stdout
+    # The same folder with one image changed is other data: its trials train anew beside the first
+    # ones, which are kept and never mixed in (the split's content hash is in every trial's id)
+    changed = tmp_path / "changed"
+    shutil.copytree(gray_folder, changed)
+    image = changed / "train" / CLASSES[0] / "0.png"
+    pixels = np.array(Image.open(image))
+    pixels[0, 0] ^= 1  # one bit of one pixel
+    Image.fromarray(pixels, mode="L").save(image)
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    again = subprocess.run([sys.executable, "studies/pirl_lambda.py", "--dataset", f"imagefolder:{gray_folder}",
+                            "--epochs", "1"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=600)
+    # (the console wraps its long lines: the checks read the words)
+    assert again.returncode == 0 and "5 trial(s), 5 already in the results store" in " ".join(again.stdout.split())
+    other = subprocess.run([sys.executable, "studies/pirl_lambda.py", "--dataset", f"imagefolder:{changed}",
+                            "--epochs", "1"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=600)
+    said = " ".join(other.stdout.split())
+    assert other.returncode == 0 and "5 trial(s), 0 already in the results store" in said, other.stdout[-3000:]
+    assert "5 trial(s) of 1 other setting(s) are in the store and not shown" in said and "train_content_sha256" in said
+    both = pd.read_parquet(tmp_path / "pirl_lambda" / "trials.parquet")
+    assert len(both) == 10 and both.setting_id.nunique() == 2 and both.trial_id.is_unique
+    assert both.groupby("setting_id")["data/train_content_sha256"].nunique().eq(1).all()
 
 
 TINY = Profile(

@@ -237,7 +237,7 @@ def test_a_corrupt_newest_checkpoint_is_said_and_the_trial_resumes_from_the_one_
     out = capsys.readouterr().out
     assert f"{key}: resumed from an older checkpoint: " in out and "epoch-000001.pt does not load" in out
     row = again.iloc[0]
-    assert row.status == "ok" and row.restarts == 1 and starts == {key: 1}
+    assert row.status == "ok" and row.restarts == 1 and starts == {name_of(key): 1}
     assert row.images_seen == first.images_seen.iloc[0]  # epoch 1 trained again, epoch 0 not
     epochs = pd.read_parquet(tmp_path / "corrupt" / "epochs.parquet")
     assert epochs.epoch.tolist() == [0, 1] and epochs.restarts.tolist() == [0, 1]
