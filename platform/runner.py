@@ -301,14 +301,20 @@ def _metadata(store: ResultsStore, study: Study, specs: Specs, search: Search | 
 
 
 def _resume_notes(store: ResultsStore, pending: list[TrialSpec]) -> list[str]:
-    """One line per pending trial that an earlier run left part-trained: from which epoch it resumes."""
+    """One line per pending trial that an earlier run left part-trained: from which epoch it resumes
+    (an in-process trial's newest checkpoint; a TorchTrainer trial's last epoch in the store)."""
     from sslab.platform.checkpoints import EpochCheckpoints
 
+    epochs = store.read("epochs")
+    reported = epochs.groupby("trial_id")["epoch"].max() if not epochs.empty else {}
     lines = []
     for spec in pending:
         newest = EpochCheckpoints(f"{store.ray_storage}/train/{spec.trial_id}").newest_epoch()
         if newest is not None:
             lines.append(f"resuming {spec.trial_id} from its checkpoint after epoch {newest + 1}")
+        elif spec.trial_id in reported:
+            lines.append(f"resuming {spec.trial_id} from its last checkpoint (epoch {int(reported[spec.trial_id]) + 1} "
+                         "was the last one recorded)")
     return lines
 
 
