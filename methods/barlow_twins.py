@@ -151,17 +151,11 @@ class BarlowTwins(TwoViewMethod):
 
     name = "barlow_twins"
     Config = BarlowTwinsConfig
-    # The local profile (16 epochs of a width-8 ResNet-10, 64-d features, on 5,000 CPU images at
-    # batch 64), measured with benchmarks/local_profile.py (kNN top-1 of res5 on 2,000 test
-    # images, seed 0 only, so differences of a point or two mean little; random init 0.239):
-    # - a 512-512-512 projector: 2048 wide (the CIFAR ports', for 512-d ResNet-18 features) made
-    #   a step about 5x slower on one CPU thread (1.2 s against 0.23 s) for a 64-d backbone;
-    # - base lr 1.0 per 256 images (0.25 at batch 64, SimCLR's CIFAR rate) instead of 0.2: LARS
-    #   moves each layer by about lr·η of its norm per step, and 0.2 scaled down to batch 64 left
-    #   kNN flat after 2 epochs: 0.288 after 16 epochs at 0.2, 0.319 at 1.0 (λ = 0.0051);
-    # - one warm-up epoch: the paper's 10 would be most of the run;
-    # - with these settings the momentum variant trains too: encoder_momentum 0.99 (cosine) gave
-    #   0.337 against 0.319 without (the default stays the published method, m = 0).
+    # The local profile (16 epochs of a width-8 ResNet-10 with 64-d features, batch 64): a 512-wide
+    # projector, as 2048 (the CIFAR ports', for 512-d ResNet-18 features) makes a step several times
+    # slower for so small a backbone; base lr 1.0 per 256 images (0.25 at batch 64, SimCLR's CIFAR
+    # rate), as LARS at 0.2 scaled down to batch 64 barely moves each layer; one warm-up epoch, as
+    # the paper's 10 would be most of the run. Measured in docs/local-profile.md#barlow_twins.
     profile_defaults = {"local": {"projection_dim": 512, "projection_hidden_dim": 512, "base_lr": 1.0,
                                   "warmup_epochs": 1}}
 

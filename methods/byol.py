@@ -98,15 +98,10 @@ class BYOL(TwoViewMethod):
 
     name = "byol"
     Config = BYOLConfig
-    # The local profile (16 epochs of a width-8 ResNet-10 on 5,000 CPU images, batch 64), measured
-    # with benchmarks/local_profile.py (kNN top-1 of res5 on 2,000 test images, seed 0 only: one
-    # seed establishes little; random init 0.239):
-    # - the official defaults with one warm-up epoch did not learn: 0.246 after 16 epochs (loss
-    #   flat near 1.48 from epoch 3). LARS moves each weight by about lr·η = 0.05 × 1e-3 of its
-    #   norm per step at batch 64 (linear scaling from 0.2 per 256), 1,250 steps in all;
-    # - base lr 2.0 (0.5 at batch 64) with τ_base 0.99 (solo-learn's CIFAR value): 0.336, 0.340 at
-    #   epoch 5 and flat after. Both were changed in one run, so which of the two mattered is not
-    #   measured.
+    # The local profile (16 epochs of a width-8 ResNet-10 on 5,000 CPU images, batch 64): one warm-up
+    # epoch, and base lr 2.0 per 256 (0.5 at batch 64) with τ_base 0.99 (solo-learn's CIFAR value):
+    # at the official 0.2 per 256, LARS barely moves the weights at batch 64 in 1,250 steps and BYOL
+    # did not learn. Which of the two changes mattered is not measured: docs/local-profile.md#byol.
     profile_defaults = {"local": {"warmup_epochs": 1, "base_lr": 2.0, "encoder_momentum": 0.99}}
 
     def __init__(self, config: BYOLConfig, backbone: Backbone) -> None:

@@ -127,10 +127,8 @@ class Colorization(Method):
     name = "colorization"
     Config = ColorizationConfig
     # 16 epochs of the local profile (~1,250 steps at batch 64) are far too few for the official
-    # Adam lr of 3e-5 (tuned for 450k steps): lr 1e-3 with one warm-up epoch. Measured with
-    # benchmarks/local_profile.py --method colorization --taps all (seed 0 only, one run, so no
-    # spread): kNN top-1 at random init / after 16 epochs, conv1 0.246 / 0.259, res2 0.246 / 0.277,
-    # res3 0.248 / 0.283, res4 0.256 / 0.295, res5 0.239 / 0.331 (still rising; 97 s of training).
+    # Adam lr of 3e-5 (tuned for 450k steps): lr 1e-3 with one warm-up epoch. Measured in
+    # docs/local-profile.md#colorization.
     profile_defaults = {"local": {"base_lr": 1e-3, "warmup_epochs": 1}}
 
     def __init__(self, config: ColorizationConfig, backbone: Backbone) -> None:

@@ -91,16 +91,8 @@ class ContextEncoder(Method):
     name = "context_encoder"
     Config = ContextEncoderConfig
     # The local profile: the official settings, but Adam's lr 1e-3 instead of 2e-4 (as colourisation
-    # and split-brain at local): 2e-4 is for the official 100s of epochs, not 16. Measured with
-    # benchmarks/local_profile.py --method context_encoder --taps res3,res4,res5 --seeds 3
-    # (2026-12-03), kNN top-1 per seed (0 / 1 / 2), mean ± std:
-    #   random init         res4 .256 / .268 / .267 = .263 ± .007   res5 .239 / .253 / .265 = .252 ± .013
-    #   lr 2e-4 (official)  res4 .290 / .277 / .288 = .285 ± .007   res5 .291 / .271 / .297 = .286 ± .014
-    #   lr 1e-3             res4 .311 / .311 / .303 = .308 ± .005   res5 .301 / .284 / .295 = .293 ± .009
-    # lr 1e-3 gains at res4 on every seed (+.015 to +.034) and at res5 on two of three; the
-    # reconstruction loss ends at 0.30 against 0.48. lr 3e-3 (seed 0): res4 .307, res5 .261.
-    # Earlier, at lr 2e-4 (python studies/pretext_zoo.py --seeds 3): kNN 0.281 ± 0.008 against random
-    # init 0.252 ± 0.013, best linear probe res4 0.334 ± 0.006 against 0.318 ± 0.014 (within the spread).
+    # and split-brain at local): 2e-4 is for the official 100s of epochs, not 16. Measured over 3
+    # seeds in docs/local-profile.md#context_encoder.
     profile_defaults = {"local": {"base_lr": 1e-3}}
     needs = ("image_size",)
 

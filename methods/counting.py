@@ -83,26 +83,10 @@ class Counting(Method):
 
     name = "counting"
     Config = CountingConfig
-    # Measured with benchmarks/local_profile.py --method counting --taps all (16 epochs, kNN top-1
-    # on 2,000 test images, seed 0 only: one seed establishes little). Random init: conv1 0.246,
-    # res2 0.246, res3 0.248, res4 0.256, res5 0.239.
-    # - base lr 0.2 per 256, 1 warm-up epoch, tiles fed as cut (16 px), PyTorch's default fc init:
-    #   0.195 / 0.220 / 0.251 / 0.246 / 0.179; the loss stayed near M (8-9, φ near collapse) and
-    #   res5 fell below random init in the first epoch (the initial pair term of ~800);
-    # - the same with the fc at N(0, 0.01²) and tile_size 32 (D∘x and the tiles at the size the
-    #   probes read, so the backbone is trained and evaluated at one scale): 0.233 / 0.242 /
-    #   **0.275** / 0.257 / 0.226, loss down to 4.9. res3 is the best tap (+0.027 over random init
-    #   there); res5 stays below random init. 5 images of 32 px per sample make a step ~3x SimCLR's
-    #   (2 views of 32 px; 242 s for the 16 epochs against 76 s as cut): the price of the scale
-    #   match, which is what lifted the run.
-    # Over 3 seeds (python studies/pretext_zoo.py --seeds 3, 2026-12-03) it does not learn in this
-    # budget: kNN 0.253 ± 0.032 against random init 0.252 ± 0.013, best linear probe res3 0.328 ±
-    # 0.018 against 0.313 ± 0.029 (within the spread); seed 0's res3 gain above was luck. ~295 s a trial.
-    # base lr 0.05 per 256 instead of 0.2 (2026-12-03, local_profile.py --set base_lr=0.05 --taps
-    # res3,res4,res5 --seeds 2): the loss ends at 2.0 / 2.1 instead of ~4.9 (the pretext is learned),
-    # kNN res3 / res4 / res5 seed 0: 0.290 / 0.265 / 0.259, seed 1: 0.272 / 0.247 / 0.263, random init
-    # 0.248 / 0.256 / 0.239 and 0.277 / 0.268 / 0.253: res5 now above random init on both seeds (+.021,
-    # +.011) where lr 0.2 fell below it. Two seeds and small gains: it still does not learn visibly.
+    # The local profile: tiles at 32 px (tile_size: D∘x and the tiles at the size the probes read, so
+    # the backbone is trained and evaluated at one scale), base lr 0.05 per 256 (at 0.2 the loss stayed
+    # near M and res5 fell below random init) and one warm-up epoch. Even so counting does not learn
+    # visibly in this budget: docs/local-profile.md#counting.
     profile_defaults = {"local": {"tile_size": 32, "base_lr": 0.05, "warmup_epochs": 1}}
 
     def __init__(self, config: CountingConfig, backbone: Backbone) -> None:

@@ -74,10 +74,8 @@ class DenoisingAE(Method):
 
     name = "denoising_ae"
     Config = DenoisingAEConfig
-    # The defaults learn at the local profile as they are (no profile_defaults). Measured with
-    # benchmarks/local_profile.py --method denoising_ae --taps all (seed 0 only, 16 epochs): kNN top-1
-    # after / at random init: conv1 0.253 / 0.246, res2 0.243 / 0.246, res3 0.256 / 0.248,
-    # res4 0.274 / 0.256, res5 0.300 / 0.239 (best tap res5); 82 s of training.
+    # The defaults learn at the local profile as they are (no profile_defaults):
+    # docs/local-profile.md#denoising_ae.
 
     def __init__(self, config: DenoisingAEConfig, backbone: Backbone) -> None:
         super().__init__(config, backbone)

@@ -102,27 +102,11 @@ class Exemplar(Method):
     Config = ExemplarConfig
     needs = ("num_samples",)
     # The local profile (16 epochs of a width-8 ResNet-10 on 5,000 CPU images, batch 64, so K = N =
-    # 5,000 classes seen 16 times each), measured with benchmarks/local_profile.py --taps all (seed 0
-    # only; kNN top-1 on 2,000 test images), base lr 0.2 per 256 (0.05 at batch 64, supervised's):
-    # random init conv1 / res2 / res3 / res4 / res5 0.246 / 0.246 / 0.248 / 0.256 / 0.239, after 16
-    # epochs 0.238 / 0.278 / 0.289 / 0.306 / 0.299 (65 s of training). The surrogate loss barely
-    # leaves ln K (8.533 -> 8.511): a parametric classifier whose rows each see one sample per
-    # epoch learns slowly (on 1,000 images, even without augmentation, 10 epochs took the loss
-    # from 6.93 to 6.72 only); the paper trains each class on ~100 samples. The cosine classifier
-    # (--set temperature=0.1, same lr) does learn the task (loss 9.29 -> 7.96, below ln K) but gave
-    # a lower kNN: 0.264 / 0.255 / 0.264 / 0.282 / 0.281 (68 s), so it stays an option.
-    # Over 3 seeds (python studies/pretext_zoo.py --seeds 3, 2026-12-03) the kNN of res5 is 0.278 ±
-    # 0.012 against random init 0.252 ± 0.013, but every linear probe is at or below the untrained
-    # network's (best, res4: 0.301 ± 0.018 against 0.318 ± 0.014): in this budget Exemplar-CNN
-    # does not learn features a linear probe can use.
-    # What else was tried (2026-12-03, benchmarks/local_profile.py --taps res3,res4,res5, seed 0; the
-    # profile's settings give kNN res3 / res4 / res5 0.289 / 0.306 / 0.299 in the run above):
-    # - more samples per class, M = 4 transformations of each seed per step (64 per class in the
-    #   budget, 4x the images a step, 230 s): the loss still sits at ln K (8.505), kNN 0.292 / 0.288 /
-    #   0.273; M = 2: 8.517, 0.270 / 0.260 / 0.245. The rows' rare visits are not what holds the
-    #   parametric classifier back here, so M stays 1;
-    # - base lr 0.5: 0.269 / 0.259 / 0.270; 0.1 (the default): 0.259 / 0.278 / 0.267; lr 0.5 with the
-    #   cosine classifier (τ = 0.1): loss 8.02, 0.259 / 0.268 / 0.265.
+    # 5,000 classes seen 16 times each): base lr 0.2 per 256 (0.05 at batch 64, supervised's). A
+    # parametric classifier whose rows each see one sample per epoch barely leaves ln K here; the
+    # cosine classifier (temperature) learns the task but not better features, and more
+    # transformations per seed (M) did not help, so M stays 1. In this budget Exemplar-CNN does not
+    # learn features a linear probe can use: docs/local-profile.md#exemplar.
     profile_defaults = {"local": {"base_lr": 0.2}}
 
     def __init__(self, config: ExemplarConfig, backbone: Backbone, *, num_samples: int) -> None:

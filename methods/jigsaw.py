@@ -113,29 +113,10 @@ class Jigsaw(Method):
     Config = JigsawConfig
     # The local profile (16 epochs of a width-8 ResNet-10 on 5,000 CPU images, batch 64): the
     # paper's head (9 x 1024 -> 4096) would cost ~15x the backbone's work on 8-px tiles, so a
-    # smaller one (fc6 128, fc7 512); lr 0.2 per 256 (0.05 at batch 64) and one warm-up epoch, as
-    # PIRL's local setting (not tuned). Measured with benchmarks/local_profile.py --taps all
-    # --epochs 8 (kNN top-1 on 2,000 test images, seed 0 only; random init conv1 / res2 / res3 /
-    # res4 / res5 = 0.246 / 0.246 / 0.248 / 0.256 / 0.239):
-    # - P = 1000 (the paper's) never leaves chance in 8 epochs (loss 6.925 -> 6.908 = ln 1000):
-    #   0.248 / 0.252 / 0.278 / 0.281 / 0.274, barely above the untrained network with its running
-    #   statistics recomputed on whole images (0.250 / 0.274 / 0.271 / 0.268 / 0.248);
-    # - P = 100 learns (loss 4.621 -> 4.169, ln 100 = 4.605): 0.265 / 0.288 / 0.292 / 0.299 / 0.272,
-    #   best at res4 (0.299 against 0.256), res5 peaking at epoch 3 (0.293): hence P = 100 here.
-    #   Over the first 200 steps (pretext loss only, not kNN), P = 1000 stayed at ln P with dropout
-    #   0, with base lr 0.8, and with 16-px tiles alike; at P = 100 dropout 0 left ln P sooner
-    #   (4.524 against 4.605 over steps 150-200): a lead, not measured on kNN;
-    # - bn_statistics: the trained weights do not depend on it, so both were read off the same
-    #   runs, 'tiles' as the running statistics recomputed on the tiles of 1,000 training images:
-    #   after 8 epochs at P = 100, res3 / res4 / res5 0.292 / 0.299 / 0.272 ('images') against
-    #   0.278 / 0.288 / 0.274 ('tiles'); after 4, 0.297 / 0.298 / 0.293 against 0.288 / 0.287 /
-    #   0.283; at P = 1000 0.278 / 0.281 / 0.274 against 0.272 / 0.274 / 0.270. A small gain, in
-    #   the same direction nearly everywhere, for ~20% of the step (42 against 35 ms; PIRL at
-    #   λ = 0.5: 79 ms, SimCLR 80 ms).
-    # - over 3 seeds and the full 16 epochs (studies/permutations_pirl_vs_jigsaw.py --seeds 3,
-    #   2026-12-03; random init kNN 0.252 ± 0.013, res3 probe 0.314): P = 1000 still does not learn
-    #   (kNN 0.262 ± 0.012, res3 probe 0.291 ± 0.012), P = 100 and 10 do (kNN 0.286 ± 0.018 /
-    #   0.300 ± 0.010, res3 probe 0.368 / 0.367).
+    # smaller one (fc6 128, fc7 512); P = 100, as the paper's P = 1000 never leaves chance (ln P) in
+    # this budget; lr 0.2 per 256 (0.05 at batch 64) and one warm-up epoch, as PIRL's local setting
+    # (not tuned). Measured in docs/local-profile.md#jigsaw, with bn_statistics 'images' against
+    # 'tiles'.
     profile_defaults = {"local": {"num_permutations": 100, "tile_dim": 128, "hidden_dim": 512, "base_lr": 0.2,
                                   "warmup_epochs": 1}}
 

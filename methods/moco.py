@@ -98,9 +98,7 @@ class MoCo(TwoViewMethod):
     name = "moco"
     Config = MoCoConfig
     # The paper's defaults learn at the local profile (16 epochs, width-8 ResNet-10, 5,000 images,
-    # batch 64: lr 0.0075, K = 4096), so no profile override. kNN top-1 after 16 epochs with
-    # benchmarks/local_profile.py, seed 0 only (random init 0.239; one seed establishes little):
-    # defaults 0.347; m = 0.99 (the CIFAR demo's) 0.344; base lr 0.2 per 256 0.354.
+    # batch 64: lr 0.0075, K = 4096), so no profile override: docs/local-profile.md#moco.
 
     def __init__(self, config: MoCoConfig, backbone: Backbone) -> None:
         super().__init__(config, backbone)

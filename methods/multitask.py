@@ -204,12 +204,8 @@ class Multitask(Method):
     Config = MultitaskConfig
     needs = tuple(f.name for f in fields(DataInfo))
     # Each task applies its own profile_defaults for the profile (see the module docstring); one
-    # warm-up epoch of the local profile's 16. Measured with benchmarks/local_profile.py --taps all
-    # (16 epochs, width-8 ResNet-10, 5,000 images, batch 64, seed 0 only: differences of ~0.01 mean
-    # little): the default tasks at these settings reach kNN 0.332 at res5 (res4 0.311, res3 0.299)
-    # against 0.239 at random init (res4 0.256), 155 s; the tasks' own runs by their authors, same
-    # command, own optimisers: colorization 0.331, exemplar 0.299 (res4 0.306), relative_location
-    # 0.274 at res5. Colourisation trains here with multitask's SGD, not its own Adam.
+    # warm-up epoch of the local profile's 16. Colourisation trains here with multitask's SGD, not
+    # its own Adam. Measured in docs/local-profile.md#multitask.
     profile_defaults = {"local": {"task_profile": "local", "warmup_epochs": 1}, "cifar": {"task_profile": "cifar"}}
 
     def __init__(self, config: MultitaskConfig, backbone: Backbone, *, num_samples: int, num_classes: int,

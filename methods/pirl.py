@@ -118,50 +118,17 @@ class PIRL(Method):
     name = "pirl"
     Config = PIRLConfig
     needs = ("num_samples",)
-    # The local profile (16 epochs of a width-8 ResNet-10 on 5,000 CPU images), measured with
-    # benchmarks/local_profile.py (kNN top-1 of res5 on 2,000 test images, seed 0 unless said;
-    # random init 0.239-0.265 by seed):
+    # The local profile (16 epochs of a width-8 ResNet-10 on 5,000 CPU images; measured in
+    # docs/local-profile.md#pirl):
     # - the softmax (InfoNCE) form: NCE's normalising constant Z is estimated once, on the first
-    #   batch, against a still-random bank; with it NPID++ fell below random init (0.187);
-    # - bank_init 'features': the rows start as the untrained network's f(v_I), not as noise.
-    #   With random rows the bank's positives were noise for the first epochs: NPID++ needed
-    #   α = 0 (each row replaced by its latest f(v_I)) to learn at all, and levelled off near
-    #   0.31-0.33 (0.317 after 10 epochs, 0.332 after 20). From the features, after 12 epochs:
-    #   0.318 -> 0.343 (seed 0), 0.294 -> 0.343 (seed 2, BatchNorm on batch statistics for the
-    #   initial rows; with eval-mode BatchNorm seed 2 gained nothing);
-    # - and with it the paper's α = 0.5 is best again: after 16 epochs at base lr 0.2, NPID++
-    #   0.364 (α = 0) / 0.395 (α = 0.5), λ = 0.5 0.385 / 0.396, λ = 1 0.295 / 0.317;
-    # - base lr 0.2 per 256 images (0.05 at batch 64), one warm-up epoch: at α = 0, λ = 0.5 gave
-    #   0.347 / 0.385 and NPID++ 0.367 / 0.364 at base lr 0.05 / 0.2;
-    # - λ = 1 (the jigsaw term alone) stays near 0.30 at every setting tried (base lr 0.05 / 0.1 /
-    #   0.2 / 0.4 at α = 0: 0.305 / 0.306 / 0.295 / 0.304, peaking near 0.32 after 4 epochs; τ 0.2:
-    #   0.288): the backbone learns from 8-pixel patches only, and nothing trains the image head
-    #   f whose outputs fill the bank;
-    # - τ 0.05 / 0.07 / 0.1 gave 0.298 / 0.317 / 0.313 (λ = 0, random bank, α = 0); ColorJitter
-    #   with hue 0.4 (NPID's) hurt: 0.266 against 0.318;
-    # - jigsaw patches resampled before the backbone (jigsaw_patch_size; cut at 8 px from 32-px
-    #   images, a ResNet sees them as 1 x 1 at res5) lift λ = 1 from 0.317 to 0.347 (12 px) / 0.359
-    #   (16 px), and λ = 0.5 from 0.396 to 0.401 (16 px) / 0.408 (12 px, in the λ study), but at
-    #   12 px each λ > 0 trial of the λ study took ~150 s (λ = 0, no jigsaw view: 79 s), taking the
-    #   main job well past 10 minutes (8 px: 7 min 58 s in all): left at 8 px (0) here. Over 3 seeds
-    #   (2026-12-03) λ = 1 reached 0.329 ± 0.008 at 10 px, 0.330 ± 0.012 at 11 px, 0.345 ± 0.009 at
-    #   12 px (3-seed random init 0.252): only 12 px clears random init + 0.08 beyond the spread.
-    #   A 12-px step costs ~1.5x an 8-px one in fp32 (71 vs 46 ms, λ = 0.5, back to back), all of
-    #   it convolution compute (the views add ~1 s an epoch); CPU bf16 autocast + channels_last
-    #   won back ~20 % but moved λ = 1 to 0.335 (0.317 / 0.353 / 0.335), so the profile stays
-    #   fp32. benchmarks/local_profile.py --set jigsaw_patch_size=12 [--bf16] reruns these.
-    #   The 12-px margin is luck: with the inputs passed channels_last (the same fp32 arithmetic,
-    #   rounded in another order) the same seeds gave 0.320 / 0.335 / 0.326 = 0.327 ± 0.008; over
-    #   all six runs λ = 1 at 12 px is 0.336 ± 0.013, about at the bar rather than over it. The λ
-    #   study at 12 px (that variant, 1 seed, 2026-12-03, 10-30 % CPU steal) took 13 min 12 s.
-    #   16 px over 3 seeds: 0.341 / 0.361 / 0.333 = 0.345 ± 0.014 after 16 epochs (at ~1.7x the
-    #   cost of an 8-px λ = 0.5 step, 1.8 vs 1.07 ms an image), 0.337 ± 0.018 after 10; so no patch
-    #   size lifts λ = 1 clear of random init + 0.08 beyond its spread;
-    # - nothing else tried lifts λ = 1 at 8 px either (seed 0, against 0.317): τ 0.1 0.296, weight
-    #   decay 5e-4 0.305, d = 32 0.299, jigsaw crop scale (0.25, 1) 0.292, per-patch tile
-    #   normalisation 0.288, per-patch grayscale p = 0.66 0.269; batch 128 or 256 would not buy
-    #   time (ms an image no lower than batch 64's at 8 and 16 px, between-run drift ~20 %:
-    #   benchmarks/cpu_numerics.py --methods pirl --batch N [--set jigsaw_patch_size=16]).
+    #   batch, against a still-random bank, and NPID++ then fell below random init;
+    # - bank_init 'features': the rows start as the untrained network's f(v_I), not as noise, so the
+    #   bank's positives mean something from the first epoch (with random rows NPID++ needed α = 0 to
+    #   learn at all); with it the paper's α = 0.5 is best again;
+    # - base lr 0.2 per 256 images (0.05 at batch 64), one warm-up epoch;
+    # - jigsaw patches as cut, 8 px (jigsaw_patch_size 0): larger ones lift λ = 1 a little, but cost
+    #   ~1.5x a step and take the main job well past 10 minutes, and no size lifts λ = 1 clear of
+    #   random init beyond its spread; fp32, as CPU bf16 moved λ = 1's kNN.
     profile_defaults = {"local": {"loss_form": "infonce", "bank_init": "features", "base_lr": 0.2,
                                   "warmup_epochs": 1}}
 

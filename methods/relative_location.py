@@ -99,29 +99,11 @@ class RelativeLocation(Method):
 
     name = "relative_location"
     Config = RelativeLocationConfig
-    # The local profile (16 epochs, width-8 ResNet-10, 5,000 CIFAR-10 images at 32 px, batch 64),
-    # measured with benchmarks/local_profile.py --taps all, seed 0 only (one seed establishes
-    # little: differences of a point or two are within its noise); kNN top-1 per tap conv1 / res2 /
-    # res3 / res4 / res5, random init 0.246 / 0.246 / 0.248 / 0.256 / 0.239:
-    # - one warm-up epoch (the official 5 are for 70 epochs), everything else default (8-px patches,
-    #   1 x 1 at res5; base lr 0.1 per 256): 0.266 / 0.281 / 0.277 / 0.270 / 0.274 after 16 epochs
-    #   (res5 peaked at 0.29 after 2 epochs), 56 s;
-    # - patches resampled to 16 px (2 x 2 at res5) and base lr 0.2 per 256, as PIRL's and the
-    #   supervised baseline's local settings (the two changes were not separated): 0.261 / 0.260 /
-    #   0.258 / 0.272 / 0.285 (res5 0.29-0.30 from epoch 6 on), 66 s; kept, for res5.
-    # The pretext loss fell only from ln 8 = 2.08 to 2.03 in both: at 32 px the task is barely solved.
-    # Over 3 seeds (python studies/pretext_zoo.py --seeds 3, 2026-12-03): kNN 0.273 ± 0.009 against
-    # random init 0.252 ± 0.013 (+0.021, within the spread) and every linear probe at or below the
-    # untrained network's (best, res4: 0.305 ± 0.008 against 0.318 ± 0.014): it does not learn here.
-    # Making the task easier makes it learnable but not useful (2026-12-03, --taps res3,res4,res5,
-    # seed 0; the profile's settings: loss 2.028, kNN 0.258 / 0.272 / 0.285):
-    # - gap 0.1 and jitter 0.05 of the patch (DC: 0.5 and 0.07), larger patches in the same crop:
-    #   loss 1.846, 0.262 / 0.285 / 0.283;
-    # - and grayscale at p 0.66 (mmselfsup's) instead of the channel drop: 1.610, 0.280 / 0.272 / 0.276;
-    # - and the layout spanning the whole image (crop_min_scale 1): 1.396, 0.280 / 0.275 / 0.293;
-    # - and the patches resampled to 32 px, the scale evaluation reads (2x the pixels a step): 1.253,
-    #   0.281 / 0.286 / 0.282.
-    # The pretext accuracy rises with each, the kNN at every tap stays within a seed's noise.
+    # The local profile (16 epochs, width-8 ResNet-10, 5,000 CIFAR-10 images at 32 px, batch 64): one
+    # warm-up epoch (the official 5 are for 70 epochs); patches resampled to 16 px (2 x 2 at res5,
+    # not 1 x 1) and base lr 0.2 per 256, as PIRL's and the supervised baseline's local settings. At
+    # 32 px the task is barely solved, and it does not learn useful features here, even when made
+    # easier: docs/local-profile.md#relative_location.
     profile_defaults = {"local": {"warmup_epochs": 1, "patch_output_size": 16, "base_lr": 0.2}}
 
     def __init__(self, config: RelativeLocationConfig, backbone: Backbone) -> None:

@@ -71,11 +71,8 @@ class Rotation(Method):
 
     name = "rotation"
     Config = RotationConfig
-    # The official defaults learn at the local profile (16 epochs, width-8 ResNet-10, 5,000 CIFAR-10
-    # images, batch 64; benchmarks/local_profile.py --method rotation --taps all, seed 0 only): kNN
-    # top-1 per tap conv1 / res2 / res3 / res4 / res5 0.281 / 0.307 / 0.346 / 0.341 / 0.341 against
-    # 0.246 / 0.246 / 0.248 / 0.256 / 0.239 at random init (rotation loss 1.29 -> 0.86), 143 s;
-    # so no profile_defaults.
+    # The official defaults learn at the local profile (docs/local-profile.md#rotation), so no
+    # profile_defaults.
 
     def __init__(self, config: RotationConfig, backbone: Backbone) -> None:
         super().__init__(config, backbone)

@@ -88,11 +88,9 @@ class SimSiam(TwoViewMethod):
 
     name = "simsiam"
     Config = SimSiamConfig
-    # The local profile (16 epochs of a width-8 ResNet-10 on 5,000 CPU images, batch 64), measured
-    # with benchmarks/local_profile.py (kNN top-1 of res5 on 2,000 test images, seed 0 only: one
-    # seed establishes little; random init 0.239): the official defaults (lr 0.05 per 256, 0.0125
-    # at batch 64) 0.298; base lr 0.2 (0.05 at batch 64, near lightly's CIFAR 0.06; solo-learn's
-    # CIFAR config uses 0.5 per 256) 0.320, ahead from epoch 3 on.
+    # The local profile (16 epochs of a width-8 ResNet-10 on 5,000 CPU images, batch 64): base lr 0.2
+    # per 256 (0.05 at batch 64, near lightly's CIFAR 0.06; solo-learn's CIFAR config uses 0.5 per
+    # 256) instead of the official 0.05, which learned less in 16 epochs: docs/local-profile.md#simsiam.
     profile_defaults = {"local": {"base_lr": 0.2}}
 
     def __init__(self, config: SimSiamConfig, backbone: Backbone) -> None:

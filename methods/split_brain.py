@@ -89,11 +89,8 @@ class SplitBrain(Method):
     name = "split_brain"
     Config = SplitBrainConfig
     # 16 epochs of the local profile (~1,250 steps at batch 64) are far too few for colourisation's
-    # Adam lr of 3e-5 (tuned for 450k steps): lr 1e-3 with one warm-up epoch. Measured with
-    # benchmarks/local_profile.py --method split_brain --taps all (seed 0 only, one run, so no
-    # spread): kNN top-1 at random init / after 16 epochs, conv1 0.246 / 0.261, res2 0.246 / 0.275,
-    # res3 0.248 / 0.289, res4 0.256 / 0.286, res5 0.239 / 0.298 (colorization: res5 0.331). About
-    # 9 s an epoch against colorization's 6 (both inputs go through the backbone).
+    # Adam lr of 3e-5 (tuned for 450k steps): lr 1e-3 with one warm-up epoch. Measured in
+    # docs/local-profile.md#split_brain.
     profile_defaults = {"local": {"base_lr": 1e-3, "warmup_epochs": 1}}
 
     def __init__(self, config: SplitBrainConfig, backbone: Backbone) -> None:

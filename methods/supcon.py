@@ -146,9 +146,7 @@ class SupCon(TwoViewMethod):
     Config = SupConConfig
     # 16 epochs on 5,000 CPU images at batch 64: the official 10 warm-up epochs (for batch 1024)
     # would be most of the run, so one; the rest as the paper (lr 0.125 per 256 gives 0.031 at
-    # batch 64, τ 0.1). Measured with benchmarks/local_profile.py --method supcon (seed 0 only):
-    # kNN top-1 0.239 at random init -> 0.443 after 16 epochs (labels train it: this is no
-    # self-supervised result).
+    # batch 64, τ 0.1). Measured in docs/local-profile.md#supcon.
     profile_defaults = {"local": {"warmup_epochs": 1}}
 
     def __init__(self, config: SupConConfig, backbone: Backbone) -> None:

@@ -57,9 +57,8 @@ class Supervised(Method):
     Config = SupervisedConfig
     needs = ("num_classes",)
     # 16 epochs on 5,000 CPU images at batch 64: one warm-up epoch instead of the official 10
-    # (for batch 1024); lr 0.2 per 256 gives 0.05 at batch 64. Measured with
-    # benchmarks/local_profile.py --method supervised (seed 0 only): kNN top-1 0.239 at random
-    # init -> 0.492 after 16 epochs (SupCon at the same profile: 0.443).
+    # (for batch 1024); lr 0.2 per 256 gives 0.05 at batch 64. Measured in
+    # docs/local-profile.md#supervised.
     profile_defaults = {"local": {"warmup_epochs": 1}}
 
     def __init__(self, config: SupervisedConfig, backbone: Backbone, *, num_classes: int) -> None:

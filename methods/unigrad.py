@@ -135,12 +135,8 @@ class UniGrad(TwoViewMethod):
 
     name = "unigrad"
     Config = UniGradConfig
-    # No profile_defaults: the paper's settings learn at the local profile. Measured with
-    # benchmarks/local_profile.py (16 epochs, width-8 ResNet-10, 5,000 images, batch 64; kNN top-1
-    # of res5 on 2,000 test images; seed 0 only, so differences of ~0.01 mean little; random init
-    # 0.239): paper defaults 0.306 (peak 0.311 at epoch 6); 1 warm-up epoch 0.294; 512-wide
-    # projector at base lr 0.2, 1 warm-up epoch 0.278; the same at base lr 0.5 with m = 0.99 fell
-    # below random init (0.160, the loss rising again in epochs 3-4).
+    # No profile_defaults: the paper's settings learn at the local profile
+    # (docs/local-profile.md#unigrad).
 
     def __init__(self, config: UniGradConfig, backbone: Backbone) -> None:
         super().__init__(config, backbone)

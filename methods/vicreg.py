@@ -92,8 +92,8 @@ class VICReg(BarlowTwins):
     name = "vicreg"
     Config = VICRegConfig
     # The local profile: Barlow Twins' settings, for the reasons given there (a 512-wide expander
-    # for the 64-d features, base lr 1.0 per 256 images, one warm-up epoch). Measured with
-    # benchmarks/local_profile.py, seed 0 only: kNN top-1 0.239 at random init, 0.357 after 16 epochs.
+    # for the 64-d features, base lr 1.0 per 256 images, one warm-up epoch); measured in
+    # docs/local-profile.md#vicreg.
     profile_defaults = BarlowTwins.profile_defaults
 
     def loss(self, z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("studies", help="list the available studies")
     methods_cmd = sub.add_parser("methods", help="list the methods, their papers and hyperparameters")
-    methods_cmd.add_argument("--markdown", action="store_true", help="the README's table")
+    methods_cmd.add_argument("--markdown", action="store_true", help="the table of docs/methods.md")
     run = sub.add_parser("run", help="run or resume a study (flags as for the study script)", add_help=False)
     run.add_argument("name")
     report = sub.add_parser("report", help="print a study's summary from the results store")

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 from sslab.platform.profiles import Profile
 
 #: custom resource a Tune trial's driver holds, so it never takes a CPU that
-#: Ray Data's augmentation or the Train workers need (see DESIGN.md)
+#: Ray Data's augmentation or the Train workers need (see docs/architecture.md)
 TRIAL_RESOURCE = "sslab_trial"
 
 

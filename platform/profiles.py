@@ -172,42 +172,19 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     # Minutes on a 2-core laptop CPU: a width-8 ResNet-10 (ResNet-18's four stages and taps, one
-    # block each) on a 5,000-image class-balanced subset of CIFAR-10. Enough to rank settings and
-    # to beat a random-init backbone; not enough to reproduce paper numbers. Methods adapt their
+    # block each) on a 5,000-image class-balanced subset of CIFAR-10. Enough to rank settings and to
+    # beat a random-init backbone; not enough to reproduce paper numbers. Methods adapt their
     # optimiser and loss to this scale in their own ``profile_defaults``.
     #
-    # Chosen with benchmarks/local_profile.py (the same views, method and optimiser without Ray;
-    # kNN top-1 of res5 on 2,000 test images, one seed each; "memory bank" below is the λ
-    # ablation's method at λ = 0.5 and λ = 0, "two-crop" the NT-Xent method; each method's own
-    # settings at this scale, with their measurements, are in its ``profile_defaults``):
-    # - ResNet-10 over ResNet-18 at the same time: ResNet-18 w8, 5 epochs: random init 0.222,
-    #   memory bank 0.264 (old lr); ResNet-10 w8, 10 epochs: random init 0.239, memory bank
-    #   0.294, two-crop 0.338 (+0.10). Wider is worse in this budget: ResNet-10 w16 starts at
-    #   0.271 and the memory bank at λ = 0 reached 0.296 after 12 epochs (w8: 0.317 after 10);
-    #   ResNet-18 w8 after 12 epochs: 0.291.
-    # - 16 epochs: with its bank started from the untrained features, the memory bank at λ = 0
-    #   reached 0.351 after 12 and 0.367 after 16 (λ = 0.5: 0.385 after 16), still rising; with a
-    #   random bank it levelled off (0.317 at 10, 0.332 at 20). 16 keeps the λ ablation (five
-    #   trials and the baseline) under 10 minutes on 2 cores. More epochs of a smaller subset did
-    #   worse (2,000 images × 25 epochs: 0.262 against its 0.223 baseline).
-    # - batch 64: batch 32 (twice the steps) gave 0.302 / 0.289 (λ = 0.5 / 0) against 0.294 /
-    #   0.256 at the old lr, no better than lowering the lr.
-    # - The budget is 1,248 optimiser steps (``steps``), which is 16 epochs of CIFAR's 5,000
-    #   images but 57 of a 1,437-image dataset (scikit-learn's digits, benchmarks/digits_folder.py).
-    #   A budget of 16 epochs starved it: there, the memory bank at λ = 0.5 over 3 seeds
-    #   (benchmarks/local_profile.py --dataset imagefolder:<digits>) gained +0.044 ± 0.059 kNN
-    #   over random init (0.670 ± 0.038) after 16 epochs = 352 steps, and +0.231 ± 0.028
-    #   (0.894 / 0.892 / 0.919) after 57 epochs = 1,254 steps, at a CIFAR trial's cost (~115 s).
-    #   With the step budget the whole λ ablation on the digits (3 seeds, README) gains +0.111 to
-    #   +0.233 kNN over random init at every λ, against +0.027 to +0.072 with 16 epochs.
-    #
-    # - channels_last (NHWC) convolutions: on 2026-12-03 a step took 0.71-0.90x its NCHW time for
-    #   every one of the 21 methods (median 0.84; the main job's method 0.78; benchmarks/
-    #   cpu_numerics.py, settings interleaved over 2 rounds), and the main job took 9 min 47 s and
-    #   9 min 34 s (identical results) against 11 min 04 s NCHW, back to back; the trials' kNN moved
-    #   by at most 0.004, as summing in another order does. The same benchmark on 2026-12-02 found
-    #   no gain (median 1.01, 0.83-1.21), so the gain depends on the host (the main job was timed
-    #   both ways on 12-03 only).
+    # Why these settings (chosen with benchmarks/local_profile.py; the measurements and the commands
+    # that made them are in docs/local-profile.md#the-profile):
+    # - ResNet-10 w8: in the same time it learns more than ResNet-18 w8, and wider learns less;
+    # - a budget of 1,248 optimiser steps (``steps``): 16 epochs of the 5,000-image subset, which
+    #   keep the λ ablation (five trials and the baseline) under about 10 minutes on 2 cores, and
+    #   as many updates for a smaller dataset (57 epochs of 1,437 images), which 16 would starve;
+    # - batch 64: a smaller batch was no better than a lower lr;
+    # - channels_last convolutions: the same results (to the rounding of another summation order),
+    #   faster on some 2-core hosts and about even on others.
     #
     # Each trial trains in its own process (num_workers=0): Ray Train's controller,
     # worker group and dataset coordinator would add about 20 s of start-up to every

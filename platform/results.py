@@ -10,9 +10,12 @@ Layout under the results root (``$SSLAB_RESULTS``, default ``./results``)::
     <root>/<study>/invariance.parquet  invariance distance samples, per trial
     <root>/<study>/ray/                Ray Tune / Train files and checkpoints
 
-Schema (version 1)
-------------------
-trials: ``trial_id`` (stable across re-runs: method, configuration and seed),
+Schema (version 2: trials carry their specification and setting)
+-----------------------------------------------------------------
+trials: ``trial_id`` (the readable name and a hash of the trial's whole specification:
+``spec.TrialSpec``), ``setting_id`` and ``baseline_setting`` (what it is compared within and with),
+the specification's fields (``config/<name>``, ``train/<field>``, ``eval/<field>``, ``data/<field>``),
+where it ran (``host/<field>``: ``provenance.py``),
 ``method``, ``seed``, ``status`` (``ok`` / ``failed`` / ``stopped``), ``error``,
 ``config/<name>`` per hyperparameter (the union over a study's methods; a
 method without a knob has none), ``knn_top1``, ``probe_<tap>_top1`` per
@@ -23,7 +26,8 @@ to its last checkpoint; NaN where unmeasured),
 ``finished_at``. The metric names are defined in ``platform/metrics.py``.
 epochs: ``trial_id``, ``epoch``, ``loss`` and every other per-epoch metric
 (``epoch_s``, ``epoch_cpu_steal``, ...).
-baselines: ``backbone``, ``seed``, ``knn_top1``, ``probe_<tap>_top1``.
+baselines: ``backbone``, ``setting_id`` (``spec.BaselineSpec``: backbone, data, evaluation), ``seed``,
+``knn_top1``, ``probe_<tap>_top1`` and the baseline specification's fields.
 invariance: ``trial_id``, ``distance``.
 
 The root is a local path or a URI (``s3://bucket/sslab``, ``gs://...``): files

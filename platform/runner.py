@@ -1,9 +1,11 @@
-"""Running a study on Ray: start or join Ray, load the data once, evaluate the random-init
-baselines, run every trial through Tune (Optuna as the searcher, a grid given to it as the
-points to evaluate), write each finished trial to the results store, print a summary.
+"""Running a study: check what is known to fail or to cost too much, read the data, resolve
+every trial's specification (``spec.py``), lock the store, then start or join Ray, evaluate the
+random-init baselines and run the trials through Tune (a grid as ``tune.grid_search`` over trial
+ids; a search with Optuna as the searcher), write each finished trial to the results store and
+print a summary of this run's setting.
 
-``run_study`` validates every configuration before any Ray work; re-running the same study
-skips the trials already in the store and resumes interrupted ones from their checkpoints.
+Re-running the same study skips the trials whose exact specification is in the store and resumes
+interrupted ones from their checkpoints; a run with other settings trains its own trials beside them.
 """
 
 from __future__ import annotations

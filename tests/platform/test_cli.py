@@ -111,9 +111,10 @@ def test_dashboard_serves_the_installed_app_on_localhost_only():
     assert command[command.index("--browser.gatherUsageStats") + 1] == "false"
 
 
-def test_the_readme_method_table_is_the_registry_as_it_is(capsys):
-    """`sslab methods --markdown` writes the README's method table from the registry and the
-    studies; the README must hold it verbatim (rerun it after adding a method or a study)."""
+def test_the_methods_page_table_is_the_registry_as_it_is(capsys):
+    """`sslab methods --markdown` writes the method table of docs/methods.md from the registry and
+    the studies; that page must hold it verbatim, under its marker comment (rerun it after adding a
+    method or a study)."""
     from pathlib import Path
 
     from sslab import methods
@@ -124,5 +125,6 @@ def test_the_readme_method_table_is_the_registry_as_it_is(capsys):
     assert "λ = 0.5 (`pirl_lambda`, `pirl_search`)" in table  # a knob, its default and the studies varying it
     main(["methods", "--markdown"])
     assert capsys.readouterr().out.strip() == table
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert table in readme, "README.md's method table is out of date: paste `sslab methods --markdown`"
+    page = (Path(__file__).resolve().parents[2] / "docs" / "methods.md").read_text(encoding="utf-8")
+    assert f"<!-- methods table: sslab methods --markdown -->\n{table}\n" in page, (
+        "docs/methods.md's method table is out of date: paste `sslab methods --markdown` under its marker")
