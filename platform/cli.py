@@ -50,8 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("studies", help="list the available studies")
     methods_cmd = sub.add_parser("methods", help="list the methods, their papers and hyperparameters")
     methods_cmd.add_argument("--markdown", action="store_true", help="the table of docs/methods.md")
-    run = sub.add_parser("run", help="run or resume a study (flags as for the study script)", add_help=False)
-    run.add_argument("name")
+    run_cmd = sub.add_parser("run", help="run or resume a study (flags as for the study script)", add_help=False)
+    run_cmd.add_argument("name")
     report = sub.add_parser("report", help="print a study's summary from the results store")
     report.add_argument("name")
     report.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "methods":
         print(methods_table(markdown=args.markdown))
     elif args.command == "run":
-        _study(args.name).main(rest)
+        run(_study(args.name), rest)
     elif args.command in ("report", "status"):
         if rest:
             parser.error(f"unrecognised arguments: {' '.join(rest)}")
@@ -90,6 +90,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "dashboard":
         return _dashboard(args.results, args.host, args.port, rest)
     return 0
+
+
+def run(study, argv: Sequence[str] | None = None):
+    """A study script's entry point (``if __name__ == "__main__": run(STUDY)``) and ``sslab run``'s:
+    the study's flags, then the study on Ray (``runner.main``). Only running a study imports the
+    runner; declaring one does not."""
+    from sslab.platform.runner import main as run_main
+
+    return run_main(study, argv)
 
 
 def methods_table(markdown: bool = False) -> str:

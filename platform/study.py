@@ -4,7 +4,7 @@ A study script is declarative::
 
     STUDY = Study(name="<method>_<knob>", method="<method>", grid={"<knob>": [0.0, 0.5, 1.0]})
     if __name__ == "__main__":
-        STUDY.main()
+        run(STUDY)  # from sslab.platform.cli import run: declaring a study never imports its runner
 
 A study may compare methods as well as one method's knobs: ``methods`` maps each method
 to its own base configuration, and the method becomes a dimension of the grid::
@@ -17,7 +17,8 @@ the keys they set become knobs of the study, columns of its tables)::
     Study(name="<a>_variants", methods={"<method a>": [{"<knob>": "<x>"}, {"<knob>": "<y>"}],
                                         "<method b>": {}})
 
-This module says *what* a study compares and validates it; ``runner.py`` runs it on Ray
+This module says *what* a study compares and validates it (it never imports the runner: the CLI's
+``run`` is a script's entry point); ``runner.py`` runs it on Ray
 and ``trial.py`` is one trial. A method's settings are layered, later wins: its Config
 defaults (the paper's) < its ``profile_defaults`` for the profile < the profile's
 ``method_defaults`` < the study's ``base`` < the method's entry in ``methods`` < the grid point.
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any
 
 from sslab import methods
 from sslab.platform import metrics
@@ -272,13 +273,6 @@ class Study:
             raise ValueError(f"study {self.name!r}: a search needs at least 1 trial, got {self.search.trials}")
         if self.seeds < 1:
             raise ValueError(f"study {self.name!r}: seeds = {self.seeds} must be at least 1")
-
-    def main(self, argv: Sequence[str] | None = None):
-        """Command-line entry point of a study script (see ``runner.main``)."""
-        from sslab.platform.runner import main  # the runner needs Ray; declaring a study does not
-
-        return main(self, argv)
-
 
 def _extremes(distribution: Any) -> list[Any]:
     """The values at the ends of an Optuna distribution (every choice of a categorical one)."""

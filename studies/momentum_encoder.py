@@ -16,6 +16,7 @@ Barlow Twins: decorrelation), 6 trials, so that a seed fits the 2-core machine's
     python studies/momentum_encoder.py --profile cifar # all six, one GPU per trial
 """
 
+from sslab.platform.cli import run
 from sslab.platform.study import Finding, Study
 
 METHODS = ("simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg")
@@ -36,4 +37,4 @@ STUDY = Study(
 )
 
 if __name__ == "__main__":
-    STUDY.main()
+    run(STUDY)

@@ -11,6 +11,7 @@ Both sample their permutations from the same maximal-Hamming-distance sets
     python studies/permutations_pirl_vs_jigsaw.py --profile cifar  # one GPU per trial
 """
 
+from sslab.platform.cli import run
 from sslab.platform.study import Finding, Study
 
 STUDY = Study(
@@ -29,4 +30,4 @@ STUDY = Study(
 )
 
 if __name__ == "__main__":
-    STUDY.main()
+    run(STUDY)

@@ -7,6 +7,7 @@ only the latest embedding, α → 1 averages over many epochs.
     python studies/pirl_ema.py --profile cifar
 """
 
+from sslab.platform.cli import run
 from sslab.platform.study import Study
 
 STUDY = Study(
@@ -19,4 +20,4 @@ STUDY = Study(
 )
 
 if __name__ == "__main__":
-    STUDY.main()
+    run(STUDY)

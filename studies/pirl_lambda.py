@@ -7,6 +7,7 @@ NPID-style term (memory bank vs. image view f(v_I)) in eq. 5; λ = 0 is NPID++.
     python studies/pirl_lambda.py --profile cifar  # one GPU per trial, full CIFAR-10
 """
 
+from sslab.platform.cli import run
 from sslab.platform.study import Finding, Study
 
 STUDY = Study(
@@ -27,4 +28,4 @@ STUDY = Study(
 )
 
 if __name__ == "__main__":
-    STUDY.main()
+    run(STUDY)

@@ -8,6 +8,7 @@ image and the results store records the N actually used (``effective/num_negativ
     python studies/pirl_negatives.py --profile cifar
 """
 
+from sslab.platform.cli import run
 from sslab.platform.study import Study
 
 STUDY = Study(
@@ -20,4 +21,4 @@ STUDY = Study(
 )
 
 if __name__ == "__main__":
-    STUDY.main()
+    run(STUDY)

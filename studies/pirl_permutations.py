@@ -8,6 +8,7 @@ shuffle, P = 9! = 362,880 allows any.
     python studies/pirl_permutations.py --profile cifar
 """
 
+from sslab.platform.cli import run
 from sslab.platform.study import Study
 
 STUDY = Study(
@@ -20,4 +21,4 @@ STUDY = Study(
 )
 
 if __name__ == "__main__":
-    STUDY.main()
+    run(STUDY)

@@ -13,6 +13,7 @@ can be inspected with Optuna's own tools (``optuna.load_study``).
 
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from sslab.platform.cli import run
 from sslab.platform.study import Search, Study
 
 STUDY = Study(
@@ -33,4 +34,4 @@ STUDY = Study(
 )
 
 if __name__ == "__main__":
-    STUDY.main()
+    run(STUDY)

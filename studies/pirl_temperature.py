@@ -7,6 +7,7 @@ the contrast between the positive and the hardest negatives.
     python studies/pirl_temperature.py --profile cifar
 """
 
+from sslab.platform.cli import run
 from sslab.platform.study import Study
 
 STUDY = Study(
@@ -19,4 +20,4 @@ STUDY = Study(
 )
 
 if __name__ == "__main__":
-    STUDY.main()
+    run(STUDY)

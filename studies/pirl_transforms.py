@@ -11,6 +11,7 @@ Invariance is measured for whichever transform each trial trained with.
     python studies/pirl_transforms.py --profile cifar  # one GPU per trial
 """
 
+from sslab.platform.cli import run
 from sslab.platform.study import Finding, Study
 
 STUDY = Study(
@@ -32,4 +33,4 @@ STUDY = Study(
 )
 
 if __name__ == "__main__":
-    STUDY.main()
+    run(STUDY)

@@ -12,6 +12,7 @@ same budget and seeds; every trial records a linear probe per tap and the invari
     python studies/pirl_vs_jigsaw_layers.py --profile cifar  # one GPU per trial
 """
 
+from sslab.platform.cli import run
 from sslab.platform.study import Finding, Study
 
 PIRL, JIGSAW = {"method": "pirl"}, {"method": "jigsaw"}
@@ -34,4 +35,4 @@ STUDY = Study(
 )
 
 if __name__ == "__main__":
-    STUDY.main()
+    run(STUDY)

@@ -14,6 +14,7 @@ each method at its best tap (the per-layer probes), not only at the kNN of res5.
     python studies/pretext_zoo.py --profile cifar  # one GPU per trial
 """
 
+from sslab.platform.cli import run
 from sslab.platform.study import Finding, Study
 
 PRETEXT = ("exemplar", "relative_location", "jigsaw", "rotation", "denoising_ae", "context_encoder",
@@ -37,4 +38,4 @@ STUDY = Study(
 )
 
 if __name__ == "__main__":
-    STUDY.main()
+    run(STUDY)

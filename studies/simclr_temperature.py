@@ -8,6 +8,7 @@ the batch size and training length (0.1 on ImageNet at batch 4096, 0.5 on CIFAR-
     python studies/simclr_temperature.py --profile cifar --seeds 3
 """
 
+from sslab.platform.cli import run
 from sslab.platform.study import Finding, Study
 
 STUDY = Study(
@@ -24,4 +25,4 @@ STUDY = Study(
 )
 
 if __name__ == "__main__":
-    STUDY.main()
+    run(STUDY)

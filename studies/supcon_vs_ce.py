@@ -10,6 +10,7 @@ evaluated alike (kNN and linear probes on the frozen backbone).
     python studies/supcon_vs_ce.py --profile cifar  # one GPU per trial, full CIFAR-10
 """
 
+from sslab.platform.cli import run
 from sslab.platform.study import Finding, Study
 
 STUDY = Study(
@@ -26,4 +27,4 @@ STUDY = Study(
 )
 
 if __name__ == "__main__":
-    STUDY.main()
+    run(STUDY)

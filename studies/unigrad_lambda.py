@@ -8,6 +8,7 @@ representation collapse; too large a one spends the update on decorrelation.
     python studies/unigrad_lambda.py --profile cifar  # one GPU per trial, full CIFAR-10
 """
 
+from sslab.platform.cli import run
 from sslab.platform.study import Finding, Study
 
 STUDY = Study(
@@ -26,4 +27,4 @@ STUDY = Study(
 )
 
 if __name__ == "__main__":
-    STUDY.main()
+    run(STUDY)
