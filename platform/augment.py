@@ -24,6 +24,7 @@ import ray.data
 import torch
 
 from sslab.methods.views import Normalization, Uint8Pixels, View, apply_views
+from sslab.platform import placement
 
 #: images per augmentation task; large enough to amortise Python, small enough to stream
 VIEW_BATCH = 256
@@ -68,11 +69,7 @@ def with_views(
         num_cpus=num_cpus,
         **(remote_args or {}),
     )
-    return _own_context(viewed, preserve_order=seed is not None, label_selector=_label_selector(remote_args))
-
-
-def _label_selector(remote_args: dict[str, Any] | None) -> dict[str, str]:
-    return dict((remote_args or {}).get("label_selector") or {})
+    return _own_context(viewed, preserve_order=seed is not None, label_selector=placement.label_selector(remote_args))
 
 
 def _own_context(dataset: ray.data.Dataset, *, preserve_order: bool = False,
@@ -148,7 +145,7 @@ class EpochViews:
         if world_size > 1:
             dealt = shard.randomize_block_order(seed=_block_seed((self.seed, epoch, world_size)))
             # dealing runs Ray Data too: where augmentation runs, asking the autoscaler for those nodes only
-            dealt = _own_context(dealt, label_selector=_label_selector(self.remote_args))
+            dealt = _own_context(dealt, label_selector=placement.label_selector(self.remote_args))
             shard = dealt.split(world_size, equal=True)[rank]
         return with_views(shard, self.views, stats=self.stats.for_transfer(self.transfer),
                           remote_args=self.remote_args, seed=(self.seed, epoch))

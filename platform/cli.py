@@ -265,7 +265,8 @@ def _status(study, root: str | None) -> None:
     from sslab.platform.summary import compute_line, current_setting, totals
 
     store, meta = _open_store(study, root)
-    shown = current_setting(store.read("trials"), store.read("baselines"), meta)
+    every = store.read("trials")
+    shown = current_setting(every, store.read("baselines"), meta)
     trials, epochs = shown.trials, store.read("epochs")
     total = meta.get("total_trials")
     spent = totals(trials)
@@ -276,7 +277,6 @@ def _status(study, root: str | None) -> None:
         print(f"  being run by pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}")
     epochs_total = (meta.get("profile") or {}).get("epochs")
     if not epochs.empty:
-        every = store.read("trials")
         open_ids = sorted(set(epochs["trial_id"]) - set(every.get("trial_id", [])))
         last = epochs[epochs["trial_id"].isin(open_ids)].groupby("trial_id")["epoch"].max()
         updated = store.fs.get_file_info(store.table_path("epochs")).mtime

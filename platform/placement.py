@@ -197,6 +197,11 @@ def augment_remote_args(policy: str, cluster: ClusterShape) -> dict[str, Any]:
     return {}
 
 
+def label_selector(remote_args: dict[str, Any] | None) -> dict[str, str]:
+    """The node-label selector in Ray remote args (``augment_remote_args``'s), empty without one."""
+    return dict((remote_args or {}).get("label_selector") or {})
+
+
 @contextmanager
 def augment_data_context(remote_args: dict[str, Any] | None) -> Iterator[None]:
     """Ray Data work this process starts inside the block carries the augmentation tasks' label selector
@@ -211,7 +216,7 @@ def augment_data_context(remote_args: dict[str, Any] | None) -> Iterator[None]:
     (policy ``any``, or ``prefer`` with no augmentation node), and the process's DataContext is
     restored on the way out: later Ray Data work of the process (another study, a test) is not pinned.
     """
-    selector = dict((remote_args or {}).get("label_selector") or {})
+    selector = label_selector(remote_args)
     if not selector:
         yield
         return

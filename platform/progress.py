@@ -98,8 +98,7 @@ class Progress:
 
     def summary(self, trials: pd.DataFrame, baselines: pd.DataFrame, note: str | None = None) -> None:
         """The summary of this run's setting (``summary.current_setting``), and ``note`` on the others."""
-        if self._bar is not None:
-            self._bar.stop()
+        self.close()
         if note:
             self.note(note)
         defaults = self.study.configurations()[0][1] if self.study.search else None

@@ -29,6 +29,7 @@ given for a float hyperparameter is the same value as that float.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -260,7 +261,7 @@ class Specs:
     def baseline(self, seed: int) -> BaselineSpec:
         return self.spec(self.study.method_names[0], {}, seed).baseline
 
-    @property
+    @functools.cached_property
     def setting_ids(self) -> list[str]:
         """The settings of this run: one per method of the study (their configs differ) and per
         variant, whichever of them this run trains (``--method`` trains one of a comparison)."""

@@ -6,8 +6,8 @@ a process that no longer runs is recognised as stale and taken over, said in one
 
 The lock file is JSON::
 
-    {"host": "node-3", "pid": 4242, "since": "2025-01-01T12:00:03+00:00", "token": "9f1c...",
-     "heartbeat": 1735732803.2, "boot_id": "...", "command": ["studies/pirl_lambda.py", "--profile", "small"]}
+    {"host": "node-3", "pid": 4242, "since": "<ISO 8601 time, UTC>", "token": "9f1c...",
+     "heartbeat": <epoch seconds>, "boot_id": "...", "command": ["studies/pirl_lambda.py", "--profile", "small"]}
 
 Who holds a lock, and is it stale?
 

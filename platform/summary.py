@@ -53,8 +53,8 @@ def current_setting(trials: pd.DataFrame, baselines: pd.DataFrame, meta: dict, s
         return Setting(trials, baselines, note)
     mine = trials["setting_id"].isin(ids)
     shown, others = trials[mine], trials[~mine]
-    baseline_ids = ({setting_baseline for setting_baseline in shown["baseline_setting"].dropna()}
-                    if "baseline_setting" in shown and not shown.empty else {meta.get("baseline_setting")})
+    baseline_ids = (set(shown["baseline_setting"].dropna()) if "baseline_setting" in shown and not shown.empty
+                    else {meta.get("baseline_setting")})
     of_setting = (baselines[baselines["setting_id"].isin(baseline_ids)] if "setting_id" in baselines
                   else baselines.iloc[0:0])
     note = None
@@ -64,10 +64,11 @@ def current_setting(trials: pd.DataFrame, baselines: pd.DataFrame, meta: dict, s
         if len(known) and len(known) < len(others):
             count += " and of none recorded"
         ways = _how_settings_differ(shown, others[others["setting_id"].notna()], meta)
-        ids = ", ".join(sorted(known.unique())[:3])
+        other_ids = ", ".join(sorted(known.unique())[:3])
         note = (f"{len(others)} trial(s) of {count} are in the store and not shown{f' ({ways})' if ways else ''}; "
                 "settings are summarised apart, never mixed"
-                + (f" (sslab report {meta.get('study', '<study>')} --setting ID shows one; IDs: {ids})" if ids else ""))
+                + (f" (sslab report {meta.get('study', '<study>')} --setting ID shows one; IDs: {other_ids})"
+                   if other_ids else ""))
     return Setting(shown.reset_index(drop=True), of_setting.reset_index(drop=True), note)
 
 
