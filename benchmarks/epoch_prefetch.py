@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from sslab import methods
-from sslab.platform.augment import EpochViews
-from sslab.platform.data import load_split, take_subset, to_ray_dataset
-from sslab.platform.prefetch import EpochBatches
-from sslab.platform.profiles import get_profile
-from sslab.platform.train import iter_epoch_batches
+from sslab.engine.augment import EpochViews
+from sslab.data.sources import load_split, take_subset, to_ray_dataset
+from sslab.engine.prefetch import EpochBatches
+from sslab.plan.profiles import get_profile
+from sslab.engine.train import iter_epoch_batches
 from local_profile import parse_set  # noqa: E402 - a sibling script (benchmarks/ is on sys.path)
 
 

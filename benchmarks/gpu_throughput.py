@@ -43,9 +43,9 @@ import torch
 from sslab import methods
 from sslab.methods.base import DataInfo
 from sslab.methods.views import apply_views
-from sslab.platform.augment import VIEW_BATCH
-from sslab.platform.profiles import Profile
-from sslab.platform.train import TrialRun, train_in_process
+from sslab.engine.augment import VIEW_BATCH
+from sslab.plan.profiles import Profile
+from sslab.engine.train import TrialRun, train_in_process
 
 #: label → (precision, channels_last, compile)
 SETTINGS = {
@@ -135,7 +135,7 @@ def main() -> None:
 
     import ray
 
-    from sslab.platform.data import load_split
+    from sslab.data.sources import load_split
 
     logging.getLogger("ray").setLevel(logging.WARNING)
     use_gpu = not args.cpu

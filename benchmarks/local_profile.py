@@ -6,7 +6,7 @@ the res5 features after every epoch next to the same backbone at random init.
     python benchmarks/local_profile.py --method npid --set num_negatives=4096 --set bank_momentum=0
     python benchmarks/local_profile.py --dataset imagefolder:/tmp/digits --seeds 3
 
-It is the quick loop behind the ``local`` profile's choices (platform/profiles.py): a setting
+It is the quick loop behind the ``local`` profile's choices (src/sslab/plan/profiles.py): a setting
 that does not beat random init here will not in a study either. Numbers are per seed; run
 ``--seeds 3`` before believing a difference.
 """
@@ -26,10 +26,10 @@ from sslab.methods.base import DataInfo, StepContext
 from sslab.methods.blocks.backbone import TAPS, Backbone
 from sslab.methods.blocks.optim import build_optimizer, build_schedule
 from sslab.methods.views import apply_views
-from sslab.platform.data import load_train_test
-from sslab.platform.evaluate import evaluation_batches, knn_top1, pooled_features
-from sslab.platform.profiles import get_profile
-from sslab.platform.train import channels_last_batch
+from sslab.data.sources import load_train_test
+from sslab.engine.evaluate import evaluation_batches, knn_top1, pooled_features
+from sslab.plan.profiles import get_profile
+from sslab.engine.train import channels_last_batch
 from train_loop import optimisation_step  # noqa: E402 - a sibling script (benchmarks/ is on sys.path)
 
 

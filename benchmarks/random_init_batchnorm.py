@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 
 from sslab.methods.blocks.backbone import Backbone
-from sslab.platform.data import evaluation_arrays, load_train_test
-from sslab.platform.evaluate import evaluate_for_profile, evaluation_batches
-from sslab.platform.profiles import get_profile
+from sslab.data.sources import evaluation_arrays, load_train_test
+from sslab.engine.evaluate import evaluate_for_profile, evaluation_batches
+from sslab.plan.profiles import get_profile
 
 
 @torch.no_grad()

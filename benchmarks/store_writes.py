@@ -25,11 +25,11 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from sslab.platform.profiles import Profile
-from sslab.platform.results import ResultsStore
-from sslab.platform.spec import Specs
-from sslab.platform.study import Study
-from sslab.platform.tune_callbacks import EPOCHS_WRITE_SHARE, StoreCallback
+from sslab.plan.profiles import Profile
+from sslab.results.store import ResultsStore
+from sslab.plan.spec import Specs
+from sslab.plan.study import Study
+from sslab.engine.tune_callbacks import EPOCHS_WRITE_SHARE, StoreCallback
 
 
 class _Quiet:

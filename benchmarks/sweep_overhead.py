@@ -27,10 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from sslab.platform.profiles import Profile, get_profile
-from sslab.platform.results import ResultsStore
-from sslab.platform.runner import _init_ray, run_study
-from sslab.platform.study import Study
+from sslab.plan.profiles import Profile, get_profile
+from sslab.results.store import ResultsStore
+from sslab.engine.runner import _init_ray, run_study
+from sslab.plan.study import Study
 
 MODES = {0: "in-process", 1: "torch-trainer"}
 

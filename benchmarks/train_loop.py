@@ -28,9 +28,9 @@ import torch
 
 from sslab.methods.base import DataInfo, StepContext
 from sslab.methods.views import ImageView, JigsawView, apply_views
-from sslab.platform.augment import VIEW_BATCH
-from sslab.platform.profiles import Profile
-from sslab.platform.train import TrialRun, train_in_process
+from sslab.engine.augment import VIEW_BATCH
+from sslab.plan.profiles import Profile
+from sslab.engine.train import TrialRun, train_in_process
 
 
 def bare_epochs(spec: TrialRun, batches: list[dict[str, torch.Tensor]], epochs: int) -> list[float]:
@@ -87,7 +87,7 @@ def main() -> None:
     import ray
     import ray.data
 
-    from sslab.platform.data import load_split
+    from sslab.data.sources import load_split
 
     torch.set_num_threads(args.threads)
     split = load_split("cifar10", "train", subset=args.images, seed=0)

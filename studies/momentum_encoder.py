@@ -16,8 +16,8 @@ Barlow Twins: decorrelation), 6 trials, so that a seed fits the 2-core machine's
     python studies/momentum_encoder.py --profile cifar # all six, one GPU per trial
 """
 
-from sslab.platform.cli import run
-from sslab.platform.study import Finding, Study
+from sslab.cli import run
+from sslab.plan.study import Finding, Study
 
 METHODS = ("simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg")
 WITH, WITHOUT = 0.99, 0.0

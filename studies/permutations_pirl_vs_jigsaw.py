@@ -11,8 +11,8 @@ Both sample their permutations from the same maximal-Hamming-distance sets
     python studies/permutations_pirl_vs_jigsaw.py --profile cifar  # one GPU per trial
 """
 
-from sslab.platform.cli import run
-from sslab.platform.study import Finding, Study
+from sslab.cli import run
+from sslab.plan.study import Finding, Study
 
 STUDY = Study(
     name="permutations_pirl_vs_jigsaw",

@@ -7,8 +7,8 @@ only the latest embedding, α → 1 averages over many epochs.
     python studies/pirl_ema.py --profile cifar
 """
 
-from sslab.platform.cli import run
-from sslab.platform.study import Study
+from sslab.cli import run
+from sslab.plan.study import Study
 
 STUDY = Study(
     name="pirl_ema",

@@ -7,8 +7,8 @@ NPID-style term (memory bank vs. image view f(v_I)) in eq. 5; λ = 0 is NPID++.
     python studies/pirl_lambda.py --profile cifar  # one GPU per trial, full CIFAR-10
 """
 
-from sslab.platform.cli import run
-from sslab.platform.study import Finding, Study
+from sslab.cli import run
+from sslab.plan.study import Finding, Study
 
 STUDY = Study(
     name="pirl_lambda",

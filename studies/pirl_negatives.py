@@ -8,8 +8,8 @@ image and the results store records the N actually used (``effective/num_negativ
     python studies/pirl_negatives.py --profile cifar
 """
 
-from sslab.platform.cli import run
-from sslab.platform.study import Study
+from sslab.cli import run
+from sslab.plan.study import Study
 
 STUDY = Study(
     name="pirl_negatives",

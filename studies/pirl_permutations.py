@@ -8,8 +8,8 @@ shuffle, P = 9! = 362,880 allows any.
     python studies/pirl_permutations.py --profile cifar
 """
 
-from sslab.platform.cli import run
-from sslab.platform.study import Study
+from sslab.cli import run
+from sslab.plan.study import Study
 
 STUDY = Study(
     name="pirl_permutations",

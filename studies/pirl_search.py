@@ -13,8 +13,8 @@ can be inspected with Optuna's own tools (``optuna.load_study``).
 
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from sslab.platform.cli import run
-from sslab.platform.study import Search, Study
+from sslab.cli import run
+from sslab.plan.study import Search, Study
 
 STUDY = Study(
     name="pirl_search",

@@ -7,8 +7,8 @@ the contrast between the positive and the hardest negatives.
     python studies/pirl_temperature.py --profile cifar
 """
 
-from sslab.platform.cli import run
-from sslab.platform.study import Study
+from sslab.cli import run
+from sslab.plan.study import Study
 
 STUDY = Study(
     name="pirl_temperature",

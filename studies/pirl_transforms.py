@@ -11,8 +11,8 @@ Invariance is measured for whichever transform each trial trained with.
     python studies/pirl_transforms.py --profile cifar  # one GPU per trial
 """
 
-from sslab.platform.cli import run
-from sslab.platform.study import Finding, Study
+from sslab.cli import run
+from sslab.plan.study import Finding, Study
 
 STUDY = Study(
     name="pirl_transforms",

@@ -12,8 +12,8 @@ same budget and seeds; every trial records a linear probe per tap and the invari
     python studies/pirl_vs_jigsaw_layers.py --profile cifar  # one GPU per trial
 """
 
-from sslab.platform.cli import run
-from sslab.platform.study import Finding, Study
+from sslab.cli import run
+from sslab.plan.study import Finding, Study
 
 PIRL, JIGSAW = {"method": "pirl"}, {"method": "jigsaw"}
 

@@ -14,8 +14,8 @@ each method at its best tap (the per-layer probes), not only at the kNN of res5.
     python studies/pretext_zoo.py --profile cifar  # one GPU per trial
 """
 
-from sslab.platform.cli import run
-from sslab.platform.study import Finding, Study
+from sslab.cli import run
+from sslab.plan.study import Finding, Study
 
 PRETEXT = ("exemplar", "relative_location", "jigsaw", "rotation", "denoising_ae", "context_encoder",
            "colorization", "split_brain", "counting", "multitask")

@@ -12,8 +12,8 @@ and is compared on kNN and the res5 probe against the random-init baseline.
     python studies/siamese_unified.py --profile cifar  # one GPU per trial, full CIFAR-10
 """
 
-from sslab.platform.cli import run
-from sslab.platform.study import Finding, Study
+from sslab.cli import run
+from sslab.plan.study import Finding, Study
 
 METHODS = ("simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "unigrad")
 

@@ -8,8 +8,8 @@ the batch size and training length (0.1 on ImageNet at batch 4096, 0.5 on CIFAR-
     python studies/simclr_temperature.py --profile cifar --seeds 3
 """
 
-from sslab.platform.cli import run
-from sslab.platform.study import Finding, Study
+from sslab.cli import run
+from sslab.plan.study import Finding, Study
 
 STUDY = Study(
     name="simclr_temperature",

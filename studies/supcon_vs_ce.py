@@ -10,8 +10,8 @@ evaluated alike (kNN and linear probes on the frozen backbone).
     python studies/supcon_vs_ce.py --profile cifar  # one GPU per trial, full CIFAR-10
 """
 
-from sslab.platform.cli import run
-from sslab.platform.study import Finding, Study
+from sslab.cli import run
+from sslab.plan.study import Finding, Study
 
 STUDY = Study(
     name="supcon_vs_ce",

@@ -8,8 +8,8 @@ representation collapse; too large a one spends the update on decorrelation.
     python studies/unigrad_lambda.py --profile cifar  # one GPU per trial, full CIFAR-10
 """
 
-from sslab.platform.cli import run
-from sslab.platform.study import Finding, Study
+from sslab.cli import run
+from sslab.plan.study import Finding, Study
 
 STUDY = Study(
     name="unigrad_lambda",

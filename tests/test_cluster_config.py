@@ -28,7 +28,7 @@ import yaml
 from ray._private.label_utils import validate_node_label_syntax, validate_node_labels
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from sslab.platform.placement import AUGMENT_ROLE, ROLE_LABEL, TRIAL_RESOURCE
+from sslab.engine.placement import AUGMENT_ROLE, ROLE_LABEL, TRIAL_RESOURCE
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sslab.platform.results import ResultsStore
+from sslab.results.store import ResultsStore
 
 TAPS = ("conv1", "res2", "res3", "res4", "res5")
 BACKBONE = "resnet18-w8-cifar"

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 import store_factory
 from conftest import figure_of
 
-APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "src" / "sslab" / "dashboard" / "app.py")
 #: page → number of plotly charts it draws on the fixture root
 PAGES = {"studies": 0, "ablation": 1, "probes": 1, "invariance": 1, "training": 1, "search": 3, "trials": 0}
 

@@ -55,7 +55,7 @@ def server(fixture_root, tmp_path_factory):
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "streamlit.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "sslab.platform.cli", "dashboard", "--results", str(fixture_root),
+        proc = subprocess.Popen([sys.executable, "-m", "sslab.cli", "dashboard", "--results", str(fixture_root),
                                  "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -1,0 +1,1 @@
+"""The Ray glue: where work runs (placement), the runner, one trial, Tune's callbacks into the results store, the Train loop and its sessions, Ray Data augmentation, evaluation of frozen representations."""

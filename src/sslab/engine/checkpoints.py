@@ -1,0 +1,86 @@
+"""Epoch checkpoints of a trial that trains in its own process (a profile with ``num_workers=0``).
+
+Ray Train keeps the checkpoints of a TorchTrainer run; a trial that skips the
+TorchTrainer keeps its own here, one file per epoch under a folder named by the
+trial's stable id (a local path or a URI such as ``s3://bucket/...``, through
+``pyarrow.fs``). Tune's retry of a lost trial process and a re-run of an
+interrupted study both continue from the newest readable file, so no finished
+epoch is trained twice.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import posixpath
+import re
+import uuid
+from typing import Any
+
+import pyarrow.fs as pafs
+import torch
+
+from sslab.results.store import filesystem_for
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^epoch-(\d{6})\.pt$")
+
+
+class EpochCheckpoints:
+    """The newest ``keep`` epoch states of one trial."""
+
+    def __init__(self, location: str, *, keep: int = 2):
+        if keep < 1:
+            raise ValueError(f"keep = {keep} must be at least 1")
+        self.location, self.keep = location, keep
+        self.fs, self._base = filesystem_for(location)
+        self._local = isinstance(self.fs, pafs.LocalFileSystem)
+        #: why each checkpoint that did not load was passed over (path and error), for the report
+        self.skipped: list[str] = []
+
+    def _epochs(self) -> list[int]:
+        """The epochs with a checkpoint file, oldest first."""
+        selector = pafs.FileSelector(self._base, allow_not_found=True)
+        names = (posixpath.basename(info.path) for info in self.fs.get_file_info(selector))
+        return sorted(int(m.group(1)) for m in map(_NAME.match, names) if m)
+
+    def newest_epoch(self) -> int | None:
+        """The newest epoch with a checkpoint file (None without one); whether it loads is not checked."""
+        epochs = self._epochs()
+        return epochs[-1] if epochs else None
+
+    def _path(self, epoch: int) -> str:
+        return posixpath.join(self._base, f"epoch-{epoch:06d}.pt")
+
+    def save(self, state: dict[str, Any], epoch: int) -> None:
+        """Write the state of ``epoch`` whole (a crash mid-write leaves the older files intact),
+        then drop all but the newest ``keep``."""
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        self.fs.create_dir(self._base, recursive=True)
+        path = self._path(epoch)
+        # one PUT on an object store is already all-or-nothing; a local file is renamed into place
+        target = posixpath.join(self._base, f".{uuid.uuid4().hex}.tmp") if self._local else path
+        with self.fs.open_output_stream(target) as out:
+            out.write(buffer.getvalue())
+        if target != path:
+            self.fs.move(target, path)
+        for old in self._epochs()[: -self.keep]:
+            self.fs.delete_file(self._path(old))
+
+    def latest(self) -> dict[str, Any] | None:
+        """The newest state that loads; None when the trial has none yet.
+
+        A file that does not load (a disk that filled up, a truncated copy) is
+        skipped with a warning in favour of the one before it.
+        """
+        for epoch in reversed(self._epochs()):
+            try:
+                with self.fs.open_input_file(self._path(epoch)) as src:
+                    return torch.load(io.BytesIO(src.read()), map_location="cpu", weights_only=True)
+            except Exception as err:  # noqa: BLE001 - any unreadable file: fall back to the previous epoch
+                log.warning("checkpoint %s does not load (%s); resuming from the one before it",
+                            self._path(epoch), err)
+                self.skipped.append(f"{self._path(epoch)} does not load ({type(err).__name__}: {err})")
+        return None

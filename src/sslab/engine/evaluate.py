@@ -1,0 +1,266 @@
+"""Evaluation of frozen representations: kNN, linear probes per tap, invariance.
+
+All functions take a backbone (and optionally its method) in eval mode and
+plain arrays, so the same code evaluates a trained trial inside a Ray Train
+worker and the random-init baseline in the study driver.
+
+- kNN top-1 (Wu et al. 2018, sec. 3.4): cosine similarity of L2-normalised
+  pooled res5 features, the k nearest training images vote with weight
+  exp(s/τ).
+- Linear probes (Misra & van der Maaten 2019, sec. 5.1; Goyal et al. 2019): one linear classifier per
+  tap (conv1, res2..res5) on globally average-pooled, standardised, frozen
+  features.
+- Invariance (Misra & van der Maaten 2019, sec. 5.2, Fig. 3): for test images, the l2 distance
+  between the method's two normalised representations of an image and of its transformed
+  version (``Method.invariance_pair``); the samples are kept for histograms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sslab.methods.base import Method
+from sslab.methods.blocks.backbone import TAPS, Backbone
+from sslab.methods.views import ImageView, Normalization, apply_views
+from sslab.results import metrics as names
+from sslab.plan.profiles import Profile
+
+
+@torch.no_grad()
+def pooled_features(
+    backbone: Backbone,
+    images: np.ndarray,
+    taps: Sequence[str] = TAPS,
+    *,
+    stats: Normalization,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Globally average-pooled features (N × C_tap, float32, CPU) of uint8 HWC images at each tap,
+    normalised with the training set's ``stats``."""
+    was_training = backbone.training
+    backbone.eval()
+    chunks: dict[str, list[torch.Tensor]] = {tap: [] for tap in taps}
+    for batch in evaluation_batches(images, stats, batch_size=batch_size, device=device):
+        maps = backbone.features(batch["image"], taps=taps)
+        for tap in taps:
+            chunks[tap].append(maps[tap].float().mean(dim=(2, 3)).cpu())
+    backbone.train(was_training)
+    return {tap: torch.cat(parts) for tap, parts in chunks.items()}
+
+
+def evaluation_batches(images: np.ndarray, stats: Normalization, *, batch_size: int = 500,
+                       device: torch.device | str = "cpu", channels_last: bool = False):
+    """uint8 HWC images as batches {``image``: the evaluation view (resized, normalised), ``idx``:
+    the row numbers}, produced one batch at a time (what ``pooled_features`` reads, and what
+    ``Method.before_training`` gets of the training split, whose row i is the image of idx i)."""
+    view = ImageView(size=images.shape[1])
+    rng = np.random.default_rng(0)  # eval views draw nothing, but the signature wants a generator
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for start in range(0, len(images), batch_size):
+        chunk = apply_views([view], images[start : start + batch_size], rng, train=False, stats=stats)[view.name]
+        yield {"image": torch.from_numpy(chunk).to(device, memory_format=memory_format),
+               "idx": torch.arange(start, start + len(chunk), device=device)}
+
+
+@torch.no_grad()
+def knn_top1(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    *,
+    k: int = 200,
+    temperature: float = 0.07,
+    chunk: int = 1000,
+    device: torch.device | str = "cpu",
+) -> float:
+    """Weighted kNN top-1 accuracy (Wu et al. 2018): votes exp(cos/τ) from the k nearest, computed
+    on ``device`` (the trial's)."""
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    k = min(k, len(train_features))
+    bank = F.normalize(train_features.to(device).float(), dim=1)
+    train_labels, test_labels = train_labels.to(device), test_labels.to(device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    for start in range(0, len(test_features), chunk):
+        query = F.normalize(test_features[start : start + chunk].to(device).float(), dim=1)
+        sims, neighbours = (query @ bank.T).topk(k, dim=1)
+        votes = torch.zeros(len(query), num_classes, device=device)
+        votes.scatter_add_(1, train_labels[neighbours], (sims / temperature).exp())
+        correct += (votes.argmax(1) == test_labels[start : start + chunk]).sum()
+    return int(correct) / len(test_features)  # one read, at the end
+
+
+def linear_probe_top1(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    *,
+    epochs: int = 100,
+    batch_size: int = 256,
+    lr: float = 0.02,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> float:
+    """Top-1 of a linear classifier trained on frozen, standardised features (Adam, cosine LR), on
+    ``device`` (the trial's); the batch order is drawn on the CPU, so it is the same on any device."""
+    generator = torch.Generator().manual_seed(seed)
+    train_x, train_y, test_x, test_y = (t.to(device) for t in (train_x, train_y, test_x, test_y))
+    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    probe = torch.nn.Linear(train_x.shape[1], num_classes)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        probe.reset_parameters()
+    probe.to(device)
+    optimizer = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = max(1, -(-len(train_x) // batch_size))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
+    for _ in range(epochs):
+        order = torch.randperm(len(train_x), generator=generator)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size].to(device)
+            loss = F.cross_entropy(probe(train_x[rows]), train_y[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    with torch.no_grad():
+        return float((probe(test_x).argmax(1) == test_y).float().mean())
+
+
+@torch.no_grad()
+def invariance_distances(
+    method: Method,
+    images: np.ndarray,
+    *,
+    stats: Normalization,
+    seed: int = 0,
+    batch_size: int = 250,
+    device: torch.device | str = "cpu",
+) -> np.ndarray | None:
+    """l2 distance between the method's two normalised representations of each image, e.g.
+    f(v_I) and g(v_I^t) (Misra & van der Maaten 2019, Fig. 3); None for a method without an invariance pair."""
+    views = method.invariance_views(method.config, images.shape[1])
+    if views is None:
+        return None
+    was_training = method.training
+    method.eval()
+    rng = np.random.default_rng(seed)
+    distances = []
+    for start in range(0, len(images), batch_size):
+        arrays = apply_views(views, images[start : start + batch_size], rng, train=False, stats=stats)
+        batch = {key: torch.from_numpy(value).to(device) for key, value in arrays.items()}
+        f, g = method.invariance_pair(batch)
+        distances.append((f.float() - g.float()).norm(dim=1).cpu())
+    method.train(was_training)
+    return torch.cat(distances).numpy()
+
+
+@dataclass
+class Evaluation:
+    """Scalar metrics (``knn_top1``, ``probe_<tap>_top1``, ``invariance_l2_mean``) and samples."""
+
+    metrics: dict[str, float]
+    invariance: np.ndarray | None = field(default=None, repr=False)
+
+
+def evaluate(
+    backbone: Backbone,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    stats: Normalization,
+    method: Method | None = None,
+    knn_k: int = 200,
+    knn_temperature: float = 0.07,
+    probe_epochs: int = 100,
+    probe_taps: Sequence[str] = TAPS,
+    invariance_samples: int = 0,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> Evaluation:
+    """kNN on pooled res5, a linear probe per tap and, given a method, its invariance."""
+    taps = tuple(dict.fromkeys([*probe_taps, "res5"]))
+    train_feats = pooled_features(backbone, train_images, taps, stats=stats, device=device)
+    test_feats = pooled_features(backbone, test_images, taps, stats=stats, device=device)
+    y_train, y_test = torch.as_tensor(train_labels), torch.as_tensor(test_labels)
+    metrics = {
+        names.KNN: knn_top1(
+            train_feats["res5"], y_train, test_feats["res5"], y_test, k=knn_k, temperature=knn_temperature,
+            device=device,
+        )
+    }
+    for tap in probe_taps:
+        metrics[names.probe(tap)] = linear_probe_top1(
+            train_feats[tap], y_train, test_feats[tap], y_test, epochs=probe_epochs, seed=seed, device=device
+        )
+    invariance = None
+    if method is not None and invariance_samples > 0:
+        invariance = invariance_distances(method, test_images[:invariance_samples], stats=stats, seed=seed,
+                                          device=device)
+        if invariance is not None:
+            metrics[names.INVARIANCE] = float(invariance.mean())
+    return Evaluation(metrics, invariance)
+
+
+def evaluate_for_profile(
+    backbone: Backbone,
+    arrays: dict[str, Any],
+    profile: Profile,
+    *,
+    seed: int,
+    method: Method | None = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """The profile's evaluation (kNN, probes, invariance when a method is given) as report metrics.
+
+    ``arrays``: train_images/labels, test_images/labels and ``stats`` (the training split's
+    ``Normalization``). Used for trained trials and for the random-init baseline alike, so both
+    are measured the same way.
+    """
+    result = evaluate(
+        backbone,
+        arrays["train_images"],
+        arrays["train_labels"],
+        arrays["test_images"],
+        arrays["test_labels"],
+        stats=arrays["stats"],
+        method=method,
+        knn_k=profile.knn_k,
+        knn_temperature=profile.knn_temperature,
+        probe_epochs=profile.probe_epochs,
+        invariance_samples=profile.invariance_samples,
+        seed=seed,
+        device=device,
+    )
+    out: dict[str, Any] = dict(result.metrics)
+    if result.invariance is not None:
+        out["invariance_samples"] = np.asarray(result.invariance, dtype=np.float32).tolist()
+    return out
+
+
+def monitor_knn(backbone: Backbone, arrays: dict[str, Any], profile: Profile, device) -> float:
+    """The cheap per-epoch kNN on the first ``monitor_images`` train and test images (curves, ASHA)."""
+    n, stats = profile.monitor_images, arrays["stats"]
+    train = pooled_features(backbone, arrays["train_images"][:n], ("res5",), stats=stats, device=device)["res5"]
+    test = pooled_features(backbone, arrays["test_images"][:n], ("res5",), stats=stats, device=device)["res5"]
+    return knn_top1(
+        train,
+        torch.as_tensor(arrays["train_labels"][:n]),
+        test,
+        torch.as_tensor(arrays["test_labels"][:n]),
+        k=profile.knn_k,
+        temperature=profile.knn_temperature,
+        device=device,
+    )

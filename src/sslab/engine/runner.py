@@ -1,0 +1,583 @@
+"""Running a study: check what is known to fail or to cost too much, read the data, resolve
+every trial's specification (``spec.py``), lock the store, then start or join Ray, evaluate the
+random-init baselines and run the trials through Tune (a grid as ``tune.grid_search`` over trial
+ids; a search with Optuna as the searcher), write each finished trial to the results store and
+print a summary of this run's setting.
+
+Re-running the same study skips the trials whose exact specification is in the store and resumes
+interrupted ones from their checkpoints; a run with other settings trains its own trials beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import pandas as pd
+
+from sslab import methods
+from sslab.methods.base import DataInfo
+from sslab.plan import cost
+from sslab.engine import placement
+from sslab.engine.other_work import other_work, other_work_note
+from sslab.engine.placement import TRIAL_RESOURCE
+from sslab.plan.profiles import Profile, get_profile
+from sslab.results.store import ResultsStore, StoreError, StoreWriteError, results_root
+from sslab.plan.spec import Specs, TrialSpec, data_identity
+from sslab.results.lock import StoreLock
+from sslab.plan.study import Search, Study
+from sslab.results.summary import current_setting
+from sslab.engine.trial import run_trial
+
+
+def main(study: Study, argv: Sequence[str] | None = None, *, command: str | None = None) -> pd.DataFrame:
+    """Command-line entry point of a study script: flags, then ``run_study``; a bad flag or
+    setting is one line (exit 2), not a traceback; Ctrl-C is one line saying what is finished and
+    that the same command resumes (exit 130)."""
+    parser = build_parser(study)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    command = command or invocation(argv)
+    overrides = {k: v for k, v in {"epochs": args.epochs, "train_subset": args.subset,
+                                   "dataset": args.dataset}.items() if v is not None}
+    try:
+        if args.method:
+            study = study.with_method(args.method)
+        return run_study(
+            study,
+            profile=args.profile,
+            seeds=args.seeds,
+            root=args.results,
+            data_dir=args.data_dir,
+            address=args.address,
+            profile_overrides=overrides,
+            retry_failed=args.retry_failed,
+            trials=getattr(args, "trials", None),
+            time_budget_s=getattr(args, "time_budget", None),
+            yes=args.yes,
+            max_trials=args.max_trials,
+            command=command,
+        )
+    except (ValueError, PermissionError, FileNotFoundError, StoreError) as err:  # a bad flag, setting, dataset or store
+        parser.exit(2, f"{study.name}: error: {err}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"{study.name}: interrupted; {interrupted_note(study, args.results)}; "
+                         f"the same command resumes: {command}\n")
+
+
+def invocation(argv: Sequence[str]) -> str:
+    """The command a study was started with, as the user would type it again: ``sslab run NAME ...``
+    or ``python studies/NAME.py ...``."""
+    program = sys.argv[0] if sys.argv else ""
+    if os.path.basename(program) == "sslab" or (sys.argv[1:2] == ["run"] and "cli" in program):
+        head = ["sslab", *sys.argv[1:3]]
+    elif program.endswith(".py"):
+        head = ["python", os.path.relpath(program) if os.path.isabs(program) else program]
+    else:
+        head = ["python", "-m", "sslab.cli", "run"]
+    return shlex.join([*head, *argv])
+
+
+def interrupted_note(study: Study, root: str | None) -> str:
+    """What an interrupted study has finished, from its store (the record a rerun starts from)."""
+    try:
+        store = ResultsStore(results_root(root), study.name)
+        meta = store.metadata()
+        trials = current_setting(store.read("trials"), store.read("baselines"), meta).trials
+    except Exception:  # interrupted while the store itself was being read: nothing more to say
+        return "nothing of this run is lost"
+    if not meta:
+        return "nothing was finished yet"
+    return f"{len(trials)} of {meta.get('total_trials', '?')} trial(s) of this setting are finished and recorded"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def build_parser(study: Study) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=study.name, description=study.description or None)
+    parser.add_argument("--profile", default=study.profile, help="local (CPU, minutes) or cifar (GPU, full CIFAR-10)")
+    parser.add_argument("--dataset", default=None,
+                        help="cifar10, cifar100, imagefolder:<path> or parquet:<path> (default: the profile's)")
+    if len(study.method_names) == 1:
+        parser.add_argument("--method", default=None, choices=methods.names(),
+                            help=f"run this study's knobs on another method (default {study.method_names[0]}); "
+                                 "results go to <study>-<method>")
+    else:
+        parser.add_argument("--method", default=None, choices=study.method_names,
+                            help="train only this one of the study's methods (into the study's results; "
+                                 "a later run of the whole study finds its trials done)")
+    parser.add_argument("--seeds", type=_positive_int, default=None, help=f"seeds per configuration (default {study.seeds})")
+    parser.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default $SSLAB_DATA or ~/.cache/sslab/data)")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
+    parser.add_argument("--epochs", type=_positive_int, default=None,
+                        help="train this many epochs (instead of the profile's epochs or step budget)")
+    parser.add_argument("--subset", type=_positive_int, default=None, help="override the profile's training subset size")
+    parser.add_argument("--retry-failed", action="store_true", help="run failed trials of an earlier run again")
+    parser.add_argument("--yes", action="store_true",
+                        help=f"run a study above {cost.CONFIRM_TRIALS} trials or {cost.CONFIRM_DEVICE_HOURS:g} "
+                             "device-hours without asking")
+    parser.add_argument("--max-trials", type=_positive_int, default=None, metavar="N",
+                        help="run at most N of the study's unfinished trials now (the same command continues)")
+    if study.search:
+        parser.add_argument("--trials", type=_positive_int, default=None,
+                            help=f"trial budget of the search (default {study.search.trials}, less on small profiles)")
+        parser.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
+                            help="stop starting trials after this many seconds")
+    return parser
+
+
+def run_study(
+    study: Study,
+    *,
+    profile: str | Profile | None = None,
+    seeds: int | None = None,
+    root: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    address: str | None = None,
+    profile_overrides: dict[str, Any] | None = None,
+    retry_failed: bool = False,
+    quiet: bool = False,
+    trials: int | None = None,
+    time_budget_s: float | None = None,
+    yes: bool = False,
+    max_trials: int | None = None,
+    command: str | None = None,
+) -> pd.DataFrame:
+    """Run (or resume) a study; returns its trials table (every setting's: ``current_setting``
+    picks this run's).
+
+    In order, each step before anything that costs more: the configuration is validated; the
+    planned trials and their device time are stated (and refused above ``cost.CONFIRM_*`` without
+    ``yes`` or ``max_trials``); the data is read and checked; every trial's specification is
+    resolved (``spec.Specs``), so that only trials whose exact specification is in the store
+    count as done; the store is locked for this process (``StoreLock``); then Ray starts.
+    """
+    from sslab.engine.progress import Progress  # rich is only needed when a study runs
+
+    profile = profile if isinstance(profile, Profile) else get_profile(profile or study.profile)
+    if profile_overrides:
+        profile = profile.with_overrides(**profile_overrides)
+    seeds = study.seeds if seeds is None else seeds
+    if seeds < 1:
+        raise ValueError(f"--seeds = {seeds} must be at least 1")
+    study.validate(profile)
+    _check_profile_fits(profile, address)
+    search = study.search.for_profile(profile.name, trials=trials, time_budget_s=time_budget_s) if study.search else None
+    store = ResultsStore(results_root(root), study.name)
+    store.check_readable()
+    history = store.read("trials")
+    planned = search.trials if search else len(study.configurations(profile.name)) * seeds
+    cost.check(cost.estimate(planned, profile, history), yes=yes, max_trials=max_trials, what=study.name)
+
+    progress = Progress(study, profile, quiet=quiet)
+    try:
+        train, test = _read_data(profile, data_dir, progress)
+        progress.profile = profile = _train_budget(profile, len(train.labels), progress)
+        plan = _plan(study, profile, search, seeds, store, data_identity(profile, train.identity(), test.identity()),
+                     retry_failed=retry_failed, max_trials=max_trials)
+        specs, pending, to_run = plan.specs, plan.pending, plan.to_run
+        progress.start(total=plan.total, already_done=plan.already_done, to_run=to_run,
+                       estimate=cost.estimate(to_run, profile, history, train_images=len(train.labels)))
+        for line in _resume_notes(store, pending):
+            progress.note(line)
+
+        store.check_writable()
+        with StoreLock(store.fs, store.lock_path, shown=store.location, note=progress.note):
+            store.write_metadata(_metadata(store, study, specs, search, seeds, command))
+            unrecorded: dict[str, str] = {}
+            missing_baselines = _missing_baseline_seeds(store, specs, seeds)
+            if to_run or missing_baselines:
+                if not (address or os.environ.get("RAY_ADDRESS")):  # trials will share this machine's CPUs
+                    busy = other_work_note(other_work())
+                    if busy:
+                        progress.note(busy)
+                _init_ray(address)
+                shape = placement.cluster_shape()  # refuse what could never run, before any work
+                placement.check_shared_storage(store.root, shape)
+                augment_args = placement.augment_remote_args(placement.augment_policy(profile), shape)
+                placement.max_concurrent_trials(profile, shape)
+                # Ray Data's own tasks (the input's block metadata) and autoscaler requests carry the
+                # augmentation label too: unlabelled, they could start any node type, a GPU one included
+                with placement.augment_data_context(augment_args):
+                    data = _to_ray(train, test, profile)
+                _record_baselines(store, specs, data, missing_baselines, progress)
+                if to_run:
+                    unrecorded = _run_trials(study, specs, store, pending, to_run, data, progress, search=search)
+            trials = store.read("trials")
+            shown = current_setting(trials, store.read("baselines"), store.metadata())
+            progress.summary(shown.trials, shown.baselines, shown.note)
+    finally:  # the live progress bar gives the terminal back, also on Ctrl-C
+        progress.close()
+    if unrecorded:
+        first = next(iter(unrecorded.values()))
+        raise StoreWriteError(f"{len(unrecorded)} trial(s) finished but are not fully recorded: {first}")
+    return trials
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a run of a study will do: its specs, the trials still to run (at most ``to_run`` of them
+    start now), how many the study has in all and how many of those the store already holds."""
+
+    specs: Specs
+    pending: list[TrialSpec]
+    total: int
+    already_done: int
+    to_run: int
+
+
+def _plan(study: Study, profile: Profile, search: Search | None, seeds: int, store: ResultsStore,
+          data: dict[str, Any], *, retry_failed: bool, max_trials: int | None) -> _Plan:
+    """Every trial's specification on this data, and which of them the store holds already (the
+    same specification, to the last bit; failed ones too unless ``retry_failed``). A search plans
+    its first points (the paper's defaults) and counts its budget against this setting's trials."""
+    specs = Specs(study, profile, data)
+    planned = specs.planned_specs(seeds) if not search else [
+        specs.spec(method, point, 0) for method, point in study.configurations(profile.name)]
+    specs = specs.with_planned(planned)
+    done = store.finished_trial_ids(("ok", "stopped") if retry_failed else ("ok", "failed", "stopped"))
+    pending = [s for s in planned if s.trial_id not in done]
+    if search:
+        total = search.trials
+        already_done = min(total, len(done & set(store.trial_ids_of_settings(specs.setting_ids))))
+    else:
+        total, already_done = len(planned), len(planned) - len(pending)
+    to_run = total - already_done if max_trials is None else min(total - already_done, max_trials)
+    return _Plan(specs, pending[:to_run], total, already_done, to_run)
+
+
+def _metadata(store: ResultsStore, study: Study, specs: Specs, search: Search | None, seeds: int,
+              command: str | None) -> dict[str, Any]:
+    """``study.json``: the study's declaration and this run's setting, keeping the record of every
+    earlier setting whose trials the store holds (``settings``: setting id -> its profile, data and
+    command), so that no trial's record is overwritten by a later run's."""
+    profile = specs.profile
+    earlier = store.metadata().get("settings") or {}
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    current = {"profile": profile.to_dict(), "data": dict(specs.data), "command": command, "first_run": now}
+    settings = {**earlier, **{sid: {**current, "first_run": earlier.get(sid, {}).get("first_run", now)}
+                              for sid in specs.setting_ids}}
+    return {
+        "method": study.method_names[0] if len(study.method_names) == 1 else None,
+        "methods": study.methods_for(profile.name),
+        "description": study.description,
+        "kind": "search" if search else "grid",
+        "knobs": study.knobs,
+        "grid": study.grid_for(profile.name),
+        "search": {name: repr(d) for name, d in search.space.items()} if search else None,
+        "optuna_study": _optuna_study_name(study, specs) if search else None,
+        "defaults": study.paper_defaults(),
+        "base": study.base,
+        "method_bases": study.methods,
+        "seeds": seeds,
+        "metric": study.metric,
+        "mode": study.mode,
+        "findings": [finding.to_dict() for finding in study.findings],
+        "total_trials": search.trials if search else len(study.configurations(profile.name)) * seeds,
+        "profile": profile.to_dict(),
+        "backbone": profile.backbone_name,
+        "command": command,
+        "setting_ids": specs.setting_ids,
+        "baseline_setting": specs.baseline(0).setting_id,
+        "settings": settings,
+    }
+
+
+def _resume_notes(store: ResultsStore, pending: list[TrialSpec]) -> list[str]:
+    """One line per pending trial that an earlier run left part-trained: from which epoch it resumes
+    (an in-process trial's newest checkpoint; a TorchTrainer trial's last epoch in the store)."""
+    from sslab.engine.checkpoints import EpochCheckpoints
+
+    epochs = store.read("epochs")
+    reported = epochs.groupby("trial_id")["epoch"].max() if not epochs.empty else {}
+    lines = []
+    for spec in pending:
+        newest = EpochCheckpoints(f"{store.ray_storage}/train/{spec.trial_id}").newest_epoch()
+        if newest is not None:
+            lines.append(f"resuming {spec.trial_id} from its checkpoint after epoch {newest + 1}")
+        elif spec.trial_id in reported:
+            lines.append(f"resuming {spec.trial_id} from its last checkpoint (epoch {int(reported[spec.trial_id]) + 1} "
+                         "was the last one recorded)")
+    return lines
+
+
+def _check_profile_fits(profile: Profile, address: str | None) -> None:
+    """What is known to fail before any work, refused before Ray starts and before the store is touched."""
+    if profile.train_subset is not None and profile.train_subset < profile.global_batch:
+        raise ValueError(
+            f"--subset {profile.train_subset} is smaller than one training batch of profile {profile.name!r} "
+            f"({profile.batch_size} images × {max(1, profile.num_workers)} worker(s)): "
+            f"use --subset {profile.global_batch} or more"
+        )
+    import ray
+
+    joins_a_cluster = bool(address or os.environ.get("RAY_ADDRESS")) or ray.is_initialized()
+    if profile.use_gpu and not joins_a_cluster:
+        import torch
+
+        if torch.cuda.device_count() == 0:
+            raise ValueError(
+                f"profile {profile.name!r} trains on GPUs, and this machine has none and no cluster is given: "
+                "run it on a cluster (ray up cluster.yaml, then the same command there, or --address), "
+                "or use --profile local"
+            )
+
+
+def _train_budget(profile: Profile, train_images: int, progress) -> Profile:
+    """``profile`` with the epochs its step budget comes to on ``train_images`` images, said
+    in one line; unchanged without a step budget."""
+    note = profile.budget_note(train_images)
+    if note:
+        progress.note(note)
+        progress.profile = profile = profile.for_train_images(train_images)
+    return profile
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    # The results store is the record; Tune's own CSV/JSON/TensorBoard loggers are not needed.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Progress is ours (src/sslab/engine/progress.py): Tune's legacy reporter at verbose=0 prints nothing.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ctrl-C ends the study at once with one line of ours (main), not Tune's graceful stop and its
+    # hint at Tuner.restore: the same command resumes from the store and the trials' checkpoints
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    else:
+        ray.init(
+            resources={TRIAL_RESOURCE: 1000},
+            # Ray's state API lives in the dashboard: Ray Train needs it to free the placement group
+            # of a trial that Tune stopped early (ASHA); it listens on localhost only
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+
+
+def _read_data(profile: Profile, data_dir, progress):
+    """The train and test splits, read and checked before Ray starts (a missing or unreadable
+    dataset, a wrong layout or one class is refused here, in one line, with nothing written)."""
+    from sslab.data.sources import data_dir as resolve_data_dir
+    from sslab.data.sources import load_train_test
+
+    return load_train_test(profile.dataset, image_size=profile.image_size, train_subset=profile.train_subset,
+                           test_subset=profile.test_subset, root=resolve_data_dir(data_dir), note=progress.note)
+
+
+def _to_ray(train, test, profile: Profile) -> dict[str, Any]:
+    import ray
+
+    from sslab.data.sources import evaluation_arrays, to_ray_dataset
+
+    arrays = evaluation_arrays(train, test)  # both splits normalised with the training set's statistics
+    info = DataInfo(num_samples=len(train.labels), num_classes=train.num_classes, image_size=profile.image_size)
+    return {"arrays": arrays, "eval_ref": ray.put(arrays), "train_ds": to_ray_dataset(train), "info": info}
+
+
+def _missing_baseline_seeds(store: ResultsStore, specs: Specs, seeds: int) -> list[int]:
+    """Seeds whose random-init baseline of this run's backbone, data and evaluation is not in the store yet."""
+    existing = store.read("baselines")
+    if existing.empty or "setting_id" not in existing:
+        return list(range(seeds))
+    done = set(existing.loc[existing["setting_id"] == specs.baseline(0).setting_id, "seed"])
+    return [seed for seed in range(seeds) if seed not in done]
+
+
+def _record_baselines(store: ResultsStore, specs: Specs, data: dict[str, Any], seeds: list[int], progress) -> None:
+    """The same evaluation of the untrained backbone, once per seed (the random-init reference),
+    recorded under its baseline specification."""
+    import torch
+
+    from sslab.methods.blocks.backbone import Backbone
+    from sslab.engine.evaluate import evaluate_for_profile
+
+    profile = specs.profile
+    for seed in seeds:
+        start = time.perf_counter()
+        torch.manual_seed(seed)
+        backbone = Backbone(profile.arch, cifar_stem=profile.cifar_stem, width=profile.width)
+        metrics = evaluate_for_profile(backbone, data["arrays"], profile, seed=seed)
+        baseline = specs.baseline(seed)
+        store.record_baseline({"backbone": profile.backbone_name, "seed": seed, "setting_id": baseline.setting_id,
+                               **metrics, "wall_s": time.perf_counter() - start, **baseline.record()})
+        progress.note(f"random-init baseline (seed {seed}): kNN top-1 {metrics['knn_top1']:.3f}")
+
+
+def _optuna_study_name(study: Study, specs: Specs) -> str:
+    """One Optuna study per setting (``<study>-<setting id>``): a search's history under other
+    settings proposes nothing here."""
+    return f"{study.name}-{'-'.join(specs.setting_ids)}"
+
+
+def _optuna_storage(store: ResultsStore, study_name: str):
+    """The search's Optuna study, persisted beside the results store (a journal file), so an
+    interrupted search resumes with its history and ``optuna.load_study`` can inspect it.
+    On an object-store root the journal lives on the driver's disk under ~/.cache/sslab/optuna."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    if "://" in store.location:
+        path = os.path.join(os.path.expanduser("~/.cache/sslab/optuna"), f"{store.study}.journal")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    else:
+        path = os.path.join(store.location, "optuna.journal")
+    storage = optuna.storages.JournalStorage(JournalFileBackend(path))
+    # trials left RUNNING by an interrupted driver will never report: mark them failed
+    for summary in optuna.get_all_study_summaries(storage):
+        if summary.study_name == study_name:
+            stale = optuna.load_study(study_name=study_name, storage=storage)
+            for trial in stale.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    return storage
+
+
+def _run_trials(
+    study: Study,
+    specs: Specs,
+    store: ResultsStore,
+    pending: list[TrialSpec],
+    num_trials: int,
+    data,
+    progress,
+    *,
+    search: Search | None = None,
+) -> dict[str, str]:
+    """Run the pending trials through Tune; returns the trials whose results could not be written
+    (trial id -> why), which the rerun records from their checkpoints.
+
+    A grid's trials are given to Tune by id (``{"trial_id": ...}``, their specs resolved by the
+    runner); a search's are Optuna's proposals, the paper's defaults first, resolved by the same
+    ``Specs`` in the trial and in the store callback."""
+    import optuna
+    import ray
+    from ray import tune
+
+    from sslab.engine.tune_callbacks import StoreCallback
+
+    profile = specs.profile
+    # Tune's result files are off (the results store is the record): its ResultGrid need not say so.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    cluster = placement.cluster_shape()
+    concurrent = placement.max_concurrent_trials(profile, cluster)
+    augment_args = placement.augment_remote_args(placement.augment_policy(profile), cluster)
+    trial_resources = _trial_resources(profile, has_trial_resource=bool(ray.cluster_resources().get(TRIAL_RESOURCE)))
+    searcher, scheduler, param_space = None, None, {}
+    if search:
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        space = {**search.space, "seed": optuna.distributions.CategoricalDistribution([0]),
+                 "method": optuna.distributions.CategoricalDistribution(study.method_names)}
+        name = _optuna_study_name(study, specs)
+        done = len(store.finished_trial_ids() & set(store.trial_ids_of_settings(specs.setting_ids)))
+        searcher = OptunaSearch(
+            space=space,
+            metric=study.metric,
+            mode=study.mode,
+            points_to_evaluate=[{"method": s.method, **s.point, "seed": s.seed} for s in pending] or None,
+            # a resumed search must not replay the proposals of the run before it: seed by trials done
+            sampler=optuna.samplers.TPESampler(seed=done),
+            study_name=name,
+            storage=_optuna_storage(store, name),
+        )
+        if search.early_stopping and not isinstance(study.metric, list):
+            from ray.tune.schedulers import ASHAScheduler
+
+            scheduler = ASHAScheduler(
+                time_attr="training_iteration",
+                metric=study.metric,
+                mode=study.mode,
+                max_t=profile.epochs,
+                grace_period=min(search.grace_epochs, profile.epochs),
+                reduction_factor=search.reduction_factor,
+            )
+    else:
+        param_space = {"trial_id": tune.grid_search([s.trial_id for s in pending])}
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            run_trial,
+            specs=specs,
+            train_ds=data["train_ds"],
+            eval_ref=data["eval_ref"],
+            data_info=data["info"],
+            stats=data["arrays"]["stats"],
+            storage=f"{store.ray_storage}/train",
+            augment_args=augment_args,
+        ),
+        trial_resources,
+    )
+    recorder = StoreCallback(store, specs, progress, stops_early=search is not None)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=num_trials if search else 1,
+            max_concurrent_trials=min(num_trials, concurrent),
+            time_budget_s=search.time_budget_s if search else None,
+            # an in-process trial's process serves the next trial (no new process, no imports):
+            # safe, as a trial keeps no state outside its checkpoints and seeds itself
+            reuse_actors=profile.num_workers == 0,
+        ),
+        run_config=tune.RunConfig(
+            name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=store.ray_storage,
+            verbose=0,
+            # a trial whose process died with its node starts again and resumes from its last
+            # epoch checkpoint (a TorchTrainer's lost workers are retried by Ray Train itself)
+            failure_config=tune.FailureConfig(max_failures=profile.max_failures, fail_fast=False),
+            callbacks=[recorder],
+        ),
+    )
+    # only TorchTrainer runs leave placement groups behind when Tune kills their trial
+    with placement.OrphanedWorkerGroupJanitor() if profile.num_workers else nullcontext():
+        tuner.fit()
+    return recorder.unrecorded
+
+
+def _trial_resources(profile: Profile, *, has_trial_resource: bool):
+    """What one Tune trial's process holds.
+
+    A trial that launches a TorchTrainer only drives it: it holds the custom
+    ``sslab_trial`` resource (the head node's), never a CPU that the workers or
+    augmentation need. A trial that trains in its own process (``num_workers=0``)
+    holds one Train worker's resources and, like a Train worker, stays off
+    augmentation nodes.
+    """
+    from ray import tune
+
+    if profile.num_workers == 0:
+        bundle = {"CPU": profile.cpus_per_worker, **({"GPU": 1} if profile.use_gpu else {})}
+        return tune.PlacementGroupFactory([bundle], bundle_label_selector=[placement.TRAIN_LABEL_SELECTOR])
+    return {TRIAL_RESOURCE: 1} if has_trial_resource else {"CPU": 1}
+
+

@@ -1,0 +1,136 @@
+"""The results store: rows appended, replaced by key, atomic files, resume bookkeeping."""
+
+from pathlib import Path
+
+import pytest
+
+from small import importorskip_unless_required
+from sslab.results.store import SCHEMA_VERSION, ResultsStore, results_root
+
+
+def _row(trial_id, status="ok", **extra):
+    return {"trial_id": trial_id, "method": "pirl", "seed": 0, "status": status, "error": "", **extra}
+
+
+def test_trial_rows_are_appended_and_replaced_by_trial_id(tmp_path):
+    store = ResultsStore(tmp_path, "s")
+    store.record_trial(_row("a", knn_top1=0.3))
+    store.record_trial(_row("b", status="failed", error="loss became NaN at epoch 0 step 3"))
+    store.record_trial(_row("a", knn_top1=0.4))  # a retried trial replaces its row
+    trials = store.read("trials").set_index("trial_id")
+    assert sorted(trials.index) == ["a", "b"]
+    assert trials.loc["a", "knn_top1"] == pytest.approx(0.4)
+    assert store.finished_trial_ids() == {"a", "b"}
+    assert store.finished_trial_ids(("ok",)) == {"a"}
+
+
+def test_bad_trial_rows_are_refused(tmp_path):
+    store = ResultsStore(tmp_path, "s")
+    with pytest.raises(ValueError, match="status"):
+        store.record_trial(_row("a", status="done"))
+    with pytest.raises(ValueError, match="lacks columns"):
+        store.record_trial({"trial_id": "a", "status": "ok"})
+
+
+def test_epochs_of_a_trial_are_rewritten_not_duplicated(tmp_path):
+    store = ResultsStore(tmp_path, "s")
+    store.record_epochs({"a": [{"epoch": 0, "loss": 5.0}]})
+    store.record_epochs({"b": [{"epoch": 0, "loss": 6.0}]})
+    store.record_epochs({"a": [{"epoch": 0, "loss": 5.0}, {"epoch": 1, "loss": 4.0}]})
+    epochs = store.read("epochs")
+    assert len(epochs) == 3
+    assert list(epochs[epochs.trial_id == "a"].loss) == [5.0, 4.0]
+
+
+def test_baselines_keyed_by_their_setting_and_seed(tmp_path):
+    store = ResultsStore(tmp_path, "s")
+    store.record_baseline({"backbone": "r18", "setting_id": "b1", "seed": 0, "knn_top1": 0.2})
+    store.record_baseline({"backbone": "r18", "setting_id": "b1", "seed": 1, "knn_top1": 0.25})
+    store.record_baseline({"backbone": "r18", "setting_id": "b2", "seed": 0, "knn_top1": 0.3})  # other data: kept apart
+    store.record_baseline({"backbone": "r18", "setting_id": "b1", "seed": 0, "knn_top1": 0.21})
+    baselines = store.read("baselines").sort_values(["setting_id", "seed"])
+    assert list(baselines.knn_top1) == [0.21, 0.25, 0.3]
+
+
+def test_no_temporary_files_are_left_and_metadata_is_versioned(tmp_path):
+    store = ResultsStore(tmp_path, "s")
+    store.record_trial(_row("a"))
+    store.write_metadata({"method": "pirl"})
+    assert sorted(p.name for p in Path(store.location).iterdir()) == ["study.json", "trials.parquet"]
+    assert store.metadata()["schema_version"] == SCHEMA_VERSION
+
+
+def test_unwritable_root_is_reported_before_any_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PermissionError, match="SSLAB_RESULTS"):
+        ResultsStore(blocker, "s").check_writable()
+
+
+def test_results_root_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("SSLAB_RESULTS", str(tmp_path / "env"))
+    assert results_root() == str(tmp_path / "env")
+    assert results_root(tmp_path / "flag") == str(tmp_path / "flag")
+    monkeypatch.delenv("SSLAB_RESULTS")
+    monkeypatch.chdir(tmp_path)
+    assert results_root() == str(tmp_path / "results")  # absolute: Ray's storage needs it
+    assert results_root("s3://bucket/sslab/") == "s3://bucket/sslab"  # a URI is kept as given
+
+
+def test_a_uri_root_reads_and_writes_through_pyarrow_fs(tmp_path):
+    store = ResultsStore(f"file://{tmp_path}/root", "s")
+    store.check_writable()
+    store.write_metadata({"method": "pirl"})
+    store.record_trial(_row("a", knn_top1=0.25))
+    assert store.ray_storage == f"file://{tmp_path}/root/s/ray"
+    assert (tmp_path / "root" / "s" / "trials.parquet").is_file()
+    again = ResultsStore(f"file://{tmp_path}/root/", "s")
+    assert again.read("trials").knn_top1.tolist() == [0.25]
+    assert again.metadata()["method"] == "pirl"
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch):
+    """A local S3 endpoint (moto) with one bucket; AWS_* variables point pyarrow (and Ray) at it."""
+    moto_server = importorskip_unless_required("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for key, value in {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    import pyarrow.fs as pafs
+
+    pafs.S3FileSystem(endpoint_override=f"http://{host}:{port}", allow_bucket_creation=True).create_dir("sslab-test")
+    yield "s3://sslab-test"
+    server.stop()
+
+
+def test_the_store_lives_on_s3(s3_bucket):
+    store = ResultsStore(f"{s3_bucket}/results", "s")
+    store.check_writable()
+    store.write_metadata({"method": "pirl"})
+    store.record_trial(_row("a", knn_top1=0.25))
+    store.record_trial(_row("b", status="failed", error="boom"))
+    store.record_trial(_row("a", knn_top1=0.5))
+    reader = ResultsStore(f"{s3_bucket}/results", "s")  # e.g. a laptop reading what the cluster wrote
+    trials = reader.read("trials").set_index("trial_id")
+    assert trials.loc["a", "knn_top1"] == 0.5 and trials.loc["b", "status"] == "failed"
+    assert reader.metadata()["schema_version"] == SCHEMA_VERSION
+    assert reader.ray_storage == f"{s3_bucket}/results/s/ray"
+    assert ResultsStore(f"{s3_bucket}/results", "other").read("trials").empty
+
+
+def test_one_write_replaces_the_epochs_of_several_trials_and_keeps_the_others(tmp_path):
+    store = ResultsStore(tmp_path, "s")
+    store.record_epochs({"a": [{"epoch": 0, "loss": 5.0}], "b": [{"epoch": 0, "loss": 6.0}],
+                         "c": [{"epoch": 0, "loss": 7.0}]})
+    store.record_epochs({"a": [{"epoch": 0, "loss": 5.0}, {"epoch": 1, "loss": 4.0}],
+                         "b": [{"epoch": 0, "loss": 6.5}]})
+    epochs = store.read("epochs")
+    assert sorted(zip(epochs.trial_id, epochs.epoch, epochs.loss)) == [
+        ("a", 0, 5.0), ("a", 1, 4.0), ("b", 0, 6.5), ("c", 0, 7.0)]
