@@ -2,7 +2,7 @@
 tasks"): PIRL made invariant to rotation beats RotNet, which predicts it, and PIRL invariant to
 both jigsaw and rotation beats either alone.
 
-PIRL's ``transform`` field selects the transform (``methods/pirl.py``: one method, three
+PIRL's ``transform`` field selects the transform (``methods/contrastive/pirl.py``: one method, three
 variants); Jigsaw and RotNet are the covariant methods that predict the same transforms.
 Invariance is measured for whichever transform each trial trained with.
 

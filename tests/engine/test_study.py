@@ -64,7 +64,7 @@ def test_method_config_precedence_method_profile_then_profile_then_base_then_poi
     from sslab.plan.profiles import get_profile
 
     local = get_profile("local")
-    from sslab.methods.pirl import PIRL
+    from sslab.methods.contrastive.pirl import PIRL
 
     assert plain.method_config("pirl", {}, local) == PIRL.profile_defaults["local"]
     assert PIRL.profile_defaults["local"]["base_lr"] != 0.7

@@ -253,7 +253,7 @@ def test_channels_last_trains_the_model_in_nhwc(ray_local, tmp_path):
 def test_the_loop_hands_every_step_its_context_and_resumes_counting(ray_local, tmp_path, monkeypatch):
     """ctx.step is the global optimiser step across epochs and across a resume, so a method's
     own schedules (BYOL's momentum, MoCo's m) continue where they were."""
-    from sslab.methods.pirl import PIRL
+    from sslab.methods.contrastive.pirl import PIRL
 
     seen = []
     original = PIRL.after_step
@@ -330,7 +330,7 @@ def test_a_training_step_waits_for_the_device_at_most_once_and_metrics_are_read_
     epoch's reported mean equals the mean of what every step returned."""
     from host_syncs import count_host_syncs
 
-    from sslab.methods.pirl import PIRL
+    from sslab.methods.contrastive.pirl import PIRL
 
     steps, original = [], PIRL.training_step
 
@@ -393,7 +393,7 @@ def test_uint8_views_reach_the_method_normalised_as_the_float_views_do(ray_local
     """Profile.view_transfer='uint8': the views travel as pixels and the loop normalises them on
     the training device, so the method reads the float32 views of the float path (the same seed:
     the same crops and patches) up to the rounding to 1/255."""
-    from sslab.methods.pirl import PIRL
+    from sslab.methods.contrastive.pirl import PIRL
 
     first_batches, original = [], PIRL.training_step
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from global_batch import assert_two_workers_match_one
 
-from sslab.methods.barlow_twins import BarlowTwins, BarlowTwinsConfig, barlow_twins_loss, cross_correlation
+from sslab.methods.siamese.barlow_twins import BarlowTwins, BarlowTwinsConfig, barlow_twins_loss, cross_correlation
 from sslab.methods.base import StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.momentum import cosine_momentum

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from sslab.methods.base import StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.optim import build_optimizer, build_schedule
-from sslab.methods.byol import BYOL, BYOLConfig, byol_loss
+from sslab.methods.siamese.byol import BYOL, BYOLConfig, byol_loss
 from sslab.methods.views import CIFAR10, ImageView, apply_views
 
 TOTAL = 10

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from sslab.methods.base import StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.colour_bins import rebalancing_weights
-from sslab.methods.colorization import Colorization, ColorizationConfig, soft_cross_entropy, subsample
+from sslab.methods.pretext.colorization import Colorization, ColorizationConfig, soft_cross_entropy, subsample
 from sslab.methods.views import CIFAR10, apply_views
 
 CTX = StepContext(step=0, total_steps=10, epoch=0)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from sslab.methods.base import DataInfo, StepContext
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.context_encoder import (ContextEncoder, ContextEncoderConfig, overlap_pixels, overlap_weights,
+from sslab.methods.pretext.context_encoder import (ContextEncoder, ContextEncoderConfig, overlap_pixels, overlap_weights,
                                            weighted_mse)
 from sslab.methods.views import CIFAR10, apply_views
 from sslab.methods.views.corrupted import CorruptedView

@@ -11,7 +11,7 @@ import torch
 
 from sslab.methods.base import StepContext
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.counting import Counting, CountingConfig, counting_loss
+from sslab.methods.pretext.counting import Counting, CountingConfig, counting_loss
 from sslab.methods.views import CIFAR10, Normalization, Uint8Pixels, apply_views
 from sslab.methods.views.tiles import TilesView, downsample_and_tile
 

@@ -51,7 +51,7 @@ from sslab import methods
 from sslab.methods.base import DataInfo, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.optim import build_optimizer, build_schedule
-from sslab.methods.pirl import PIRL
+from sslab.methods.contrastive.pirl import PIRL
 from sslab.methods.views import CIFAR10, apply_views
 
 from host_syncs import count_host_syncs

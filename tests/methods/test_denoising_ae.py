@@ -9,7 +9,7 @@ import torch
 
 from sslab.methods.base import StepContext
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.denoising_ae import DenoisingAE, DenoisingAEConfig, reconstruction_loss
+from sslab.methods.pretext.denoising_ae import DenoisingAE, DenoisingAEConfig, reconstruction_loss
 from sslab.methods.views import CIFAR10, Normalization, apply_views
 from sslab.methods.views.corrupted import CorruptedView, masking_noise_mask
 

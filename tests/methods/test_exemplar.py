@@ -13,7 +13,7 @@ from host_syncs import count_host_syncs
 
 from sslab.methods.base import DataInfo, StepContext
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.exemplar import Exemplar, ExemplarConfig, surrogate_classes, surrogate_loss
+from sslab.methods.pretext.exemplar import Exemplar, ExemplarConfig, surrogate_classes, surrogate_loss
 from sslab.methods.views import CIFAR10, Augmented, Normalization, apply_views
 from sslab.methods.views.exemplar import ExemplarView, hsv_contrast, pca_contrast, seed_positions, transform_seeds
 

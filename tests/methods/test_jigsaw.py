@@ -12,7 +12,7 @@ from torch import nn
 from sslab.methods.base import StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.permutations import permutation_set
-from sslab.methods.jigsaw import Jigsaw, JigsawConfig
+from sslab.methods.pretext.jigsaw import Jigsaw, JigsawConfig
 from sslab.methods.views import CIFAR10, ImageView, JigsawView, apply_views
 
 CTX = StepContext(step=0, total_steps=1, epoch=0)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from sslab.methods.base import StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.optim import build_optimizer
-from sslab.methods.moco import MoCo, MoCoConfig
+from sslab.methods.contrastive.moco import MoCo, MoCoConfig
 from sslab.methods.views import CIFAR10, apply_views
 
 from host_syncs import count_host_syncs

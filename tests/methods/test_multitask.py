@@ -19,7 +19,7 @@ from sslab import methods
 from sslab.methods.base import DataInfo, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.optim import build_optimizer
-from sslab.methods.multitask import Multitask, MultitaskConfig
+from sslab.methods.pretext.multitask import Multitask, MultitaskConfig
 from sslab.methods.views import CIFAR10, Augmented, ImageView, JigsawView, apply_views
 from sslab.methods.views.prefixed import Prefixed
 

@@ -11,7 +11,7 @@ import torch
 
 from sslab.methods.base import StepContext
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.npid import NPID, NPIDConfig
+from sslab.methods.contrastive.npid import NPID, NPIDConfig
 from sslab.methods.views import CIFAR10, ImageView, apply_views
 
 CTX = StepContext(step=0, total_steps=1, epoch=0)

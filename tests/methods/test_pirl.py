@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.npid import NPID, NPIDConfig
-from sslab.methods.pirl import PIRL, PIRLConfig
+from sslab.methods.contrastive.npid import NPID, NPIDConfig
+from sslab.methods.contrastive.pirl import PIRL, PIRLConfig
 from sslab.methods.base import StepContext
 from sslab.methods.views import CIFAR10, ImageView, JigsawView, apply_views
 from sslab.methods.views.rotation import RotationView

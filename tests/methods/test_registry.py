@@ -7,8 +7,8 @@ import sys
 import pytest
 
 import sslab.methods
-from sslab.methods.npid import NPID
-from sslab.methods.pirl import PIRL
+from sslab.methods.contrastive.npid import NPID
+from sslab.methods.contrastive.pirl import PIRL
 
 METHODS_DIR = pathlib.Path(sslab.methods.__file__).parent
 

@@ -12,7 +12,7 @@ import torch
 
 from sslab.methods.base import StepContext
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.relative_location import RelativeLocation, RelativeLocationConfig
+from sslab.methods.pretext.relative_location import RelativeLocation, RelativeLocationConfig
 from sslab.methods.views import CIFAR10, ImageView, Normalization, Uint8Pixels, apply_views
 from sslab.methods.views.patch_pair import DROP_NOISE, NEIGHBOUR_OFFSETS, PatchPairView, drop_colours
 

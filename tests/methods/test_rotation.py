@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from sslab.methods.base import StepContext
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.rotation import Rotation, RotationConfig
+from sslab.methods.pretext.rotation import Rotation, RotationConfig
 from sslab.methods.views import CIFAR10, ImageView, Uint8Pixels, apply_views
 from sslab.methods.views.base import Normalization
 from sslab.methods.views.rotation import RotationView

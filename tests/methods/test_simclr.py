@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from sslab.methods.base import StepContext
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.simclr import SimCLR, SimCLRConfig, momentum_nt_xent_loss
+from sslab.methods.contrastive.simclr import SimCLR, SimCLRConfig, momentum_nt_xent_loss
 from sslab.methods.views import CIFAR10, Augmented, ImageView, apply_views
 
 from global_batch import assert_two_workers_match_one

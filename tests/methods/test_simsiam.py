@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from sslab.methods.base import StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.optim import build_optimizer, build_schedule
-from sslab.methods.simsiam import SimSiam, SimSiamConfig, simsiam_loss
+from sslab.methods.siamese.simsiam import SimSiam, SimSiamConfig, simsiam_loss
 from sslab.methods.views import CIFAR10, apply_views
 
 TOTAL = 10

@@ -15,7 +15,7 @@ from host_syncs import count_host_syncs
 from sslab.methods.base import StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.losses import nt_xent_loss
-from sslab.methods.supcon import SupCon, SupConConfig, supcon_loss
+from sslab.methods.contrastive.supcon import SupCon, SupConConfig, supcon_loss
 from sslab.methods.views import CIFAR10, Augmented, ImageView, apply_views
 
 CTX = StepContext(step=0, total_steps=1, epoch=0)

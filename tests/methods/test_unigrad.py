@@ -18,7 +18,7 @@ from sslab.methods.base import StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.momentum import cosine_momentum
 from sslab.methods.blocks.optim import build_optimizer
-from sslab.methods.unigrad import UniGrad, UniGradConfig, correlation_estimate, unigrad_loss
+from sslab.methods.siamese.unigrad import UniGrad, UniGradConfig, correlation_estimate, unigrad_loss
 
 D = 16
 LAMBD = 100.0

@@ -14,7 +14,7 @@ from global_batch import assert_two_workers_match_one
 from sslab.methods.base import StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.views import CIFAR10, apply_views
-from sslab.methods.vicreg import VICReg, VICRegConfig, covariance_term, variance_term, vicreg_loss
+from sslab.methods.siamese.vicreg import VICReg, VICRegConfig, covariance_term, variance_term, vicreg_loss
 
 
 def _columns(z: torch.Tensor) -> list[list[float]]:

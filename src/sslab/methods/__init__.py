@@ -2,7 +2,8 @@
 
 The registry below maps a method's name to the place its class lives; nothing is
 imported until ``get`` is called, so importing ``sslab.methods`` has no side effects.
-Adding a method: write ``methods/<name>.py`` (a ``sslab.methods.base.Method``), its tests,
+Methods sit by family (``contrastive/``, ``siamese/``, ``pretext/``; the supervised baseline here).
+Adding a method: write ``methods/<family>/<name>.py`` (a ``sslab.methods.base.Method``), its tests,
 and one line here; the contract test (``tests/methods/test_contract.py``) covers it at once.
 """
 
@@ -11,27 +12,27 @@ from __future__ import annotations
 import importlib
 
 _REGISTRY: dict[str, str] = {
-    "barlow_twins": "sslab.methods.barlow_twins:BarlowTwins",
-    "byol": "sslab.methods.byol:BYOL",
-    "colorization": "sslab.methods.colorization:Colorization",
-    "context_encoder": "sslab.methods.context_encoder:ContextEncoder",
-    "counting": "sslab.methods.counting:Counting",
-    "denoising_ae": "sslab.methods.denoising_ae:DenoisingAE",
-    "exemplar": "sslab.methods.exemplar:Exemplar",
-    "jigsaw": "sslab.methods.jigsaw:Jigsaw",
-    "moco": "sslab.methods.moco:MoCo",
-    "multitask": "sslab.methods.multitask:Multitask",
-    "npid": "sslab.methods.npid:NPID",
-    "pirl": "sslab.methods.pirl:PIRL",
-    "relative_location": "sslab.methods.relative_location:RelativeLocation",
-    "rotation": "sslab.methods.rotation:Rotation",
-    "simclr": "sslab.methods.simclr:SimCLR",
-    "simsiam": "sslab.methods.simsiam:SimSiam",
-    "split_brain": "sslab.methods.split_brain:SplitBrain",
-    "supcon": "sslab.methods.supcon:SupCon",
+    "barlow_twins": "sslab.methods.siamese.barlow_twins:BarlowTwins",
+    "byol": "sslab.methods.siamese.byol:BYOL",
+    "colorization": "sslab.methods.pretext.colorization:Colorization",
+    "context_encoder": "sslab.methods.pretext.context_encoder:ContextEncoder",
+    "counting": "sslab.methods.pretext.counting:Counting",
+    "denoising_ae": "sslab.methods.pretext.denoising_ae:DenoisingAE",
+    "exemplar": "sslab.methods.pretext.exemplar:Exemplar",
+    "jigsaw": "sslab.methods.pretext.jigsaw:Jigsaw",
+    "moco": "sslab.methods.contrastive.moco:MoCo",
+    "multitask": "sslab.methods.pretext.multitask:Multitask",
+    "npid": "sslab.methods.contrastive.npid:NPID",
+    "pirl": "sslab.methods.contrastive.pirl:PIRL",
+    "relative_location": "sslab.methods.pretext.relative_location:RelativeLocation",
+    "rotation": "sslab.methods.pretext.rotation:Rotation",
+    "simclr": "sslab.methods.contrastive.simclr:SimCLR",
+    "simsiam": "sslab.methods.siamese.simsiam:SimSiam",
+    "split_brain": "sslab.methods.pretext.split_brain:SplitBrain",
+    "supcon": "sslab.methods.contrastive.supcon:SupCon",
     "supervised": "sslab.methods.supervised:Supervised",
-    "unigrad": "sslab.methods.unigrad:UniGrad",
-    "vicreg": "sslab.methods.vicreg:VICReg",
+    "unigrad": "sslab.methods.siamese.unigrad:UniGrad",
+    "vicreg": "sslab.methods.siamese.vicreg:VICReg",
 }
 
 

@@ -33,7 +33,7 @@ from sslab.methods.base import Batch, Method, Metrics, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.losses import classification
-from sslab.methods.supcon import supcon_augmentation
+from sslab.methods.contrastive.supcon import supcon_augmentation
 from sslab.methods.views import Augmented, ImageView, View
 
 

@@ -3,7 +3,7 @@
 Noroozi, Pirsiavash & Favaro, "Representation Learning by Learning to Count", ICCV 2017
 (arXiv:1708.06734), sec. 3: from a crop x of an image, D∘x is x downsampled by 2 and T_j∘x the
 j-th tile of x's 2 x 2 grid, each of D∘x's size, so that the counts of visual primitives satisfy
-φ(D∘x) = Σ_j φ(T_j∘x) (``methods/counting.py``).
+φ(D∘x) = Σ_j φ(T_j∘x) (``methods/pretext/counting.py``).
 
 The crop is one per-sample sampling grid through a single ``grid_sample`` call (as ``image.py``);
 the downsampling and the tiling are reshapes of that crop, so the tiles tile exactly the image

@@ -61,7 +61,7 @@ from sslab.methods.blocks.distributed import all_gather_with_grad
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
 from sslab.methods.views import Augmented, ImageView, View
-from sslab.methods.two_view import TwoViewMethod
+from sslab.methods.siamese.two_view import TwoViewMethod
 
 #: BatchNorm1d's default ε, as in the official ``nn.BatchNorm1d(sizes[-1], affine=False)``
 BN_EPS = 1e-5

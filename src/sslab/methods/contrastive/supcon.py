@@ -53,7 +53,7 @@ from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.distributed import all_gather_no_grad, all_gather_with_grad, rank
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.views import ImageView
-from sslab.methods.two_view import TwoViewMethod
+from sslab.methods.siamese.two_view import TwoViewMethod
 
 
 def supcon_augmentation(image_size: int, crop_min_scale: float, *, color: bool = True, name: str = "view",

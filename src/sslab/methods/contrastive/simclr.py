@@ -55,7 +55,7 @@ from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum_schedule
 from sslab.methods.losses import nt_xent_loss
 from sslab.methods.views import ImageView
-from sslab.methods.two_view import TwoViewMethod
+from sslab.methods.siamese.two_view import TwoViewMethod
 
 
 @dataclass

@@ -46,7 +46,7 @@ from sslab.methods.base import Batch, Method, Metrics, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.colour_bins import GRID, colourful, gamut_bins, soft_encode
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
-from sslab.methods.colorization import (PixelClassifier, grey_invariance_pair, grey_invariance_views,
+from sslab.methods.pretext.colorization import (PixelClassifier, grey_invariance_pair, grey_invariance_views,
                                         soft_cross_entropy, subsample)
 from sslab.methods.views import View
 from sslab.methods.views.lab import LabView

@@ -77,7 +77,7 @@ from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.distributed import mean_over_workers
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
-from sslab.methods.two_view import TwoViewMethod
+from sslab.methods.siamese.two_view import TwoViewMethod
 
 
 def correlation_estimate(z1m: torch.Tensor, z2m: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sslab.methods.blocks.config import hyperparameter
-from sslab.methods.pirl import PIRL, PIRLConfig
+from sslab.methods.contrastive.pirl import PIRL, PIRLConfig
 
 
 @dataclass

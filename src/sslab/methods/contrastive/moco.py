@@ -65,7 +65,7 @@ from sslab.methods.blocks.distributed import all_gather_no_grad
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
 from sslab.methods.losses import info_nce_loss
-from sslab.methods.two_view import TwoViewMethod
+from sslab.methods.siamese.two_view import TwoViewMethod
 
 
 @dataclass

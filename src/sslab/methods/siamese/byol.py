@@ -56,7 +56,7 @@ from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
 from sslab.methods.views import Augmented, ImageView, View
-from sslab.methods.two_view import TwoViewMethod
+from sslab.methods.siamese.two_view import TwoViewMethod
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,7 @@ from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
-from sslab.methods.two_view import TwoViewMethod
+from sslab.methods.siamese.two_view import TwoViewMethod
 
 
 def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:

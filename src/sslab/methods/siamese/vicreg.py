@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sslab.methods.barlow_twins import BarlowTwins, DecorrelationConfig, off_diagonal
+from sslab.methods.siamese.barlow_twins import BarlowTwins, DecorrelationConfig, off_diagonal
 from sslab.methods.blocks.config import hyperparameter
 from sslab.methods.blocks.distributed import all_gather_with_grad
 

@@ -1,0 +1,1 @@
+"""Instance discrimination against negatives: NPID, PIRL, MoCo, SimCLR, SupCon."""

@@ -1,0 +1,1 @@
+"""Two views, one gradient form (UniGrad): BYOL, SimSiam, Barlow Twins, VICReg, UniGrad, and their shared two-view step."""
