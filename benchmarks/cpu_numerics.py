@@ -34,7 +34,8 @@ from sslab.methods.base import DataInfo, StepContext
 from sslab.methods.views import apply_views
 from sslab.data.sources import load_split
 from sslab.plan.profiles import get_profile
-from sslab.engine.train import TrialRun, channels_last_batch
+from sslab.engine.device import channels_last_batch
+from sslab.engine.train import TrialRun
 from local_profile import parse_set  # noqa: E402 - a sibling script (benchmarks/ is on sys.path)
 from train_loop import optimisation_step  # noqa: E402
 

@@ -29,7 +29,7 @@ from sslab.methods.views import apply_views
 from sslab.data.sources import load_train_test
 from sslab.engine.evaluate import evaluation_batches, knn_top1, pooled_features
 from sslab.plan.profiles import get_profile
-from sslab.engine.train import channels_last_batch
+from sslab.engine.device import channels_last_batch
 from train_loop import optimisation_step  # noqa: E402 - a sibling script (benchmarks/ is on sys.path)
 
 

@@ -171,7 +171,7 @@ def _open_store(study, root: str | None):
 def _report(study, root: str | None, fmt: str, setting: str | None = None) -> None:
     from rich.console import Console
 
-    from sslab.engine.progress import print_summary
+    from sslab.results.progress import print_summary
     from sslab.results.summary import current_setting
 
     store, meta = _open_store(study, root)
@@ -223,7 +223,7 @@ def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials,
                     findings: list[dict] | None = None) -> str:
     """The study's results as Markdown tables (per configuration with the gain over random init,
     the paper's findings, then totals), for notes and papers."""
-    from sslab.engine.progress import yes_no
+    from sslab.results.progress import yes_no
     from sslab.results.summary import by_configuration, compute_line, describe, judge_all, totals
 
     per_config = by_configuration(trials, knobs, metric, mode, baselines)

@@ -75,7 +75,7 @@ def _patch(point: str) -> None:
 
         StoreCallback.on_trial_result = on_trial_result
     elif point == "summary":
-        from sslab.engine.progress import Progress
+        from sslab.results.progress import Progress
 
         Progress.summary = interrupting(Progress.summary)
     else:

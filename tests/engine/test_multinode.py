@@ -22,7 +22,7 @@ from sslab.plan.profiles import Profile
 from sslab.engine.runner import run_study
 from sslab.plan.spec import name_of
 from sslab.plan.study import Study
-from sslab.engine.train import CHECKPOINT_FILE
+from sslab.engine.sessions import CHECKPOINT_FILE
 
 pytestmark = needs_cifar
 

@@ -11,7 +11,9 @@ from sslab.engine.augment import EpochViews, with_views
 from sslab.plan.profiles import Profile
 from sslab.methods.base import DataInfo
 from sslab.methods.views import CIFAR10
-from sslab.engine.train import TrialRun, _load_checkpoint, make_trainer, root_cause, train_in_process
+from sslab.engine.errors import root_cause
+from sslab.engine.sessions import load_checkpoint as _load_checkpoint
+from sslab.engine.train import TrialRun, make_trainer, train_in_process
 
 TINY = Profile(
     name="tiny", width=8, epochs=2, batch_size=16, num_workers=0,
@@ -286,7 +288,9 @@ def test_an_only_checkpoint_that_does_not_load_ends_the_trial_failed_at_once(ray
     """Ray Train offers only its newest checkpoint: if it does not load, every retry would fail
     alike, so the loop reports the cause (naming the checkpoint) as its last result and trains nothing."""
     from sslab.engine.checkpoints import EpochCheckpoints
-    from sslab.engine.train import FAILURE, InProcessSession, UnreadableCheckpointError, run_loop
+    from sslab.engine.errors import FAILURE, UnreadableCheckpointError
+    from sslab.engine.sessions import InProcessSession
+    from sslab.engine.train import run_loop
 
     class Unreadable(InProcessSession):
         def restore(self):
@@ -306,7 +310,7 @@ def test_ddp_leaves_the_buffers_that_after_step_keeps_in_sync_alone(tmp_path):
     in traffic every step); BatchNorm's running estimates are still broadcast."""
     import torch.distributed as dist
 
-    from sslab.engine.train import exclude_kept_in_sync
+    from sslab.engine.sessions import exclude_kept_in_sync
 
     spec = TrialRun("pirl", {"num_negatives": 16, **TINY.method_defaults}, TINY, seed=0, data=DATA)
     _, method = spec.build()
@@ -356,7 +360,8 @@ import sys, tempfile, warnings
 import torch, torch.distributed as dist
 from sslab.methods.base import DataInfo, StepContext
 from sslab.plan.profiles import Profile
-from sslab.engine.train import TrialRun, place_on_device
+from sslab.engine.device import place_on_device
+from sslab.engine.train import TrialRun
 dist.init_process_group("gloo", init_method="file://" + tempfile.mktemp(), rank=0, world_size=1)
 profile = Profile(name="t", arch="resnet10", width=8, channels_last=True)
 _, method = TrialRun("simclr", {}, profile, seed=0, data=DataInfo(64, 4, 16)).build()

@@ -116,7 +116,7 @@ def test_a_finding_must_name_what_the_study_varies():
 def test_the_printed_summary_says_each_configuration_against_the_baseline_and_judges_the_findings():
     from rich.console import Console
 
-    from sslab.engine.progress import print_summary
+    from sslab.results.progress import print_summary
 
     console = Console(record=True, width=200)
     findings = [Finding("λ = .5 beats λ = 0", {"loss_weight": 0.5}, {"loss_weight": 0.0}, source="Fig. 5").to_dict()]

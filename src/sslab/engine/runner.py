@@ -172,7 +172,7 @@ def run_study(
     resolved (``spec.Specs``), so that only trials whose exact specification is in the store
     count as done; the store is locked for this process (``StoreLock``); then Ray starts.
     """
-    from sslab.engine.progress import Progress  # rich is only needed when a study runs
+    from sslab.results.progress import Progress  # rich is only needed when a study runs
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile or study.profile)
     if profile_overrides:
@@ -360,7 +360,7 @@ def _init_ray(address: str | None) -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
     # The results store is the record; Tune's own CSV/JSON/TensorBoard loggers are not needed.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    # Progress is ours (src/sslab/engine/progress.py): Tune's legacy reporter at verbose=0 prints nothing.
+    # Progress is ours (src/sslab/results/progress.py): Tune's legacy reporter at verbose=0 prints nothing.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Ctrl-C ends the study at once with one line of ours (main), not Tune's graceful stop and its
     # hint at Tuner.restore: the same command resumes from the store and the trials' checkpoints

@@ -28,7 +28,8 @@ def run_trial(
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from sslab.engine.augment import EpochViews
-    from sslab.engine.train import TrialRun, make_trainer, root_cause, train_in_process
+    from sslab.engine.errors import root_cause
+    from sslab.engine.train import TrialRun, make_trainer, train_in_process
 
     spec = specs.of_tune_config(config)
     profile = specs.profile

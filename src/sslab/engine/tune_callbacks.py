@@ -23,7 +23,7 @@ from ray.tune import Callback
 from sslab.results import metrics as names
 from sslab.results.store import ResultsStore, StoreWriteError
 from sslab.plan.spec import Specs
-from sslab.engine.train import FAILURE, root_cause
+from sslab.engine.errors import FAILURE, root_cause
 
 #: result keys that describe bookkeeping, not per-epoch metrics
 _NOT_EPOCH_METRICS = {"history", "invariance_samples", "config", "checkpoint_path"}
