@@ -8,12 +8,8 @@ not timed (oneDNN picks its kernels there). The settings run in turn, each from 
 and the whole round is repeated ``--rounds`` times so that drift of the machine shows up as
 spread rather than as a difference between settings.
 
-Measured 2026-12-02 (AMD EPYC with avx512_bf16, 2 threads, all 21 methods): channels_last alone was
-not a CPU win (median ratio 1.01, range 0.83-1.21). Measured again 2026-12-03 on the same CPU model:
-faster for every method (median 0.84, range 0.71-0.90; PIRL 84.8 -> 66.3 ms, counting 190 -> 134 ms),
-and the main job 11 min 04 s -> 9 min 47 s, so the ``local`` profile now trains channels_last. bf16
-autocast + channels_last is faster for most methods (e.g. simsiam 228 -> 110 ms) but the training
-loop autocasts on CUDA only, because CPU bf16 has not been checked against fp32 results.
+What it measured, and why the ``local`` profile trains channels_last: docs/performance.md and
+docs/local-profile.md.
 
     python benchmarks/cpu_numerics.py [--methods pirl simclr] [--set jigsaw_patch_size=12] [--batch 128]
 """

@@ -4,10 +4,7 @@ evaluates each seed's untrained ``local`` backbone twice, exactly as a study rec
 (``evaluate_for_profile``: kNN on res5, a linear probe per tap): as it is, and after its running
 statistics were recomputed on the training images (one pass in train mode, cumulative average).
 
-Measured 2026-12-03 (``local``, 3 seeds, mean ± std): res5 kNN 0.252 ± 0.013 as initialised
-against 0.253 ± 0.006 recomputed; the probes at conv1, res2 and res3 within 0.01 of each other,
-at res4 0.318 against 0.296 and at res5 0.300 against 0.246. Recomputing would make no baseline
-stronger, so studies keep the untrained network as it is.
+What it measured, and why studies keep the untrained network as it is: docs/performance.md.
 
     python benchmarks/random_init_batchnorm.py [--seeds 3]
 """
