@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
+from pathlib import Path
 
-from small import SMALL
-from sslab.plan import profiles
-from sslab.engine import runner
-from sslab.plan.study import Study
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared helpers (small.py)
+
+from small import SMALL  # noqa: E402
+from sslab.plan import profiles  # noqa: E402
+from sslab.engine import runner  # noqa: E402
+from sslab.plan.study import Study  # noqa: E402
 
 STUDY = Study(name="interrupted", method="pirl", grid={"loss_weight": [0.0, 1.0]}, base={"num_negatives": 64})
 
