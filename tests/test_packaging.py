@@ -15,7 +15,7 @@ def test_nothing_at_the_repository_root_shadows_a_module():
     ``platform`` and Hugging Face's ``datasets``, not a folder of ours."""
     shadowing = [name for name in ("platform", "datasets", "data", "results", "sslab") if (ROOT / name).is_dir()]
     assert not shadowing
-    code = "import platform; platform.system(); import sslab.data.sources, sslab.plan.study; print(platform.__file__)"
+    code = "import platform; platform.system(); import sslab.data.catalog, sslab.plan.study; print(platform.__file__)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "lib" in out.stdout and str(ROOT) not in out.stdout
 

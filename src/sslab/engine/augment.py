@@ -15,6 +15,7 @@ views in the same order on every run, whatever the task scheduling.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -24,6 +25,7 @@ import ray.data
 import torch
 
 from sslab.methods.views import Normalization, Uint8Pixels, View, apply_views
+from sslab.data.split import Split
 from sslab.engine import placement
 
 #: images per augmentation task; large enough to amortise Python, small enough to stream
@@ -149,3 +151,34 @@ class EpochViews:
             shard = dealt.split(world_size, equal=True)[rank]
         return with_views(shard, self.views, stats=self.stats.for_transfer(self.transfer),
                           remote_args=self.remote_args, seed=(self.seed, epoch))
+
+
+def to_ray_dataset(split: Split, *, rows_per_block: int | None = None) -> ray.data.Dataset:
+    """``split`` as a Ray Dataset with columns ``idx`` int64, ``image`` uint8 H x W x 3 (a tensor
+    column) and ``label`` int64, in several blocks (~8 MiB each, at least 4 when there are
+    enough rows) so that ``map_batches`` can stream and spread them over workers.
+
+    Initialises Ray (``ray.init()``) if it is not running yet, as any Ray Data call does.
+    """
+    import pyarrow as pa
+    from ray.data.extensions import ArrowTensorArray
+
+    n = len(split.labels)
+    if len(split.images) != n or len(split.idx) != n:
+        raise ValueError(f"inconsistent Split: {len(split.images)} images, {n} labels, {len(split.idx)} idx")
+    if n == 0:
+        raise ValueError("cannot make a Ray Dataset of an empty Split")
+    if rows_per_block is None:
+        row_bytes = max(1, int(np.prod(split.images.shape[1:])))
+        rows_per_block = min(max(1, (8 << 20) // row_bytes), math.ceil(n / 4))
+    if rows_per_block < 1:
+        raise ValueError(f"rows_per_block = {rows_per_block} must be >= 1")
+    tables = []
+    for start in range(0, n, rows_per_block):
+        stop = min(n, start + rows_per_block)
+        tables.append(pa.table({
+            "idx": pa.array(np.ascontiguousarray(split.idx[start:stop], dtype=np.int64)),
+            "image": ArrowTensorArray.from_numpy(np.ascontiguousarray(split.images[start:stop])),
+            "label": pa.array(np.ascontiguousarray(split.labels[start:stop], dtype=np.int64)),
+        }))
+    return ray.data.from_arrow(tables)
