@@ -8,16 +8,18 @@ import re
 import warnings
 from dataclasses import fields
 
-import numpy as np
 import pytest
 import torch
+import torch.utils._pytree as pytree
+from torch import nn
 
+from method_testing import bitwise_same, step_context, view_batch
 from sslab import methods
-from sslab.methods.base import DataInfo, Method, StepContext
+from sslab.methods.base import DataInfo, Method, StepOutput, state_names
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig
 from sslab.methods.blocks.optim import build_optimizer
-from sslab.methods.views import CIFAR10, View, apply_views
+from sslab.methods.views import View
 
 NAMES = methods.names()
 DATA = DataInfo(num_samples=48, num_classes=4, image_size=32)
@@ -31,25 +33,23 @@ def _build(cls: type[Method], seed: int = 0) -> Method:
         return cls.build(cls.Config(), Backbone("resnet18", width=4), DATA)
 
 
-def _batch(cls: type[Method], seed: int = 0) -> dict[str, torch.Tensor]:
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (BATCH, DATA.image_size, DATA.image_size, 3), dtype=np.uint8)
-    arrays = apply_views(cls.views(cls.Config(), DATA.image_size), images, rng, stats=CIFAR10)
-    batch = {k: torch.from_numpy(v) for k, v in arrays.items()}
-    batch["idx"] = torch.from_numpy(rng.choice(DATA.num_samples, BATCH, replace=False))
-    batch["label"] = torch.from_numpy(rng.integers(0, DATA.num_classes, BATCH))
-    return batch
+def _contract_batch(cls: type[Method], seed: int = 0) -> dict[str, torch.Tensor]:
+    return view_batch(cls.views(cls.Config(), DATA.image_size), BATCH, size=DATA.image_size, seed=seed,
+                      idx=DATA.num_samples, labels=DATA.num_classes)
 
 
-def _ctx(step: int = 0) -> StepContext:
-    return StepContext(step=step, total_steps=10, epoch=0)
-
-
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Bit-equal, NaN equal to NaN (an unset log Z stays NaN)."""
-    if a.is_floating_point():
-        return torch.allclose(a, b, rtol=0, atol=0, equal_nan=True)
-    return torch.equal(a, b)
+def _tensor_attributes(method: Method) -> dict[tuple[str, str], int]:
+    """(module name, attribute) → id of every tensor held in a module's ``__dict__`` (directly or in a
+    list, tuple or dict there: parameters and buffers included), over all the method's modules."""
+    found = {}
+    for module_name, module in method.named_modules(remove_duplicate=False):
+        for attribute, value in vars(module).items():
+            items = value.items() if isinstance(value, dict) else enumerate(value) \
+                if isinstance(value, (list, tuple)) else [("", value)]
+            for key, item in items:
+                if isinstance(item, torch.Tensor):
+                    found[(module_name, f"{attribute}[{key}]" if key != "" else attribute)] = id(item)
+    return found
 
 
 def _invalid_values(f) -> list[object]:
@@ -114,15 +114,24 @@ def test_views_are_known_from_the_configuration_alone(name, monkeypatch):
 def test_a_training_step_gives_a_finite_loss_and_a_gradient_on_every_trained_parameter(name):
     cls = methods.get(name)
     method = _build(cls)
-    loss, metrics = method(_batch(cls), _ctx())
+    out = method(_contract_batch(cls), step_context())
+    assert isinstance(out, StepOutput)
+    loss, metrics = out.loss, out.metrics
     assert loss.dim() == 0 and torch.isfinite(loss)
     # metrics stay on the device (read once per epoch): 0-d tensors outside the graph, or floats
     for key, value in metrics.items():
         assert isinstance(value, float) or (torch.is_tensor(value) and value.dim() == 0 and not value.requires_grad), \
             f"{name}: metric {key} = {value!r} must be a detached 0-d tensor (or a float)"
     assert float(metrics["loss"]) == pytest.approx(loss.item())
+    # the carry is state for after_step, outside the graph
+    assert not [t for t in pytree.tree_leaves(out.carry) if torch.is_tensor(t) and t.requires_grad], \
+        f"{name}: the carry holds tensors that require grad"
     loss.backward()
-    unused = method.unused_parameters()
+    declared = method.unused_parameters()
+    own = {id(p) for p in method.parameters()}
+    assert all(isinstance(p, nn.Parameter) and id(p) in own for p in declared), \
+        f"{name}: unused_parameters must be parameters of the method"
+    unused = set(state_names(method, declared))
     assert unused <= {n for n, _ in method.named_parameters()}
     for pname, p in method.named_parameters():
         if not p.requires_grad:  # frozen state, e.g. a momentum encoder's EMA copy
@@ -141,20 +150,20 @@ def test_a_state_dict_round_trip_gives_the_same_next_loss(name):
     cls = methods.get(name)
     first = _build(cls, seed=0)
     optimizer = build_optimizer(first.parameter_groups(), first.config, global_batch=BATCH)
-    batch = _batch(cls, seed=1)
-    loss, _ = first(batch, _ctx(0))
+    batch = _contract_batch(cls, seed=1)
+    out = first(batch, step_context(0))
     optimizer.zero_grad()
-    loss.backward()
+    out.loss.backward()
     optimizer.step()
-    first.after_step(batch, _ctx(0))
+    first.after_step(batch, out, step_context(0))
 
     second = _build(cls, seed=123)  # other initial weights and state, then the checkpoint
     second.load_state_dict(first.state_dict())
-    following = _batch(cls, seed=2)
+    following = _contract_batch(cls, seed=2)
     torch.manual_seed(7)
-    expected, _ = first(following, _ctx(1))
+    expected = first(following, step_context(1)).loss
     torch.manual_seed(7)
-    got, _ = second(following, _ctx(1))
+    got = second(following, step_context(1)).loss
     assert got.item() == pytest.approx(expected.item(), rel=1e-6, abs=1e-6)
 
 
@@ -162,17 +171,43 @@ def test_a_state_dict_round_trip_gives_the_same_next_loss(name):
 def test_after_step_changes_exactly_the_state_it_declares(name):
     cls = methods.get(name)
     method = _build(cls)
-    batch = _batch(cls)
+    batch = _contract_batch(cls)
     optimizer = build_optimizer(method.parameter_groups(), method.config, global_batch=BATCH)
-    loss, _ = method(batch, _ctx())
-    loss.backward()
+    out = method(batch, step_context())
+    out.loss.backward()
     optimizer.step()  # as the loop does: an EMA encoder then has online weights to move towards
     before = {k: v.detach().clone() for k, v in method.state_dict().items()}
-    method.after_step(batch, _ctx())
+    method.after_step(batch, out, step_context())
     after = method.state_dict()
-    changed = {k for k in before if not _same(before[k], after[k])}
-    declared = method.after_step_updates()
-    assert all(k.startswith(declared) for k in changed) if declared else not changed, (
-        f"{name}: after_step changed {sorted(changed)} but declares {declared}")
-    for prefix in declared:
-        assert any(k.startswith(prefix) for k in changed), f"{name}: declared {prefix!r} but after_step left it alone"
+    changed = {k for k in before if not bitwise_same(before[k], after[k])}
+    declared = {item: set(state_names(method, [item])) for item in method.kept_in_sync()}
+    kept = set().union(*declared.values())
+    assert changed <= kept, f"{name}: after_step changed {sorted(changed - kept)}, which kept_in_sync does not declare"
+    for item, names in declared.items():
+        assert names & changed, f"{name}: declared {sorted(names)[:3]} but after_step left it alone"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_kept_in_sync_declares_modules_and_buffers_of_the_method(name):
+    cls = methods.get(name)
+    method = _build(cls)
+    modules, buffers = {id(m) for m in method.modules()}, {id(b) for b in method.buffers()}
+    for item in method.kept_in_sync():
+        if isinstance(item, nn.Module):
+            assert id(item) in modules, f"{name}: kept_in_sync names a module that is not the method's"
+        else:
+            assert isinstance(item, torch.Tensor) and id(item) in buffers, \
+                f"{name}: kept_in_sync names a tensor that is not a buffer of the method"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_training_step_sets_no_tensor_attribute_on_the_method(name):
+    """What after_step needs travels in the StepOutput's carry, never on the method: after a step
+    every module holds the very tensors it held before (parameters and buffers updated in place)."""
+    cls = methods.get(name)
+    method = _build(cls)
+    before = _tensor_attributes(method)
+    method(_contract_batch(cls), step_context()).loss.backward()
+    after = _tensor_attributes(method)
+    assert after == before, (f"{name}: training_step set {sorted(k for k in after if after[k] != before.get(k))} "
+                             "on the method")

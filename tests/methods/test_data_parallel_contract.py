@@ -4,8 +4,9 @@ that train on different shards of each global batch must end every step as one m
 Two CPU processes (gloo) build the method alike (one seed), wrap it in DistributedDataParallel
 with the platform's keyword arguments (``RayTrainSession.wrap``: only ``find_unused_parameters``)
 and take ``STEPS`` optimisation steps the way ``platform/train.run_loop`` does: per-step draws
-seeded ``seed * 1000 + rank``, ``loss, metrics = model(batch, ctx)``, backward, optimiser step,
-schedule step, ``method.after_step(batch, ctx)``. Each worker gets its own shard of the global
+seeded ``seed * 1000 + rank``, ``out = model(batch, ctx)`` (a ``StepOutput``, which DDP's search for
+the tensors of a forward's output traverses), backward of ``out.loss``, optimiser step, schedule
+step, ``method.after_step(batch, out, ctx)``. Each worker gets its own shard of the global
 batch (its own images, disjoint ``idx``). The tests compare what the workers saved.
 
 What must be identical, bit for bit, after every step:
@@ -48,7 +49,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from sslab import methods
-from sslab.methods.base import DataInfo, StepContext
+from sslab.methods.base import DataInfo, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.optim import build_optimizer, build_schedule
 from sslab.methods.contrastive.pirl import PIRL
@@ -185,12 +186,14 @@ def _train(case: Case, rank: int) -> dict:
         ctx = StepContext(step=schedule.last_epoch, total_steps=STEPS_PER_EPOCH, epoch=0,
                           world_size=WORLD, rank=rank)
         with count_host_syncs() as syncs:  # what would make a GPU wait for the host, per step
-            loss, _ = model(batch, ctx)
+            out = model(batch, ctx)
+            loss = out.loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            method.after_step(batch, ctx)
+            method.after_step(batch, out, ctx)
+        assert isinstance(out, StepOutput), f"{case.id}: DDP returned {type(out).__name__}, not the StepOutput"
         assert torch.isfinite(loss), f"{case.id}: loss {loss.item()} at step {step} on rank {rank}"
         result["syncs"].append(dict(syncs))
         result["states"].append(_state(method))

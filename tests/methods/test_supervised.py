@@ -5,41 +5,34 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from host_syncs import count_host_syncs
+from method_testing import CTX, build_method, view_batch
 
-from sslab.methods.base import DataInfo, StepContext
+from sslab.methods.base import DataInfo
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.supervised import Supervised, SupervisedConfig
-from sslab.methods.views import CIFAR10, Augmented, ImageView, apply_views
+from sslab.methods.views import Augmented, ImageView
 
-CTX = StepContext(step=0, total_steps=1, epoch=0)
 CLASSES = 5
 
 
 def _supervised(**config) -> Supervised:
-    torch.manual_seed(0)
-    return Supervised.build(SupervisedConfig(**config), Backbone(width=4),
-                            DataInfo(num_samples=100, num_classes=CLASSES, image_size=32))
-
-
-def _batch(views, n: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-    return {k: torch.from_numpy(v) for k, v in apply_views(views, images, rng, stats=CIFAR10).items()}
+    return build_method(Supervised, arch="resnet18", data=DataInfo(num_samples=100, num_classes=CLASSES, image_size=32),
+                        **config)
 
 
 def test_loss_is_cross_entropy_written_out_and_accuracy_counts_the_argmax_hits():
     method = _supervised()
-    batch = _batch(Supervised.views(method.config, 32))
+    batch = view_batch(Supervised.views(method.config, 32), 8)
     with torch.no_grad():  # train mode, as the step: BatchNorm on this batch's statistics
         logits = method.classifier(method.backbone(batch["image"])).double()
     predicted = logits.argmax(dim=1)
     # the first half labelled with the predicted class, the second half with another one
     labels = torch.cat([predicted[:4], (predicted[4:] + 1) % CLASSES])
-    loss, metrics = method.training_step(batch | {"label": labels}, CTX)
+    out = method.training_step(batch | {"label": labels}, CTX)
+    loss, metrics = out.loss, out.metrics
     by_hand = [-logits[i, labels[i]].item() + math.log(sum(math.exp(v) for v in logits[i].tolist()))
                for i in range(len(labels))]
     assert loss.item() == pytest.approx(sum(by_hand) / len(by_hand), rel=1e-5)
@@ -50,11 +43,11 @@ def test_loss_is_cross_entropy_written_out_and_accuracy_counts_the_argmax_hits()
 
 def test_a_training_step_needs_labels_and_asks_the_device_nothing():
     method = _supervised()
-    batch = _batch(Supervised.views(method.config, 32))
+    batch = view_batch(Supervised.views(method.config, 32), 8)
     with pytest.raises(KeyError, match="label"):
         method.training_step(batch, CTX)
     with count_host_syncs() as syncs:
-        loss, _ = method.training_step(batch | {"label": torch.arange(8) % CLASSES}, CTX)
+        loss = method.training_step(batch | {"label": torch.arange(8) % CLASSES}, CTX).loss
         loss.backward()
     assert sum(syncs.values()) == 0, dict(syncs)
     assert all(p.grad is not None for p in method.parameters())
@@ -73,7 +66,7 @@ def test_invariance_compares_normalised_backbone_features_of_the_image_and_one_a
     method = _supervised().eval()
     views = Supervised.invariance_views(method.config, 32)
     assert isinstance(views[0], ImageView) and isinstance(views[1], Augmented)
-    a, b = method.invariance_pair(_batch(views))
+    a, b = method.invariance_pair(view_batch(views, 8))
     assert a.shape == (8, method.backbone.out_dim)
     torch.testing.assert_close(a.norm(dim=1), torch.ones(len(a)))
     assert (a - b).norm(dim=1).min() > 0

@@ -6,10 +6,14 @@ A method is one small file holding a ``Method`` subclass and its ``Config``. It 
    ranges, and the optimiser the paper trains with);
 2. its **views**, ``views(config, image_size)``: what the data pipeline must produce per
    image, known from the configuration alone (no model is built to ask);
-3. its **heads and loss**, ``training_step(batch, ctx) -> (loss, metrics)``;
-4. its **state update**, ``after_step(batch, ctx)``: EMA encoders, memory banks, queues.
-   Such state lives in buffers (so it is checkpointed) and is kept identical on every
-   data-parallel worker; ``after_step_updates`` names it.
+3. its **heads and loss**, ``training_step(batch, ctx) -> StepOutput(loss, metrics, carry)``;
+   the loss functions themselves are pure functions of tensors in ``methods/losses/``;
+4. its **state update**, ``after_step(batch, out, ctx)``, given that step's ``StepOutput``:
+   EMA encoders, memory banks, queues. What it needs from the step (PIRL's embeddings, MoCo's
+   keys, colourisation's colour mass) travels in ``out.carry``; nothing is stashed on the
+   method between the two calls. Such state lives in buffers (so it is checkpointed) and is
+   kept identical on every data-parallel worker; ``kept_in_sync`` declares it, as the modules
+   and tensors themselves (the platform turns them into names by identity).
 
 Optional parts have defaults here: no invariance pair, no unused parameters, one parameter
 group (or two with ``exclude_norm_and_bias``), no data requirement beyond images. The
@@ -26,11 +30,13 @@ passes those fields of ``DataInfo`` by name to its constructor.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.utils._pytree as pytree
 from torch import nn
 
 from sslab.methods.blocks.backbone import Backbone
@@ -40,6 +46,55 @@ from sslab.methods.views import View
 Batch = dict[str, torch.Tensor]
 #: per-step metrics: detached scalar tensors on the training device, or floats
 Metrics = dict[str, "torch.Tensor | float"]
+#: what ``kept_in_sync`` declares: whole modules (every parameter and buffer of theirs) or single tensors
+State = nn.Module | torch.Tensor
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """What ``training_step`` (and ``forward``) returns, and ``after_step`` receives.
+
+    ``loss``: the 0-d loss to back-propagate. ``metrics``: the per-step metrics to average over
+    the epoch (detached 0-d device tensors, or floats). ``carry``: whatever this method's
+    ``after_step`` needs from the step (detached tensors, or a structure of them; None when it
+    needs nothing): PIRL's embeddings for the memory bank, MoCo's keys for the queue.
+    """
+
+    loss: torch.Tensor
+    metrics: Metrics
+    carry: Any = None
+
+
+# DDP flattens a forward's output with torch's pytree to route its tensors through its autograd
+# sink (find_unused_parameters): registered, StepOutput is traversed as a tuple of its fields is.
+pytree.register_dataclass(StepOutput, serialized_type_name="sslab.methods.base.StepOutput")
+
+
+def _declared_ids(declared: Iterable[State]) -> set[int]:
+    """The ids of the declared tensors, and of every parameter and buffer of the declared modules."""
+    ids = set()
+    for item in declared:
+        if isinstance(item, nn.Module):
+            ids.update(id(t) for t in itertools.chain(item.parameters(), item.buffers()))
+        elif isinstance(item, torch.Tensor):
+            ids.add(id(item))
+        else:
+            raise TypeError(f"expected modules or tensors, got {type(item).__name__}")
+    return ids
+
+
+def buffer_names(module: nn.Module, declared: Iterable[State]) -> list[str]:
+    """Names (``named_buffers`` order) of ``module``'s buffers that are, or belong to, the ``declared``
+    modules and tensors (matched by identity): e.g. ``kept_in_sync()`` as DDP's buffer names."""
+    ids = _declared_ids(declared)
+    return [name for name, buffer in module.named_buffers() if id(buffer) in ids]
+
+
+def state_names(module: nn.Module, declared: Iterable[State]) -> list[str]:
+    """Names (``state_dict`` order) of ``module``'s parameters and buffers that are, or belong to, the
+    ``declared`` modules and tensors (matched by identity)."""
+    ids = _declared_ids(declared)
+    return [name for name, tensor in module.state_dict(keep_vars=True).items() if id(tensor) in ids]
 
 
 @dataclass(frozen=True)
@@ -110,15 +165,16 @@ class Method(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} declares no invariance views")
 
     # --- heads and loss -----------------------------------------------------------------
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         """The loss on one batch (keys: ``idx``, the views' keys, ``label`` when the data has one),
-        and the per-step metrics to average over the epoch: scalar tensors, detached and left on
-        the device (``loss.detach()``, never ``loss.item()``: each ``item`` waits for the GPU to
-        finish the step; the loop sums them on the device and reads them once per epoch), or
-        plain floats for values the method knows without the GPU."""
+        the per-step metrics to average over the epoch: scalar tensors, detached and left on the
+        device (``loss.detach()``, never ``loss.item()``: each ``item`` waits for the GPU to finish
+        the step; the loop sums them on the device and reads them once per epoch), or plain floats
+        for values the method knows without the GPU; and the carry ``after_step`` needs. It sets
+        no tensor attribute on the method (what ``after_step`` needs goes in ``carry``)."""
         raise NotImplementedError
 
-    def forward(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def forward(self, batch: Batch, ctx: StepContext) -> StepOutput:
         """Same as ``training_step``, so the platform can wrap the method in DDP."""
         return self.training_step(batch, ctx)
 
@@ -129,17 +185,21 @@ class Method(nn.Module):
         {``image``: the evaluation view (resized and normalised, no augmentation), ``idx``}; it is
         produced lazily, so a method that does not read it costs nothing. Default: nothing."""
 
-    def after_step(self, batch: Batch, ctx: StepContext) -> None:
-        """Update non-gradient state after the optimiser step (default: none)."""
+    def after_step(self, batch: Batch, out: StepOutput, ctx: StepContext) -> None:
+        """Update non-gradient state after the optimiser step, from ``out``, what ``training_step``
+        returned for ``batch`` (default: none)."""
 
-    def after_step_updates(self) -> tuple[str, ...]:
-        """Prefixes of the ``state_dict`` keys that ``after_step`` changes (default: none)."""
-        return ()
+    def kept_in_sync(self) -> list[State]:
+        """The state ``after_step`` changes and keeps equal on every data-parallel worker (or that is
+        irrelevant across workers): submodules of the method (all their parameters and buffers) or
+        single buffers, e.g. ``[self.queue, self.target]``. DDP does not re-broadcast these buffers
+        (``buffer_names``). Default: none."""
+        return []
 
     # --- training -------------------------------------------------------------------------
-    def unused_parameters(self) -> set[str]:
-        """Names of parameters that get no gradient under this configuration (DDP must know)."""
-        return set()
+    def unused_parameters(self) -> list[nn.Parameter]:
+        """The parameters that get no gradient under this configuration (DDP must know)."""
+        return []
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimiser parameter groups: all parameters, or (``exclude_norm_and_bias``) weights apart

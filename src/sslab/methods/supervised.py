@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.base import Batch, Method, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.losses import classification
@@ -83,13 +83,13 @@ class Supervised(Method):
         """The whole image and one draw of the training augmentation t(x)."""
         return [ImageView(name="clean", size=image_size), Augmented(cls.augmentation(config, image_size, "transformed"))]
 
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         """Cross-entropy on ``label``; metrics: the loss and the batch's top-1 training accuracy."""
         if "label" not in batch:
             raise KeyError("supervised trains on labels: the batch has no 'label' (use a labelled dataset)")
         labels = batch["label"].long()
         logits = self.classifier(self.backbone(batch["image"])).float()
-        return classification(logits, labels)
+        return StepOutput(*classification(logits, labels))
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

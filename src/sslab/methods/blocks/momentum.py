@@ -3,7 +3,8 @@
 MoCo's key encoder, BYOL's target network and UniGrad's momentum branch are an exponential
 moving average of the online network's weights. The method owns the schedule (it knows the
 global step); these helpers only copy, update and compute the coefficient, so a method
-reads ``ema_update_(self.target, self.online, cosine_momentum(base, progress))``.
+reads ``ema_update_(self.target, self.online, cosine_momentum(base, progress))``; ``MomentumTarget``
+bundles the copy, its schedule and its update. A method without a momentum encoder holds None.
 """
 
 from __future__ import annotations
@@ -93,18 +94,19 @@ def encoder_momentum_schedule(default: str):
 
 
 class MomentumTarget(nn.Module):
-    """The target branch of a Siamese method: MoCo's key encoder, BYOL's target network, UniGrad's
+    """The momentum encoder of a Siamese method: MoCo's key encoder, BYOL's target network, UniGrad's
     momentum branch, and the "w/ momentum encoder" variant of every other method (UniGrad's table).
 
-    ``MomentumTarget(backbone, projector, momentum=m, schedule=...)`` applies the given modules in
-    order, under ``torch.no_grad`` (the stop-gradient every one of these methods puts on its target):
+    ``MomentumTarget(backbone, projector, momentum=m, schedule=...)`` is an EMA copy of the given
+    modules in order (``frozen_copy``), applied under ``torch.no_grad`` (the stop-gradient every one
+    of these methods puts on its target) and moved after every optimiser step by ``update(progress)``
+    with the coefficient m (``schedule='constant'``: MoCo's m = 0.999) or rising from m to 1 on
+    BYOL's cosine over the run's steps (``'cosine'``).
 
-    - ``momentum`` > 0: on an EMA copy of them (``frozen_copy``), moved after every optimiser step
-      by ``update(ctx)`` with the coefficient ``momentum`` (``schedule='constant'``: MoCo's
-      m = 0.999) or rising from it to 1 on BYOL's cosine over the run's steps (``'cosine'``);
-    - ``momentum`` = 0: on the online modules themselves, no copy and no EMA: the "w/o momentum
-      encoder" column. A constant 0, not a cosine from 0 that still climbs to 1 (methods.md 1.4:
-      UniGrad's code would do the latter).
+    A method without a momentum encoder (``encoder_momentum`` = 0, the "w/o momentum encoder"
+    column) has none at all: ``from_config`` returns None, and the method's target branch is its
+    online network under stop-gradient (``TwoViewMethod.target_projection``). A constant 0, not a
+    cosine from 0 that still climbs to 1 (methods.md 1.4: UniGrad's code would do the latter).
 
     The online modules are not registered here (the method owns them once, so the state_dict
     names them once); the copy is registered as ``ema`` and travels in checkpoints. The copy runs
@@ -114,36 +116,32 @@ class MomentumTarget(nn.Module):
 
     def __init__(self, *online: nn.Module, momentum: float, schedule: str = "cosine") -> None:
         super().__init__()
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum = {momentum!r} must lie in [0, 1) (0: no momentum encoder)")
+        if not 0.0 < momentum < 1.0:
+            raise ValueError(f"momentum = {momentum!r} must lie in (0, 1) (without a momentum encoder, m = 0, "
+                             "a method has no MomentumTarget: see from_config)")
         if schedule not in ("cosine", "constant"):
             raise ValueError(f"momentum schedule {schedule!r} must be 'cosine' or 'constant'")
         self.base, self.schedule = momentum, schedule
         self._online = (nn.Sequential(*online),)  # a tuple: not a submodule
-        self.ema = frozen_copy(self._online[0]) if momentum > 0 else None
+        self.ema = frozen_copy(self._online[0])
 
     @classmethod
-    def from_config(cls, config, *online: nn.Module) -> "MomentumTarget":
-        """From a Config with ``encoder_momentum`` and ``encoder_momentum_schedule`` fields."""
+    def from_config(cls, config, *online: nn.Module) -> "MomentumTarget | None":
+        """From a Config with ``encoder_momentum`` and ``encoder_momentum_schedule`` fields; None
+        when ``encoder_momentum`` = 0 (no momentum encoder)."""
+        if config.encoder_momentum == 0:
+            return None
         return cls(*online, momentum=config.encoder_momentum, schedule=config.encoder_momentum_schedule)
 
-    @property
-    def enabled(self) -> bool:
-        """Whether there is a momentum encoder (``momentum`` > 0)."""
-        return self.ema is not None
-
     def momentum(self, progress: float) -> float:
-        """The EMA coefficient at ``progress`` = step / total steps (0 without a momentum encoder)."""
-        if not self.enabled:
-            return 0.0
+        """The EMA coefficient at ``progress`` = step / total steps."""
         return self.base if self.schedule == "constant" else cosine_momentum(self.base, progress)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.ema if self.ema is not None else self._online[0])(x)
+        return self.ema(x)
 
     @torch.no_grad()
     def update(self, progress: float) -> None:
         """θ_ema ← m·θ_ema + (1 − m)·θ_online at ``progress`` (call after the optimiser step)."""
-        if self.ema is not None:
-            ema_update_(self.ema, self._online[0], self.momentum(progress))
+        ema_update_(self.ema, self._online[0], self.momentum(progress))

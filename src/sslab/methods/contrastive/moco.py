@@ -58,7 +58,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sslab.methods.base import Batch, Metrics, StepContext
+from sslab.methods.base import Batch, State, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.distributed import all_gather_no_grad
@@ -108,7 +108,6 @@ class MoCo(TwoViewMethod):
         # MoCo's initial queue: random unit vectors (rows here; the official code stores D x K)
         self.register_buffer("queue", F.normalize(torch.randn(config.queue_size, config.projection_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-        self._pending_keys: torch.Tensor | None = None
 
     # --- what the data pipeline must produce --------------------------------------------
     # --- heads --------------------------------------------------------------------------
@@ -119,12 +118,13 @@ class MoCo(TwoViewMethod):
 
     @torch.no_grad()
     def _keys(self, images: torch.Tensor) -> torch.Tensor:
-        """k from the key encoder, L2-normalised float32; with S > 1 BatchNorm sees S shards of a
-        random permutation of the batch (shuffle-BN), and the keys return in the batch's order."""
+        """k from the key encoder (without one: the query encoder under stop-gradient), L2-normalised
+        float32; with S > 1 BatchNorm sees S shards of a random permutation of the batch (shuffle-BN),
+        and the keys return in the batch's order."""
         if self.config.bn_splits == 1:
-            return F.normalize(self.target(images).float(), dim=1)
+            return F.normalize(self.target_projection(images).float(), dim=1)
         order = torch.randperm(len(images), device=images.device)
-        shuffled = torch.cat([self.target(x) for x in images[order].chunk(self.config.bn_splits)])
+        shuffled = torch.cat([self.target_projection(x) for x in images[order].chunk(self.config.bn_splits)])
         keys = torch.empty_like(shuffled).index_copy_(0, order, shuffled)  # undo the permutation
         return F.normalize(keys.float(), dim=1)
 
@@ -153,18 +153,20 @@ class MoCo(TwoViewMethod):
         with torch.autocast(q.device.type, enabled=False):
             return info_nce_loss((q * k).sum(dim=1), q @ self.queue.T, self.config.temperature)
 
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        """InfoNCE of the queries against their keys and the queue; carries the keys (views x B x d,
+        enqueued view by view) to ``after_step``."""
         x0, x1 = batch["view_0"], batch["view_1"]
         self._check_batch(len(x0), ctx.world_size)
         q0, k1 = self._queries(x0), self._keys(x1)
         if self.config.symmetric:
             q1, k0 = self._queries(x1), self._keys(x0)
             loss = 0.5 * (self._loss(q0, k1) + self._loss(q1, k0))
-            self._pending_keys = torch.stack([k0, k1])  # views x B x d, enqueued view by view
+            keys = torch.stack([k0, k1])  # views x B x d, enqueued view by view
         else:
             loss = self._loss(q0, k1)
-            self._pending_keys = k1[None]
-        return loss, {"loss": loss.detach()}
+            keys = k1[None]
+        return StepOutput(loss, {"loss": loss.detach()}, carry=keys)
 
     # --- state --------------------------------------------------------------------------
     @torch.no_grad()
@@ -181,16 +183,15 @@ class MoCo(TwoViewMethod):
         self.queue.index_copy_(0, positions, rows.to(self.queue.dtype))
         self.queue_ptr.copy_((self.queue_ptr + len(rows)) % len(self.queue))
 
-    def after_step(self, batch: Batch, ctx: StepContext) -> None:
-        """Enqueue the last step's keys of every worker, then move the key encoder (MoCo eq. 2)."""
-        if self._pending_keys is None:
-            raise RuntimeError("after_step needs the keys of a preceding training_step")
-        self.enqueue(self._pending_keys)
-        self._pending_keys = None
-        super().after_step(batch, ctx)  # the key encoder's EMA step
+    def after_step(self, batch: Batch, out: StepOutput, ctx: StepContext) -> None:
+        """Enqueue the step's keys (``out.carry``) of every worker, then move the key encoder (MoCo eq. 2)."""
+        if not isinstance(out.carry, torch.Tensor):
+            raise RuntimeError("after_step needs the keys that this method's training_step carries")
+        self.enqueue(out.carry)
+        super().after_step(batch, out, ctx)  # the key encoder's EMA step
 
-    def after_step_updates(self) -> tuple[str, ...]:
+    def kept_in_sync(self) -> list[State]:
         """The queue and its pointer (written from the keys all-gathered over workers, so every replica
         holds the same) and the key encoder (its EMA step from the synchronised online weights)."""
-        return ("queue", "queue_ptr") + super().after_step_updates()
+        return [self.queue, self.queue_ptr, *super().kept_in_sync()]
 

@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.base import Batch, Method, State, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.batchnorm import running_stats_frozen
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
@@ -161,7 +161,6 @@ class PIRL(Method):
         # host synchronisation) whether it is NaN; forgotten whenever a state_dict is loaded
         self._log_z_set: set[str] = set()
         self.register_load_state_dict_post_hook(lambda module, incompatible: module._log_z_set.clear())
-        self._last_embedding: torch.Tensor | None = None
 
     # --- what the data pipeline must produce -------------------------------------------
     @classmethod
@@ -178,11 +177,13 @@ class PIRL(Method):
         1 + i mod 3 quarter turns), never 0°, so that the distance measures rotation as RotNet's does."""
         return [ImageView(size=image_size)] + _transform_views(config, image_size, invariance=True)
 
-    def unused_parameters(self) -> set[str]:
+    def unused_parameters(self) -> list[nn.Parameter]:
         """At λ = 0 the transform heads (g) get no gradient; at λ = 1 the image head (f) gets none."""
         lam = self.config.loss_weight
-        heads = ("patch_head.", "jigsaw_head.", "rotation_head.") if lam == 0 else ("image_head.",) if lam == 1 else ()
-        return {n for n, _ in self.named_parameters() if n.startswith(heads)}  # startswith(()) is False
+        transform_heads = [getattr(self, name) for name in ("patch_head", "jigsaw_head", "rotation_head")
+                           if hasattr(self, name)]
+        heads = transform_heads if lam == 0 else [self.image_head] if lam == 1 else []
+        return [p for head in heads for p in head.parameters()]
 
     # --- heads --------------------------------------------------------------------------
     def embed_image(self, images: torch.Tensor) -> torch.Tensor:
@@ -225,10 +226,11 @@ class PIRL(Method):
                 self._log_z_set.add(term)
             return nce_loss(pos_sim, neg_sim, tau, self.num_samples, log_z)
 
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         """Eq. 5 on a batch with keys image, idx and, when λ > 0, the transform's views (jigsaw,
         rotation; jigsaw_perm and rotation_label are not needed). With two transforms the λ term is
-        the mean of their L_NCE terms. Metrics: loss, loss_image and loss_<term> per transform."""
+        the mean of their L_NCE terms. Metrics: loss, loss_image and loss_<term> per transform.
+        Carries f(v_I), detached, for the memory-bank update."""
         lam = self.config.loss_weight
         idx = batch["idx"].long()
         with torch.set_grad_enabled(torch.is_grad_enabled() and lam < 1):  # at λ = 1 f only fills the bank
@@ -240,9 +242,9 @@ class PIRL(Method):
             terms = {term: self._contrast(term, g, idx, negatives) for term, g in self.transform_embeddings(batch).items()}
             loss = lam * (sum(terms.values()) / len(terms)) + (1 - lam) * loss_image
             terms = {term: value.detach() for term, value in terms.items()}
-        self._last_embedding = f.detach()
-        return loss, {"loss": loss.detach(), "loss_image": loss_image.detach(),
-                      **{f"loss_{term}": value for term, value in terms.items()}}
+        metrics = {"loss": loss.detach(), "loss_image": loss_image.detach(),
+                   **{f"loss_{term}": value for term, value in terms.items()}}
+        return StepOutput(loss, metrics, carry=f.detach())
 
     # --- state --------------------------------------------------------------------------
     @torch.no_grad()
@@ -276,20 +278,21 @@ class PIRL(Method):
             )
         broadcast_from_first_worker_(self.memory_bank.bank)
 
-    def after_step(self, batch: Batch, ctx: StepContext) -> None:
-        """Move m_I towards the f(v_I) of the last training step (sec. 3.2), all-gathered under DDP."""
-        if self._last_embedding is None:
-            raise RuntimeError("after_step needs the embeddings of a preceding training_step on the same batch")
-        if len(self._last_embedding) != len(batch["idx"]):
+    def after_step(self, batch: Batch, out: StepOutput, ctx: StepContext) -> None:
+        """Move m_I towards the step's f(v_I) (``out.carry``; sec. 3.2), all-gathered under DDP."""
+        embedding = out.carry
+        if not isinstance(embedding, torch.Tensor):
+            raise RuntimeError("after_step needs the embeddings that this method's training_step carries")
+        if len(embedding) != len(batch["idx"]):
             raise RuntimeError(
-                f"after_step got {len(batch['idx'])} indices but the last training_step saw "
-                f"{len(self._last_embedding)} images; call it with the same batch"
+                f"after_step got {len(batch['idx'])} indices but the training_step saw "
+                f"{len(embedding)} images; call it with the same batch"
             )
-        self.memory_bank.update(batch["idx"].long(), self._last_embedding, self.config.bank_momentum)
-        self._last_embedding = None
+        self.memory_bank.update(batch["idx"].long(), embedding, self.config.bank_momentum)
 
-    def after_step_updates(self) -> tuple[str, ...]:
-        return ("memory_bank.",)
+    def kept_in_sync(self) -> list[State]:
+        """The memory bank (every write all-gathered first)."""
+        return [self.memory_bank]
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,16 +44,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
-from sslab.methods.base import Batch, Metrics, StepContext
+from sslab.methods.base import Batch, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
-from sslab.methods.blocks.distributed import all_gather_no_grad, rank
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum_schedule
-from sslab.methods.losses import nt_xent_loss
+from sslab.methods.losses import momentum_nt_xent_loss, nt_xent_loss
 from sslab.methods.views import ImageView
 from sslab.methods.siamese.two_view import TwoViewMethod
 
@@ -100,9 +96,8 @@ class SimCLR(TwoViewMethod):
         hidden = config.projection_hidden_dim or backbone.out_dim
         self.projector = mlp(backbone.out_dim, hidden, config.projection_dim, config.projection_layers,
                              last_bn=True, last_bn_affine=False)
-        # m = 0: no target branch at all (SimCLR proper), not MomentumTarget's stop-gradient copy
-        self.target = (MomentumTarget.from_config(config, backbone, self.projector)
-                       if config.encoder_momentum > 0 else None)
+        # m = 0: no target branch at all (SimCLR proper, gradients through both views)
+        self.target = MomentumTarget.from_config(config, backbone, self.projector)
 
     @classmethod
     def augmentation(cls, config: SimCLRConfig, image_size: int, name: str = "view", copies: int = 2) -> ImageView:
@@ -113,37 +108,13 @@ class SimCLR(TwoViewMethod):
                          jitter=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s), jitter_prob=0.8, grayscale=0.2,
                          blur_prob=config.blur_prob, copies=copies)
 
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         z1, z2 = self.project(batch["view_0"]), self.project(batch["view_1"])
         if self.target is None:
             loss = nt_xent_loss(z1.float(), z2.float(), self.config.temperature)
         else:
             z1m, z2m = self.target(batch["view_0"]), self.target(batch["view_1"])
             loss = momentum_nt_xent_loss(z1.float(), z2.float(), z1m.float(), z2m.float(), self.config.temperature)
-        return loss, {"loss": loss.detach()}
+        return StepOutput(loss, {"loss": loss.detach()})
 
 
-def momentum_nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, z1m: torch.Tensor, z2m: torch.Tensor,
-                          temperature: float) -> torch.Tensor:
-    """NT-Xent with a momentum branch (UniGrad's ``loss_simclr_grad_mm`` written as a loss).
-
-    ``z1``, ``z2`` (B, D): this worker's online projections of the two views (the anchors, with
-    gradient); ``z1m``, ``z2m``: the momentum branch's projections of the same views (no gradient).
-    All are L2-normalised; the momentum ones are gathered from every worker without gradient,
-    giving 2N candidates (N = B x world size), every worker's block [z1m; z2m] in rank order.
-    Anchor z1_i's positive is z2m_i and z2_i's is z1m_i; the softmax runs over all 2N candidates,
-    the anchor's own view z1m_i (resp. z2m_i) included. Mean over this worker's 2B anchors, so that
-    with DDP's gradient averaging training equals one worker on the global batch.
-    """
-    if z1.dim() != 2 or not z1.shape == z2.shape == z1m.shape == z2m.shape:
-        raise ValueError(f"expected z1, z2, z1m, z2m of one shape (B, D), got "
-                         f"{[tuple(z.shape) for z in (z1, z2, z1m, z2m)]}")
-    if not temperature > 0:
-        raise ValueError(f"temperature (τ) = {temperature!r} must be > 0")
-    batch = z1.shape[0]
-    anchors = F.normalize(torch.cat([z1, z2]), dim=1)  # (2B, D)
-    candidates = all_gather_no_grad(F.normalize(torch.cat([z1m, z2m]), dim=1))  # (2N, D)
-    logits = anchors @ candidates.T / temperature
-    # the other view's momentum embedding of the same image: B rows away within this worker's block
-    positive = rank() * 2 * batch + torch.arange(2 * batch, device=z1.device).roll(batch)
-    return F.cross_entropy(logits, positive)

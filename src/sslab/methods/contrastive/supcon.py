@@ -47,11 +47,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sslab.methods.base import Batch, Metrics, StepContext
+from sslab.methods.base import Batch, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
-from sslab.methods.blocks.distributed import all_gather_no_grad, all_gather_with_grad, rank
 from sslab.methods.blocks.heads import mlp
+from sslab.methods.losses import supcon_loss
 from sslab.methods.views import ImageView
 from sslab.methods.siamese.two_view import TwoViewMethod
 
@@ -64,60 +64,6 @@ def supcon_augmentation(image_size: int, crop_min_scale: float, *, color: bool =
     colour = {"jitter": (0.4, 0.4, 0.4, 0.1), "jitter_prob": 0.8, "grayscale": 0.2} if color else \
         {"jitter": 0.0, "jitter_prob": 0.0, "grayscale": 0.0}
     return ImageView(name=name, size=image_size, scale=(crop_min_scale, 1.0), copies=copies, **colour)
-
-
-def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float,
-                base_temperature: float, form: str = "out") -> torch.Tensor:
-    """The supervised contrastive loss over the global batch of every worker (L_out or L_in).
-
-    ``features`` (B, V, D): this worker's V L2-normalised projections of each of B images (the
-    official ``[bsz, n_views, D]``); ``labels`` (B,) integers. Projections are gathered from every
-    worker with their gradient (``all_gather_with_grad``) and labels without, giving V·N
-    candidates for N = B × world size. Every local projection z_i is an anchor (contrast_mode
-    'all'); A(i) is every candidate but z_i itself, P(i) those of A(i) with z_i's label. With
-    log p_ia = z_i·z_a/τ − log Σ_{a'∈A(i)} exp(z_i·z_a'/τ):
-
-        out: ℓ_i = −(τ/τ_base) · 1/|P(i)| Σ_{p∈P(i)} log p_ip
-        in:  ℓ_i = −(τ/τ_base) · log( 1/|P(i)| Σ_{p∈P(i)} p_ip )
-
-    An anchor with P(i) empty has ℓ_i = 0. The result is the mean of ℓ_i over this worker's V·B
-    anchors; with DDP's gradient averaging, training equals one worker on the global batch
-    (whose loss is the mean over all V·N anchors, the official code's). Computed in float32
-    at least, outside autocast, without a host synchronisation.
-    """
-    if features.dim() != 3 or labels.shape != features.shape[:1]:
-        raise ValueError(f"expected features (B, V, D) and labels (B,), got {tuple(features.shape)} "
-                         f"and {tuple(labels.shape)}")
-    if form not in ("out", "in"):
-        raise ValueError(f"form = {form!r} is not one of 'out', 'in'")
-    if not (temperature > 0 and base_temperature > 0):
-        raise ValueError(f"temperature (τ) = {temperature!r} and base temperature = {base_temperature!r} must be > 0")
-    with torch.autocast(features.device.type, enabled=False):
-        if features.dtype in (torch.float16, torch.bfloat16):
-            features = features.float()
-        batch, views = features.shape[:2]
-        anchors = torch.cat(features.unbind(1))  # (V·B, D), view-major as the official code
-        anchor_labels = labels.repeat(views)
-        candidates = all_gather_with_grad(anchors)  # (V·N, D): each worker's V·B rows, in rank order
-        candidate_labels = all_gather_no_grad(anchor_labels)
-        logits = anchors @ candidates.T / temperature
-
-        columns = torch.arange(len(candidates), device=features.device)
-        own = rank() * views * batch + torch.arange(views * batch, device=features.device)
-        is_self = own[:, None] == columns[None, :]
-        positive = (anchor_labels[:, None] == candidate_labels[None, :]) & ~is_self
-        log_prob = logits - torch.logsumexp(logits.masked_fill(is_self, float("-inf")), dim=1, keepdim=True)
-        num_positives = positive.sum(dim=1)
-        has_positive = num_positives > 0
-        count = num_positives.clamp(min=1).to(log_prob.dtype)
-        if form == "out":
-            per_anchor = -torch.where(positive, log_prob, 0.0).sum(dim=1) / count
-        else:
-            # log Σ_{p∈P(i)} p_ip, over a row of zeros where P(i) is empty (no -inf gradient)
-            pos_log_prob = torch.where(positive, log_prob, float("-inf"))
-            log_sum = torch.logsumexp(torch.where(has_positive[:, None], pos_log_prob, 0.0), dim=1)
-            per_anchor = torch.where(has_positive, count.log() - log_sum, 0.0)
-        return (temperature / base_temperature) * per_anchor.mean()
 
 
 @dataclass
@@ -163,7 +109,7 @@ class SupCon(TwoViewMethod):
         """z = g(f(x)) / ‖g(f(x))‖, B x d (SupConResNet normalises in the model)."""
         return F.normalize(self.projector(self.backbone(images)).float(), dim=1)
 
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         if "label" not in batch:
             raise KeyError("supcon trains on labels: the batch has no 'label' (use a labelled dataset)")
         z = self.project(torch.cat([batch["view_0"], batch["view_1"]]))
@@ -171,7 +117,7 @@ class SupCon(TwoViewMethod):
         config = self.config
         loss = supcon_loss(features, batch["label"].long(), config.temperature, config.base_temperature,
                            config.loss_form)
-        return loss, {"loss": loss.detach()}
+        return StepOutput(loss, {"loss": loss.detach()})
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -47,11 +47,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.base import Batch, Method, State, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.colour_bins import (GRID, ColourPrior, bin_mass, colourful, gamut_bins,
                                               rebalancing_weights, soft_encode)
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.losses import soft_cross_entropy
 from sslab.methods.views import ImageView, View
 from sslab.methods.views.lab import LabView
 
@@ -98,12 +99,6 @@ class PixelClassifier(nn.Module):
         return self.logits(self.hidden(features))
 
 
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """mean over pixels of v · (−Σ_q Z_q log softmax(logits)_q); logits, Z: N x K x h x w, v: N x h x w."""
-    per_pixel = -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1)
-    return (weights * per_pixel).mean()
-
-
 def subsample(x: torch.Tensor, stride: int) -> torch.Tensor:
     """Every ``stride``-th pixel from the top-left one (Zhang's ``data_ab_ss``)."""
     return x[..., ::stride, ::stride]
@@ -136,7 +131,6 @@ class Colorization(Method):
         self.register_buffer("bins", gamut_bins(GRID), persistent=False)
         self.head = PixelClassifier(backbone.out_dim, config.head_width or backbone.out_dim, len(self.bins))
         self.prior = ColourPrior(len(self.bins))
-        self._last_mass: torch.Tensor | None = None
 
     @classmethod
     def views(cls, config: ColorizationConfig, image_size: int) -> list[View]:
@@ -157,25 +151,25 @@ class Colorization(Method):
         mask = colourful(ab, self.config.grey_threshold)
         return z, w[z.argmax(dim=1)] * mask.reshape(-1, 1, 1), mask
 
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
-        """L_cl (eq. 2) on the grey crops ``lab`` against their colours ``lab_ab``."""
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        """L_cl (eq. 2) on the grey crops ``lab`` against their colours ``lab_ab``; carries the
+        target colours' mass per bin (non-grey pixels) for the prior."""
         grey, ab = batch["lab"], batch["lab_ab"]
         with torch.autocast(ab.device.type, enabled=False):
             z, v, mask = self.targets(ab)
         logits = self.head(self.backbone.features(grey, ("res5",))["res5"], tuple(z.shape[-2:]))
         loss = soft_cross_entropy(logits, z, v)
-        self._last_mass = bin_mass(z, mask)
-        return loss, {"loss": loss.detach()}
+        return StepOutput(loss, {"loss": loss.detach()}, carry=bin_mass(z, mask))
 
-    def after_step(self, batch: Batch, ctx: StepContext) -> None:
-        """Add the last step's target colours (non-grey pixels, all workers) to the prior p̃."""
-        if self._last_mass is None:
-            raise RuntimeError("after_step needs the targets of a preceding training_step")
-        self.prior.accumulate(self._last_mass)
-        self._last_mass = None
+    def after_step(self, batch: Batch, out: StepOutput, ctx: StepContext) -> None:
+        """Add the step's target colours (``out.carry``: non-grey pixels, all workers) to the prior p̃."""
+        if not isinstance(out.carry, torch.Tensor):
+            raise RuntimeError("after_step needs the colour mass that this method's training_step carries")
+        self.prior.accumulate(out.carry)
 
-    def after_step_updates(self) -> tuple[str, ...]:
-        return ("prior.",)
+    def kept_in_sync(self) -> list[State]:
+        """The colour prior (each step's mass averaged over the workers)."""
+        return [self.prior]
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -48,13 +48,13 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.base import Batch, Method, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.decoder import ConvDecoder, tap_stride
+from sslab.methods.losses import discriminator_loss, generator_adversarial_loss, weighted_mse
 from sslab.methods.views.base import View
 from sslab.methods.views.corrupted import CorruptedView, centre_square
 
@@ -123,7 +123,7 @@ class ContextEncoder(Method):
         """The whole image (``inv_target``) and its masked version (``inv``)."""
         return [cls.masked_view(config, image_size, "inv")]
 
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         context, image = batch["masked"], batch["masked_target"]
         square = centre_square(image.shape[-1])
         real = image[..., square, square].float()
@@ -131,19 +131,17 @@ class ContextEncoder(Method):
         fake = self.decoder(features, size=tuple(real.shape[-2:])).float()
         l2 = weighted_mse(fake, real, self.loss_weights)
         if self.discriminator is None:
-            return l2, {"loss": l2.detach(), "l2": l2.detach()}
+            return StepOutput(l2, {"loss": l2.detach(), "l2": l2.detach()})
         lam = self.config.adversarial_weight
         frozen = {n: p.detach() for n, p in self.discriminator.named_parameters()}
         frozen |= {n: b.clone() for n, b in self.discriminator.named_buffers()}  # D's running stats move once
-        adv_g = F.binary_cross_entropy_with_logits(  # −log D(ŷ): gradient to the generator only
-            torch.func.functional_call(self.discriminator, frozen, (fake,)), torch.ones(len(fake), 1, device=fake.device))
-        logits_real, logits_fake = self.discriminator(real), self.discriminator(fake.detach())
-        loss_d = (F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
-                  + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake)))
+        # −log D(ŷ): gradient to the generator only
+        adv_g = generator_adversarial_loss(torch.func.functional_call(self.discriminator, frozen, (fake,)))
+        loss_d = discriminator_loss(self.discriminator(real), self.discriminator(fake.detach()))
         loss_g = (1 - lam) * l2 + lam * adv_g
         loss = loss_g + loss_d
-        return loss, {"loss": loss.detach(), "l2": l2.detach(), "adversarial_g": adv_g.detach(),
-                      "discriminator": loss_d.detach()}
+        return StepOutput(loss, {"loss": loss.detach(), "l2": l2.detach(), "adversarial_g": adv_g.detach(),
+                                 "discriminator": loss_d.detach()})
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,11 +161,6 @@ def overlap_weights(size: int, overlap: int, weight: float, device: torch.device
     weights = torch.full((1, 1, size, size), float(weight), device=device)
     weights[..., overlap:size - overlap, overlap:size - overlap] = 1.0
     return weights
-
-
-def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """mean over every element of W ⊙ (ŷ − x)² (``nn.MSECriterion``'s mean, gradient scaled by W)."""
-    return (weights * (prediction - target).square()).mean()
 
 
 def dcgan_discriminator(size: int, width: int) -> nn.Sequential:

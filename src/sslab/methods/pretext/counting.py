@@ -51,10 +51,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.base import Batch, Method, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
-from sslab.methods.blocks.distributed import all_gather_with_grad, rank
+from sslab.methods.losses import counting_loss
 from sslab.methods.views import ImageView, View
 from sslab.methods.views.tiles import NUM_TILES, TilesView
 
@@ -115,7 +115,7 @@ class Counting(Method):
         """φ(images): non-negative counts, B x ``num_counts``."""
         return F.relu(self.counter(self.backbone(images)))
 
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         """Eq. 4 on D∘x and the tiles (one backbone call); metrics: both terms and the mean ‖φ(D∘x)‖,
         which falls towards 0 if φ collapses."""
         down, tiles = batch["count_down"], batch["count_tiles"]
@@ -123,8 +123,9 @@ class Counting(Method):
         counts = self.count(torch.cat([down, tiles.flatten(0, 1)])).float()
         down_counts, tile_counts = counts[:b], counts[b:].unflatten(0, (b, NUM_TILES))
         loss, pair, contrast = counting_loss(down_counts, tile_counts, self.config.margin)
-        return loss, {"loss": loss.detach(), "pair_term": pair.detach(), "contrast_term": contrast.detach(),
-                      "count_norm": down_counts.detach().norm(dim=1).mean()}
+        return StepOutput(loss, {"loss": loss.detach(), "pair_term": pair.detach(),
+                                 "contrast_term": contrast.detach(),
+                                 "count_norm": down_counts.detach().norm(dim=1).mean()})
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,33 +133,6 @@ class Counting(Method):
         copy, L2-normalised."""
         return (self.backbone.unit_features(batch["clean"]),
                 self.backbone.unit_features(batch["scaled_down"]))
-
-
-def counting_loss(down_counts: torch.Tensor, tile_counts: torch.Tensor,
-                  margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Eq. 4 averaged over the global batch: (loss, pair term, contrastive term).
-
-    ``down_counts`` (B, K): φ(D∘x) of this worker's images; ``tile_counts`` (B, 4, K): φ(T_j∘x).
-    The pair term is ‖φ(D∘x) − Σ_j φ(T_j∘x)‖², the contrastive term max(0, M − ‖φ(D∘y) −
-    Σ_j φ(T_j∘x)‖²) with y the previous image of the global batch (rows gathered in rank order,
-    rolled by one; the first image's y is the last). Each term is this worker's mean over its B
-    images, so with DDP's gradient averaging training equals one worker on the global batch.
-    """
-    if down_counts.dim() != 2 or tile_counts.shape != (down_counts.shape[0], NUM_TILES, down_counts.shape[1]):
-        raise ValueError(f"expected down_counts (B, K) and tile_counts (B, {NUM_TILES}, K), got "
-                         f"{tuple(down_counts.shape)} and {tuple(tile_counts.shape)}")
-    if not margin > 0:
-        raise ValueError(f"margin (M) = {margin!r} must be > 0")
-    b = down_counts.shape[0]
-    everyone = all_gather_with_grad(down_counts)
-    if len(everyone) < 2:
-        raise ValueError("the contrastive term needs another image y: a global batch of at least 2 images")
-    start = rank() * b
-    other_counts = everyone.roll(1, dims=0)[start:start + b]  # φ(D∘y), y = the previous image
-    tile_sum = tile_counts.sum(dim=1)
-    pair = (down_counts - tile_sum).pow(2).sum(dim=1).mean()
-    contrast = F.relu(margin - (other_counts - tile_sum).pow(2).sum(dim=1)).mean()
-    return pair + contrast, pair, contrast
 
 
 def _even(size: int) -> int:

@@ -35,12 +35,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.base import Batch, Method, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.decoder import ConvDecoder
+from sslab.methods.losses import reconstruction_loss
 from sslab.methods.views.base import View
 from sslab.methods.views.corrupted import CorruptedView
 
@@ -99,13 +99,13 @@ class DenoisingAE(Method):
         """The whole image (``inv_target``) and its corrupted version (``inv``)."""
         return [cls.corrupted_view(config, image_size, "inv")]
 
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         x_noisy, x = batch["noised"], batch["noised_target"]
         features = self.backbone.features(x_noisy, (self.config.tap,))[self.config.tap]
         reconstruction = self.decoder(features, size=tuple(x.shape[-2:])).float()
         mask = batch["noised_mask"] if self.config.loss_on == "corrupted" else None
         loss = reconstruction_loss(reconstruction, x.float(), mask)
-        return loss, {"loss": loss.detach()}
+        return StepOutput(loss, {"loss": loss.detach()})
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,12 +113,4 @@ class DenoisingAE(Method):
         return (self.backbone.unit_features(batch["inv_target"]),
                 self.backbone.unit_features(batch["inv"]))
 
-
-def reconstruction_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean squared error over every element of N x C x H x W, or (``mask``, N x 1 x H x W in {0, 1})
-    over the channels of the masked pixels only: Σ m (ŷ − x)² / (C · Σ m), 0 when nothing is masked."""
-    if mask is None:
-        return F.mse_loss(prediction, target)
-    squared = (prediction - target).square() * mask
-    return squared.sum() / (mask.sum() * prediction.shape[1]).clamp_min(1.0)
 

@@ -52,9 +52,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.base import Batch, Method, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.losses import surrogate_loss
 from sslab.methods.views import Augmented, View
 from sslab.methods.views.exemplar import ExemplarView
 
@@ -145,13 +146,13 @@ class Exemplar(Method):
         return [cls.augmentation(config, image_size, "seed"), Augmented(cls.augmentation(config, image_size, "transformed"))]
 
     # --- loss ---------------------------------------------------------------------------
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         """Weighted cross-entropy over the surrogate classes of ``idx`` (see the module docstring)."""
         classes = self.surrogate_class[batch["idx"].long()].repeat(self.config.transformations)
         patches = torch.cat([batch[_patch_key(m)] for m in range(self.config.transformations)])
         logits = self.classifier(self.backbone(patches)).float()
         loss, accuracy = surrogate_loss(logits, classes, self.num_classes / self.num_samples)
-        return loss, {"loss": loss.detach(), "accuracy": accuracy}
+        return StepOutput(loss, {"loss": loss.detach(), "accuracy": accuracy})
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,17 +190,3 @@ def surrogate_classes(num_samples: int, num_classes: int, seed: int) -> torch.Te
     return classes
 
 
-def surrogate_loss(logits: torch.Tensor, classes: torch.Tensor, seed_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, accuracy) of the surrogate classification, without host synchronisation.
-
-    ``logits``: B x K; ``classes``: B, each in 0..K-1, or -1 for an image that is not a seed (weight
-    0); ``seed_fraction``: K / N, the expected share of seeds in a batch. The loss is
-    Σ_b w_b CE(logits_b, class_b) / (B · seed_fraction) (the plain batch mean when every image is a
-    seed); the accuracy is the share of argmax hits among the batch's seeds (0 when it has none).
-    """
-    weight = (classes >= 0).to(logits.dtype)
-    target = classes.clamp(min=0)
-    per_image = F.cross_entropy(logits, target, reduction="none")
-    loss = (weight * per_image).sum() / (len(classes) * seed_fraction)
-    hits = (logits.detach().argmax(dim=1) == target).to(logits.dtype) * weight
-    return loss, hits.sum() / weight.sum().clamp(min=1)

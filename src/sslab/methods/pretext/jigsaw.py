@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.base import Batch, Method, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.batchnorm import follow_images, running_stats_frozen
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
@@ -154,13 +154,13 @@ class Jigsaw(Method):
             per_tile = self.fc6(self.backbone(tiles.flatten(0, 1)))
         return self.fc7(per_tile.reshape(len(tiles), -1))
 
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         """Cross-entropy of fc8 over the P permutations against ``jigsaw_perm``."""
         if self.config.bn_statistics == "images":
             follow_images(self.backbone, batch["image"])  # the running estimates follow whole images
         logits = self.fc8(self.puzzle_features(batch["jigsaw"])).float()
         target = batch["jigsaw_perm"].long()
-        return classification(logits, target)
+        return StepOutput(*classification(logits, target))
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

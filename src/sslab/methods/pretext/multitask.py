@@ -19,10 +19,12 @@ own and the trunk's parameters are shared (``named_parameters`` yields them once
 - views: every task's views, each wrapped in ``Prefixed(view, "<task>.")``, so two tasks never
   collide on a key; ``training_step`` hands each task its own keys with the prefix stripped,
   plus the shared keys (``idx``, ``label``), and returns the weighted sum; metrics are the
-  tasks' own, prefixed ``<task>.`` (``rotation.loss``), beside the total ``loss``;
+  tasks' own, prefixed ``<task>.`` (``rotation.loss``), beside the total ``loss``; the carry is
+  every task's own ``StepOutput`` (its loss detached), by task, for that task's ``after_step``;
 - ``after_step``, ``before_training`` (the one-shot image stream is replayed to each task that
-  reads it), ``after_step_updates`` (``tasks.<task>.<prefix>``) and ``unused_parameters`` (a
-  shared parameter is unused only if every task that holds it leaves it unused) delegate;
+  reads it), ``kept_in_sync`` (the union of the tasks' modules and tensors) and
+  ``unused_parameters`` (a shared parameter is unused only if every task that holds it leaves it
+  unused) delegate;
 - invariance: the first task (in ``tasks`` order) that declares invariance views, with that
   task's representation and transform;
 - ``needs``: a ClassVar cannot depend on ``tasks``, so multitask takes every ``DataInfo`` field
@@ -67,14 +69,14 @@ import itertools
 import json
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from sslab import methods
-from sslab.methods.base import Batch, DataInfo, Method, Metrics, StepContext
+from sslab.methods.base import Batch, DataInfo, Method, State, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, check_value, hyperparameter
 from sslab.methods.views import View
@@ -255,14 +257,16 @@ class Multitask(Method):
         return out
 
     # --- loss -----------------------------------------------------------------------------
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
-        """L = Σ_k w_k L_k; metrics: ``loss`` (L) and every task's own, prefixed ``<task>.``."""
-        total, metrics = 0.0, {}
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        """L = Σ_k w_k L_k; metrics: ``loss`` (L) and every task's own, prefixed ``<task>.``; carries
+        each task's output (its loss detached) to that task's ``after_step``."""
+        total, metrics, outputs = 0.0, {}, {}
         for task, method in self.tasks.items():
-            loss, task_metrics = method.training_step(self.task_batch(task, batch), ctx)
-            total = total + self.loss_weights[task] * loss
-            metrics.update({f"{task}.{key}": value for key, value in task_metrics.items()})
-        return total, {"loss": total.detach(), **metrics}
+            out = method.training_step(self.task_batch(task, batch), ctx)
+            total = total + self.loss_weights[task] * out.loss
+            metrics.update({f"{task}.{key}": value for key, value in out.metrics.items()})
+            outputs[task] = replace(out, loss=out.loss.detach())
+        return StepOutput(total, {"loss": total.detach(), **metrics}, carry=outputs)
 
     # --- state ------------------------------------------------------------------------------
     def before_training(self, images: Iterable[Batch]) -> None:
@@ -272,25 +276,28 @@ class Multitask(Method):
         for position, method in enumerate(self.tasks.values()):
             method.before_training(replay.reader(keep=position < len(self.tasks) - 1))
 
-    def after_step(self, batch: Batch, ctx: StepContext) -> None:
+    def after_step(self, batch: Batch, out: StepOutput, ctx: StepContext) -> None:
+        """Each task's, on its own keys and with its own output (``out.carry[task]``)."""
+        if not isinstance(out.carry, dict) or set(out.carry) != set(self.tasks):
+            raise RuntimeError("after_step needs the task outputs that this method's training_step carries")
         for task, method in self.tasks.items():
-            method.after_step(self.task_batch(task, batch), ctx)
+            method.after_step(self.task_batch(task, batch), out.carry[task], ctx)
 
-    def after_step_updates(self) -> tuple[str, ...]:
-        return tuple(f"tasks.{task}.{prefix}" for task, method in self.tasks.items()
-                     for prefix in method.after_step_updates())
+    def kept_in_sync(self) -> list[State]:
+        """The union of the tasks' (their modules sit in the ``tasks`` ModuleDict)."""
+        return [state for method in self.tasks.values() for state in method.kept_in_sync()]
 
     # --- training ---------------------------------------------------------------------------
-    def unused_parameters(self) -> set[str]:
+    def unused_parameters(self) -> list[nn.Parameter]:
         """Parameters every task that holds them leaves without a gradient."""
         held, used = set(), set()
         for method in self.tasks.values():
-            unused = method.unused_parameters()
-            for name, p in method.named_parameters():
+            unused = {id(p) for p in method.unused_parameters()}
+            for p in method.parameters():
                 held.add(id(p))
-                if name not in unused:
+                if id(p) not in unused:
                     used.add(id(p))
-        return {name for name, p in self.named_parameters() if id(p) in held - used}
+        return [p for p in self.parameters() if id(p) in held - used]
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The tasks' groups, named ``<task>.<group>``, each parameter in the first group that has

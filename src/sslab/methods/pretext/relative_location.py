@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.base import Batch, Method, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.batchnorm import follow_images, running_stats_frozen
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
@@ -145,7 +145,7 @@ class RelativeLocation(Method):
         features = self.backbone(torch.cat([centre, neighbour]))
         return self.classifier(torch.cat(features.chunk(2), dim=1))
 
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         """Cross-entropy of the neighbour's position; metrics: the loss and the batch's accuracy."""
         labels = batch["patch_label"].long()
         if self.config.bn_statistics == "images":
@@ -154,7 +154,7 @@ class RelativeLocation(Method):
                 logits = self.logits(batch["patch_centre"], batch["patch_neighbour"]).float()
         else:
             logits = self.logits(batch["patch_centre"], batch["patch_neighbour"]).float()
-        return classification(logits, labels)
+        return StepOutput(*classification(logits, labels))
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.base import Batch, Method, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.heads import mlp
@@ -94,14 +94,14 @@ class Rotation(Method):
         return [ImageView(name="image", size=image_size),
                 RotationView(name="rotated", size=image_size, all_rotations=False, rotations=(1, 2, 3))]
 
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         """Cross-entropy of the rotation classifier over every rotated copy; metrics: the loss and
         the rotation accuracy of the batch."""
         images, labels = batch["rotation"], batch["rotation_label"].long()
         if self.config.all_rotations:  # N x 4 copies -> one batch of 4N, as the official collate
             images, labels = images.flatten(0, 1), labels.flatten()
         logits = self.classifier(self.backbone(images)).float()
-        return classification(logits, labels)
+        return StepOutput(*classification(logits, labels))
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

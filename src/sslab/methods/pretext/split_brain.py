@@ -42,12 +42,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sslab.methods.base import Batch, Method, Metrics, StepContext
+from sslab.methods.base import Batch, Method, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.colour_bins import GRID, colourful, gamut_bins, soft_encode
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
-from sslab.methods.pretext.colorization import (PixelClassifier, grey_invariance_pair, grey_invariance_views,
-                                        soft_cross_entropy, subsample)
+from sslab.methods.losses import soft_cross_entropy
+from sslab.methods.pretext.colorization import PixelClassifier, grey_invariance_pair, grey_invariance_views, subsample
 from sslab.methods.views import View
 from sslab.methods.views.lab import LabView
 
@@ -110,7 +110,7 @@ class SplitBrain(Method):
     def invariance_views(cls, config: SplitBrainConfig, image_size: int) -> list[View]:
         return grey_invariance_views(image_size)
 
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         """ℓ_cl(F₁(grey), Z_ab) + ℓ_cl(F₂(chroma), Z_L), one backbone pass over both inputs."""
         c = self.config
         with torch.autocast(batch["lab_ab"].device.type, enabled=False):
@@ -124,7 +124,7 @@ class SplitBrain(Method):
         loss_ab = soft_cross_entropy(self.ab_head(from_l, size), z_ab, mask)
         loss_l = F.cross_entropy(self.l_head(from_ab, size).float(), l_target)
         loss = loss_ab + loss_l
-        return loss, {"loss": loss.detach(), "loss_ab": loss_ab.detach(), "loss_l": loss_l.detach()}
+        return StepOutput(loss, {"loss": loss.detach(), "loss_ab": loss_ab.detach(), "loss_l": loss_l.detach()})
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

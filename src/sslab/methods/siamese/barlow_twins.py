@@ -52,54 +52,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 
-from sslab.methods.base import Batch, Metrics, StepContext
+from sslab.methods.base import Batch, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
-from sslab.methods.blocks.distributed import all_gather_with_grad
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
+from sslab.methods.losses import barlow_twins_loss
 from sslab.methods.views import Augmented, ImageView, View
 from sslab.methods.siamese.two_view import TwoViewMethod
-
-#: BatchNorm1d's default ε, as in the official ``nn.BatchNorm1d(sizes[-1], affine=False)``
-BN_EPS = 1e-5
-
-
-def off_diagonal(m: torch.Tensor) -> torch.Tensor:
-    """The D(D − 1) off-diagonal entries of a square D x D matrix, flattened (the official helper)."""
-    d = m.shape[0]
-    if m.dim() != 2 or m.shape[1] != d:
-        raise ValueError(f"expected a square matrix, got shape {tuple(m.shape)}")
-    return m.flatten()[:-1].view(d - 1, d + 1)[:, 1:].flatten()
-
-
-def cross_correlation(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-    """C = bn(z1)ᵀ bn(z2) / N over the global batch (eq. 2): D x D, the same on every worker.
-
-    ``z1``, ``z2`` (B, D) are this worker's embeddings of the two views; the rows of every
-    worker are gathered with their gradients, and each dimension is standardised with the mean
-    and the biased variance of the N = B x world size rows (BatchNorm in training mode, no affine
-    parameters, ε = 1e-5), as the official SyncBatchNorm does.
-    """
-    if z1.dim() != 2 or z1.shape != z2.shape:
-        raise ValueError(f"expected z1 and z2 of the same shape (B, D), got {tuple(z1.shape)} and {tuple(z2.shape)}")
-    z1, z2 = all_gather_with_grad(z1), all_gather_with_grad(z2)
-    if len(z1) < 2:
-        raise ValueError("the cross-correlation needs a global batch of at least 2 rows")
-    standardised = [F.batch_norm(z, None, None, training=True, eps=BN_EPS) for z in (z1, z2)]
-    return standardised[0].T @ standardised[1] / len(z1)
-
-
-def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """L_BT = Σ_i (1 − C_ii)² + λ Σ_{i≠j} C_ij² (eq. 1) on the global batch, and its two sums
-    ``on_diagonal`` and ``off_diagonal`` (undetached). Every worker gets the same value."""
-    c = cross_correlation(z1, z2)
-    on_diag = (1 - c.diagonal()).pow(2).sum()
-    off_diag = off_diagonal(c).pow(2).sum()
-    return on_diag + lambd * off_diag, {"on_diagonal": on_diag, "off_diagonal": off_diag}
-
 
 def asymmetric_views(config, image_size: int) -> list[ImageView]:
     """BYOL's two augmentations, as Barlow Twins and VICReg use them (methods.md 3.5): crops of
@@ -180,10 +141,10 @@ class BarlowTwins(TwoViewMethod):
         """The method's loss on one pair of embedding batches, and its terms (float32 inputs)."""
         return barlow_twins_loss(z1, z2, self.config.off_diagonal_weight)
 
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         x1, x2 = batch["view_0"], batch["view_1"]
         z1, z2 = self.project(x1), self.project(x2)
-        if self.target.enabled:  # ½ [L(z1, sg(z2_m)) + L(z2, sg(z1_m))]
+        if self.target is not None:  # ½ [L(z1, sg(z2_m)) + L(z2, sg(z1_m))]
             pairs = [(z1, self.target(x2)), (z2, self.target(x1))]
         else:
             pairs = [(z1, z2)]
@@ -191,4 +152,4 @@ class BarlowTwins(TwoViewMethod):
             results = [self.loss(a.float(), b.float()) for a, b in pairs]
         loss = sum(value for value, _ in results) / len(results)
         metrics = {key: (sum(terms[key] for _, terms in results) / len(results)).detach() for key in results[0][1]}
-        return loss, {"loss": loss.detach(), **metrics}
+        return StepOutput(loss, {"loss": loss.detach(), **metrics})

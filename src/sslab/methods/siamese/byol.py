@@ -47,26 +47,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
-from sslab.methods.base import Batch, Metrics, StepContext
+from sslab.methods.base import Batch, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
+from sslab.methods.losses import byol_loss
 from sslab.methods.views import Augmented, ImageView, View
 from sslab.methods.siamese.two_view import TwoViewMethod
-
-
-def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """‖p̂ − ẑ‖² = 2 − 2·cos(p, z) per row, averaged over the batch (BYOL eq. 2, one direction).
-
-    ``z`` is the target and takes no gradient (stop-gradient on the target projection). The
-    loss is per image, so with data parallelism each worker's mean, averaged by DDP, is the
-    global batch's (the official code ``pmean``s the gradients alike).
-    """
-    return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1)).mean()
 
 
 @dataclass
@@ -134,16 +122,16 @@ class BYOL(TwoViewMethod):
                 Augmented(cls.augmentation(config, image_size, "transformed", second=False))]
 
     # --- heads and loss -----------------------------------------------------------------
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         """Eq. 2, both directions: q(z_θ(v)) against z_ξ(v') and q(z_θ(v')) against z_ξ(v)."""
         v1, v2 = batch["view_0"], batch["view_1"]
         z1, z2 = self.project(v1), self.project(v2)
         p1, p2 = self.predictor(z1), self.predictor(z2)
-        if self.target.enabled:
+        if self.target is not None:
             t1, t2 = self.target(v1), self.target(v2)
         else:  # no momentum encoder: the online projections themselves, under stop-gradient
             t1, t2 = z1.detach(), z2.detach()
         loss = byol_loss(p1.float(), t2.float()) + byol_loss(p2.float(), t1.float())
-        return loss, {"loss": loss.detach(), "target_momentum": self.target.momentum(ctx.progress)}
+        return StepOutput(loss, {"loss": loss.detach(), "target_momentum": self.target_momentum(ctx.progress)})
 
     # --- state --------------------------------------------------------------------------

@@ -38,25 +38,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 
-from sslab.methods.base import Batch, Metrics, StepContext
+from sslab.methods.base import Batch, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
+from sslab.methods.losses import simsiam_loss
 from sslab.methods.siamese.two_view import TwoViewMethod
-
-
-def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-    """−½·cos(p₁, sg(z₂)) − ½·cos(p₂, sg(z₁)), averaged over the batch (SimSiam eq. 4).
-
-    ``z1``, ``z2`` take no gradient (the stop-gradient of eq. 3). Per image, so with data
-    parallelism each worker's mean, averaged by DDP, is the global batch's.
-    """
-    return -(F.cosine_similarity(p1, z2.detach(), dim=-1).mean()
-             + F.cosine_similarity(p2, z1.detach(), dim=-1).mean()) / 2
 
 
 @dataclass
@@ -103,16 +93,16 @@ class SimSiam(TwoViewMethod):
 
     # --- what the data pipeline must produce --------------------------------------------
     # --- heads and loss -----------------------------------------------------------------
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         v1, v2 = batch["view_0"], batch["view_1"]
         z1, z2 = self.project(v1), self.project(v2)
         p1, p2 = self.predictor(z1), self.predictor(z2)
-        if self.target.enabled:  # UniGrad's "w/ momentum encoder": z from the EMA copy
+        if self.target is not None:  # UniGrad's "w/ momentum encoder": z from the EMA copy
             z1, z2 = self.target(v1), self.target(v2)
         loss = simsiam_loss(p1.float(), p2.float(), z1.float(), z2.float())
         # the spread of the normalised z per dimension: 1/√d when healthy, 0 when collapsed (sec. 4.1)
         z_std = F.normalize(z1.detach().float(), dim=1).std(dim=0).mean()
-        return loss, {"loss": loss.detach(), "z_std": z_std}
+        return StepOutput(loss, {"loss": loss.detach(), "z_std": z_std})
 
     # --- training -------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:

@@ -6,8 +6,9 @@ VICReg, UniGrad, SupCon): not a method itself, the base their files derive from.
 - invariance: the L2-normalised projections of the whole image and of one draw of the training
   augmentation, the pair the loss makes invariant (as PIRL measures f(v_I) against g(v_I^t));
 - z = projector(backbone(x)) (``project``);
-- an optional momentum encoder ``target`` (``blocks.momentum.MomentumTarget``), moved after every
-  optimiser step and then named in ``after_step_updates``.
+- an optional momentum encoder ``target`` (``blocks.momentum.MomentumTarget``; None when the method
+  has none), moved after every optimiser step and declared in ``kept_in_sync``; without one the
+  target branch is the online network under stop-gradient (``target_projection``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sslab.methods.base import Batch, Method, StepContext
+from sslab.methods.base import Batch, Method, State, StepContext, StepOutput
 from sslab.methods.blocks.config import MethodConfig
 from sslab.methods.blocks.momentum import MomentumTarget
 from sslab.methods.views import Augmented, ImageView, View
@@ -33,8 +34,9 @@ def moco_v2_augmentation(image_size: int, crop_min_scale: float, blur_prob: floa
 class TwoViewMethod(Method):
     """Base of the two-view methods; a subclass builds ``self.projector`` (and ``self.target``)."""
 
-    #: the momentum encoder, when the method has one (None: never one). Set in ``__init__``, not
-    #: as a class attribute: a class attribute would hide the submodule nn.Module registers.
+    #: the momentum encoder, None when the method has none (``encoder_momentum`` = 0, or a method
+    #: without the option). Set in ``__init__``, not as a class attribute: a class attribute would
+    #: hide the submodule nn.Module registers.
     target: MomentumTarget | None
 
     def __init__(self, config: MethodConfig, backbone) -> None:
@@ -68,14 +70,23 @@ class TwoViewMethod(Method):
         return (F.normalize(self.project(batch["clean"]).float(), dim=1),
                 F.normalize(self.project(batch["transformed"]).float(), dim=1))
 
-    @property
-    def has_momentum_encoder(self) -> bool:
-        return self.target is not None and self.target.enabled
+    @torch.no_grad()
+    def target_projection(self, images: torch.Tensor) -> torch.Tensor:
+        """z of the target branch, without gradient: the momentum encoder's, or without one the
+        online network's g(f(x)) under stop-gradient."""
+        if self.target is not None:
+            return self.target(images)
+        return self.projector(self.backbone(images))
 
-    def after_step(self, batch: Batch, ctx: StepContext) -> None:
+    def target_momentum(self, progress: float) -> float:
+        """The momentum encoder's EMA coefficient at ``progress`` (0 without one)."""
+        return self.target.momentum(progress) if self.target is not None else 0.0
+
+    def after_step(self, batch: Batch, out: StepOutput, ctx: StepContext) -> None:
         """Move the momentum encoder, if any, at the run's progress (its schedule's argument)."""
         if self.target is not None:
             self.target.update(ctx.progress)
 
-    def after_step_updates(self) -> tuple[str, ...]:
-        return ("target.",) if self.has_momentum_encoder else ()
+    def kept_in_sync(self) -> list[State]:
+        """The momentum encoder, if any: its EMA step follows the (synchronised) online weights."""
+        return [self.target] if self.target is not None else []

@@ -60,7 +60,7 @@ fp16 AMP, SyncBatchNorm):
 - ``encoder_momentum = 0`` is a real "without momentum encoder": z₁ᵐ, z₂ᵐ are the online
   outputs under stop-gradient (methods.md 1.4: the code's cosine from 0 would still climb to 1).
   They are taken from the online forward pass instead of a second no-grad pass through the
-  same modules (``MomentumTarget``'s m = 0 path): the same values, without moving BatchNorm's
+  same modules (``TwoViewMethod.target_projection``): the same values, without moving BatchNorm's
   running statistics twice per view.
 """
 
@@ -71,12 +71,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sslab.methods.base import Batch, Metrics, StepContext
+from sslab.methods.base import Batch, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import MethodConfig, hyperparameter
 from sslab.methods.blocks.distributed import mean_over_workers
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
+from sslab.methods.losses import unigrad_loss
 from sslab.methods.siamese.two_view import TwoViewMethod
 
 
@@ -85,28 +86,6 @@ def correlation_estimate(z1m: torch.Tensor, z2m: torch.Tensor) -> torch.Tensor:
     batch's estimate with equal shards): D × D, detached. Its trace is 1 for unit rows."""
     local = (z1m.T @ z1m + z2m.T @ z2m) / (2 * len(z1m))
     return mean_over_workers(local)
-
-
-def unigrad_loss(z1: torch.Tensor, z2: torch.Tensor, z1m: torch.Tensor, z2m: torch.Tensor,
-                 correlation: torch.Tensor, lambd: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """UniGrad's loss on L2-normalised B × D projections, and pos_sim (both 0-d).
-
-    Backward is the official surrogate ½[⟨sg(g₁), z₁⟩ + ⟨sg(g₂), z₂⟩] (batch means) with
-    g₁ = −z₂ᵐ + λ·z₁F and g₂ = −z₁ᵐ + λ·z₂F, so ∂loss/∂z₁ = g₁/(2B); the value is the README's
-    L = ½ Σ_views mean[−⟨z₁, z₂ᵐ⟩ + (λ/2)·z₁ᵀF z₁] (module docstring). The momentum outputs and
-    F take no gradient.
-    """
-    z1m, z2m, correlation = z1m.detach(), z2m.detach(), correlation.detach()
-    surrogate, value, pos_sim = 0.0, 0.0, 0.0
-    for z, target in ((z1, z2m), (z2, z1m)):
-        with torch.no_grad():
-            spread = z @ correlation  # (F z)ᵀ per row; F is symmetric
-            g = -target + lambd * spread
-            pos = (z * target).sum(-1)
-            value = value + 0.5 * (-pos + 0.5 * lambd * (spread * z).sum(-1)).mean()
-            pos_sim = pos_sim + 0.5 * pos.mean()
-        surrogate = surrogate + 0.5 * (g * z).sum(-1).mean()
-    return surrogate - surrogate.detach() + value, pos_sim
 
 
 @dataclass
@@ -155,7 +134,7 @@ class UniGrad(TwoViewMethod):
         """(z₁, z₂, z₁ᵐ, z₂ᵐ), L2-normalised, float32; the momentum outputs without gradient
         (without a momentum encoder: the online outputs, detached)."""
         z1, z2 = self.project(x1), self.project(x2)
-        if not self.target.enabled:
+        if self.target is None:
             return z1, z2, z1.detach(), z2.detach()
         return z1, z2, F.normalize(self.target(x1).float(), dim=1), F.normalize(self.target(x2).float(), dim=1)
 
@@ -171,9 +150,9 @@ class UniGrad(TwoViewMethod):
             self.correlation_updates += 1
         return self.correlation
 
-    def training_step(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Metrics]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         z1, z2, z1m, z2m = self.branches(batch["view_0"], batch["view_1"])
         correlation = self.update_correlation(z1m, z2m)  # before the loss uses it, as the official code
         with torch.autocast(z1.device.type, enabled=False):
             loss, pos_sim = unigrad_loss(z1, z2, z1m, z2m, correlation, self.config.lambd)
-        return loss, {"loss": loss.detach(), "pos_sim": pos_sim}
+        return StepOutput(loss, {"loss": loss.detach(), "pos_sim": pos_sim})

@@ -37,43 +37,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from sslab.methods.siamese.barlow_twins import BarlowTwins, DecorrelationConfig, off_diagonal
 from sslab.methods.blocks.config import hyperparameter
-from sslab.methods.blocks.distributed import all_gather_with_grad
-
-#: γ, the target standard deviation of every dimension, and ε in sqrt(Var + ε) (official values)
-STD_TARGET, VARIANCE_EPS = 1.0, 1e-4
-
-
-def variance_term(z: torch.Tensor) -> torch.Tensor:
-    """v(z) = mean_j relu(γ − sqrt(Var(z_·j) + ε)) over the rows of ``z`` (unbiased variance; eq. 1)."""
-    std = torch.sqrt(z.var(dim=0) + VARIANCE_EPS)
-    return F.relu(STD_TARGET - std).mean()
-
-
-def covariance_term(z: torch.Tensor) -> torch.Tensor:
-    """c(z) = Σ_{i≠j} C(z)_ij² / D with C(z) = (z − z̄)ᵀ(z − z̄) / (N − 1) (eq. 3-4)."""
-    centred = z - z.mean(dim=0)
-    cov = centred.T @ centred / (len(z) - 1)
-    return off_diagonal(cov).pow(2).sum() / z.shape[1]
-
-
-def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, invariance_weight: float, variance_weight: float,
-                covariance_weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """λ s + μ (v(z1) + v(z2))/2 + ν (c(z1) + c(z2)) and its three terms (undetached): s on this
-    worker's rows, v and c on the rows of every worker (see the module docstring)."""
-    if z1.dim() != 2 or z1.shape != z2.shape:
-        raise ValueError(f"expected z1 and z2 of the same shape (B, D), got {tuple(z1.shape)} and {tuple(z2.shape)}")
-    invariance = F.mse_loss(z1, z2)
-    z1, z2 = all_gather_with_grad(z1), all_gather_with_grad(z2)
-    if len(z1) < 2:
-        raise ValueError("the variance and covariance terms need a global batch of at least 2 rows")
-    variance = (variance_term(z1) + variance_term(z2)) / 2
-    covariance = covariance_term(z1) + covariance_term(z2)
-    loss = invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance
-    return loss, {"invariance": invariance, "variance": variance, "covariance": covariance}
+from sslab.methods.losses import vicreg_loss
+from sslab.methods.siamese.barlow_twins import BarlowTwins, DecorrelationConfig
 
 
 @dataclass
