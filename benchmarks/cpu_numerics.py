@@ -28,7 +28,7 @@ import torch
 from sslab import methods
 from sslab.methods.base import DataInfo, StepContext
 from sslab.methods.views import apply_views
-from sslab.data.sources import load_split
+from sslab.data.catalog import load_split
 from sslab.plan.profiles import get_profile
 from sslab.engine.device import channels_last_batch
 from sslab.engine.train import TrialRun

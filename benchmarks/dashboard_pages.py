@@ -31,7 +31,7 @@ PAGES = ("studies", "ablation", "probes", "invariance", "training", "search", "t
 
 def open_page(page: str) -> float:
     start = time.perf_counter()
-    app = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=600).run()
+    app = AppTest.from_file(str(ROOT / "src" / "sslab" / "dashboard" / "app.py"), default_timeout=600).run()
     app.switch_page(f"views/{page}.py").run()
     elapsed = time.perf_counter() - start
     if app.exception:

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from sslab import methods
-from sslab.engine.augment import EpochViews
-from sslab.data.sources import load_split, take_subset, to_ray_dataset
+from sslab.engine.augment import EpochViews, to_ray_dataset
+from sslab.data.catalog import load_split
+from sslab.data.split import take_subset
 from sslab.engine.prefetch import EpochBatches
 from sslab.plan.profiles import get_profile
 from sslab.engine.train import iter_epoch_batches

@@ -3,7 +3,7 @@
 For PIRL (jigsaw patches, memory bank, N = 4,096 negatives) and SimCLR (two views, NT-Xent) by
 default (``--methods`` for any registered method), a CIFAR-10 ResNet-18 trains through
 ``platform/train.run_loop`` (the loop every trial runs, here in this process on its GPU:
-``train_in_process``) on views computed once and materialised, so the input pipeline
+an ``InProcessSession``) on views computed once and materialised, so the input pipeline
 (``input_pipeline.py``) is not what is measured. Each setting:
 
 - ``fp32``: IEEE float32 throughout (TF32 off for convolutions and matrix products);
@@ -45,7 +45,9 @@ from sslab.methods.base import DataInfo
 from sslab.methods.views import apply_views
 from sslab.engine.augment import VIEW_BATCH
 from sslab.plan.profiles import Profile
-from sslab.engine.train import TrialRun, train_in_process
+from sslab.engine.checkpoints import EpochCheckpoints
+from sslab.engine.sessions import InProcessSession
+from sslab.engine.train import TrialRun, run_loop
 
 #: label → (precision, channels_last, compile)
 SETTINGS = {
@@ -102,7 +104,8 @@ def _measure(name: str, config: dict, dataset, profile: Profile, info: DataInfo)
     spec = TrialRun(method=name, method_config=config, profile=profile, seed=0, data=info)
     reported: list[dict] = []
     with tempfile.TemporaryDirectory() as checkpoints, Utilisation() as utilisation:
-        train_in_process(spec, lambda epoch, rank=0, world_size=1: dataset, checkpoints, report=reported.append)
+        run_loop(spec, InProcessSession(profile, lambda epoch, rank=0, world_size=1: dataset,
+                                        EpochCheckpoints(checkpoints), report=reported.append))
     if "failure" in reported[-1]:
         raise RuntimeError(f"{name}: {reported[-1]['failure']}")
     steady = reported[1:]  # the first epoch searches cuDNN's algorithms and compiles
@@ -135,7 +138,7 @@ def main() -> None:
 
     import ray
 
-    from sslab.data.sources import load_split
+    from sslab.data.catalog import load_split
 
     logging.getLogger("ray").setLevel(logging.WARNING)
     use_gpu = not args.cpu

@@ -111,8 +111,8 @@ def dataloader_epochs(images: np.ndarray, kind: str, workers: int, batch: int, e
 
 # ------------------------------------------------------------------------- sslab's side
 def sslab_epochs(images: np.ndarray, kind: str, workers: int, batch: int, epochs: int) -> list[float]:
-    from sslab.engine.augment import with_views
-    from sslab.data.sources import Split, to_ray_dataset
+    from sslab.data.split import Split
+    from sslab.engine.augment import to_ray_dataset, with_views
 
     views = [ImageView(), JigsawView()] if kind == "pirl" else SIMCLR_VIEWS
     n = len(images)
@@ -139,7 +139,7 @@ def main() -> None:
 
     import ray
 
-    from sslab.data.sources import load_split
+    from sslab.data.catalog import load_split
 
     split = load_split("cifar10", "train", subset=args.images, seed=0)
     images = split.images

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from sslab.methods.blocks.backbone import Backbone
-from sslab.data.sources import evaluation_arrays, load_train_test
+from sslab.data.train_test import evaluation_arrays, load_train_test
 from sslab.engine.evaluate import evaluate_for_profile, evaluation_batches
 from sslab.plan.profiles import get_profile
 

@@ -1,7 +1,7 @@
 """sslab's worker loop against a bare PyTorch loop: the same model, batches, forward and backward.
 
 The views are computed once and materialised, so neither side pays for augmentation. sslab's
-side is the real loop as a ``local``-profile trial runs it (``train_in_process``: in this
+side is the real loop as a ``local``-profile trial runs it (``run_loop`` with an ``InProcessSession``: in this
 process, epoch checkpoints written to disk) reading the materialised Ray Dataset through ``iter_torch_batches`` with the profile's
 local shuffle buffer, checking the loss, stepping the LR schedule, averaging step metrics and
 checkpointing every epoch. The bare side loops over the same batches held as tensors. Both build
@@ -30,7 +30,9 @@ from sslab.methods.base import DataInfo, StepContext
 from sslab.methods.views import ImageView, JigsawView, apply_views
 from sslab.engine.augment import VIEW_BATCH
 from sslab.plan.profiles import Profile
-from sslab.engine.train import TrialRun, train_in_process
+from sslab.engine.checkpoints import EpochCheckpoints
+from sslab.engine.sessions import InProcessSession
+from sslab.engine.train import TrialRun, run_loop
 
 
 def bare_epochs(spec: TrialRun, batches: list[dict[str, torch.Tensor]], epochs: int) -> list[float]:
@@ -55,12 +57,13 @@ def bare_epochs(spec: TrialRun, batches: list[dict[str, torch.Tensor]], epochs: 
 
 def optimisation_step(method, optimizer, schedule, batch, ctx) -> torch.Tensor:
     """One bare step: the loss, its backward, the optimiser and schedule, then the method's after_step."""
-    loss, _ = method(batch, ctx)
+    out = method(batch, ctx)
+    loss = out.loss
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     schedule.step()
-    method.after_step(batch, ctx)
+    method.after_step(batch, out, ctx)
     return loss.detach()
 
 
@@ -69,8 +72,8 @@ def sslab_fit(spec: TrialRun, dataset, storage: str, name: str) -> tuple[float, 
     reports: list[dict] = []
     start = time.perf_counter()
     # the views are computed once, up front (this benchmark times the loop, not augmentation)
-    train_in_process(spec, lambda epoch, rank=0, world_size=1: dataset, os.path.join(storage, name),
-                     report=reports.append)
+    run_loop(spec, InProcessSession(spec.profile, lambda epoch, rank=0, world_size=1: dataset,
+                                    EpochCheckpoints(os.path.join(storage, name)), report=reports.append))
     return time.perf_counter() - start, [row["epoch_s"] for row in reports[-1]["history"]]
 
 
@@ -87,7 +90,7 @@ def main() -> None:
     import ray
     import ray.data
 
-    from sslab.data.sources import load_split
+    from sslab.data.catalog import load_split
 
     torch.set_num_threads(args.threads)
     split = load_split("cifar10", "train", subset=args.images, seed=0)

@@ -6,7 +6,6 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pandas as pd
 import ray
@@ -16,9 +15,11 @@ from sslab.engine.runner import run_study
 
 def read_epochs(root, study: str) -> pd.DataFrame:
     """The study's epochs table as it stands (empty while it is not written yet)."""
+    from sslab.results.store import ResultsStore, StoreError
+
     try:
-        return pd.read_parquet(Path(root) / study / "epochs.parquet")
-    except (FileNotFoundError, OSError, ValueError):
+        return ResultsStore(root, study).read("epochs")
+    except (StoreError, OSError, ValueError):
         return pd.DataFrame()
 
 

@@ -16,6 +16,7 @@ import importlib.util
 import math
 import os
 import pkgutil
+import shlex
 import sys
 from importlib import resources
 from typing import Sequence
@@ -92,13 +93,125 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run(study, argv: Sequence[str] | None = None):
+def run(study, argv: Sequence[str] | None = None, *, command: str | None = None):
     """A study script's entry point (``if __name__ == "__main__": run(STUDY)``) and ``sslab run``'s:
-    the study's flags, then the study on Ray (``runner.main``). Only running a study imports the
+    the study's flags, then the study on Ray (``runner.run_study``); returns its trials table. A bad
+    flag, setting, dataset or store is one line (exit 2), not a traceback; Ctrl-C is one line saying
+    what is finished and that the same command resumes (exit 130). Only running a study imports the
     runner; declaring one does not."""
-    from sslab.engine.runner import main as run_main
+    from sslab.engine.runner import run_study
+    from sslab.results.store import StoreError
 
-    return run_main(study, argv)
+    parser = study_parser(study)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    command = command or invocation(argv)
+    overrides = {k: v for k, v in {"epochs": args.epochs, "train_subset": args.subset,
+                                   "dataset": args.dataset}.items() if v is not None}
+    try:
+        if args.method:
+            study = study.with_method(args.method)
+        return run_study(
+            study,
+            profile=args.profile,
+            seeds=args.seeds,
+            root=args.results,
+            data_dir=args.data_dir,
+            address=args.address,
+            profile_overrides=overrides,
+            retry_failed=args.retry_failed,
+            trials=getattr(args, "trials", None),
+            time_budget_s=getattr(args, "time_budget", None),
+            yes=args.yes,
+            max_trials=args.max_trials,
+            command=command,
+        )
+    except (ValueError, PermissionError, FileNotFoundError, StoreError) as err:  # a bad flag, setting, dataset or store
+        parser.exit(2, f"{study.name}: error: {err}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"{study.name}: interrupted; {interrupted_note(study, args.results)}; "
+                         f"the same command resumes: {command}\n")
+
+
+def invocation(argv: Sequence[str]) -> str:
+    """The command a study was started with, as the user would type it again: ``sslab run NAME ...``
+    or ``python studies/NAME.py ...``."""
+    program = sys.argv[0] if sys.argv else ""
+    if os.path.basename(program) == "sslab" or (sys.argv[1:2] == ["run"] and "cli" in program):
+        head = ["sslab", *sys.argv[1:3]]
+    elif program.endswith(".py"):
+        head = ["python", os.path.relpath(program) if os.path.isabs(program) else program]
+    else:
+        head = ["python", "-m", "sslab.cli", "run"]
+    return shlex.join([*head, *argv])
+
+
+def interrupted_note(study, root: str | None) -> str:
+    """What an interrupted study has finished, from its store (the record a rerun starts from)."""
+    from sslab.results.store import ResultsStore, results_root
+    from sslab.results.summary import current_setting
+
+    try:
+        store = ResultsStore(results_root(root), study.name)
+        meta = store.metadata()
+        trials = current_setting(store.read("trials"), store.read("baselines"), meta).trials
+    except Exception:  # interrupted while the store itself was being read: nothing more to say
+        return "nothing of this run is lost"
+    if not meta:
+        return "nothing was finished yet"
+    return f"{len(trials)} of {meta.get('total_trials', '?')} trial(s) of this setting are finished and recorded"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def study_parser(study) -> argparse.ArgumentParser:
+    """A study's flags (``python studies/NAME.py --help``, ``sslab run NAME --help``)."""
+    from sslab import methods
+    from sslab.plan import cost
+
+    parser = argparse.ArgumentParser(prog=study.name, description=study.description or None)
+    parser.add_argument("--profile", default=study.profile, help="local (CPU, minutes) or cifar (GPU, full CIFAR-10)")
+    parser.add_argument("--dataset", default=None,
+                        help="cifar10, cifar100, imagefolder:<path> or parquet:<path> (default: the profile's)")
+    if len(study.method_names) == 1:
+        parser.add_argument("--method", default=None, choices=methods.names(),
+                            help=f"run this study's knobs on another method (default {study.method_names[0]}); "
+                                 "results go to <study>-<method>")
+    else:
+        parser.add_argument("--method", default=None, choices=study.method_names,
+                            help="train only this one of the study's methods (into the study's results; "
+                                 "a later run of the whole study finds its trials done)")
+    parser.add_argument("--seeds", type=_positive_int, default=None, help=f"seeds per configuration (default {study.seeds})")
+    parser.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default $SSLAB_DATA or ~/.cache/sslab/data)")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
+    parser.add_argument("--epochs", type=_positive_int, default=None,
+                        help="train this many epochs (instead of the profile's epochs or step budget)")
+    parser.add_argument("--subset", type=_positive_int, default=None, help="override the profile's training subset size")
+    parser.add_argument("--retry-failed", action="store_true", help="run failed trials of an earlier run again")
+    parser.add_argument("--yes", action="store_true",
+                        help=f"run a study above {cost.CONFIRM_TRIALS} trials or {cost.CONFIRM_DEVICE_HOURS:g} "
+                             "device-hours without asking")
+    parser.add_argument("--max-trials", type=_positive_int, default=None, metavar="N",
+                        help="run at most N of the study's unfinished trials now (the same command continues)")
+    if study.search:
+        parser.add_argument("--trials", type=_positive_int, default=None,
+                            help=f"trial budget of the search (default {study.search.trials}, less on small profiles)")
+        parser.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
+                            help="stop starting trials after this many seconds")
+    return parser
 
 
 def methods_table(markdown: bool = False) -> str:
@@ -279,8 +392,8 @@ def _status(study, root: str | None) -> None:
     if not epochs.empty:
         open_ids = sorted(set(epochs["trial_id"]) - set(every.get("trial_id", [])))
         last = epochs[epochs["trial_id"].isin(open_ids)].groupby("trial_id")["epoch"].max()
-        updated = store.fs.get_file_info(store.table_path("epochs")).mtime
-        ago = f", last report {time.time() - updated.timestamp():.0f} s ago" if updated else ""
+        updated = store.updated("epochs")
+        ago = f", last report {time.time() - updated:.0f} s ago" if updated else ""
         for trial_id, epoch in last.items():
             print(f"  unfinished: {trial_id} at epoch {int(epoch) + 1}/{epochs_total}{ago}")
     if spent["trials"]:

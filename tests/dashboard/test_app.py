@@ -1,5 +1,6 @@
 """Every page of the Streamlit app, driven by streamlit.testing's AppTest on fixture stores."""
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -144,6 +145,6 @@ def test_ablation_curve_leaves_out_studies_that_hold_the_knob_fixed(tmp_path, mo
 
 def test_pages_explain_a_table_the_store_lacks(tmp_path, monkeypatch):
     store_factory.write_grid(tmp_path, seeds=1, fail=None)
-    (tmp_path / "pirl_lambda" / "invariance.parquet").unlink()
+    shutil.rmtree(tmp_path / "pirl_lambda" / "invariance")
     app = open_page(tmp_path, "invariance", monkeypatch)
     assert not app.get("plotly_chart") and "invariance.parquet" in app.info[0].value

@@ -1,6 +1,7 @@
 """Reading the results store for the dashboard: discovery, states, labels and every broken store."""
 
 import math
+import shutil
 import time
 
 import pytest
@@ -28,7 +29,7 @@ def test_stamp_changes_exactly_when_the_study_writes(tmp_path):
     time.sleep(0.01)
     written.record_epochs({"pirl-extra": [{"epoch": 0, "loss": 1.0}]})
     after = store.scan(str(tmp_path))["pirl_lambda"]
-    assert dict((n, m) for n, m, _ in after)["epochs.parquet"] != dict((n, m) for n, m, _ in before)["epochs.parquet"]
+    assert dict((n, m) for n, m, _ in after)["epochs/"] != dict((n, m) for n, m, _ in before)["epochs/"]
 
 
 def test_grid_study_reads_with_labels_and_status(fixture_root):
@@ -93,7 +94,7 @@ def test_missing_study_json_guesses_the_knobs(tmp_path):
 
 def test_study_json_only_is_not_started(tmp_path):
     store_factory.write_half_written(tmp_path)
-    (tmp_path / "pirl_running" / "epochs.parquet").unlink()
+    shutil.rmtree(tmp_path / "pirl_running" / "epochs")
     data = _load(tmp_path, "pirl_running")
     assert data.trials.empty and data.problem is None
     assert store.status_of(data, now=time.time() + 3600).state == "not started"

@@ -1,10 +1,10 @@
 """A study's command line for ``test_interrupts.py``: ``python tests/engine/interrupt_driver.py
---results ROOT --profile small`` runs a two-trial study through ``runner.main``, as a study script
+--results ROOT --profile small`` runs a two-trial study through ``cli.run``, as a study script
 would. With ``SSLAB_TEST_INTERRUPT_AT`` set to one of ``POINTS`` the process sends itself a real
 SIGINT (Ctrl-C) inside that step of the study's life; without it, it is the same command, which
 must then finish the study.
 
-The point is chosen by the environment, not a flag, so that the command ``main`` prints to resume
+The point is chosen by the environment, not a flag, so that the command ``run`` prints to resume
 is exactly the command that was interrupted.
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared helpers (small.py)
 
 from small import SMALL  # noqa: E402
+from sslab import cli  # noqa: E402
 from sslab.plan import profiles  # noqa: E402
 from sslab.engine import runner  # noqa: E402
 from sslab.plan.study import Study  # noqa: E402
@@ -72,7 +73,7 @@ def _patch(point: str) -> None:
             original(self, iteration, trials, trial, result, **info)
             if result.get("history") and not getattr(StoreCallback, "_interrupted", False):
                 StoreCallback._interrupted = True  # the first epoch report of the first trial
-                _said(f"SIGINT during trial {self._identity(trial)[0]} after epoch {int(result.get('epoch', -1))}")
+                _said(f"SIGINT during trial {self.specs.of_tune_config(trial.config).trial_id} after epoch {int(result.get('epoch', -1))}")
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(NEVER)
                 raise AssertionError(f"no KeyboardInterrupt within {NEVER} s of SIGINT")  # pragma: no cover
@@ -90,4 +91,4 @@ if __name__ == "__main__":
     profiles.PROFILES.setdefault("small", SMALL)  # so that ``--profile small`` names the tests' profile
     if AT:
         _patch(AT)
-    runner.main(STUDY)
+    cli.run(STUDY)

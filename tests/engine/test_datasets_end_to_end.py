@@ -58,12 +58,12 @@ def test_pirl_lambda_runs_on_a_folder_of_28px_grayscale_images(gray_folder, tmp_
     )
     assert done.returncode == 0, done.stdout[-4000:]
     assert "using all of them" in done.stdout  # the profile's 5,000-image subset is capped, and said so
-    trials = pd.read_parquet(tmp_path / "pirl_lambda" / "trials.parquet")
+    trials = ResultsStore(tmp_path, "pirl_lambda").read("trials")
     assert sorted(trials["config/loss_weight"]) == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert (trials.status == "ok").all(), trials.error.tolist()
     assert trials.knn_top1.between(0, 1).all() and trials.invariance_l2_mean.notna().all()
     assert (trials.images_seen == 64).all()  # 120 images, batch 64, drop_last: one step per epoch
-    baselines = pd.read_parquet(tmp_path / "pirl_lambda" / "baselines.parquet")
+    baselines = ResultsStore(tmp_path, "pirl_lambda").read("baselines")
     assert len(baselines) == 1
     # The same folder with one image changed is other data: its trials train anew beside the first
     # ones, which are kept and never mixed in (the split's content hash is in every trial's id)
@@ -85,7 +85,7 @@ def test_pirl_lambda_runs_on_a_folder_of_28px_grayscale_images(gray_folder, tmp_
     said = " ".join(other.stdout.split())
     assert other.returncode == 0 and "5 trial(s), 0 already in the results store" in said, other.stdout[-3000:]
     assert "5 trial(s) of 1 other setting(s) are in the store and not shown" in said and "train_content_sha256" in said
-    both = pd.read_parquet(tmp_path / "pirl_lambda" / "trials.parquet")
+    both = ResultsStore(tmp_path, "pirl_lambda").read("trials")
     assert len(both) == 10 and both.setting_id.nunique() == 2 and both.trial_id.is_unique
     assert both.groupby("setting_id")["data/train_content_sha256"].nunique().eq(1).all()
 

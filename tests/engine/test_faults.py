@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def starts(monkeypatch) -> dict[str, int]:
     original = StoreCallback.on_trial_start
 
     def counting(self, iteration, trials, trial, **info):
-        key, _ = self._identity(trial)
+        key = self.specs.of_tune_config(trial.config).trial_id  # the runner's spec, looked up
         counted[name_of(key)] = counted.get(name_of(key), 0) + 1
         return original(self, iteration, trials, trial, **info)
 
@@ -70,25 +71,29 @@ def test_a_truncated_trials_table_stops_every_command_in_one_line_and_the_rerun_
         ray_local, tmp_path, capsys, monkeypatch, starts):
     before = by_name(run_study(STUDY, profile=SMALL, root=tmp_path, quiet=True)).sort_index()
     assert list(before.index) == KEYS and (before.status == "ok").all(), before.error.tolist()
-    table = tmp_path / STUDY.name / "trials.parquet"
-    _truncate(table)
+    tables = sorted((tmp_path / STUDY.name / "trials").glob("*.parquet"))  # every trial's row: the whole table
+    assert len(tables) == len(KEYS)
+    for table in tables:
+        _truncate(table)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(runner, "_init_ray", lambda *_: pytest.fail("Ray was started for a store that cannot be read"))
         started = time.perf_counter()
-        line = _one_line_exit(capsys, lambda: runner.main(STUDY, ["--results", str(tmp_path)]))
+        line = _one_line_exit(capsys, lambda: cli.run(STUDY, ["--results", str(tmp_path)]))
         assert time.perf_counter() - started < 10
-        assert f"{table} cannot be read" in line and f"mv {table} {table}.unreadable" in line, line
+        for table in tables:
+            assert f"{table} cannot be read" in line and f"mv {table} {table}.unreadable" in line, line
         assert "recorded again from their last checkpoints" in line
         patch.setattr(cli, "_study", lambda name: STUDY)
         for command in ("report", "status"):
             said = _one_line_exit(capsys, lambda: cli.main([command, STUDY.name, "--results", str(tmp_path)]))
-            assert f"mv {table}" in said, said
+            assert all(f"mv {table}" in said for table in tables), said
 
-    # the way out the message names: move the file aside and run again
-    table.rename(table.with_name("trials.parquet.unreadable"))
+    # the way out the message names: move the files aside and run again
+    for table in tables:
+        table.rename(table.with_name(table.name + ".unreadable"))
     starts.clear()
-    epochs_before = pd.read_parquet(tmp_path / STUDY.name / "epochs.parquet")
+    epochs_before = ResultsStore(tmp_path, STUDY.name).read("epochs")
     after = by_name(run_study(STUDY, profile=SMALL, root=tmp_path, quiet=True)).sort_index()
     assert list(after.index) == KEYS and (after.status == "ok").all(), after.error.tolist()
     # recorded from the last checkpoints, not trained again: the same metrics, one resume each
@@ -96,7 +101,7 @@ def test_a_truncated_trials_table_stops_every_command_in_one_line_and_the_rerun_
     pd.testing.assert_series_equal(after.images_seen, before.images_seen)
     assert (after.restarts == 1).all()
     assert (after.wall_s >= before.wall_s * 0.5).all()  # the cost of the first run is still counted
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / STUDY.name / "epochs.parquet"), epochs_before)
+    pd.testing.assert_frame_equal(ResultsStore(tmp_path, STUDY.name).read("epochs"), epochs_before)
 
 
 def test_a_truncated_epochs_table_or_study_file_is_refused_before_ray(tmp_path, capsys, monkeypatch):
@@ -104,17 +109,17 @@ def test_a_truncated_epochs_table_or_study_file_is_refused_before_ray(tmp_path, 
     store.write_metadata({"profile": SMALL.to_dict()})
     store.record_epochs({"t": [{"epoch": 0, "loss": 1.0}]})
     monkeypatch.setattr(runner, "_init_ray", lambda *_: pytest.fail("Ray was started"))
-    epochs = Path(store.table_path("epochs"))
+    epochs = Path(store.key_path("epochs", "t"))
     _truncate(epochs)
-    with pytest.raises(UnreadableStoreError, match="epochs.parquet cannot be read"):
+    with pytest.raises(UnreadableStoreError, match="epochs/t.parquet cannot be read"):
         store.check_readable()
-    line = _one_line_exit(capsys, lambda: runner.main(STUDY, ["--results", str(tmp_path)]))
+    line = _one_line_exit(capsys, lambda: cli.run(STUDY, ["--results", str(tmp_path)]))
     assert f"mv {epochs}" in line and "epoch curves of finished trials are lost" in line
 
     epochs.unlink()
     study_json = tmp_path / STUDY.name / "study.json"
     study_json.write_text(study_json.read_text()[:20])
-    line = _one_line_exit(capsys, lambda: runner.main(STUDY, ["--results", str(tmp_path)]))
+    line = _one_line_exit(capsys, lambda: cli.run(STUDY, ["--results", str(tmp_path)]))
     assert f"mv {study_json}" in line and "written again" in line
 
 
@@ -127,7 +132,7 @@ def test_a_full_disk_after_a_trial_finished_is_said_once_not_retried_and_the_rer
     full = {"on": True}
 
     def replace(self, path, data):
-        if full["on"] and path.endswith("trials.parquet") and self._exists(path):
+        if full["on"] and "/trials/" in path and any(Path(path).parent.glob("*.parquet")):  # after the first row
             raise OSError(errno.ENOSPC, "No space left on device", path)
         return real_replace(self, path, data)
 
@@ -139,7 +144,7 @@ def test_a_full_disk_after_a_trial_finished_is_said_once_not_retried_and_the_rer
     assert message.startswith("1 trial(s) finished but are not fully recorded") and "No space left on device" in message
     assert "run the same command again" in message
     assert starts == {key: 1 for key in KEYS}  # a finished trial is not retried for a failed write
-    kept = pd.read_parquet(tmp_path / STUDY.name / "trials.parquet")
+    kept = ResultsStore(tmp_path, STUDY.name).read("trials")
     assert len(kept) == 1 and kept.status.iloc[0] == "ok"  # the row written before the disk filled is intact
 
     full["on"] = False  # space freed
@@ -150,7 +155,7 @@ def test_a_full_disk_after_a_trial_finished_is_said_once_not_retried_and_the_rer
     assert starts == {unrecorded: 1}  # only the unrecorded trial ran again ...
     assert after.loc[unrecorded, "restarts"] == 1  # ... from its last checkpoint, without training
     assert after.loc[name_of(kept.trial_id.iloc[0]), "finished_at"] == kept.finished_at.iloc[0]
-    epochs = pd.read_parquet(tmp_path / STUDY.name / "epochs.parquet")
+    epochs = ResultsStore(tmp_path, STUDY.name).read("epochs")
     assert sorted(epochs.groupby("trial_id").epoch.apply(list).tolist()) == [[0, 1]] * 2
 
 
@@ -232,7 +237,7 @@ def test_a_corrupt_newest_checkpoint_is_said_and_the_trial_resumes_from_the_one_
     checkpoints = sorted((tmp_path / "corrupt" / "ray" / "train" / key).glob("epoch-*.pt"))
     assert [c.name for c in checkpoints] == ["epoch-000000.pt", "epoch-000001.pt"]
     _truncate(checkpoints[-1])  # the newest: a disk that filled up mid-copy
-    (tmp_path / "corrupt" / "trials.parquet").unlink()  # as if the row had not been written yet
+    shutil.rmtree(tmp_path / "corrupt" / "trials")  # as if the row had not been written yet
     starts.clear()
     again = run_study(study, profile=SMALL, root=tmp_path, quiet=False)
     out = capsys.readouterr().out
@@ -240,5 +245,5 @@ def test_a_corrupt_newest_checkpoint_is_said_and_the_trial_resumes_from_the_one_
     row = again.iloc[0]
     assert row.status == "ok" and row.restarts == 1 and starts == {name_of(key): 1}
     assert row.images_seen == first.images_seen.iloc[0]  # epoch 1 trained again, epoch 0 not
-    epochs = pd.read_parquet(tmp_path / "corrupt" / "epochs.parquet")
+    epochs = ResultsStore(tmp_path, "corrupt").read("epochs")
     assert epochs.epoch.tolist() == [0, 1] and epochs.restarts.tolist() == [0, 1]

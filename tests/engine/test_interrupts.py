@@ -3,7 +3,7 @@ baselines, a trial, the summary): exit 130 with one line saying what is finished
 that resumes, no traceback and no hint at Ray's ``Tuner.restore``; then that same command finishes
 the study with nothing lost and nothing run twice.
 
-Each study runs as a real command (``tests/engine/interrupt_driver.py``, through ``runner.main``)
+Each study runs as a real command (``tests/engine/interrupt_driver.py``, through ``cli.run``)
 in its own process, which sends itself a real SIGINT inside the step named by
 ``SSLAB_TEST_INTERRUPT_AT``; the rerun is the command the interrupted run printed, without it.
 """
@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from small import by_name, needs_cifar, trial_name
+from sslab.results.store import ResultsStore
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -51,8 +52,9 @@ def _shown(run: subprocess.CompletedProcess) -> str:
 
 
 def _table(root: Path, name: str) -> pd.DataFrame:
-    path = root / STUDY / f"{name}.parquet"
-    return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=["trial_id"])
+    """A table of the study's store as the store reads it (whatever its files' layout)."""
+    table = ResultsStore(root, STUDY).read(name)
+    return pd.DataFrame(columns=["trial_id"]) if table.empty else table
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from sslab.plan.profiles import Profile
 from sslab.engine.runner import run_study
 from sslab.plan.spec import name_of
 from sslab.plan.study import Study
+from sslab.results.store import ResultsStore
 from sslab.engine.sessions import CHECKPOINT_FILE
 
 pytestmark = needs_cifar
@@ -180,10 +181,10 @@ def test_a_node_lost_mid_study_loses_no_trial(cluster, tmp_path):
 
     def second_trial_training():
         epochs = faults.read_epochs(tmp_path, "lost_node")
-        return (tmp_path / "lost_node" / "trials.parquet").exists() and not epochs.empty and (epochs.trial_id.map(name_of) == second).any()
+        return any((tmp_path / "lost_node" / "trials").glob("*.parquet")) and not epochs.empty and (epochs.trial_id.map(name_of) == second).any()
 
     faults.wait_for(second_trial_training)
-    finished = pd.read_parquet(tmp_path / "lost_node" / "trials.parquet")
+    finished = ResultsStore(tmp_path, "lost_node").read("trials")
     ray_cluster.remove_node(nodes.pop("trainer-b"))
     nodes["trainer-c"] = ray_cluster.add_node(num_cpus=1)
     runner.join(timeout=600)

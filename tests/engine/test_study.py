@@ -153,7 +153,7 @@ def test_a_local_results_path_is_refused_on_a_multi_machine_cluster(ray_local, t
     with pytest.raises(placement.CannotPlace, match="local path.*2 machines"):
         run_study(STUDY, profile=SMALL, root=tmp_path, data_dir=tmp_path / "no-data-here", quiet=True)
     # refused before any work: no data was looked for (it is not there), no baseline, no trial
-    assert not any((tmp_path / "mini_lambda").glob("*.parquet"))
+    assert not any((tmp_path / "mini_lambda").rglob("*.parquet"))
 
 
 @dataclass
@@ -202,12 +202,12 @@ def test_study_writes_the_store_and_resumes_without_rerunning(ray_local, study_r
                    "probe_conv1_top1", "probe_res5_top1", "invariance_l2_mean", "wall_s", "images_seen"]:
         assert column in trials, column
     assert (trials.images_seen == 2 * 4 * 50).all()
-    store = root / "mini_lambda"
-    epochs = pd.read_parquet(store / "epochs.parquet")
+    store = ResultsStore(root, "mini_lambda")
+    epochs = store.read("epochs")
     assert sorted(epochs.groupby("trial_id").epoch.apply(list).tolist()) == [[0, 1], [0, 1]]
-    baselines = pd.read_parquet(store / "baselines.parquet")
+    baselines = store.read("baselines")
     assert list(baselines.seed) == [0] and {"knn_top1", "probe_res5_top1"} <= set(baselines)
-    invariance = pd.read_parquet(store / "invariance.parquet")
+    invariance = store.read("invariance")
     assert invariance.groupby("trial_id").size().tolist() == [20, 20]
 
     resumed = trials
@@ -276,7 +276,7 @@ def test_the_dashboard_reads_and_draws_the_store_a_real_study_wrote(study_run, m
     assert (trials["status"] == "ok").all() and (trials["method"] == "pirl").all() and (trials["seed"] == 0).all()
     assert sorted(trials["config/loss_weight"]) == sorted(grid)
     for column in (metrics.KNN, metrics.INVARIANCE, metrics.probe("res5")):
-        assert column in trials, f"the dashboard finds no {column} column in trials.parquet"
+        assert column in trials, f"the dashboard finds no {column} column in the trials table"
         assert trials[column].notna().all(), column
         pd.testing.assert_series_equal(trials[column].sort_index(), written[column].sort_index())
     assert {t: trials.loc[t, "label"] for t in expected_ids} == {
@@ -405,14 +405,14 @@ def test_an_interrupted_study_resumes_with_no_duplicate_and_no_gap(ray_local, tm
     repo = Path(__file__).resolve().parents[2]
     driver = subprocess.Popen([sys.executable, "-c", _DRIVER, str(tmp_path)], cwd=repo,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    trials_path = tmp_path / "interrupted" / "trials.parquet"
+    trials_path = tmp_path / "interrupted" / "trials"  # the folder of the trials' rows, one file each
     deadline = time.monotonic() + 300
-    while not trials_path.exists() and driver.poll() is None and time.monotonic() < deadline:
+    while not any(trials_path.glob("*.parquet")) and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert driver.poll() is None, driver.communicate()[0][-3000:]
     driver.send_signal(signal.SIGINT)
     output = driver.communicate(timeout=120)[0]
-    before = pd.read_parquet(trials_path)
+    before = ResultsStore(tmp_path, "interrupted").read("trials")
     assert 1 <= len(before) < 3, output[-3000:]  # interrupted part-way
 
     after = run_study(INTERRUPTED, profile=SMALL, root=tmp_path, quiet=True)
@@ -421,7 +421,7 @@ def test_an_interrupted_study_resumes_with_no_duplicate_and_no_gap(ray_local, tm
     assert (after.status == "ok").all(), after.error.tolist()
     kept = after.set_index("trial_id").loc[before.trial_id]  # the very same ids: nothing about them changed
     assert list(kept.finished_at) == list(before.finished_at)  # finished trials were not rerun
-    epochs = pd.read_parquet(tmp_path / "interrupted" / "epochs.parquet")
+    epochs = ResultsStore(tmp_path, "interrupted").read("epochs")
     assert sorted(epochs.groupby("trial_id").epoch.apply(list).tolist()) == [[0, 1]] * 3
 
 
@@ -432,7 +432,7 @@ def test_a_killed_trial_process_resumes_from_its_epoch_checkpoint(ray_local, tmp
                                             victim="ImplicitFunc", after_epoch=1)
     row = trials.iloc[0]
     assert row.status == "ok" and row.restarts == 1, row.error  # Tune started it again, from a checkpoint
-    epochs = pd.read_parquet(tmp_path / "killed" / "epochs.parquet").sort_values("epoch").set_index("epoch")
+    epochs = ResultsStore(tmp_path, "killed").read("epochs").sort_values("epoch").set_index("epoch")
     assert epochs.index.tolist() == [0, 1, 2, 3]  # every epoch once: no gap, no rerun
     before = seen["before"].sort_values("epoch").set_index("epoch")
     pd.testing.assert_series_equal(epochs.loss.loc[before.index], before.loss)  # restored, not retrained
@@ -454,7 +454,7 @@ def test_a_step_budget_trains_the_epochs_it_comes_to_on_the_data_and_says_so(ray
     trials = run_study(study, profile=profile, root=tmp_path)
     assert list(trials.status) == ["ok"], trials.error.tolist()
     assert trials.images_seen.tolist() == [3 * 2 * 50]
-    epochs = pd.read_parquet(tmp_path / "budget" / "epochs.parquet")
+    epochs = ResultsStore(tmp_path, "budget").read("epochs")
     assert epochs.epoch.tolist() == [0, 1, 2]
     out = capsys.readouterr().out
     assert "5 optimiser steps = 3 epoch(s) of 100 images (2 steps of 50; 6 in all)" in out

@@ -13,7 +13,9 @@ from sslab.methods.base import DataInfo
 from sslab.methods.views import CIFAR10
 from sslab.engine.errors import root_cause
 from sslab.engine.sessions import load_checkpoint as _load_checkpoint
-from sslab.engine.train import TrialRun, make_trainer, train_in_process
+from sslab.engine.checkpoints import EpochCheckpoints, TrainingState
+from sslab.engine.sessions import InProcessSession
+from sslab.engine.train import EpochReport, FailureReport, TrialRun, make_trainer, run_loop
 
 TINY = Profile(
     name="tiny", width=8, epochs=2, batch_size=16, num_workers=0,
@@ -112,7 +114,8 @@ def _in_process(tmp_path, profile, crash_after_epoch=None, on_report=lambda metr
             raise _Crash
 
     try:
-        train_in_process(spec, EpochViews(ds, views, CIFAR10, spec.seed), str(tmp_path / "ckpt"), report=report)
+        run_loop(spec, InProcessSession(profile, EpochViews(ds, views, CIFAR10, spec.seed),
+                                        EpochCheckpoints(str(tmp_path / "ckpt")), report=report))
     except _Crash:
         pass
     return reported
@@ -134,8 +137,6 @@ def test_an_in_process_trial_resumes_from_its_last_epoch_checkpoint(ray_local, t
     assert final["images_seen"] == uninterrupted[-1]["images_seen"] == 3 * (64 // 16) * 16
     # the optimizer and LR schedule went on from where they were: 3 epochs × 4 steps in all, and
     # the same final LR as the uninterrupted run (a fresh schedule would have counted 4 steps)
-    from sslab.engine.checkpoints import EpochCheckpoints
-
     for run in ("a", "b"):
         assert EpochCheckpoints(str(tmp_path / run / "ckpt")).latest()["schedule"]["last_epoch"] == 3 * 4
     assert final["lr"] == uninterrupted[-1]["lr"] and math.isfinite(final["loss"])
@@ -157,6 +158,97 @@ def test_an_in_process_trial_resumes_from_its_last_epoch_checkpoint(ray_local, t
     assert final["wall_s"] > before[-1]["wall_s"] > 0 and again[0]["wall_s"] >= final["wall_s"]
     assert final["device_s"] == pytest.approx(sum(h["epoch_s"] for h in final["history"]), rel=0.05)
     assert again[0]["restarts"] == 2
+
+
+def _old_checkpoint(**changes) -> dict:
+    """A checkpoint as the loop wrote it before its state was typed: a plain dict, these keys."""
+    state = {
+        "model": {"w": torch.arange(3.0)}, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]},
+        "schedule": {"last_epoch": 8}, "epoch": 1, "history": [{"epoch": 0, "loss": 2.0}, {"epoch": 1, "loss": 1.5}],
+        "images_seen": 128, "train_seconds": 3.0, "eval_seconds": 0.5, "wall_seconds": 4.0,
+        "cpu_steal_ticks": (1, 40), "rng": [{"torch": torch.zeros(4, dtype=torch.uint8)}], "restarts": 1,
+        "last_metrics": {"epoch": 1, "loss": 1.5, "history": [{"epoch": 0, "loss": 2.0}, {"epoch": 1, "loss": 1.5}]},
+    }
+    return {**state, **changes}
+
+
+def test_a_checkpoint_in_the_old_format_loads_into_the_typed_state(tmp_path):
+    """Checkpoints are plain dicts on storage, with the keys they always had: one written before
+    ``TrainingState`` loads into it (through the session, weights only), and saving it again
+    writes the same dict; one written before the loop kept its evaluation and wall seconds, its
+    CPU steal and its restarts resumes with none counted before and the steal unknown."""
+    old = _old_checkpoint()
+    checkpoints = EpochCheckpoints(str(tmp_path / "ckpt"))
+    checkpoints.save(old, old["epoch"])
+    session = InProcessSession(TINY, lambda epoch: None, checkpoints, report=lambda result: None)
+    state = session.restore()
+    assert isinstance(state, TrainingState)
+    assert (state.epoch, state.images_seen, state.train_seconds, state.eval_seconds, state.wall_seconds,
+            state.restarts, state.schedule["last_epoch"]) == (1, 128, 3.0, 0.5, 4.0, 1, 8)
+    assert tuple(state.cpu_steal_ticks) == (1, 40) and state.history == old["history"]
+    assert torch.equal(state.model["w"], old["model"]["w"]) and state.last_metrics == old["last_metrics"]
+    saved = state.to_dict()
+    assert list(saved) == list(old)  # the same keys, in the same order, on storage
+    assert all(saved[k] is getattr(state, k) for k in saved)  # the values themselves, no copies
+
+    older = {k: v for k, v in old.items() if k not in ("eval_seconds", "wall_seconds", "cpu_steal_ticks", "restarts")}
+    state = TrainingState.from_dict(older)
+    assert (state.eval_seconds, state.wall_seconds, state.cpu_steal_ticks, state.restarts) == (0.0, 0.0, None, 0)
+    assert state.train_seconds == 3.0 and list(state.to_dict()) == list(old)
+    with pytest.raises(KeyError, match="model"):  # what a resume needs is never made up
+        TrainingState.from_dict({k: v for k, v in old.items() if k != "model"})
+
+
+def test_an_epoch_report_and_a_failure_report_say_exactly_these_keys():
+    """The keys the store callback reads (tune_callbacks.py) are the reports' field names, in the
+    order they were always reported; the epoch's row leaves the trial's totals and the invariance
+    samples out; a field that is None is not reported."""
+    report = EpochReport(
+        step_means={"loss": 1.0, "loss_nce": 0.5}, epoch=2, lr=0.1, images_seen=64, epoch_s=1.5, epoch_cpu_steal=0.0,
+        restarts=0, timing={"steady_images_per_s": 10.0, "steady_window_start": 1.0, "steady_window_end": 2.0},
+        evaluation={"knn_top1": 0.3, "probe_res5_top1": 0.4, "invariance_l2_mean": 0.2, "invariance_samples": [0.1]},
+        provenance={"cpu": "x"}, train_s=3.0, eval_s=1.0, device_s=6.0, wall_s=5.0, cpu_steal=0.0,
+    )
+    row = ["loss", "loss_nce", "epoch", "lr", "images_seen", "epoch_s", "epoch_cpu_steal", "restarts",
+           "steady_images_per_s", "steady_window_start", "steady_window_end", "knn_top1", "probe_res5_top1",
+           "invariance_l2_mean"]
+    assert list(report.row()) == row
+    report.history = [report.row()]
+    result = report.to_result()
+    assert list(result) == [*row, "invariance_samples", "provenance", "train_s", "eval_s", "device_s", "wall_s",
+                            "cpu_steal", "history"]
+    assert result["history"] == report.history and result["history"] is not report.history
+    report.checkpoints_skipped = "x does not load"
+    assert list(report.to_result())[-2:] == ["checkpoints_skipped", "history"]
+
+    again = EpochReport.again(result, wall_s=9.0, restarts=2)
+    assert list(again) == list(result) and (again["wall_s"], again["restarts"]) == (9.0, 2)
+    assert EpochReport.again(result, wall_s=9.0, restarts=2, checkpoints_skipped="y")["checkpoints_skipped"] == "y"
+
+    from sslab.engine.errors import FAILURE
+
+    failure = FailureReport(failure="loss became NaN", failed_epoch=1, epoch=0, images_seen=64, train_s=1.0,
+                            eval_s=0.5, restarts=0, wall_s=2.0, device_s=2.0, history=[]).to_result()
+    assert list(failure) == [FAILURE, "failed_epoch", "epoch", "knn_top1", "loss", "images_seen", "train_s", "eval_s",
+                             "restarts", "wall_s", "device_s", "history"]
+    assert math.isnan(failure["knn_top1"]) and math.isnan(failure["loss"]) and failure[FAILURE] == "loss became NaN"
+
+
+def test_a_trial_resumes_from_a_checkpoint_written_before_the_state_kept_its_times_and_steal(ray_local, tmp_path):
+    """A checkpoint without eval_seconds, wall_seconds, cpu_steal_ticks and restarts (written
+    before the loop kept them) resumes: the next epoch is the uninterrupted run's, the steal
+    unknown."""
+    uninterrupted = _in_process(tmp_path / "a", TINY)
+    _in_process(tmp_path / "b", TINY, crash_after_epoch=0)
+    checkpoints = EpochCheckpoints(str(tmp_path / "b" / "ckpt"))
+    state = checkpoints.latest()
+    for key in ("eval_seconds", "wall_seconds", "cpu_steal_ticks", "restarts"):
+        del state[key]
+    checkpoints.save(state, state["epoch"])
+    after = _in_process(tmp_path / "b", TINY)
+    assert [m["epoch"] for m in after] == [1] and after[-1]["restarts"] == 1
+    assert [h["loss"] for h in after[-1]["history"]] == [m["loss"] for m in uninterrupted]
+    assert math.isnan(after[-1]["cpu_steal"])
 
 
 def _fake_proc_stat(monkeypatch) -> dict:
@@ -186,8 +278,6 @@ def test_the_loop_reports_the_cpu_steal_of_each_epoch_and_of_the_attempt(ray_loc
 def test_a_resumed_trial_reports_the_cpu_steal_of_every_attempt(ray_local, tmp_path, monkeypatch):
     """No steal before the crash, all of it after: the trial's share counts the first attempt's
     ticks too (kept in the checkpoint), so it is below the second attempt's own 100 %."""
-    from sslab.engine.checkpoints import EpochCheckpoints
-
     clock = _fake_proc_stat(monkeypatch)
     profile = TINY.with_overrides(epochs=3)
     _in_process(tmp_path, profile, crash_after_epoch=1)
@@ -260,9 +350,9 @@ def test_the_loop_hands_every_step_its_context_and_resumes_counting(ray_local, t
     seen = []
     original = PIRL.after_step
 
-    def recording(self, batch, ctx):
+    def recording(self, batch, out, ctx):
         seen.append((ctx.step, ctx.epoch, ctx.total_steps, ctx.world_size))
-        return original(self, batch, ctx)
+        return original(self, batch, out, ctx)
 
     monkeypatch.setattr(PIRL, "after_step", recording)
     profile = TINY.with_overrides(epochs=3)
@@ -287,10 +377,7 @@ def test_train_worker_checkpoints_leave_nothing_in_the_temporary_folder(ray_loca
 def test_an_only_checkpoint_that_does_not_load_ends_the_trial_failed_at_once(ray_local, tmp_path):
     """Ray Train offers only its newest checkpoint: if it does not load, every retry would fail
     alike, so the loop reports the cause (naming the checkpoint) as its last result and trains nothing."""
-    from sslab.engine.checkpoints import EpochCheckpoints
     from sslab.engine.errors import FAILURE, UnreadableCheckpointError
-    from sslab.engine.sessions import InProcessSession
-    from sslab.engine.train import run_loop
 
     class Unreadable(InProcessSession):
         def restore(self):
@@ -339,9 +426,9 @@ def test_a_training_step_waits_for_the_device_at_most_once_and_metrics_are_read_
     steps, original = [], PIRL.training_step
 
     def recording(self, batch, ctx):
-        loss, metrics = original(self, batch, ctx)
-        steps.append((ctx.epoch, sum(syncs.values()), dict(syncs), metrics["loss"].clone()))
-        return loss, metrics
+        out = original(self, batch, ctx)
+        steps.append((ctx.epoch, sum(syncs.values()), dict(syncs), out.metrics["loss"].clone()))
+        return out
 
     monkeypatch.setattr(PIRL, "training_step", recording)
     with count_host_syncs() as syncs:
@@ -373,7 +460,7 @@ if sys.argv[1] == "after":  # the order the loop used to have
 batch = {k: torch.randn(8, 3, 16, 16).contiguous(memory_format=torch.channels_last) for k in ("view_0", "view_1")}
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    model(batch, StepContext(0, 1, 0))[0].backward()
+    model(batch, StepContext(0, 1, 0)).loss.backward()
 print("|".join(str(w.message) for w in caught))
 """
 
@@ -413,7 +500,8 @@ def test_uint8_views_reach_the_method_normalised_as_the_float_views_do(ray_local
         profile = TINY.with_overrides(epochs=1, view_transfer=transfer)
         spec = TrialRun("pirl", {"num_negatives": 16, **profile.method_defaults}, profile, seed=0, data=DATA)
         views = EpochViews(ds, spec.method_class.views(spec.config(), 32), CIFAR10, spec.seed, transfer=transfer)
-        train_in_process(spec, views, str(tmp_path / transfer), report=lambda metrics: None)
+        run_loop(spec, InProcessSession(profile, views, EpochCheckpoints(str(tmp_path / transfer)),
+                                        report=lambda metrics: None))
     floats, pixels = first_batches
     assert torch.equal(floats["idx"], pixels["idx"])
     for key in ("image", "jigsaw"):

@@ -205,3 +205,40 @@ def test_two_lines_of_the_store_from_different_settings_are_never_averaged():
     legacy = current_setting(trials.drop(columns=["setting_id"]), baselines, {})
     assert len(legacy.trials) == 3 and "recorded before sslab kept each trial's specification" in legacy.note
     assert name_of("pirl-loss_weight=0.5-seed=0-0123456789") == "pirl-loss_weight=0.5-seed=0"
+
+
+def test_a_trials_identity_is_computed_once_and_every_later_reader_looks_it_up(monkeypatch):
+    """The runner builds every spec once (``_plan``: ``Specs.with_planned`` computes the ids); the
+    trial and the store callback look a grid's spec up by id, and its id, setting and baseline
+    setting are hashed once per spec, also after the trip to a trial (pickled, as Tune sends it).
+    A search's proposal is resolved the first time a process sees it and looked up after that."""
+    import pickle
+
+    from sslab.plan import spec as spec_module
+    from sslab.plan.spec import Specs
+
+    specs = Specs(STUDY, SMOKE, {"dataset": "fake", "train_num_images": 100})
+    planned = specs.planned_specs(2)
+    specs = specs.with_planned(planned)  # the runner's plan: every trial id computed here
+    hashed = []
+    digest = spec_module.digest
+    monkeypatch.setattr(spec_module, "digest", lambda *args, **kwargs: hashed.append(args) or digest(*args, **kwargs))
+    for _ in range(3):  # a trial, then the callback's start, results and completion
+        for spec in planned:
+            found = specs.of_tune_config({"trial_id": spec.trial_id})
+            assert found is spec
+            assert (found.trial_id, found.setting_id, found.baseline.setting_id) == (
+                spec.trial_id, spec.setting_id, spec.baseline.setting_id)
+    assert len(hashed) == 2 * len(planned)  # the setting and baseline setting, once each; the ids never again
+    hashed.clear()
+    sent = pickle.loads(pickle.dumps(specs))
+    assert [sent.of_tune_config({"trial_id": s.trial_id}).trial_id for s in planned] == [s.trial_id for s in planned]
+    assert hashed == []
+
+    resolved = []
+    resolve = Specs.spec
+    monkeypatch.setattr(Specs, "spec", lambda self, *args: resolved.append(args) or resolve(self, *args))
+    proposal = {"method": "pirl", "loss_weight": 0.5, "seed": 0}
+    first = specs.of_tune_config(proposal)
+    assert specs.of_tune_config(dict(proposal)) is first and len(resolved) == 1
+    assert first.trial_id == resolve(specs, "pirl", {"loss_weight": 0.5}, 0).trial_id

@@ -1,5 +1,6 @@
 """The Tune callback writes finished and failed trials into the store as they happen."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -112,24 +113,14 @@ def test_a_failure_reported_as_the_last_result_is_recorded_failed_with_its_cause
 
 
 
-class _Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
-def _slow_writes(store, clock, seconds: float) -> list:
-    """Make each epochs write take ``seconds`` of ``clock``'s time; returns the list of writes (the
-    trial keys of each)."""
+def _counting_writes(store) -> list:
+    """Count the store's epochs writes; returns the list of writes (the trial keys of each)."""
     writes = []
     record_epochs = store.record_epochs
 
     def record(histories):
         writes.append(sorted(histories))
         record_epochs(histories)
-        clock.now += seconds
 
     store.record_epochs = record
     return writes
@@ -140,13 +131,14 @@ def _epoch_rows(store):
     return {} if epochs.empty else {k: list(g.epoch) for k, g in epochs.groupby("trial_id")}
 
 
-def test_running_trials_epochs_wait_while_writing_them_would_take_more_than_its_share(tmp_path):
-    """Every epoch report rewrote the whole epochs table, whatever that cost: a study's time in
-    writes grew as the square of its epochs. Now, after a write of t seconds, reports wait until
-    t / share seconds after it began, and then go out together; a trial's end writes its own."""
-    store, clock = ResultsStore(tmp_path, "s"), _Clock()
-    writes = _slow_writes(store, clock, 0.2)  # at a share of 0.02: one write per 10 s at most
-    callback = StoreCallback(store, SPECS, _Silent(), epochs_write_share=0.02, clock=clock)
+def test_every_epoch_report_writes_that_trials_epochs_and_no_other_file(tmp_path):
+    """The store rewrote its whole epochs table on every write, so the callback held reports back
+    (EPOCHS_WRITE_SHARE) to keep a study's writes from growing as the square of its epochs. Each
+    trial's epochs are now a file of their own: every report writes its trial's file at once, and
+    leaves the other trials' files as they were."""
+    store = ResultsStore(tmp_path, "s")
+    writes = _counting_writes(store)
+    callback = StoreCallback(store, SPECS, _Silent())
     a, b = _trial(0.0, {}), _trial(0.5, {})
     key_a, key_b = (SPECS.spec("pirl", {"loss_weight": w}, 1).trial_id for w in (0.0, 0.5))
     history = {key_a: [], key_b: []}
@@ -158,68 +150,51 @@ def test_running_trials_epochs_wait_while_writing_them_would_take_more_than_its_
 
     for t in (a, b):
         callback.on_trial_start(0, [], t)
-    report(a, key_a, 0)  # nothing written yet: at once
+    report(a, key_a, 0)
     assert writes == [[key_a]] and _epoch_rows(store) == {key_a: [0]}
-    for epoch, now in ((0, 2.0), (1, 4.0), (2, 6.0)):
-        clock.now = now
-        report(b, key_b, epoch)
-        report(a, key_a, epoch + 1)
-    assert writes == [[key_a]] and _epoch_rows(store) == {key_a: [0]}  # within 10 s of the write: waiting
-    clock.now = 10.0
-    report(b, key_b, 3)  # both trials' newest histories in one write
-    assert writes[1:] == [[key_a, key_b]] and _epoch_rows(store) == {key_a: [0, 1, 2, 3], key_b: [0, 1, 2, 3]}
-    clock.now = 11.0
-    report(a, key_a, 4)
-    callback.on_trial_complete(0, [], a)  # not finished (2 epochs of PROFILE): interrupted, yet written now
-    assert writes[2:] == [[key_a]] and _epoch_rows(store)[key_a] == [0, 1, 2, 3, 4]
-    report(b, key_b, 4)
-    assert len(writes) == 3  # 0.2 s after the last write
-    callback.on_experiment_end([])
-    assert writes[3:] == [[key_b]] and _epoch_rows(store)[key_b] == [0, 1, 2, 3, 4]
-    callback.on_trial_complete(0, [], a)
-    callback.on_experiment_end([])
-    assert len(writes) == 4  # nothing left to write: the store has every reported epoch
-
-
-def test_cheap_writes_keep_every_epoch_report_in_the_store_at_once(tmp_path):
-    store, clock = ResultsStore(tmp_path, "s"), _Clock()
-    writes = _slow_writes(store, clock, 0.01)  # 0.5 s to the next write at a share of 0.02
-    callback = StoreCallback(store, SPECS, _Silent(), clock=clock)
-    trial = _trial(0.5, {})
-    callback.on_trial_start(0, [], trial)
-    history = []
+    a_file = Path(store.key_path("epochs", key_a))
     for epoch in range(3):
-        clock.now += 1.0  # an epoch takes a second
-        history = history + [{"epoch": epoch, "loss": 1.0}]
-        callback.on_trial_result(0, [], trial, {"epoch": epoch, "history": history})
-        assert list(store.read("epochs").epoch) == list(range(epoch + 1))
-    assert len(writes) == 3
+        before = a_file.read_bytes(), a_file.stat().st_mtime_ns
+        report(b, key_b, epoch)  # b's report: b's file only
+        assert (a_file.read_bytes(), a_file.stat().st_mtime_ns) == before
+        assert _epoch_rows(store) == {key_a: list(range(epoch + 1)), key_b: list(range(epoch + 1))}
+        report(a, key_a, epoch + 1)
+    assert writes == [[key_a]] + [[key_b], [key_a]] * 3  # one write per report, of its own trial
+    assert sorted(p.name for p in a_file.parent.iterdir()) == sorted(
+        Path(store.key_path("epochs", k)).name for k in (key_a, key_b))
+    callback.on_trial_complete(0, [], a)  # not finished (2 epochs of PROFILE): interrupted; its epochs are in
+    assert len(writes) == 7 and _epoch_rows(store)[key_a] == [0, 1, 2, 3]
 
 
 def test_a_trials_row_is_never_written_before_its_epochs(tmp_path):
-    store, clock = ResultsStore(tmp_path, "s"), _Clock()
-    _slow_writes(store, clock, 1.0)
-    callback = StoreCallback(store, SPECS, _Silent(), clock=clock)
+    store = ResultsStore(tmp_path, "s")
+    order = []
+    record_epochs, record_trial = store.record_epochs, store.record_trial
+    store.record_epochs = lambda histories: (order.append("epochs"), record_epochs(histories))
+    store.record_trial = lambda row: (order.append("trial"), record_trial(row))
+    callback = StoreCallback(store, SPECS, _Silent())
     trial = _trial(0.5, {})
     callback.on_trial_start(0, [], trial)
     first = [{"epoch": 0, "loss": 9.0}]
     callback.on_trial_result(0, [], trial, {"epoch": 0, "loss": 9.0, "history": first})
+    assert list(store.read("epochs").epoch) == [0]  # at once
     full = first + [{"epoch": 1, "loss": 8.0}]
-    callback.on_trial_result(0, [], trial, {"epoch": 1, "loss": 8.0, "history": full})
-    assert list(store.read("epochs").epoch) == [0]  # the second report waits
-    trial.last_result = {"epoch": 1, "loss": 8.0, "knn_top1": 0.3, "history": full}
+    trial.last_result = {"epoch": 1, "loss": 8.0, "knn_top1": 0.3, "history": full}  # never reported as a result
     callback.on_trial_complete(0, [], trial)
+    assert order == ["epochs", "epochs", "trial"]
     assert store.read("trials").status.tolist() == ["ok"] and list(store.read("epochs").epoch) == [0, 1]
     failed = _trial(0.0, {"epoch": 0, "loss": 7.0, "history": [{"epoch": 0, "loss": 7.0}]},
                     error=RuntimeError("node lost"))
     callback.on_trial_error(0, [], failed)  # an error's last history, never reported through a result
-    assert sorted(store.read("epochs").loss) == [7.0, 8.0, 9.0]
+    assert sorted(store.read("epochs").loss) == [7.0, 8.0, 9.0] and order[3:] == ["epochs", "trial"]
+    callback.on_trial_complete(0, [], trial)  # the store has this history already: only the row again
+    assert order[5:] == ["trial"]
 
 
 def test_epochs_whose_write_failed_are_written_again_with_the_trials_row(tmp_path):
     from sslab.results.store import StoreWriteError
 
-    store, clock = ResultsStore(tmp_path, "s"), _Clock()
+    store = ResultsStore(tmp_path, "s")
     record_epochs, failures = store.record_epochs, [StoreWriteError("disk full")]
 
     def flaky(histories):
@@ -228,7 +203,7 @@ def test_epochs_whose_write_failed_are_written_again_with_the_trials_row(tmp_pat
         record_epochs(histories)
 
     store.record_epochs = flaky
-    callback = StoreCallback(store, SPECS, _Silent(), clock=clock)
+    callback = StoreCallback(store, SPECS, _Silent())
     trial = _trial(0.5, {})
     callback.on_trial_start(0, [], trial)
     history = [{"epoch": 0, "loss": 9.0}, {"epoch": 1, "loss": 8.0}]
@@ -263,3 +238,87 @@ def test_a_trial_stays_unrecorded_while_any_kind_of_its_writes_last_failed(tmp_p
     callback.on_trial_start(0, [], other)
     callback.on_trial_complete(0, [], other)  # another trial's successful writes clear nothing of the first
     assert list(callback.unrecorded) == [HALF]
+
+
+def _row_as_before(callback, trial, result, *, failure=None, error=None, now=1234.5):
+    """The trial's row as ``StoreCallback`` assembled it by hand before ``TrialRow`` (its code, kept
+    here as the reference the typed row must reproduce column for column)."""
+    import math
+
+    from sslab.results import metrics as names
+
+    spec = SPECS.of_tune_config(trial.config)
+    row = {"trial_id": spec.trial_id, "setting_id": spec.setting_id, "baseline_setting": spec.baseline.setting_id,
+           **spec.record()}
+    wall_s = max(0.0, float(result.get("wall_s", 0.0)))
+    if failure is not None or error is not None:
+        row.update(
+            status="failed", error=failure if failure is not None else error,
+            loss=float(result.get("loss", math.nan)),
+            epochs=int(result.get("failed_epoch", 0)) if failure is not None else int(result.get("epoch", -1)) + 1,
+            wall_s=wall_s, device_s=float(result.get("device_s", math.nan)),
+            device="gpu" if PROFILE.use_gpu else "cpu", images_seen=int(result.get("images_seen", 0)),
+            restarts=max(int(result.get("restarts", 0)), int(trial.num_failures)), finished_at=now,
+            **{f"host/{k}": v for k, v in (result.get("provenance") or {}).items()},
+        )
+        return row
+    epochs = int(result.get("epoch", -1)) + 1
+    finished = epochs >= PROFILE.epochs
+    metric_keys = [k for k in result if names.is_evaluation(k)]
+    if not finished:
+        row[names.MONITOR_KNN] = float(result.get(names.KNN, math.nan))
+        metric_keys = []
+    row.update(
+        status="ok" if finished else "stopped",
+        error="" if finished else f"stopped early after epoch {epochs} of {PROFILE.epochs}",
+        **{k: float(result[k]) for k in metric_keys},
+        loss=float(result.get("loss", math.nan)), epochs=epochs, wall_s=wall_s,
+        train_s=float(result.get("train_s", math.nan)), eval_s=float(result.get("eval_s", math.nan)),
+        device_s=float(result.get("device_s", math.nan)), cpu_steal=float(result.get("cpu_steal", math.nan)),
+        device="gpu" if PROFILE.use_gpu else "cpu", images_seen=int(result.get("images_seen", 0)),
+        restarts=max(int(result.get("restarts", 0)), int(trial.num_failures)), finished_at=now,
+        **{f"host/{k}": v for k, v in (result.get("provenance") or {}).items()},
+    )
+    return row
+
+
+def _same(a, b):
+    import math
+
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+
+@pytest.mark.parametrize("case", ["ok", "stopped", "failure_result", "error"])
+def test_the_stored_row_is_the_one_the_callback_assembled_by_hand(tmp_path, monkeypatch, case):
+    """``TrialRow`` replaced the hand-built rows of ``on_trial_complete`` and ``_record_failure``:
+    the same trial's stored row has the same columns, in the same order, with the same values."""
+    import pyarrow.parquet as pq
+
+    from sslab.engine import tune_callbacks
+
+    monkeypatch.setattr(tune_callbacks.time, "time", lambda: 1234.5)
+    result = {"epoch": 1, "loss": 8.0, "knn_top1": 0.31, "probe_res5_top1": 0.4, "probe_conv1_top1": 0.2,
+              "invariance_l2_mean": 0.9, "images_seen": 640, "train_s": 3.0, "eval_s": 1.0, "device_s": 3.5,
+              "cpu_steal": 0.2, "wall_s": 5.0, "restarts": 1, "lr": 0.1,
+              "provenance": {"hostname": "node-1", "cpu_model": "EPYC", "torch": "2.5"}}
+    error = None
+    if case == "stopped":
+        result.update(epoch=0)
+    elif case == "failure_result":
+        result.update(failure="loss became NaN at epoch 1 step 3 (value nan)", failed_epoch=1, epoch=0)
+    elif case == "error":
+        error = RuntimeError("node lost")
+    trial = _trial(0.5, result, error=error)
+    trial.num_failures = 2
+    store = ResultsStore(tmp_path, "s")
+    callback = StoreCallback(store, SPECS, _Silent(), stops_early=True)
+    if case == "error":
+        callback.on_trial_error(0, [], trial)
+        expected = _row_as_before(callback, trial, result, error="node lost")
+    else:
+        callback.on_trial_complete(0, [], trial)
+        expected = _row_as_before(callback, trial, result, failure=result.get("failure"))
+    (written,) = pq.read_table(store.key_path("trials", expected["trial_id"])).to_pylist()
+    assert list(written) == list(expected)  # the same columns, in the same order
+    assert all(_same(written[k], v) for k, v in expected.items()), {k: (written[k], v) for k, v in expected.items()}
+    assert expected["restarts"] == 2 and expected["finished_at"] == 1234.5

@@ -56,7 +56,9 @@ def test_no_temporary_files_are_left_and_metadata_is_versioned(tmp_path):
     store = ResultsStore(tmp_path, "s")
     store.record_trial(_row("a"))
     store.write_metadata({"method": "pirl"})
-    assert sorted(p.name for p in Path(store.location).iterdir()) == ["study.json", "trials.parquet"]
+    assert sorted(str(p.relative_to(store.location)) for p in Path(store.location).rglob("*")) == [
+        "study.json", "trials", f"trials/{Path(store.key_path('trials', 'a')).name}"]
+    assert Path(store.key_path("trials", "a")).name == "a.parquet"
     assert store.metadata()["schema_version"] == SCHEMA_VERSION
 
 
@@ -83,7 +85,7 @@ def test_a_uri_root_reads_and_writes_through_pyarrow_fs(tmp_path):
     store.write_metadata({"method": "pirl"})
     store.record_trial(_row("a", knn_top1=0.25))
     assert store.ray_storage == f"file://{tmp_path}/root/s/ray"
-    assert (tmp_path / "root" / "s" / "trials.parquet").is_file()
+    assert (tmp_path / "root" / "s" / "trials" / "a.parquet").is_file()
     again = ResultsStore(f"file://{tmp_path}/root/", "s")
     assert again.read("trials").knn_top1.tolist() == [0.25]
     assert again.metadata()["method"] == "pirl"
@@ -134,3 +136,45 @@ def test_one_write_replaces_the_epochs_of_several_trials_and_keeps_the_others(tm
     epochs = store.read("epochs")
     assert sorted(zip(epochs.trial_id, epochs.epoch, epochs.loss)) == [
         ("a", 0, 5.0), ("a", 1, 4.0), ("b", 0, 6.5), ("c", 0, 7.0)]
+
+
+def test_on_s3_each_trial_is_its_own_object_and_a_bad_one_is_named_by_its_uri(s3_bucket):
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyarrow.fs import FileSelector, FileType
+
+    from sslab.results.store import UnreadableStoreError
+
+    store = ResultsStore(f"{s3_bucket}/results", "layout")
+    store.record_trial(_row("a", knn_top1=0.25))
+    store.record_epochs({"a": [{"epoch": 0, "loss": 5.0}]})
+    first = store.fs.open_input_stream(store.key_path("trials", "a")).read()
+    store.record_trial(_row("b", knn_top1=0.3, **{"config/extra": "x"}))
+    store.record_epochs({"b": [{"epoch": 0, "loss": 6.0}, {"epoch": 1, "loss": 5.5}]})
+    store.record_baseline({"backbone": "r18", "setting_id": "b1", "seed": 0, "knn_top1": 0.2})
+    store.record_trial(_row("b", knn_top1=0.35, **{"config/extra": "x"}))  # b again: a's object is as it was
+    assert store.fs.open_input_stream(store.key_path("trials", "a")).read() == first
+    listed = sorted(i.path.rsplit("/", 2)[-2] + "/" + i.base_name
+                    for i in store.fs.get_file_info(FileSelector(store.table_folder("x").rsplit("/", 1)[0], recursive=True))
+                    if i.type == FileType.File)
+    assert listed == ["baselines/b1-0.parquet", "epochs/a.parquet", "epochs/b.parquet", "trials/a.parquet",
+                      "trials/b.parquet"]
+    reader = ResultsStore(f"{s3_bucket}/results", "layout")
+    trials = reader.read("trials").set_index("trial_id")
+    assert trials.knn_top1.to_dict() == {"a": 0.25, "b": 0.35} and pd.isna(trials.loc["a", "config/extra"])
+    assert reader.read("epochs").groupby("trial_id").epoch.apply(list).to_dict() == {"a": [0], "b": [0, 1]}
+    assert reader.read("baselines").knn_top1.tolist() == [0.2]
+
+    # a store of one file per table, written before, on the same bucket
+    with store.fs.open_output_stream(store.table_path("invariance")) as out:
+        pq.write_table(pa.Table.from_pandas(pd.DataFrame({"trial_id": ["a", "b"], "distance": [1.0, 2.0]})), out)
+    store.record_invariance("b", [3.0])
+    assert reader.read("invariance").distance.tolist() == [1.0, 3.0]
+
+    with store.fs.open_output_stream(store.key_path("epochs", "b")) as out:
+        out.write(b"PAR1 not really")
+    with pytest.raises(UnreadableStoreError) as info:
+        reader.check_readable()
+    uri = f"{s3_bucket}/results/layout/epochs/b.parquet"
+    assert f"{uri} cannot be read" in str(info.value) and f"mv {uri} {uri}.unreadable" in str(info.value)

@@ -19,12 +19,8 @@ import pyarrow.fs as pafs
 
 from sslab.results import metrics
 from sslab.results import summary
-from sslab.results.store import SCHEMA_VERSION, TABLES, ResultsStore, StoreError, results_root
+from sslab.results.store import SCHEMA_VERSION, TABLES, ResultsStore, StoreError, results_root, study_stamp
 from sslab.results.summary import current_setting
-
-
-#: the files whose modification times say whether a study changed (the loaders' cache key)
-STORE_FILES = ("study.json", *(f"{t}.parquet" for t in TABLES))
 
 
 @dataclass
@@ -102,10 +98,12 @@ def filesystem(root: str) -> tuple[pafs.FileSystem, str]:
 
 
 def scan(root: str | None = None) -> dict[str, tuple[tuple[str, int, int], ...]]:
-    """Every study folder under the root with the (file, mtime_ns, size) of its store files.
+    """Every study folder under the root with its store's stamp (``store.study_stamp``: the
+    (name, mtime_ns, size) of study.json and of each table).
 
     The stamps are the loaders' cache key: a study is re-read exactly when one of its files changed.
-    A folder counts as a study when it holds ``study.json`` or ``trials.parquet``.
+    A folder counts as a study when it holds ``study.json`` or a trials table (``trials/``, or an
+    older store's ``trials.parquet``).
     """
     root = results_root(root)
     fs, base = filesystem(root)
@@ -116,11 +114,9 @@ def scan(root: str | None = None) -> dict[str, tuple[tuple[str, int, int], ...]]
         if entry.type != pafs.FileType.Directory or entry.base_name.startswith("."):
             continue
         files = {f.base_name: f for f in fs.get_file_info(pafs.FileSelector(entry.path))}
-        if "study.json" not in files and "trials.parquet" not in files:
+        if not {"study.json", "trials", "trials.parquet"} & set(files):
             continue
-        found[entry.base_name] = tuple(
-            (name, files[name].mtime_ns or 0, files[name].size or 0) for name in STORE_FILES if name in files
-        )
+        found[entry.base_name] = study_stamp(fs, entry.path, files.values())
     return found
 
 
@@ -285,9 +281,7 @@ def _state(data: StudyData, done: int, now: float) -> str:
 
 def _idle_limit(epochs: pd.DataFrame) -> float:
     """How long a study may go without writing before it counts as interrupted: three typical
-    epochs (running trials' epochs reach epochs.parquet at every epoch report, or, when a write
-    is slow, once the driver has spent 50 times that write's duration since it began: seconds),
-    at least five minutes."""
+    epochs (a running trial's epochs reach the store at every epoch report), at least five minutes."""
     typical = float(epochs["epoch_s"].median()) if "epoch_s" in epochs and epochs["epoch_s"].notna().any() else 0.0
     return max(300.0, 3 * typical)
 

@@ -6,6 +6,9 @@ trial's stable id (a local path or a URI such as ``s3://bucket/...``, through
 ``pyarrow.fs``). Tune's retry of a lost trial process and a re-run of an
 interrupted study both continue from the newest readable file, so no finished
 epoch is trained twice.
+
+What a checkpoint holds is ``TrainingState``, the same on either path (Ray Train's checkpoints
+hold it too, through ``sessions.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import posixpath
 import re
 import uuid
+from dataclasses import dataclass, fields
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -25,6 +29,53 @@ from sslab.results.store import filesystem_for
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^epoch-(\d{6})\.pt$")
+
+
+@dataclass
+class TrainingState:
+    """What the training loop keeps after each epoch and resumes from: one trial's checkpoint.
+
+    On storage it is a plain dict of tensors and plain types (``to_dict``; its keys are the
+    field names), so that ``torch.load(weights_only=True)`` reads it and no checkpoint can run code
+    on the node that resumes from it."""
+
+    #: ``method.state_dict()``: every parameter and persistent buffer (a memory bank, an EMA encoder)
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    #: the warm-up + cosine LR schedule (its ``last_epoch`` is the global step)
+    schedule: dict[str, Any]
+    #: the last finished epoch
+    epoch: int
+    #: one row per finished epoch (``EpochReport.row``: the epochs table)
+    history: list[dict[str, Any]]
+    images_seen: int
+    #: seconds of training and of evaluation, over every attempt
+    train_seconds: float
+    eval_seconds: float
+    #: wall seconds of every attempt so far
+    wall_seconds: float
+    #: (stolen, total) CPU ticks over every attempt (``results/cpu_steal.py``); None: not measured
+    cpu_steal_ticks: tuple[int, int] | None
+    #: every worker's random-number generators (``device.rng_of_every_worker``)
+    rng: Any
+    #: how often the trial resumed from a checkpoint
+    restarts: int
+    #: the last epoch's result as it was reported, said again by an attempt that resumes after
+    #: the last epoch (``EpochReport.to_result``)
+    last_metrics: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The state as saved: field name -> value (the values themselves, not copies)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> "TrainingState":
+        """The state a checkpoint holds. Checkpoints written before the loop counted restarts, kept
+        its evaluation and wall seconds over every attempt, or measured the CPU steal lack those
+        keys; they still resume, counting nothing before them (0) and the steal as unknown (None),
+        and this is the one place that knows it."""
+        values = {"restarts": 0, "eval_seconds": 0.0, "wall_seconds": 0.0, "cpu_steal_ticks": None, **state}
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
 
 
 class EpochCheckpoints:

@@ -214,6 +214,10 @@ def evaluate(
     return Evaluation(metrics, invariance)
 
 
+#: the final evaluation's per-image invariance distances (the store's invariance table), beside its metrics
+INVARIANCE_SAMPLES = "invariance_samples"
+
+
 def evaluate_for_profile(
     backbone: Backbone,
     arrays: dict[str, Any],
@@ -246,7 +250,7 @@ def evaluate_for_profile(
     )
     out: dict[str, Any] = dict(result.metrics)
     if result.invariance is not None:
-        out["invariance_samples"] = np.asarray(result.invariance, dtype=np.float32).tolist()
+        out[INVARIANCE_SAMPLES] = np.asarray(result.invariance, dtype=np.float32).tolist()
     return out
 
 

@@ -6,144 +6,56 @@ print a summary of this run's setting.
 
 Re-running the same study skips the trials whose exact specification is in the store and resumes
 interrupted ones from their checkpoints; a run with other settings trains its own trials beside them.
+The command line (flags, one-line errors, Ctrl-C) is the CLI's (``cli.run``); this module takes the
+parsed options.
+
+A trial's path, from ``python studies/pirl_lambda.py`` (a grid on the ``local`` profile: each trial
+trains in its Tune trial's own process) to its row in the results store: nine hops of sslab's code,
+each stretch inside Ray counted as one.
+
+1. studies/pirl_lambda.py:__main__ → src/sslab/cli.py:run (the study's flags, parsed)
+2. cli.py:run → engine/runner.py:run_study (the data read; every ``TrialSpec`` built once, in
+   ``_plan``, its ``trial_id`` with it)
+3. runner.py:run_study → [Ray Tune: ``Tuner.fit`` (the Tuner from ``_tuner``: the pending trials'
+   ids as a grid) starts the trial] → engine/trial.py:run_trial (its spec looked up by id:
+   ``Specs.of_tune_config``)
+4. trial.py:run_trial → engine/train.py:run_loop (in an ``InProcessSession``)
+5. train.py:run_loop → engine/sessions.py:InProcessSession.report (each epoch's ``EpochReport``,
+   as one flat result, once its ``TrainingState`` is on storage)
+6. sessions.py:InProcessSession.report → [Ray Tune: ``tune.report``, the result to the driver] →
+   engine/tune_callbacks.py:StoreCallback.on_trial_complete (the spec looked up by id again)
+7. tune_callbacks.py:StoreCallback.on_trial_complete → StoreCallback._record (the ``TrialRow``)
+8. tune_callbacks.py:StoreCallback._record → StoreCallback._write
+9. tune_callbacks.py:StoreCallback._write → results/store.py:ResultsStore.record_trial
+
+A TorchTrainer trial (GPUs, or several workers) goes from run_trial through [Ray Train] to
+train.py:train_loop_per_worker, then run_loop and sessions.py:RayTrainSession.report, whose
+results reach the callback through [Ray Train and Tune]: ten hops.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import shlex
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
-from sslab import methods
 from sslab.methods.base import DataInfo
 from sslab.plan import cost
 from sslab.engine import placement
 from sslab.engine.other_work import other_work, other_work_note
 from sslab.engine.placement import TRIAL_RESOURCE
 from sslab.plan.profiles import Profile, get_profile
-from sslab.results.store import ResultsStore, StoreError, StoreWriteError, results_root
+from sslab.results.store import ResultsStore, StoreWriteError, results_root
 from sslab.plan.spec import Specs, TrialSpec, data_identity
 from sslab.results.lock import StoreLock
 from sslab.plan.study import Search, Study
 from sslab.results.summary import current_setting
 from sslab.engine.trial import run_trial
-
-
-def main(study: Study, argv: Sequence[str] | None = None, *, command: str | None = None) -> pd.DataFrame:
-    """Command-line entry point of a study script: flags, then ``run_study``; a bad flag or
-    setting is one line (exit 2), not a traceback; Ctrl-C is one line saying what is finished and
-    that the same command resumes (exit 130)."""
-    parser = build_parser(study)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    command = command or invocation(argv)
-    overrides = {k: v for k, v in {"epochs": args.epochs, "train_subset": args.subset,
-                                   "dataset": args.dataset}.items() if v is not None}
-    try:
-        if args.method:
-            study = study.with_method(args.method)
-        return run_study(
-            study,
-            profile=args.profile,
-            seeds=args.seeds,
-            root=args.results,
-            data_dir=args.data_dir,
-            address=args.address,
-            profile_overrides=overrides,
-            retry_failed=args.retry_failed,
-            trials=getattr(args, "trials", None),
-            time_budget_s=getattr(args, "time_budget", None),
-            yes=args.yes,
-            max_trials=args.max_trials,
-            command=command,
-        )
-    except (ValueError, PermissionError, FileNotFoundError, StoreError) as err:  # a bad flag, setting, dataset or store
-        parser.exit(2, f"{study.name}: error: {err}\n")
-    except KeyboardInterrupt:
-        parser.exit(130, f"{study.name}: interrupted; {interrupted_note(study, args.results)}; "
-                         f"the same command resumes: {command}\n")
-
-
-def invocation(argv: Sequence[str]) -> str:
-    """The command a study was started with, as the user would type it again: ``sslab run NAME ...``
-    or ``python studies/NAME.py ...``."""
-    program = sys.argv[0] if sys.argv else ""
-    if os.path.basename(program) == "sslab" or (sys.argv[1:2] == ["run"] and "cli" in program):
-        head = ["sslab", *sys.argv[1:3]]
-    elif program.endswith(".py"):
-        head = ["python", os.path.relpath(program) if os.path.isabs(program) else program]
-    else:
-        head = ["python", "-m", "sslab.cli", "run"]
-    return shlex.join([*head, *argv])
-
-
-def interrupted_note(study: Study, root: str | None) -> str:
-    """What an interrupted study has finished, from its store (the record a rerun starts from)."""
-    try:
-        store = ResultsStore(results_root(root), study.name)
-        meta = store.metadata()
-        trials = current_setting(store.read("trials"), store.read("baselines"), meta).trials
-    except Exception:  # interrupted while the store itself was being read: nothing more to say
-        return "nothing of this run is lost"
-    if not meta:
-        return "nothing was finished yet"
-    return f"{len(trials)} of {meta.get('total_trials', '?')} trial(s) of this setting are finished and recorded"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def build_parser(study: Study) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=study.name, description=study.description or None)
-    parser.add_argument("--profile", default=study.profile, help="local (CPU, minutes) or cifar (GPU, full CIFAR-10)")
-    parser.add_argument("--dataset", default=None,
-                        help="cifar10, cifar100, imagefolder:<path> or parquet:<path> (default: the profile's)")
-    if len(study.method_names) == 1:
-        parser.add_argument("--method", default=None, choices=methods.names(),
-                            help=f"run this study's knobs on another method (default {study.method_names[0]}); "
-                                 "results go to <study>-<method>")
-    else:
-        parser.add_argument("--method", default=None, choices=study.method_names,
-                            help="train only this one of the study's methods (into the study's results; "
-                                 "a later run of the whole study finds its trials done)")
-    parser.add_argument("--seeds", type=_positive_int, default=None, help=f"seeds per configuration (default {study.seeds})")
-    parser.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
-    parser.add_argument("--data-dir", default=None, help="dataset folder (default $SSLAB_DATA or ~/.cache/sslab/data)")
-    parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
-    parser.add_argument("--epochs", type=_positive_int, default=None,
-                        help="train this many epochs (instead of the profile's epochs or step budget)")
-    parser.add_argument("--subset", type=_positive_int, default=None, help="override the profile's training subset size")
-    parser.add_argument("--retry-failed", action="store_true", help="run failed trials of an earlier run again")
-    parser.add_argument("--yes", action="store_true",
-                        help=f"run a study above {cost.CONFIRM_TRIALS} trials or {cost.CONFIRM_DEVICE_HOURS:g} "
-                             "device-hours without asking")
-    parser.add_argument("--max-trials", type=_positive_int, default=None, metavar="N",
-                        help="run at most N of the study's unfinished trials now (the same command continues)")
-    if study.search:
-        parser.add_argument("--trials", type=_positive_int, default=None,
-                            help=f"trial budget of the search (default {study.search.trials}, less on small profiles)")
-        parser.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
-                            help="stop starting trials after this many seconds")
-    return parser
 
 
 def run_study(
@@ -222,7 +134,11 @@ def run_study(
                     data = _to_ray(train, test, profile)
                 _record_baselines(store, specs, data, missing_baselines, progress)
                 if to_run:
-                    unrecorded = _run_trials(study, specs, store, pending, to_run, data, progress, search=search)
+                    tuner, recorder = _tuner(study, specs, store, pending, to_run, data, progress, search=search)
+                    # only TorchTrainer runs leave placement groups behind when Tune kills their trial
+                    with placement.OrphanedWorkerGroupJanitor() if profile.num_workers else nullcontext():
+                        tuner.fit()
+                    unrecorded = recorder.unrecorded  # finished, but not fully written: the rerun records them
             trials = store.read("trials")
             shown = current_setting(trials, store.read("baselines"), store.metadata())
             progress.summary(shown.trials, shown.baselines, shown.note)
@@ -362,7 +278,7 @@ def _init_ray(address: str | None) -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # Progress is ours (src/sslab/results/progress.py): Tune's legacy reporter at verbose=0 prints nothing.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Ctrl-C ends the study at once with one line of ours (main), not Tune's graceful stop and its
+    # Ctrl-C ends the study at once with one line of ours (cli.run), not Tune's graceful stop and its
     # hint at Tuner.restore: the same command resumes from the store and the trials' checkpoints
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     if ray.is_initialized():
@@ -385,8 +301,8 @@ def _init_ray(address: str | None) -> None:
 def _read_data(profile: Profile, data_dir, progress):
     """The train and test splits, read and checked before Ray starts (a missing or unreadable
     dataset, a wrong layout or one class is refused here, in one line, with nothing written)."""
-    from sslab.data.sources import data_dir as resolve_data_dir
-    from sslab.data.sources import load_train_test
+    from sslab.data.locations import data_dir as resolve_data_dir
+    from sslab.data.train_test import load_train_test
 
     return load_train_test(profile.dataset, image_size=profile.image_size, train_subset=profile.train_subset,
                            test_subset=profile.test_subset, root=resolve_data_dir(data_dir), note=progress.note)
@@ -395,7 +311,8 @@ def _read_data(profile: Profile, data_dir, progress):
 def _to_ray(train, test, profile: Profile) -> dict[str, Any]:
     import ray
 
-    from sslab.data.sources import evaluation_arrays, to_ray_dataset
+    from sslab.data.train_test import evaluation_arrays
+    from sslab.engine.augment import to_ray_dataset
 
     arrays = evaluation_arrays(train, test)  # both splits normalised with the training set's statistics
     info = DataInfo(num_samples=len(train.labels), num_classes=train.num_classes, image_size=profile.image_size)
@@ -459,7 +376,7 @@ def _optuna_storage(store: ResultsStore, study_name: str):
     return storage
 
 
-def _run_trials(
+def _tuner(
     study: Study,
     specs: Specs,
     store: ResultsStore,
@@ -469,9 +386,9 @@ def _run_trials(
     progress,
     *,
     search: Search | None = None,
-) -> dict[str, str]:
-    """Run the pending trials through Tune; returns the trials whose results could not be written
-    (trial id -> why), which the rerun records from their checkpoints.
+):
+    """The Tuner that runs the pending trials, and its callback that writes them into the store
+    (``StoreCallback``; its ``unrecorded``: the trials whose results could not be written).
 
     A grid's trials are given to Tune by id (``{"trial_id": ...}``, their specs resolved by the
     runner); a search's are Optuna's proposals, the paper's defaults first, resolved by the same
@@ -558,10 +475,7 @@ def _run_trials(
             callbacks=[recorder],
         ),
     )
-    # only TorchTrainer runs leave placement groups behind when Tune kills their trial
-    with placement.OrphanedWorkerGroupJanitor() if profile.num_workers else nullcontext():
-        tuner.fit()
-    return recorder.unrecorded
+    return tuner, recorder
 
 
 def _trial_resources(profile: Profile, *, has_trial_resource: bool):

@@ -1,7 +1,9 @@
 """The training loop's two links to Ray: ``RayTrainSession`` on each Train worker of a TorchTrainer,
 ``InProcessSession`` in a Tune trial's own process (``num_workers=0``). A session says the rank,
 the world size and the device, gives each epoch's dataset, wraps the method for data parallelism,
-restores the newest checkpoint and reports each epoch."""
+restores the newest checkpoint and reports each epoch. The loop hands a session its typed state
+(``checkpoints.TrainingState``); on storage it is a plain dict (``to_dict``), loaded as tensors and
+plain types only."""
 
 from __future__ import annotations
 
@@ -16,9 +18,9 @@ import ray.train.torch
 import torch
 
 from sslab.engine.augment import EpochViews
-from sslab.engine.checkpoints import EpochCheckpoints
+from sslab.engine.checkpoints import EpochCheckpoints, TrainingState
 from sslab.engine.errors import UnreadableCheckpointError
-from sslab.methods.base import Method
+from sslab.methods.base import Method, buffer_names
 from sslab.plan.profiles import Profile
 
 
@@ -29,26 +31,12 @@ def exclude_kept_in_sync(method: Method) -> list[str]:
     """Keep DDP from re-sending, before every forward, the buffers that ``after_step`` already keeps
     equal on every worker (its all-gathered updates, e.g. a memory bank: 25.6 MB per step on
     CIFAR-10, 655 MB at ImageNet's size). Other buffers (BatchNorm's running estimates) are still
-    broadcast from rank 0, as DDP does by default. Returns the names excluded."""
-    kept = [name for name, _ in method.named_buffers() if name.startswith(method.after_step_updates())]
+    broadcast from rank 0, as DDP does by default. ``Method.kept_in_sync`` declares the modules and
+    tensors; their buffers are named here by identity. Returns the names excluded."""
+    kept = buffer_names(method, method.kept_in_sync())
     if kept:  # DDP's own hook for this (no public argument names single buffers)
         torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(method, kept)
     return kept
-
-
-def report_with_checkpoint(metrics: dict[str, Any], state: dict[str, Any], *, persisted: bool) -> None:
-    """``ray.train.report`` with the state as a checkpoint, staged in a temporary folder that is
-    removed once Ray has copied it to the run's storage (report returns after the upload), so
-    nothing accumulates in a node's temporary folder over a long trial. Train's local mode
-    (``num_workers=0`` through a TorchTrainer, tests only) keeps the folder itself as the
-    checkpoint (``persisted=False``), so there it stays."""
-    directory = tempfile.mkdtemp(prefix="sslab-ckpt-")
-    try:
-        torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
-    finally:
-        if persisted:
-            shutil.rmtree(directory, ignore_errors=True)
 
 
 def load_checkpoint(checkpoint: ray.train.Checkpoint) -> dict[str, Any]:
@@ -92,28 +80,40 @@ class RayTrainSession:
         )
 
 
-    def restore(self) -> dict[str, Any] | None:
+    def restore(self) -> TrainingState | None:
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
             return None
         try:
-            return load_checkpoint(checkpoint)
+            state = load_checkpoint(checkpoint)
         except Exception as err:  # noqa: BLE001 - Ray Train offers only its newest: every retry would fail alike
             raise UnreadableCheckpointError(
                 f"the checkpoint {checkpoint.path} does not load ({type(err).__name__}: {err}); delete the "
                 "trial's folder under <results>/<study>/ray/train to train it from scratch"
             ) from None
+        return TrainingState.from_dict(state)
 
 
     def skipped_checkpoints(self) -> list[str]:
         return []
 
 
-    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+    def report(self, result: dict[str, Any], state: TrainingState | None) -> None:
+        """The epoch's result (``EpochReport.to_result``) to Ray Train, with rank 0's state as its
+        checkpoint, staged in a temporary folder that is removed once Ray has copied it to the run's
+        storage (report returns after the upload), so nothing accumulates in a node's temporary
+        folder over a long trial. Train's local mode (``num_workers=0`` through a TorchTrainer, tests
+        only) keeps the folder itself as the checkpoint (not ``_persisted``), so there it stays."""
         if state is None:
-            ray.train.report(metrics)
-        else:
-            report_with_checkpoint(metrics, state, persisted=self._persisted)
+            ray.train.report(result)
+            return
+        directory = tempfile.mkdtemp(prefix="sslab-ckpt-")
+        try:
+            torch.save(state.to_dict(), os.path.join(directory, CHECKPOINT_FILE))
+            ray.train.report(result, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        finally:
+            if self._persisted:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 class InProcessSession:
@@ -155,8 +155,9 @@ class InProcessSession:
         return method
 
 
-    def restore(self) -> dict[str, Any] | None:
-        return self._checkpoints.latest()
+    def restore(self) -> TrainingState | None:
+        state = self._checkpoints.latest()
+        return None if state is None else TrainingState.from_dict(state)
 
 
     def skipped_checkpoints(self) -> list[str]:
@@ -164,10 +165,11 @@ class InProcessSession:
         return self._checkpoints.skipped
 
 
-    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+    def report(self, result: dict[str, Any], state: TrainingState | None) -> None:
+        """The epoch's result (``EpochReport.to_result``) to Tune, once its state is on storage."""
         if state is not None:  # on storage before Tune hears of the epoch
-            self._checkpoints.save(state, state["epoch"])
-        self._report(metrics)
+            self._checkpoints.save(state.to_dict(), state.epoch)
+        self._report(result)
 
 
 def to_model_input(views, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

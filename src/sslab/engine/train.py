@@ -2,21 +2,22 @@
 
 A trial with Train workers (``num_workers >= 1``) launches a TorchTrainer that
 runs the loop on every worker; a single-worker trial with ``num_workers=0``
-runs it in the Tune trial's own process (``train_in_process``), which skips
-Ray Train's start-up. The loop talks to either through a small session
+runs it in the Tune trial's own process (``sessions.InProcessSession``), which
+skips Ray Train's start-up. The loop talks to either through a small session
 (rank, device, dataset, restore, report).
 
 Every method goes through the same loop: build the backbone and the method
 from the registry, wrap it for data parallelism, build the optimiser its
 configuration names (``Method.parameter_groups``, ``blocks.optim``), then per
 step ``method(batch, ctx)`` (= ``training_step``) → backward → optimiser step →
-warm-up + cosine LR step → ``method.after_step(batch, ctx)``, where ``ctx``
+warm-up + cosine LR step → ``method.after_step(batch, out, ctx)``, where ``ctx``
 (``StepContext``) says the global step, the total steps, the epoch and the
-world size. Each epoch reports its mean losses to Ray (and so to Tune) with a
-checkpoint holding the model (every method buffer included), the optimizer,
-the schedule and the history; the last epoch adds the evaluation of the frozen
-backbone. The loop knows nothing
-about any particular method.
+world size. Each epoch reports its mean losses to Ray (and so to Tune) as one
+``EpochReport`` with a checkpoint (``checkpoints.TrainingState``) holding the
+model (every method buffer included), the optimizer, the schedule, the RNG and
+the history; the last epoch adds the evaluation of the frozen backbone. A
+failure no retry mends is a ``FailureReport``. The loop knows nothing about any
+particular method.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -38,11 +39,11 @@ from sslab.methods.base import DataInfo, Method, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.optim import build_optimizer, build_schedule
 from sslab.engine.augment import EpochViews
-from sslab.engine.checkpoints import EpochCheckpoints
+from sslab.engine.checkpoints import TrainingState
 from sslab.engine.device import (SteadyTimer, channels_last_batch, finite_on_every_worker, place_on_device,
                                  restore_rng, rng_of_every_worker, set_device_numerics, to_host)
-from sslab.engine.errors import FAILURE, DeterministicTrialError, EmptyEpochError, NonFiniteLossError
-from sslab.engine.evaluate import evaluate_for_profile, evaluation_batches, monitor_knn
+from sslab.engine.errors import DeterministicTrialError, EmptyEpochError, NonFiniteLossError
+from sslab.engine.evaluate import INVARIANCE_SAMPLES, evaluate_for_profile, evaluation_batches, monitor_knn
 from sslab.engine.prefetch import EpochBatches
 from sslab.engine.sessions import InProcessSession, RayTrainSession
 from sslab.plan.profiles import Profile
@@ -79,15 +80,114 @@ class TrialRun:
         return backbone, self.method_class.build(self.config(), backbone, self.data)
 
 
+#: the report fields whose own keys are spread into the result (the rest are keys by their own name)
+_SPREAD = ("step_means", "timing", "evaluation", "unmeasured")
+
+
+def _flat(report, names) -> dict[str, Any]:
+    """The fields ``names`` of ``report`` as one flat dict, in that order: a field by its own name, one
+    of ``_SPREAD`` by its keys, a None field left out, the history a copy."""
+    out: dict[str, Any] = {}
+    for name in names:
+        value = getattr(report, name)
+        if name in _SPREAD:
+            out.update(value)
+        elif value is not None:
+            out[name] = list(value) if name == "history" else value
+    return out
+
+
+@dataclass
+class EpochReport:
+    """One epoch's result as the loop reports it: to Ray (Tune or Train), and through Tune to the
+    store callback (``tune_callbacks.py``), which reads these keys.
+
+    The fields are the result's keys, in this order (``to_result``: Tune takes one flat dict), except
+    ``step_means``, ``timing`` and ``evaluation``, whose own keys are spread in; a field that is None
+    is left out. The fields up to ``evaluation`` are this epoch's row of the epochs table (``row``)."""
+
+    # ---- this epoch: its row of the epochs table
+    #: the method's step metrics (``loss``, ...), each averaged over the epoch's steps
+    step_means: dict[str, float]
+    epoch: int
+    lr: float
+    #: images trained on so far, over every attempt
+    images_seen: int
+    epoch_s: float
+    #: the share of the machine's CPU time stolen while this epoch trained
+    epoch_cpu_steal: float
+    restarts: int
+    #: ``steady_images_per_s`` and its window (``device.SteadyTimer``); empty for a too short epoch
+    timing: dict[str, float]
+    #: rank 0's evaluation: the monitor kNN every epoch, the final evaluation after the last one
+    #: (``metrics.is_evaluation`` names, and ``INVARIANCE_SAMPLES``, which the row leaves out)
+    evaluation: dict[str, Any]
+    # ---- the trial so far, over every attempt
+    #: where this epoch ran (``host/<field>`` of the trial's row)
+    provenance: dict[str, Any]
+    train_s: float
+    #: per-epoch monitor kNN and the final evaluation
+    eval_s: float
+    #: training seconds × every device the trial holds
+    device_s: float
+    wall_s: float
+    #: the share of CPU time stolen over every attempt (``results/cpu_steal.py``)
+    cpu_steal: float
+    #: the newer checkpoints that did not load and were passed over, said with the first epoch after a resume
+    checkpoints_skipped: str | None = None
+    #: every epoch's row so far, this one's last
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_result(self) -> dict[str, Any]:
+        return _flat(self, [f.name for f in fields(self)])
+
+    def row(self) -> dict[str, Any]:
+        """This epoch's row of the epochs table (an entry of ``history``)."""
+        order = [f.name for f in fields(self)]
+        row = _flat(self, order[: order.index("evaluation") + 1])
+        row.pop(INVARIANCE_SAMPLES, None)
+        return row
+
+    @staticmethod
+    def again(result: dict[str, Any], *, wall_s: float, restarts: int,
+              checkpoints_skipped: str | None = None) -> dict[str, Any]:
+        """The last epoch's result (``to_result``, kept in the checkpoint) said again by an attempt that
+        resumed after the last epoch, with this attempt's wall seconds, restarts and skipped checkpoints."""
+        now = dict(wall_s=wall_s, restarts=restarts, checkpoints_skipped=checkpoints_skipped)  # field names
+        return {**result, **{name: value for name, value in now.items() if value is not None}}
+
+
+@dataclass(kw_only=True)
+class FailureReport:
+    """A failure no retry can mend (``errors.DeterministicTrialError``: a NaN loss, an empty epoch, an
+    unreadable only checkpoint), reported as the trial's last result, so that neither Tune nor Ray
+    Train starts the trial again. The fields are the result's keys, in this order (``to_result``),
+    ``unmeasured`` spread in; ``failure`` is ``errors.FAILURE``."""
+
+    #: the cause, in one line
+    failure: str
+    #: the epoch it failed in
+    failed_epoch: int
+    #: the last finished epoch (-1: none)
+    epoch: int
+    #: the metrics a failed trial has none of
+    unmeasured: dict[str, float] = field(default_factory=lambda: {names.KNN: math.nan, names.LOSS: math.nan})
+    images_seen: int
+    train_s: float
+    eval_s: float
+    restarts: int
+    wall_s: float
+    device_s: float
+    history: list[dict[str, Any]]
+
+    def to_result(self) -> dict[str, Any]:
+        return _flat(self, [f.name for f in fields(self)])
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """The generic loop on a Ray Train worker (or in-process under Train's local mode)."""
     spec: TrialRun = config["spec"]
     run_loop(spec, RayTrainSession(spec.profile, config["views"]))
-
-
-def train_in_process(spec: TrialRun, views: EpochViews, checkpoints: str, *, report=None) -> None:
-    """The generic loop in the calling process (a Tune trial): checkpoints under the path or URI ``checkpoints``."""
-    run_loop(spec, InProcessSession(spec.profile, views, EpochCheckpoints(checkpoints), report=report))
 
 
 def run_loop(spec: TrialRun, session: RayTrainSession | InProcessSession) -> None:
@@ -122,21 +222,21 @@ def run_loop(spec: TrialRun, session: RayTrainSession | InProcessSession) -> Non
 
     epoch, ahead = start_epoch, None
     try:
-        state = session.restore()  # an unreadable only checkpoint ends the trial below, like a NaN
+        restored = session.restore()  # an unreadable only checkpoint ends the trial below, like a NaN
         skipped = session.skipped_checkpoints()
-        if state is not None:  # a retry after a lost worker or node, or a resumed study
-            restarts = state.get("restarts", 0) + 1
-            method.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-            start_epoch, history = state["epoch"] + 1, state["history"]
-            images_seen, train_seconds = state["images_seen"], state["train_seconds"]
-            eval_seconds, wall_before = state.get("eval_seconds", 0.0), state.get("wall_seconds", 0.0)
-            trial_steal.before = state.get("cpu_steal_ticks", None)  # None: a checkpoint from before it was kept
-            restore_rng(state["rng"], rank, world_size, device)
+        if restored is not None:  # a retry after a lost worker or node, or a resumed study
+            restarts = restored.restarts + 1
+            method.load_state_dict(restored.model)
+            optimizer.load_state_dict(restored.optimizer)
+            schedule.load_state_dict(restored.schedule)
+            start_epoch, history = restored.epoch + 1, restored.history
+            images_seen, train_seconds = restored.images_seen, restored.train_seconds
+            eval_seconds, wall_before = restored.eval_seconds, restored.wall_seconds
+            trial_steal.before = restored.cpu_steal_ticks  # None: not measured before (the share is unknown)
+            restore_rng(restored.rng, rank, world_size, device)
             if start_epoch >= profile.epochs:  # resumed after the last epoch: say again what it reported
-                session.report({**state["last_metrics"], "wall_s": wall_seconds(), "restarts": restarts,
-                                **({"checkpoints_skipped": "; ".join(skipped)} if skipped else {})}, None)
+                session.report(EpochReport.again(restored.last_metrics, wall_s=wall_seconds(), restarts=restarts,
+                                                 checkpoints_skipped="; ".join(skipped) or None), None)
                 return
         else:  # a new run: data-dependent state first (e.g. a memory bank of the untrained features)
             method.before_training(_training_images(spec, device))
@@ -161,7 +261,8 @@ def run_loop(spec: TrialRun, session: RayTrainSession | InProcessSession) -> Non
                 ctx = StepContext(step=schedule.last_epoch, total_steps=total_steps, epoch=epoch,
                                   world_size=world_size, rank=rank)
                 with autocast:
-                    loss, step_metrics = model(batch, ctx)
+                    out = model(batch, ctx)  # a StepOutput: loss, metrics, and the carry after_step reads
+                    loss, step_metrics = out.loss, out.metrics
                 if not finite_on_every_worker(loss, world_size):  # the step's one wait for the device
                     raise NonFiniteLossError(
                         f"loss became NaN at epoch {epoch} step {step} (value {loss.item()}); "
@@ -171,7 +272,7 @@ def run_loop(spec: TrialRun, session: RayTrainSession | InProcessSession) -> Non
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                method.after_step(batch, ctx)
+                method.after_step(batch, out, ctx)
                 for key, value in step_metrics.items():
                     sums[key] = sums.get(key, 0.0) + (value.detach().float() if torch.is_tensor(value) else value)
                 steps += 1
@@ -182,64 +283,49 @@ def run_loop(spec: TrialRun, session: RayTrainSession | InProcessSession) -> Non
                 )
             train_seconds += time.perf_counter() - epoch_start
             images_seen += steps * profile.batch_size * world_size
-            metrics: dict[str, Any] = {key: value / steps for key, value in to_host(sums).items()}
-            metrics.update(
-                epoch=epoch,
-                lr=optimizer.param_groups[0]["lr"],
-                images_seen=images_seen,
-                epoch_s=time.perf_counter() - epoch_start,
-                epoch_cpu_steal=epoch_steal.fraction(),  # of the machine's CPU time (src/sslab/results/cpu_steal.py)
-                restarts=restarts,
-                **timer.result(steps, profile.batch_size),
-            )
+            step_means = {key: value / steps for key, value in to_host(sums).items()}
+            lr, epoch_s = optimizer.param_groups[0]["lr"], time.perf_counter() - epoch_start
+            epoch_cpu_steal = epoch_steal.fraction()  # of the machine's CPU time (src/sslab/results/cpu_steal.py)
+            timing = timer.result(steps, profile.batch_size)
+            evaluation: dict[str, Any] = {}
             eval_start = time.perf_counter()
             if rank == 0 and spec.eval_data is not None:
                 if epoch == profile.epochs - 1:
-                    metrics.update(
-                        evaluate_for_profile(backbone, _eval_arrays(spec), profile, seed=spec.seed, method=method, device=device)
-                    )
+                    evaluation = evaluate_for_profile(backbone, _eval_arrays(spec), profile, seed=spec.seed,
+                                                      method=method, device=device)
                 else:
-                    metrics[names.KNN] = monitor_knn(backbone, _eval_arrays(spec), profile, device)
+                    evaluation = {names.KNN: monitor_knn(backbone, _eval_arrays(spec), profile, device)}
             eval_seconds += time.perf_counter() - eval_start
-            history.append({k: v for k, v in metrics.items() if k != "invariance_samples"})
-            metrics["provenance"] = provenance(device)  # where this epoch ran (host/<field> of the trial's row)
-            metrics["train_s"] = train_seconds
-            metrics["eval_s"] = eval_seconds  # per-epoch monitor kNN and the final evaluation
-            metrics["device_s"] = train_seconds * devices_held
-            metrics["wall_s"] = wall_seconds()
-            steal_ticks = trial_steal.ticks()
-            metrics["cpu_steal"] = stolen_share(steal_ticks)  # over every attempt (src/sslab/results/cpu_steal.py)
-            if skipped:  # said once, with the first epoch after the resume
-                metrics["checkpoints_skipped"], skipped = "; ".join(skipped), []
+            where = provenance(device)  # where this epoch ran (host/<field> of the trial's row)
+            wall_s, steal_ticks = wall_seconds(), trial_steal.ticks()
+            report = EpochReport(
+                step_means=step_means, epoch=epoch, lr=lr, images_seen=images_seen, epoch_s=epoch_s,
+                epoch_cpu_steal=epoch_cpu_steal, restarts=restarts, timing=timing, evaluation=evaluation,
+                provenance=where, train_s=train_seconds, eval_s=eval_seconds,
+                device_s=train_seconds * devices_held, wall_s=wall_s,
+                cpu_steal=stolen_share(steal_ticks),  # over every attempt (src/sslab/results/cpu_steal.py)
+                checkpoints_skipped="; ".join(skipped) or None,  # said once, with the first epoch after a resume
+            )
+            skipped = []
+            history.append(report.row())
+            report.history = list(history)
             state, rng = None, rng_of_every_worker(world_size, device)
             if rank == 0:
-                state = {
-                    "model": method.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "epoch": epoch,
-                    "history": history,
-                    "images_seen": images_seen,
-                    "train_seconds": train_seconds,
-                    "eval_seconds": eval_seconds,
-                    "wall_seconds": metrics["wall_s"],
-                    "cpu_steal_ticks": steal_ticks,  # (stolen, total) over every attempt so far
-                    "rng": rng,
-                    "restarts": restarts,
-                    "last_metrics": {**metrics, "history": list(history)},
-                }
-            metrics["history"] = list(history)
-            session.report(metrics, state)
+                state = TrainingState(
+                    model=method.state_dict(), optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
+                    epoch=epoch, history=history, images_seen=images_seen, train_seconds=train_seconds,
+                    eval_seconds=eval_seconds, wall_seconds=wall_s, cpu_steal_ticks=steal_ticks, rng=rng,
+                    restarts=restarts, last_metrics=report.to_result(),
+                )
+            session.report(report.to_result(), state)
     except DeterministicTrialError as err:
         # no retry can mend it: report the cause as the trial's last result and end normally, so
         # neither Tune nor Ray Train starts it again (a raised error would cost max_failures + 1 attempts)
-        session.report({
-            FAILURE: str(err), "failed_epoch": epoch, "epoch": epoch - 1, names.KNN: math.nan, names.LOSS: math.nan,
-            "images_seen": images_seen, "train_s": train_seconds, "eval_s": eval_seconds, "restarts": restarts,
-            "wall_s": wall_seconds(),
-            "device_s": train_seconds * devices_held,
-            "history": list(history),
-        }, None)
+        session.report(FailureReport(
+            failure=str(err), failed_epoch=epoch, epoch=epoch - 1, images_seen=images_seen, train_s=train_seconds,
+            eval_s=eval_seconds, restarts=restarts, wall_s=wall_seconds(), device_s=train_seconds * devices_held,
+            history=list(history),
+        ).to_result(), None)
     finally:
         if ahead is not None:
             ahead.close()

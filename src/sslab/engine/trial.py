@@ -28,10 +28,12 @@ def run_trial(
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from sslab.engine.augment import EpochViews
+    from sslab.engine.checkpoints import EpochCheckpoints
     from sslab.engine.errors import root_cause
-    from sslab.engine.train import TrialRun, make_trainer, train_in_process
+    from sslab.engine.sessions import InProcessSession
+    from sslab.engine.train import TrialRun, make_trainer, run_loop
 
-    spec = specs.of_tune_config(config)
+    spec = specs.of_tune_config(config)  # the runner's spec (a grid's by its id), not computed again
     profile = specs.profile
     run = TrialRun(
         method=spec.method,
@@ -45,8 +47,8 @@ def run_trial(
     name = spec.trial_id
     # seeded by (seed, epoch) on either path: the same trial, or its retry, sees the same views
     epoch_views = EpochViews(train_ds, views, stats, spec.seed, augment_args, transfer=profile.view_transfer)
-    if profile.num_workers == 0:
-        train_in_process(run, epoch_views, f"{storage}/{name}")
+    if profile.num_workers == 0:  # the loop in this process, its epoch checkpoints under the trial's id
+        run_loop(run, InProcessSession(profile, epoch_views, EpochCheckpoints(f"{storage}/{name}")))
         return
     trainer = make_trainer(run, epoch_views, name=name, storage_path=storage, callbacks=[TuneReportCallback()])
     try:

@@ -163,19 +163,20 @@ class TrialSpec:
         return "-".join([self.method, *(f"{k}={_readable(self.point[k])}" for k in sorted(self.point)),
                          f"seed={self.seed}"])
 
-    @property
+    @functools.cached_property
     def trial_id(self) -> str:
-        """The trial's id, computed here and nowhere else: its ``name`` to read, then a hash of the
-        whole record (the point is part of the config)."""
+        """The trial's id, computed here and nowhere else, once per spec (the runner's specs travel
+        to the trials with it): its ``name`` to read, then a hash of the whole record (the point is
+        part of the config)."""
         return f"{self.name}-{digest(self.record())}"
 
-    @property
+    @functools.cached_property
     def setting_id(self) -> str:
         """The spec without the seed and what the study varies: trials of one setting may be compared."""
         varied = {"method", "seed", *(f"config/{k}" for k in self.point)}
         return digest({k: v for k, v in self.record().items() if k not in varied})
 
-    @property
+    @functools.cached_property
     def baseline(self) -> "BaselineSpec":
         return BaselineSpec(
             backbone={k: self.training[k] for k in _BASELINE_TRAINING},
@@ -211,7 +212,7 @@ class BaselineSpec:
             **{f"data/{k}": v for k, v in self.data.items()},
         }
 
-    @property
+    @functools.cached_property
     def setting_id(self) -> str:
         """The same for every seed of one backbone, data and evaluation."""
         return digest({k: v for k, v in self.record().items() if k != "seed"})
@@ -228,6 +229,8 @@ class Specs:
     data: Mapping[str, Any]
     #: the specs the runner planned, by trial id (a grid's trials are given to Tune by id)
     planned: Mapping[str, TrialSpec] = field(default_factory=dict)
+    #: a search's proposals resolved so far in this process, by their Tune config (``of_tune_config``)
+    proposals: dict[str, TrialSpec] = field(default_factory=dict, compare=False, repr=False)
 
     def spec(self, method: str, point: Mapping[str, Any], seed: int) -> TrialSpec:
         """The spec of ``method`` at grid point ``point`` with ``seed``."""
@@ -251,12 +254,16 @@ class Specs:
         return Specs(self.study, self.profile, self.data, {s.trial_id: s for s in specs})
 
     def of_tune_config(self, config: Mapping[str, Any]) -> TrialSpec:
-        """The spec of a Tune trial: a planned one by its id (``{"trial_id": ...}``), or a search's
-        proposal ``{method, <knobs>, seed}`` resolved (a knob set to None is one the method lacks)."""
+        """The spec of a Tune trial, a lookup: a planned one by its id (``{"trial_id": ...}``), or a
+        search's proposal ``{method, <knobs>, seed}``, resolved the first time this process sees it
+        (a knob set to None is one the method lacks) and looked up after that."""
         if "trial_id" in config:
             return self.planned[config["trial_id"]]
-        point = {k: v for k, v in config.items() if k not in ("method", "seed") and v is not None}
-        return self.spec(str(config["method"]), point, int(config["seed"]))
+        key = json.dumps(dict(config), sort_keys=True, default=_jsonable)
+        if key not in self.proposals:
+            point = {k: v for k, v in config.items() if k not in ("method", "seed") and v is not None}
+            self.proposals[key] = self.spec(str(config["method"]), point, int(config["seed"]))
+        return self.proposals[key]
 
     def baseline(self, seed: int) -> BaselineSpec:
         return self.spec(self.study.method_names[0], {}, seed).baseline
