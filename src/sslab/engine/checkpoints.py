@@ -72,7 +72,7 @@ class TrainingState:
     def from_dict(cls, state: dict[str, Any]) -> "TrainingState":
         """The state a checkpoint holds. Checkpoints written before the loop counted restarts, kept
         its evaluation and wall seconds over every attempt, or measured the CPU steal lack those
-        keys; they still resume, counting nothing before them (0) and the steal as unknown (None),
+        keys; they still resume, with zero for what came before them and the steal unknown (None),
         and this is the one place that knows it."""
         values = {"restarts": 0, "eval_seconds": 0.0, "wall_seconds": 0.0, "cpu_steal_ticks": None, **state}
         return cls(**{f.name: values[f.name] for f in fields(cls)})
