@@ -147,4 +147,4 @@ def test_pages_explain_a_table_the_store_lacks(tmp_path, monkeypatch):
     store_factory.write_grid(tmp_path, seeds=1, fail=None)
     shutil.rmtree(tmp_path / "pirl_lambda" / "invariance")
     app = open_page(tmp_path, "invariance", monkeypatch)
-    assert not app.get("plotly_chart") and "invariance.parquet" in app.info[0].value
+    assert not app.get("plotly_chart") and "invariance table" in app.info[0].value

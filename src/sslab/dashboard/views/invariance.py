@@ -8,7 +8,7 @@ from sslab.dashboard import charts, selection
 st.title("Invariance")
 chosen = selection.current()
 trials = selection.require_trials(chosen)
-invariance = selection.require_table(chosen, "invariance", "No trial in the selection recorded invariance samples (invariance.parquet).")
+invariance = selection.require_table(chosen, "invariance", "No trial in the selection recorded invariance samples (the store's invariance table).")
 
 left, right = st.columns(2)
 by = left.radio("One curve per", ["trial", "configuration", "method"], horizontal=True, key="invariance_by")

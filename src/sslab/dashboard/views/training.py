@@ -7,7 +7,7 @@ from sslab.dashboard import charts, selection
 st.title("Training curves")
 chosen = selection.current()
 trials = selection.require_trials(chosen)
-epochs = selection.require_table(chosen, "epochs", "No per-epoch rows (epochs.parquet) in the selection yet.")
+epochs = selection.require_table(chosen, "epochs", "No per-epoch rows (the store's epochs table) in the selection yet.")
 
 metrics = charts.epoch_metrics(epochs)
 left, right = st.columns(2)
