@@ -33,8 +33,6 @@ class StoreCallback(Callback):
         self.profile = specs.profile
         self.progress = progress
         self._started: dict[str, float] = {}
-        #: Tune's trial id -> its spec (resolved once: a search's is computed from its config)
-        self._specs: dict[str, TrialSpec] = {}
         #: trial key -> {what: why} for each of its writes ("epochs", "invariance", "trial") whose
         #: latest attempt failed; a later write of the same kind that succeeds clears it
         self._failed_writes: dict[str, dict[str, str]] = {}
@@ -48,10 +46,8 @@ class StoreCallback(Callback):
 
     # ------------------------------------------------------------- helpers
     def _spec(self, trial) -> TrialSpec:
-        spec = self._specs.get(trial.trial_id)
-        if spec is None:
-            spec = self._specs[trial.trial_id] = self.specs.of_tune_config(trial.config)
-        return spec
+        """The trial's spec: a lookup (``Specs.of_tune_config`` resolves a search's proposal once)."""
+        return self.specs.of_tune_config(trial.config)
 
     def _identity(self, trial) -> dict[str, Any]:
         """The start of the trial's row: its id, the setting it is compared within, the baseline
