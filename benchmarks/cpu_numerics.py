@@ -41,7 +41,7 @@ SETTINGS = {"fp32": (False, False), "fp32 + channels_last": (False, True), "bf16
 
 def _batches(name: str, config: dict, split, batch: int, steps: int) -> list[dict[str, torch.Tensor]]:
     cls = methods.get(name)
-    views = apply_views(cls.views(cls.Config(**config), split.images.shape[1]), split.images,
+    views = apply_views(cls.views(cls.Config.from_flat(config), split.images.shape[1]), split.images,
                         np.random.default_rng(0), train=True, stats=split.normalization)
     columns = {"idx": split.idx, "label": split.labels, **views}
     n = len(split.idx)

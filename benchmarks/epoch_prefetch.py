@@ -90,7 +90,7 @@ def main() -> None:
     train = take_subset(load_split("cifar10", "train", seed=0, image_size=profile.image_size),
                         profile.train_subset, seed=0, what="train")
     cls = methods.get(args.method)
-    config = cls.Config(**{**cls.profile_defaults.get("local", {}), **parse_set(args.set)})
+    config = cls.Config.from_flat({**cls.profile_defaults.get("local", {}), **parse_set(args.set)})
     views = EpochViews(to_ray_dataset(train), cls.views(config, profile.image_size), train.normalization, seed=0,
                        transfer=profile.view_transfer)
     a = torch.randn(256, 256)

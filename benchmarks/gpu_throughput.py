@@ -93,7 +93,7 @@ def _dataset(name: str, config: dict, split, image_size: int):
     import ray
 
     cls = methods.get(name)
-    views = apply_views(cls.views(cls.Config(**config), image_size), split.images,
+    views = apply_views(cls.views(cls.Config.from_flat(config), image_size), split.images,
                         np.random.default_rng(0), stats=split.normalization)
     columns = {"idx": split.idx, "label": split.labels, **views}
     rows = [{k: v[i] for k, v in columns.items()} for i in range(len(split.idx))]

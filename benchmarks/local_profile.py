@@ -58,7 +58,7 @@ def run(args, seed: int, train, test) -> dict:
     torch.set_num_threads(args.threads)
     stats = train.normalization
     cls = methods.get(args.method)
-    config = cls.Config(**{**cls.profile_defaults.get("local", {}), **args.set})
+    config = cls.Config.from_flat({**cls.profile_defaults.get("local", {}), **args.set})
     torch.manual_seed(seed)
     backbone = Backbone(args.arch, cifar_stem=True, width=args.width)
     info = DataInfo(num_samples=len(train.labels), num_classes=train.num_classes, image_size=args.image_size)
@@ -70,9 +70,9 @@ def run(args, seed: int, train, test) -> dict:
         print(f"  seed {seed} random init: kNN per tap {baseline}", flush=True)
     method.before_training(evaluation_batches(train.images, stats))
     views = cls.views(config, args.image_size)
-    optimizer = build_optimizer(method.parameter_groups(), config, global_batch=args.batch_size)
+    optimizer = build_optimizer(method.parameter_groups(), config.optim, global_batch=args.batch_size)
     steps = len(train.labels) // args.batch_size
-    schedule = build_schedule(optimizer, steps * args.epochs, config.warmup_epochs * steps)
+    schedule = build_schedule(optimizer, steps * args.epochs, config.optim.warmup_epochs * steps)
     rng = np.random.default_rng(seed)
     curve, start = [], time.perf_counter()
     for epoch in range(args.epochs):

@@ -38,9 +38,9 @@ from sslab.engine.train import TrialRun, run_loop
 def bare_epochs(spec: TrialRun, batches: list[dict[str, torch.Tensor]], epochs: int) -> list[float]:
     """The loop a researcher would write by hand: forward, backward, step, the method's state update."""
     _, method = spec.build()
-    config = method.config
-    optimizer = torch.optim.SGD(method.parameters(), lr=config.learning_rate(spec.profile.batch_size),
-                                momentum=config.momentum, weight_decay=config.weight_decay)
+    optim = method.config.optim
+    optimizer = torch.optim.SGD(method.parameters(), lr=optim.learning_rate(spec.profile.batch_size),
+                                momentum=optim.momentum, weight_decay=optim.weight_decay)
     total = len(batches) * epochs
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=optimizer.param_groups[0]["lr"],
                                                    total_steps=total, pct_start=1 / epochs)

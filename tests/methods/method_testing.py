@@ -63,10 +63,10 @@ def view_batch(views: Sequence[View], n: int = 6, *, size: int = 32, seed: int =
 
 def build_method(cls: type[Method], *, seed: int = 0, arch: str = "resnet10", width: int = 4,
                  data: DataInfo | None = None, **config) -> Method:
-    """``cls`` with ``cls.Config(**config)`` on a small backbone, after ``torch.manual_seed(seed)``;
+    """``cls`` with ``cls.Config.from_flat(config)`` on a small backbone, after ``torch.manual_seed(seed)``;
     through ``cls.build`` (the fields it ``needs``) when ``data`` is given."""
     torch.manual_seed(seed)
-    settings = cls.Config(**config)
+    settings = cls.Config.from_flat(config)
     backbone = Backbone(arch, width=width)
     return cls.build(settings, backbone, data) if data is not None else cls(settings, backbone)
 

@@ -79,7 +79,7 @@ class Case:
     overrides: tuple[tuple[str, object], ...]
 
     def config(self):
-        return methods.get(self.method).Config(**dict(self.overrides))
+        return methods.get(self.method).Config.from_flat(dict(self.overrides))
 
 
 def _cases() -> list[Case]:
@@ -97,7 +97,7 @@ def _cases() -> list[Case]:
             extra.append({"encoder_momentum": 0.0 if cls.Config().encoder_momentum else 0.99})
         candidates += [(f"{name}-" + ",".join(f"{k}={v}" for k, v in o.items()), o) for o in extra]
         for case_id, overrides in candidates:
-            resolved = tuple(sorted(dataclasses.asdict(cls.Config(**overrides)).items()))
+            resolved = tuple(sorted(cls.Config.from_flat(overrides).flat().items()))
             if (name, resolved) not in seen:
                 seen.add((name, resolved))
                 cases.append(Case(case_id, name, tuple(sorted(overrides.items()))))
@@ -161,8 +161,8 @@ def _train(case: Case, rank: int) -> dict:
     initial = _state(method)
     model = DistributedDataParallel(method, find_unused_parameters=bool(method.unused_parameters()))
     torch.manual_seed(SEED * 1000 + rank)  # run_loop: negatives and other per-step draws differ per worker
-    optimizer = build_optimizer(method.parameter_groups(), config, global_batch=GLOBAL_BATCH)
-    schedule = build_schedule(optimizer, STEPS_PER_EPOCH, config.warmup_epochs * STEPS_PER_EPOCH)
+    optimizer = build_optimizer(method.parameter_groups(), config.optim, global_batch=GLOBAL_BATCH)
+    schedule = build_schedule(optimizer, STEPS_PER_EPOCH, config.optim.warmup_epochs * STEPS_PER_EPOCH)
 
     negatives: list[torch.Tensor] = []
     bank = getattr(method, "memory_bank", None)

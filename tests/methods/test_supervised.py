@@ -77,11 +77,11 @@ def test_classifier_optimiser_and_configuration():
     assert (method.classifier.in_features, method.classifier.out_features) == (method.backbone.out_dim, CLASSES)
     assert Supervised.needs == ("num_classes",)
     config = SupervisedConfig()
-    assert (config.optimizer, config.momentum, config.weight_decay, config.exclude_norm_and_bias) == (
+    assert (config.optim.optimizer, config.optim.momentum, config.optim.weight_decay, config.optim.exclude_norm_and_bias) == (
         "sgd", 0.9, 1e-4, False)
-    assert config.learning_rate(1024) == pytest.approx(0.8)  # main_ce README: lr 0.8 at batch 1024
+    assert config.optim.learning_rate(1024) == pytest.approx(0.8)  # main_ce README: lr 0.8 at batch 1024
     with pytest.raises(ValueError, match="num_classes"):
         Supervised(config, Backbone(width=4), num_classes=1)
     for bad in ({"crop_min_scale": 1.5}, {"color_augmentation": "yes"}, {"base_lr": 0.0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            SupervisedConfig(**bad)
+            SupervisedConfig.from_flat(bad)

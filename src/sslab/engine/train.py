@@ -71,7 +71,7 @@ class TrialRun:
 
     def config(self):
         """The method's validated configuration."""
-        return self.method_class.Config(**self.method_config)
+        return self.method_class.Config.from_flat(self.method_config)
 
     def build(self) -> tuple[Backbone, Method]:
         """The backbone and the method, initialised from ``seed`` (identical on every worker)."""
@@ -203,12 +203,12 @@ def run_loop(spec: TrialRun, session: RayTrainSession | InProcessSession) -> Non
     model = session.wrap(method)
     torch.manual_seed(spec.seed * 1000 + rank)  # negatives and other per-step draws differ per worker
     config = method.config
-    optimizer = build_optimizer(method.parameter_groups(), config, global_batch=profile.batch_size * world_size)
+    optimizer = build_optimizer(method.parameter_groups(), config.optim, global_batch=profile.batch_size * world_size)
     steps_per_epoch = max(1, spec.data.num_samples // (profile.batch_size * world_size))
     # compute spent is seconds × every device the trial holds (GPUs, or the workers' CPUs)
     devices_held = world_size * (1 if profile.use_gpu else profile.cpus_per_worker)
     total_steps = steps_per_epoch * profile.epochs
-    schedule = build_schedule(optimizer, total_steps, config.warmup_epochs * steps_per_epoch)
+    schedule = build_schedule(optimizer, total_steps, config.optim.warmup_epochs * steps_per_epoch)
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16)
         if profile.precision == "bf16" and device.type == "cuda"

@@ -205,7 +205,7 @@ class Method(nn.Module):
         """Optimiser parameter groups: all parameters, or (``exclude_norm_and_bias``) weights apart
         from BatchNorm parameters and biases, which get no weight decay and no LARS adaptation."""
         params = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-        if not self.config.exclude_norm_and_bias:
+        if not self.config.optim.exclude_norm_and_bias:
             return [{"name": "all", "params": [p for _, p in params]}]
         plain = [p for _, p in params if p.ndim > 1]
         norm_and_bias = [p for _, p in params if p.ndim <= 1]

@@ -31,7 +31,7 @@ from torch import nn
 
 from sslab.methods.base import Batch, Method, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.config import MethodConfig, Optimiser, hyperparameter, optimiser
 from sslab.methods.losses import classification
 from sslab.methods.contrastive.supcon import supcon_augmentation
 from sslab.methods.views import Augmented, ImageView, View
@@ -45,9 +45,10 @@ class SupervisedConfig(MethodConfig):
     color_augmentation: bool = hyperparameter(
         True, "color_augmentation", "SupCon's colour jitter (p 0.8) and grayscale (p 0.2) on top of crop and flip "
         "(main_ce.py: false)", "{true, false}")
-    base_lr: float = hyperparameter(0.2, "lr", "SGD learning rate per 256 images (README: 0.8 at 1024)", "(0, inf)")
-    warmup_epochs: int = hyperparameter(
-        10, "warmup_epochs", "linear warm-up before the cosine decay (official: 10 when the batch > 256)", "[0, inf)")
+    optim: Optimiser = optimiser(
+        base_lr=0.2, warmup_epochs=10,
+        notes={"base_lr": "SGD learning rate per 256 images (README: 0.8 at 1024)",
+               "warmup_epochs": "linear warm-up before the cosine decay (official: 10 when the batch > 256)"})
 
 
 class Supervised(Method):

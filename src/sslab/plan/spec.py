@@ -114,10 +114,9 @@ def resolved_config(method: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     """Every hyperparameter of ``method`` after ``settings`` (validated by its Config), an integer
     given for a float field written as that float."""
     cls = methods.get(method)
-    config = cls.Config(**settings)
-    floats = {f.name for f in fields(config) if f.type in ("float", float)}
+    floats = {name for name, kind, _, _ in cls.Config.flat_fields() if kind in ("float", float)}
     return {name: float(value) if name in floats and isinstance(value, int) and not isinstance(value, bool)
-            else _canonical(value) for name, value in asdict(config).items()}
+            else _canonical(value) for name, value in cls.Config.from_flat(settings).flat().items()}
 
 
 def name_of(trial_id: str) -> str:

@@ -208,8 +208,8 @@ class Study:
 
     def paper_defaults(self, method: str | None = None) -> dict[str, Any]:
         """A method's own default (the paper's value) of every knob the study varies."""
-        defaults = methods.get(method or self.method_names[0]).Config()
-        return {k: getattr(defaults, k) for k in self.knobs if k in defaults.field_names()}
+        defaults = methods.get(method or self.method_names[0]).Config().flat()
+        return {k: defaults[k] for k in self.knobs if k in defaults}
 
     def symbols(self) -> dict[str, str]:
         """Hyperparameter name → paper symbol (λ, τ, ...), over the study's methods."""
@@ -255,13 +255,13 @@ class Study:
             raise ValueError(f"study {self.name!r}: metric {self.metric!r} and mode {self.mode!r} must pair up")
         for method, point in self.configurations(profile.name):
             cls = methods.get(method)
-            config = cls.Config(**self.method_config(method, point, profile))
+            config = cls.Config.from_flat(self.method_config(method, point, profile))
             cls.views(config, profile.image_size)  # a view that cannot cut this image size says so here
             cls.invariance_views(config, profile.image_size)
             if self.search:
                 for name, distribution in self.search.space.items():
                     for value in _extremes(distribution):
-                        cls.Config(**self.method_config(method, {**point, name: value}, profile))
+                        cls.Config.from_flat(self.method_config(method, {**point, name: value}, profile))
         for finding in self.findings:
             varied = set(self.knobs) | ({"method"} if len(self.method_names) > 1 else set())
             for side in (finding.better, finding.worse or finding.better):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.config import MethodConfig, Optimiser, hyperparameter, optimiser
 from sslab.methods.blocks.optim import LARS, build_optimizer, build_schedule, warmup_cosine
 
 
@@ -61,7 +61,7 @@ def test_defaults_and_good_values_are_accepted():
 ])
 def test_bad_values_are_refused_naming_field_and_symbol(field, value, label):
     with pytest.raises(ValueError) as error:
-        ToyConfig(**{field: value})
+        ToyConfig.from_flat({field: value})
     message = str(error.value)
     assert message.startswith(f"{label} = {value!r}"), message
 
@@ -87,6 +87,56 @@ def test_a_range_that_is_neither_interval_nor_set_is_refused_at_declaration():
         hyperparameter(1.0, "x", "help", "0 to 1")
 
 
+@dataclass
+class LarsToyConfig(ToyConfig):
+    optim: Optimiser = optimiser(optimizer="lars", base_lr=0.3, momentum=0.8, notes={"base_lr": "official: 0.3"},
+                                 symbols={"momentum": "β₁"})
+
+
+def test_the_optimiser_is_a_nested_config_read_and_written_by_flat_names():
+    config = LarsToyConfig.from_flat({"temperature": 0.2, "weight_decay": 1e-6})
+    assert isinstance(config.optim, Optimiser) and config.temperature == 0.2
+    assert (config.optim.optimizer, config.optim.base_lr, config.optim.weight_decay) == ("lars", 0.3, 1e-6)
+    flat = config.flat()
+    assert list(flat)[:8] == ["optimizer", "base_lr", "lr_scaling", "reference_batch", "momentum", "weight_decay",
+                              "exclude_norm_and_bias", "warmup_epochs"]  # where `optim` stands: first
+    assert flat["momentum"] == 0.8 and flat["temperature"] == 0.2 and "optim" not in flat
+    assert LarsToyConfig.from_flat(flat) == config
+    assert LarsToyConfig.from_flat(optim={"base_lr": 0.5}).optim == Optimiser(optimizer="lars", base_lr=0.5,
+                                                                                momentum=0.8)
+    assert ToyConfig().optim == Optimiser()  # a method that declares no optimiser has the default one
+
+
+def test_a_methods_optimiser_defaults_notes_and_symbols_describe_it():
+    rows = {row["name"]: row for row in LarsToyConfig.describe()}
+    assert rows["optimizer"]["default"] == "lars" and rows["base_lr"]["help"] == "official: 0.3"
+    assert rows["momentum"]["symbol"] == "β₁" and LarsToyConfig.symbols()["momentum"] == "β₁"
+    assert rows["weight_decay"]["help"] == ToyConfig.describe()[5]["help"]  # not noted: the shared help
+
+
+def test_unknown_names_and_bad_paper_values_are_refused():
+    with pytest.raises(ValueError, match=r"no hyperparameter\(s\) \['tau'\].*'temperature'"):
+        ToyConfig.from_flat(tau=0.1)
+    with pytest.raises(ValueError, match=r"optimiser settings \['lr'\] do not exist"):
+        optimiser(lr=0.1)
+    with pytest.raises(ValueError, match=r"base_lr \(lr\) = -1"):
+        optimiser(base_lr=-1)
+    config = ToyConfig()
+    config.optim.base_lr = 0.0  # changed after construction
+    with pytest.raises(ValueError, match=r"base_lr \(lr\) = 0.0"):
+        config.validate()
+
+
+def test_every_methods_config_reads_back_from_its_flat_record():
+    from sslab import methods
+    for name in methods.names():
+        cls = methods.get(name)
+        for settings in [{}, *cls.profile_defaults.values()]:
+            config = cls.Config.from_flat(settings)
+            assert cls.Config.from_flat(config.flat()) == config, (name, settings)
+            assert set(config.flat()) == cls.Config.field_names() == {row["name"] for row in cls.Config.describe()}
+
+
 def test_describe_lists_every_hyperparameter_with_symbol_help_range_default():
     rows = {row["name"]: row for row in ToyConfig.describe()}
     assert set(rows) == {"optimizer", "base_lr", "lr_scaling", "reference_batch", "momentum", "weight_decay",
@@ -102,7 +152,7 @@ def test_describe_lists_every_hyperparameter_with_symbol_help_range_default():
 
 @pytest.mark.parametrize("scaling,expected", [("linear", 0.3 * 4), ("sqrt", 0.3 * 2), ("none", 0.3)])
 def test_learning_rate_scales_with_the_global_batch(scaling, expected):
-    config = MethodConfig(base_lr=0.3, reference_batch=256, lr_scaling=scaling)
+    config = Optimiser(base_lr=0.3, reference_batch=256, lr_scaling=scaling)
     assert config.learning_rate(1024) == pytest.approx(expected, rel=1e-12)
     assert config.learning_rate(256) == pytest.approx(0.3, rel=1e-12)
 
@@ -244,8 +294,8 @@ def _groups():
 
 @pytest.mark.parametrize("name,kind", [("sgd", torch.optim.SGD), ("lars", LARS), ("adamw", torch.optim.AdamW)])
 def test_build_optimizer_at_the_scaled_lr(name, kind):
-    config = MethodConfig(optimizer=name, base_lr=0.1, reference_batch=256, lr_scaling="linear",
-                          momentum=0.8, weight_decay=1e-4)
+    config = Optimiser(optimizer=name, base_lr=0.1, reference_batch=256, lr_scaling="linear",
+                       momentum=0.8, weight_decay=1e-4)
     optimizer = build_optimizer(_groups(), config, global_batch=1024)
     assert type(optimizer) is kind
     weights, norms = optimizer.param_groups
@@ -265,7 +315,7 @@ def test_build_optimizer_at_the_scaled_lr(name, kind):
 
 
 def test_build_optimizer_lars_honours_lars_exclude():
-    config = MethodConfig(optimizer="lars", base_lr=0.1, reference_batch=256, momentum=0.9, weight_decay=1e-4)
+    config = Optimiser(optimizer="lars", base_lr=0.1, reference_batch=256, momentum=0.9, weight_decay=1e-4)
     groups = _groups()
     norms_before = groups[1]["params"][0].detach().clone()
     optimizer = build_optimizer(groups, config, global_batch=256)
@@ -276,7 +326,7 @@ def test_build_optimizer_lars_honours_lars_exclude():
 
 
 def test_build_optimizer_refuses_an_unknown_family():
-    config = MethodConfig()
+    config = Optimiser()
     config.optimizer = "adam"  # bypassing validation
     with pytest.raises(ValueError, match="adam"):
         build_optimizer(_groups(), config, global_batch=256)

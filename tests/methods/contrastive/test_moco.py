@@ -127,14 +127,14 @@ def _step(method: MoCo, optimizer, batch, step: int) -> torch.Tensor:
 def test_a_resumed_run_takes_the_same_next_step_bit_for_bit():
     config = dict(queue_size=16, encoder_momentum=0.9, symmetric=True, bn_splits=2)
     first = _moco(**config)
-    optimizer = build_optimizer(first.parameter_groups(), first.config, global_batch=4)
+    optimizer = build_optimizer(first.parameter_groups(), first.config.optim, global_batch=4)
     for step in range(3):  # 8 keys per step into 16 rows: the queue has wrapped
         _step(first, optimizer, view_batch(MoCo.views(first.config, 16), 4, size=16, seed=step), step)
     saved = io.BytesIO()
     torch.save({"method": first.state_dict(), "optimizer": optimizer.state_dict()}, saved)
 
     second = _moco(seed=5, **config)  # other weights and queue, then the checkpoint
-    second_optimizer = build_optimizer(second.parameter_groups(), second.config, global_batch=4)
+    second_optimizer = build_optimizer(second.parameter_groups(), second.config.optim, global_batch=4)
     saved.seek(0)
     state = torch.load(saved)
     second.load_state_dict(state["method"])
@@ -226,7 +226,7 @@ def test_head_views_and_optimiser_follow_moco_v2():
     assert [type(m).__name__ for m in method.projector] == ["Linear", "ReLU", "Linear"]  # no BN (v2 --mlp)
     assert method.projector[0].out_features == method.backbone.out_dim
     assert (config.temperature, config.encoder_momentum, config.encoder_momentum_schedule) == (0.2, 0.999, "constant")
-    assert (config.optimizer, config.base_lr, config.weight_decay, config.warmup_epochs) == ("sgd", 0.03, 1e-4, 0)
+    assert (config.optim.optimizer, config.optim.base_lr, config.optim.weight_decay, config.optim.warmup_epochs) == ("sgd", 0.03, 1e-4, 0)
     assert method.queue.shape == (4096, 128)
     torch.testing.assert_close(method.queue.norm(dim=1), torch.ones(4096))
     (view,) = MoCo.views(config, 32)

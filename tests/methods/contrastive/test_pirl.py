@@ -39,10 +39,10 @@ def test_paper_defaults():
     c = PIRLConfig()
     assert (c.temperature, c.loss_weight, c.bank_momentum, c.num_negatives) == (0.07, 0.5, 0.5, 32000)
     assert (c.num_permutations, c.embedding_dim, c.loss_form) == (ALL, 128, "nce")
-    symbols = {f: PIRLConfig.__dataclass_fields__[f].metadata["symbol"] for f in ("temperature", "loss_weight")}
-    assert symbols == {"temperature": "τ", "loss_weight": "λ"}
-    assert all({"symbol", "help", "range"} <= set(f.metadata) for f in PIRLConfig.__dataclass_fields__.values())
-    assert all(f.metadata["symbol"] for f in PIRLConfig.__dataclass_fields__.values())  # column headers
+    symbols = PIRLConfig.symbols()
+    assert (symbols["temperature"], symbols["loss_weight"]) == ("τ", "λ")
+    assert all(symbols.values()) and set(symbols) == set(c.flat())  # column headers
+    assert (c.optim.base_lr, c.optim.warmup_epochs) == (0.03, 5)
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def test_paper_defaults():
 )
 def test_bad_values_name_field_value_and_range(field, value, expected):
     with pytest.raises(ValueError) as raised:
-        PIRLConfig(**{field: value})
+        PIRLConfig.from_flat({field: value})
     assert str(raised.value) == expected
     config = PIRLConfig()  # validate() also catches values set after construction
     setattr(config, field, value)

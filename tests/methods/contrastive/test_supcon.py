@@ -140,13 +140,13 @@ def test_head_is_linear_relu_linear_to_128_without_batchnorm():
 
 def test_optimiser_is_the_readmes_sgd_and_bad_settings_are_refused():
     config = SupConConfig()
-    assert (config.optimizer, config.momentum, config.weight_decay, config.exclude_norm_and_bias) == (
+    assert (config.optim.optimizer, config.optim.momentum, config.optim.weight_decay, config.optim.exclude_norm_and_bias) == (
         "sgd", 0.9, 1e-4, False)
-    assert config.learning_rate(1024) == pytest.approx(0.5)  # README: lr 0.5 at batch 1024
+    assert config.optim.learning_rate(1024) == pytest.approx(0.5)  # README: lr 0.5 at batch 1024
     assert (config.temperature, config.base_temperature, config.loss_form) == (0.1, 0.07, "out")
     for bad in ({"loss_form": "mid"}, {"temperature": 0.0}, {"base_temperature": -1.0}, {"crop_min_scale": 0.0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            SupConConfig(**bad)
+            SupConConfig.from_flat(bad)
     with pytest.raises(ValueError, match="form"):
         supcon_loss(_features(4, 2), torch.arange(4), 0.1, 0.07, "mid")
     with pytest.raises(ValueError, match="B, V, D"):

@@ -134,4 +134,4 @@ def test_the_invariance_pair_is_zero_on_grey_images_only():
                                           ("target_stride", 0), ("crop_min_scale", 0.0), ("head_width", -1)])
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
-        ColorizationConfig(**{field: value})
+        ColorizationConfig.from_flat({field: value})

@@ -148,7 +148,7 @@ def test_invariance_pair_compares_the_whole_and_the_masked_image():
                                           ("tap", "fc"), ("discriminator_width", -1)])
 def test_invalid_configuration_is_refused_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
-        ContextEncoderConfig(**{field: value})
+        ContextEncoderConfig.from_flat({field: value})
 
 
 def test_an_overlap_that_leaves_no_hole_is_refused_naming_it():

@@ -246,4 +246,4 @@ def test_the_invariance_pair_is_the_image_against_its_downsampled_upsampled_copy
                                           ("grayscale", 2.0), ("color_jitter", -0.5)])
 def test_config_values_out_of_range_are_refused_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
-        CountingConfig(**{field: value})
+        CountingConfig.from_flat({field: value})

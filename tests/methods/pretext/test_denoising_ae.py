@@ -129,7 +129,7 @@ def test_invariance_pair_is_unit_norm_and_zero_without_corruption():
                                           ("tap", "res6"), ("decoder_width", -1)])
 def test_invalid_configuration_is_refused_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
-        DenoisingAEConfig(**{field: value})
+        DenoisingAEConfig.from_flat({field: value})
 
 
 @pytest.mark.parametrize("field, kwargs", [("corruption", dict(corruption="blur")), ("level", dict(level=1.2)),

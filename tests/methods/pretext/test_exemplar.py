@@ -270,7 +270,7 @@ def test_invariance_compares_the_seed_with_one_transformation_of_it():
                                           ("hue", 0.6), ("head_hidden_dim", -1), ("temperature", -0.1)])
 def test_config_refuses_out_of_range_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
-        ExemplarConfig(**{field: value})
+        ExemplarConfig.from_flat({field: value})
 
 
 @pytest.mark.parametrize("field, value", [("patch_fraction", 1.5), ("scale", (0.0, 1.0)), ("scale", (1.4, 0.7)),

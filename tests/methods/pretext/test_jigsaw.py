@@ -20,7 +20,7 @@ SMALL = {"num_permutations": 100, "tile_dim": 8, "hidden_dim": 16}
 
 def make(seed=0, **overrides):
     torch.manual_seed(seed)
-    return Jigsaw(JigsawConfig(**{**SMALL, **overrides}), Backbone("resnet10", cifar_stem=True, width=4))
+    return Jigsaw(JigsawConfig.from_flat({**SMALL, **overrides}), Backbone("resnet10", cifar_stem=True, width=4))
 
 
 def cell_images(n, seed=0):
@@ -45,7 +45,7 @@ def jigsaw_batch(config, n=6, seed=0, train=False):
 def test_paper_defaults_and_symbols():
     c = JigsawConfig()
     assert (c.num_permutations, c.tile_dim, c.hidden_dim, c.dropout) == (1000, 1024, 4096, 0.5)
-    assert (c.optimizer, c.base_lr, c.weight_decay, c.momentum) == ("sgd", 0.1, 1e-4, 0.9)
+    assert (c.optim.optimizer, c.optim.base_lr, c.optim.weight_decay, c.optim.momentum) == ("sgd", 0.1, 1e-4, 0.9)
     assert JigsawConfig.symbols()["num_permutations"] == "P"
 
 
@@ -59,7 +59,7 @@ def test_paper_defaults_and_symbols():
 ])
 def test_bad_values_name_the_field(field, value, expected):
     with pytest.raises(ValueError) as raised:
-        JigsawConfig(**{field: value})
+        JigsawConfig.from_flat({field: value})
     assert str(raised.value) == expected
 
 
@@ -73,7 +73,7 @@ def test_views_carry_p_seed_and_tile_size():
 
 def test_the_image_view_of_bn_statistics_images_is_the_evaluation_view():
     """The running statistics follow exactly the pixels kNN and the probes read."""
-    image_view = Jigsaw.views(JigsawConfig(**SMALL), 32)[0]
+    image_view = Jigsaw.views(JigsawConfig.from_flat(SMALL), 32)[0]
     images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     drawn = apply_views([image_view], images, np.random.default_rng(1), train=True, stats=CIFAR10)["image"]
     evaluation = apply_views([ImageView(size=32)], images, np.random.default_rng(1), train=False, stats=CIFAR10)

@@ -8,7 +8,6 @@ so the composition is tested apart from the pretext methods it usually combines.
 from __future__ import annotations
 
 import copy
-import json
 import warnings
 
 import numpy as np
@@ -27,8 +26,8 @@ from sslab.methods.views.prefixed import Prefixed
 DATA = DataInfo(num_samples=32, num_classes=4, image_size=16)
 BATCH = 8
 # SimCLR with a momentum encoder and NPID++: both have state that after_step moves
-TASKS = {"tasks": "simclr,npid", "task_weights": "0.5,2",
-         "task_settings": json.dumps({"simclr": {"encoder_momentum": 0.9}, "npid": {"embedding_dim": 16}})}
+TASKS = {"tasks": ("simclr", "npid"), "task_weights": (0.5, 2.0),
+         "task_settings": {"simclr": {"encoder_momentum": 0.9}, "npid": {"embedding_dim": 16}}}
 
 
 def _backbone() -> Backbone:
@@ -39,7 +38,7 @@ def _build(cls=Multitask, config=None, seed: int = 0):
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # NPID capping N at the tiny bank's size
-        return cls.build(config if config is not None else MultitaskConfig(**TASKS), _backbone(), DATA)
+        return cls.build(config if config is not None else MultitaskConfig.from_flat(TASKS), _backbone(), DATA)
 
 
 def _separately(multi: Multitask) -> dict[str, torch.nn.Module]:
@@ -142,7 +141,7 @@ def test_after_step_reaches_every_task():
     multi = _build()
     batch = view_batch(Multitask.views(multi.config, 16), BATCH, size=16, idx=DATA.num_samples,
                        labels=DATA.num_classes)
-    optimizer = build_optimizer(multi.parameter_groups(), multi.config, global_batch=BATCH)
+    optimizer = build_optimizer(multi.parameter_groups(), multi.config.optim, global_batch=BATCH)
     out = multi(batch, step_context())
     out.loss.backward()
     optimizer.step()
@@ -172,14 +171,14 @@ def _train(multi: Multitask, optimizer, seeds) -> list[torch.Tensor]:
 
 def test_a_resumed_run_takes_the_uninterrupted_runs_next_step_bit_for_bit():
     first = _build()
-    optimizer = build_optimizer(first.parameter_groups(), first.config, global_batch=BATCH)
+    optimizer = build_optimizer(first.parameter_groups(), first.config.optim, global_batch=BATCH)
     _train(first, optimizer, [1, 2])
     saved = {k: v.clone() for k, v in first.state_dict().items()}
     saved_optimizer = copy.deepcopy(optimizer.state_dict())  # not the live momentum buffers
 
     second = _build(seed=123)  # other initial weights, bank and EMA, then the checkpoint
     second.load_state_dict(saved)  # strict: the backbone's other names are restored from backbone.
-    second_optimizer = build_optimizer(second.parameter_groups(), second.config, global_batch=BATCH)
+    second_optimizer = build_optimizer(second.parameter_groups(), second.config.optim, global_batch=BATCH)
     second_optimizer.load_state_dict(saved_optimizer)
 
     expected = _train(first, optimizer, [3])
@@ -200,7 +199,7 @@ def test_a_state_dict_naming_the_backbone_under_every_path_loads_too():
 
 def test_before_training_replays_the_one_image_stream_to_every_task_that_reads_it():
     # PIRL and NPID both fill their bank from the untrained features and fail unless they get every image
-    config = MultitaskConfig(tasks="pirl,npid", task_settings=json.dumps(
+    config = MultitaskConfig(tasks=("pirl", "npid"), task_settings=(
         {"pirl": {"bank_init": "features", "embedding_dim": 8}, "npid": {"bank_init": "features"}}))
     multi = _build(config=config)
     alone = _separately(multi)
@@ -215,7 +214,7 @@ def test_before_training_replays_the_one_image_stream_to_every_task_that_reads_i
 
 # --- delegated declarations ------------------------------------------------------------------------
 def test_unused_parameters_and_parameter_groups_come_from_the_tasks():
-    multi = _build(config=MultitaskConfig(tasks="simclr,npid", exclude_norm_and_bias=True))
+    multi = _build(config=MultitaskConfig.from_flat(tasks=("simclr", "npid"), exclude_norm_and_bias=True))
     unused = set(state_names(multi, multi.unused_parameters()))  # NPID's jigsaw heads (λ = 0), not the backbone
     npid = multi.tasks["npid"]
     assert unused == {f"tasks.npid.{n}" for n in state_names(npid, npid.unused_parameters())} and unused
@@ -228,7 +227,7 @@ def test_unused_parameters_and_parameter_groups_come_from_the_tasks():
 
 
 def test_invariance_is_the_first_task_that_has_a_pair():
-    config = MultitaskConfig(**TASKS)
+    config = MultitaskConfig.from_flat(TASKS)
     views = Multitask.invariance_views(config, DATA.image_size)
     assert [k for v in views for k in v.keys()] == ["simclr.clean", "simclr.transformed"]
     multi = _build()
@@ -252,35 +251,52 @@ def test_an_unknown_task_is_refused_naming_the_known_ones():
 
 
 @pytest.mark.parametrize("settings, match", [
-    ({"task_weights": "1,2,3"}, r"task_weights \(w\) = '1,2,3' has 3 weight\(s\) but tasks = 'simclr,npid' names 2"),
-    ({"task_weights": "1,0"}, r"every weight must be a finite number > 0"),
-    ({"task_weights": "1,x"}, r"task_weights \(w\) = '1,x' must be comma-separated numbers"),
+    ({"task_weights": (1, 2, 3)}, r"task_weights \(w\) = \(1.0, 2.0, 3.0\) has 3 weight\(s\) but tasks = "
+                                  r"\('simclr', 'npid'\) names 2"),
+    ({"task_weights": (1, 0)}, r"every weight must be a finite number > 0"),
+    ({"task_weights": "1,x"}, r"task_weights \(w\) = '1,x' must be numbers"),
+    ({"task_weights": 2.0}, r"task_weights \(w\) = 2.0 must be numbers \(a list, or a comma-separated string\)"),
+    ({"tasks": ()}, r"tasks is empty"),
     ({"tasks": "simclr,simclr"}, r"names a task twice"),
     ({"tasks": "simclr,multitask"}, r"multitask cannot be one of its own tasks"),
     ({"task_settings": "{npid: 1}"}, r"task_settings = .* is not valid JSON"),
-    ({"task_settings": '{"npid": 1}'}, r"task_settings = .* must be a JSON object of objects"),
-    ({"task_settings": '{"byol": {}}'}, r"task_settings names 'byol', which is not among tasks"),
-    ({"task_settings": '{"npid": {"tau": 0.1}}'}, r"task_settings: npid has no hyperparameter\(s\) \['tau'\]"),
-    ({"task_settings": '{"npid": {"base_lr": 0.1}}'}, r"npid.base_lr is an optimiser setting; .* set base_lr on"),
-    ({"task_settings": '{"npid": {"temperature": -1}}'}, r"task_settings: task 'npid': temperature"),
+    ({"task_settings": {"npid": 1}}, r"task_settings = .* must map each task to its settings"),
+    ({"task_settings": {"byol": {}}}, r"task_settings names 'byol', which is not among tasks"),
+    ({"task_settings": {"npid": {"tau": 0.1}}}, r"task_settings: npid has no hyperparameter\(s\) \['tau'\]"),
+    ({"task_settings": {"npid": {"base_lr": 0.1}}}, r"npid.base_lr is an optimiser setting; .* set base_lr on"),
+    ({"task_settings": {"npid": {"temperature": -1}}}, r"task_settings: task 'npid': temperature"),
 ])
 def test_bad_tasks_weights_and_settings_are_refused_naming_the_field(settings, match):
     with pytest.raises(ValueError, match=match):
-        MultitaskConfig(**{"tasks": "simclr,npid", **settings})
+        MultitaskConfig.from_flat({"tasks": ("simclr", "npid"), **settings})
 
 
 def test_task_settings_and_task_profile_reach_the_tasks_but_not_the_optimiser():
-    config = MultitaskConfig(tasks=["simclr", "npid"], task_weights=(1, 3), task_settings={"npid": {"temperature": 0.2}},
-                             task_profile="local", base_lr=0.05, exclude_norm_and_bias=True)
+    config = MultitaskConfig.from_flat(tasks=["simclr", "npid"], task_weights=(1, 3),
+                                       task_settings={"npid": {"temperature": 0.2}}, task_profile="local",
+                                       base_lr=0.05, exclude_norm_and_bias=True)
     assert (config.tasks, config.task_weights, config.task_settings) == (
-        "simclr,npid", "1,3", '{"npid": {"temperature": 0.2}}')  # stored as the strings they stand for
+        ("simclr", "npid"), (1.0, 3.0), {"npid": {"temperature": 0.2}})
     simclr, npid = config.task_configs().values()
     # npid: its own local profile_defaults, then task_settings; base_lr from multitask, not its profile's 0.2
     assert (npid.loss_form, npid.bank_init, npid.temperature) == ("infonce", "features", 0.2)
-    assert simclr.base_lr == npid.base_lr == 0.05 and simclr.exclude_norm_and_bias and npid.exclude_norm_and_bias
-    assert simclr.warmup_epochs == npid.warmup_epochs == config.warmup_epochs  # not SimCLR's local 1
-    plain = MultitaskConfig(tasks="simclr,npid").task_configs()["npid"]
+    assert simclr.optim == npid.optim == config.optim  # the one optimiser, not SimCLR's LARS nor its local warm-up
+    assert config.optim.base_lr == 0.05 and config.optim.exclude_norm_and_bias
+    plain = MultitaskConfig(tasks=("simclr", "npid")).task_configs()["npid"]
     assert (plain.loss_form, plain.bank_init) == ("nce", "random")  # task_profile none: the paper's
+
+
+def test_a_record_holds_strings_and_reads_back_to_the_same_config():
+    """A trial's record (``flat``) holds the tasks, weights and settings as strings, the same strings as
+    before they were structured (so stored trial ids stay valid), and they read back to the same config."""
+    config = MultitaskConfig.from_flat(TASKS)
+    flat = config.flat()
+    assert (flat["tasks"], flat["task_weights"], flat["task_settings"]) == (
+        "simclr,npid", "0.5,2", '{"npid": {"embedding_dim": 16}, "simclr": {"encoder_momentum": 0.9}}')
+    assert MultitaskConfig.from_flat(flat) == config
+    default = MultitaskConfig().flat()
+    assert (default["tasks"], default["task_weights"], default["task_settings"]) == (
+        "relative_location,colorization,exemplar", "", "{}")
 
 
 def test_the_local_profile_applies_each_tasks_own_profile_defaults():

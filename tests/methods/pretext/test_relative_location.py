@@ -215,4 +215,4 @@ def test_invariance_compares_the_image_with_its_centre_patch_at_the_image_size()
                                          ("gap", -0.5), ("patch_output_size", 2.5), ("hidden_dim", -1)])
 def test_config_is_validated_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
-        RelativeLocationConfig(**{field: value})
+        RelativeLocationConfig.from_flat({field: value})

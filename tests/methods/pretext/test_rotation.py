@@ -128,10 +128,10 @@ def make(config=None, seed=0):
 def test_official_defaults_and_validation():
     c = RotationConfig()
     assert (c.all_rotations, c.crop_padding, c.head_hidden_dim) == (True, 4, 0)
-    assert (c.optimizer, c.base_lr, c.momentum, c.weight_decay) == ("sgd", 0.2, 0.9, 5e-4)
+    assert (c.optim.optimizer, c.optim.base_lr, c.optim.momentum, c.optim.weight_decay) == ("sgd", 0.2, 0.9, 5e-4)
     for field, value in [("all_rotations", 1), ("crop_padding", -1), ("crop_padding", 1.5), ("head_hidden_dim", -1)]:
         with pytest.raises(ValueError, match=f"^{field}"):
-            RotationConfig(**{field: value})
+            RotationConfig.from_flat({field: value})
     with pytest.raises(ValueError, match="crop_padding = 16 must be smaller than the image size 16"):
         Rotation.views(RotationConfig(crop_padding=16), 16)
     assert Rotation.views(c, 32) == [RotationView(size=32)]

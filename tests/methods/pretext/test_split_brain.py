@@ -66,4 +66,4 @@ def test_the_invariance_pair_compares_an_image_with_its_grey_version():
                                           ("neighbours", 0), ("target_stride", 0), ("sigma", 0.0)])
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
-        SplitBrainConfig(**{field: value})
+        SplitBrainConfig.from_flat({field: value})

@@ -104,7 +104,7 @@ def test_the_momentum_target_is_symmetrised_gets_no_gradient_and_moves_by_its_em
     assert method.target is not None and method.kept_in_sync() == [method.target]
     ema = method.target.ema
     batch = view_batch(BarlowTwins.views(method.config, 32))
-    optimizer = build_optimizer(method.parameter_groups(), method.config, global_batch=6)
+    optimizer = build_optimizer(method.parameter_groups(), method.config.optim, global_batch=6)
     out = method.training_step(batch, step_context(3))
     loss = out.loss
     with torch.no_grad():
@@ -135,7 +135,7 @@ def test_a_resumed_run_with_a_momentum_encoder_takes_the_uninterrupted_runs_next
                                                 step_context(step)) for step in steps])[-1]
 
     first = _method(encoder_momentum=0.99, encoder_momentum_schedule="constant")
-    optimizer = build_optimizer(first.parameter_groups(), first.config, global_batch=6)
+    optimizer = build_optimizer(first.parameter_groups(), first.config.optim, global_batch=6)
     train(first, optimizer, range(2))
     saved = {k: v.clone() for k, v in first.state_dict().items()}
     saved_optimizer = copy.deepcopy(optimizer.state_dict())  # its tensors are the live momentum buffers
@@ -144,7 +144,7 @@ def test_a_resumed_run_with_a_momentum_encoder_takes_the_uninterrupted_runs_next
     torch.manual_seed(123)
     second = BarlowTwins(first.config, Backbone("resnet10", width=4))
     second.load_state_dict(saved)
-    second_optimizer = build_optimizer(second.parameter_groups(), second.config, global_batch=6)
+    second_optimizer = build_optimizer(second.parameter_groups(), second.config.optim, global_batch=6)
     second_optimizer.load_state_dict(saved_optimizer)
     got = train(second, second_optimizer, [2])
     assert got.item() == expected.item()
@@ -172,7 +172,7 @@ def test_views_are_byols_asymmetric_pair_and_invariance_uses_the_first():
                                           ("blur_prob_2", 1.5)])
 def test_bad_settings_are_refused_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
-        BarlowTwinsConfig(**{field: value})
+        BarlowTwinsConfig.from_flat({field: value})
 
 
 def test_the_loss_refuses_mismatched_embeddings():

@@ -174,7 +174,7 @@ def _train(method: BYOL, optimizer, schedule, batches, first_step: int) -> list[
 
 
 def _optimiser(method: BYOL):
-    optimizer = build_optimizer(method.parameter_groups(), method.config, global_batch=6)
+    optimizer = build_optimizer(method.parameter_groups(), method.config.optim, global_batch=6)
     return optimizer, build_schedule(optimizer, TOTAL, 2)
 
 
@@ -222,7 +222,7 @@ def test_heads_and_optimiser_groups():
     grouped = {id(p) for g in (weights, norms) for p in g["params"]}
     assert not grouped & {id(p) for p in method.target.parameters()}  # the target is not optimised
     assert norms["weight_decay"] == 0.0 and norms["lars_exclude"]
-    assert method.config.optimizer == "lars" and method.config.learning_rate(512) == pytest.approx(0.4)
+    assert method.config.optim.optimizer == "lars" and method.config.optim.learning_rate(512) == pytest.approx(0.4)
 
 
 def test_invariance_pair_is_two_unit_vectors_per_image():
@@ -239,4 +239,4 @@ def test_invariance_pair_is_two_unit_vectors_per_image():
                                           ("encoder_momentum_schedule", "linear"), ("projection_hidden_dim", 0)])
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
-        BYOLConfig(**{field: value})
+        BYOLConfig.from_flat({field: value})

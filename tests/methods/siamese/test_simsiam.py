@@ -81,7 +81,7 @@ def test_training_step_stops_the_gradient_at_z():
 
 def test_the_predictor_keeps_its_learning_rate_while_the_rest_decays():
     method = _simsiam()
-    optimizer = build_optimizer(method.parameter_groups(), method.config, global_batch=512)
+    optimizer = build_optimizer(method.parameter_groups(), method.config.optim, global_batch=512)
     schedule = build_schedule(optimizer, TOTAL, 0)
     names = [g["name"] for g in optimizer.param_groups]
     assert names == ["all", "predictor_all"]
@@ -93,7 +93,7 @@ def test_the_predictor_keeps_its_learning_rate_while_the_rest_decays():
         assert rest["lr"] == pytest.approx(0.1 * (1 + math.cos(math.pi * step / TOTAL)) / 2)
         optimizer.step()
         schedule.step()
-    unfixed = build_optimizer(_simsiam(fix_predictor_lr=False).parameter_groups(), method.config, 512)
+    unfixed = build_optimizer(_simsiam(fix_predictor_lr=False).parameter_groups(), method.config.optim, 512)
     assert [g["name"] for g in unfixed.param_groups] == ["all"]
 
 
@@ -165,7 +165,7 @@ def test_without_a_momentum_encoder_the_target_branch_is_the_online_network_unde
 def test_without_a_momentum_encoder_a_step_trains_and_after_step_changes_nothing():
     method = _simsiam()
     batch = view_batch(SimSiam.views(method.config, SIZE), size=SIZE)
-    optimizer = build_optimizer(method.parameter_groups(), method.config, global_batch=6)
+    optimizer = build_optimizer(method.parameter_groups(), method.config.optim, global_batch=6)
     out = method.training_step(batch, step_context(0, TOTAL))
     loss = out.loss
     loss.backward()
@@ -195,4 +195,4 @@ def test_invariance_pair_is_two_unit_vectors_per_image():
                                           ("prediction_hidden_dim", 0), ("fix_predictor_lr", "yes")])
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
-        SimSiamConfig(**{field: value})
+        SimSiamConfig.from_flat({field: value})

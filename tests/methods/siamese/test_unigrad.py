@@ -52,8 +52,8 @@ def test_defaults_are_the_official_config():
     c = UniGradConfig()
     assert (c.lambd, c.rho, c.encoder_momentum, c.encoder_momentum_schedule) == (100.0, 0.99, 0.996, "cosine")
     assert (c.projection_dim, c.projection_hidden_dim) == (2048, 2048)
-    assert (c.optimizer, c.base_lr, c.momentum, c.weight_decay, c.warmup_epochs) == ("sgd", 0.05, 0.9, 1e-4, 5)
-    assert c.learning_rate(1024) == pytest.approx(0.2) and not c.exclude_norm_and_bias
+    assert (c.optim.optimizer, c.optim.base_lr, c.optim.momentum, c.optim.weight_decay, c.optim.warmup_epochs) == ("sgd", 0.05, 0.9, 1e-4, 5)
+    assert c.optim.learning_rate(1024) == pytest.approx(0.2) and not c.optim.exclude_norm_and_bias
     assert UniGradConfig.symbols()["lambd"] == "λ" and UniGradConfig.symbols()["rho"] == "ρ"
 
 
@@ -61,7 +61,7 @@ def test_defaults_are_the_official_config():
                                          ("encoder_momentum_schedule", "linear"), ("projection_dim", 0)])
 def test_bad_values_are_refused_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
-        UniGradConfig(**{field: value})
+        UniGradConfig.from_flat({field: value})
 
 
 def test_projector_is_the_official_three_layers_and_the_views_two_draws():
@@ -121,7 +121,7 @@ def test_correlation_is_the_first_batch_estimate_then_an_ema_with_rho():
 
 def test_training_keeps_trace_f_at_one_and_builds_f_from_the_momentum_branch():
     method = _unigrad()
-    optimizer = build_optimizer(method.parameter_groups(), method.config, global_batch=8)
+    optimizer = build_optimizer(method.parameter_groups(), method.config.optim, global_batch=8)
     for step in range(4):
         batch = _random_views(step)
         if step == 0:  # the first F is the estimate from the momentum branch's outputs of both views
@@ -203,14 +203,14 @@ def _train_steps(method: UniGrad, optimizer, steps: range) -> list[torch.Tensor]
 
 def test_a_resumed_run_takes_the_next_step_bit_for_bit():
     method = _unigrad(seed=0)
-    optimizer = build_optimizer(method.parameter_groups(), method.config, global_batch=8)
+    optimizer = build_optimizer(method.parameter_groups(), method.config.optim, global_batch=8)
     _train_steps(method, optimizer, range(3))
     saved = copy.deepcopy((method.state_dict(), optimizer.state_dict()))
     assert saved[0]["correlation_updates"].item() == 3 and any(k.startswith("target.ema.") for k in saved[0])
 
     resumed = _unigrad(seed=123)  # other weights, F and momentum branch until loaded
     assert not torch.equal(resumed.correlation, method.correlation)
-    resumed_optimizer = build_optimizer(resumed.parameter_groups(), resumed.config, global_batch=8)
+    resumed_optimizer = build_optimizer(resumed.parameter_groups(), resumed.config.optim, global_batch=8)
     resumed.load_state_dict(saved[0])
     resumed_optimizer.load_state_dict(saved[1])
     (expected,) = _train_steps(method, optimizer, range(3, 4))

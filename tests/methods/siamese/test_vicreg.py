@@ -120,8 +120,8 @@ def test_the_momentum_variant_pairs_each_view_with_the_targets_other_view():
 def test_defaults_are_the_official_weights_and_lars():
     config = VICRegConfig()
     assert (config.invariance_weight, config.variance_weight, config.covariance_weight) == (25.0, 25.0, 1.0)
-    assert (config.optimizer, config.base_lr, config.weight_decay, config.warmup_epochs) == ("lars", 0.2, 1e-6, 10)
-    assert config.exclude_norm_and_bias and config.encoder_momentum == 0.0
+    assert (config.optim.optimizer, config.optim.base_lr, config.optim.weight_decay, config.optim.warmup_epochs) == ("lars", 0.2, 1e-6, 10)
+    assert config.optim.exclude_norm_and_bias and config.encoder_momentum == 0.0
 
 
 @pytest.mark.parametrize("field, value", [("invariance_weight", -1.0), ("variance_weight", math.nan),
@@ -129,4 +129,4 @@ def test_defaults_are_the_official_weights_and_lars():
                                           ("projection_layers", 0)])
 def test_bad_settings_are_refused_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
-        VICRegConfig(**{field: value})
+        VICRegConfig.from_flat({field: value})

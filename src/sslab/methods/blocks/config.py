@@ -10,9 +10,12 @@ symbol, the value and the range.
 
 from __future__ import annotations
 
+import copy
+import functools
 import numbers
 import re
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 _INTERVAL = re.compile(r"^([\[(])\s*([^,]+?)\s*,\s*([^,]+?)\s*([\])])$")
@@ -22,7 +25,10 @@ def hyperparameter(default: Any, symbol: str, help: str, range: str):
     """A config field with its paper symbol, a one-line help and its allowed range."""
     if not (range.startswith("{") and range.endswith("}")) and not _INTERVAL.match(range):
         raise ValueError(f"range {range!r} is neither an interval like '[0, 1)' nor a set like '{{a, b}}'")
-    return field(default=default, metadata={"symbol": symbol, "help": help, "range": range})
+    metadata = {"symbol": symbol, "help": help, "range": range}
+    if isinstance(default, dict | list | set):  # a mutable default: each config gets its own copy
+        return field(default_factory=functools.partial(copy.deepcopy, default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def check_value(name: str, value: Any, meta: dict[str, Any], *, kind: str = "float") -> None:
@@ -50,14 +56,10 @@ def check_value(name: str, value: Any, meta: dict[str, Any], *, kind: str = "flo
 
 
 @dataclass
-class MethodConfig:
-    """Base of every method's hyperparameters: validated on construction, self-describing.
-
-    Also holds how the method is optimised, since the papers differ there as much as in
-    their losses (SGD, LARS or AdamW; how the learning rate scales with the batch; which
-    parameters skip weight decay). A method's ``Config`` redeclares the fields whose paper
-    values differ.
-    """
+class Optimiser:
+    """How a method is optimised: the family, the learning rate and how it scales with the batch,
+    weight decay (and which parameters skip it), warm-up. Every method's Config holds one as its
+    ``optim`` field, with its paper's values (``optimiser(...)``); validated on construction."""
 
     optimizer: str = hyperparameter("sgd", "optimizer", "optimizer family", "{sgd, lars, adamw}")
     base_lr: float = hyperparameter(
@@ -77,30 +79,127 @@ class MethodConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the field, its value and the allowed range, for the first bad field."""
-        for f in fields(self):
-            if "range" in f.metadata:
-                check_value(f.name, getattr(self, f.name), f.metadata, kind=getattr(f.type, "__name__", f.type))
-
-    @classmethod
-    def describe(cls) -> list[dict[str, Any]]:
-        """Every hyperparameter: name, symbol, help, range and default (for help texts and docs)."""
-        return [
-            {"name": f.name, "symbol": f.metadata["symbol"], "help": f.metadata["help"],
-             "range": f.metadata["range"], "default": f.default if f.default is not MISSING else None}
-            for f in fields(cls) if "range" in f.metadata
-        ]
-
-    @classmethod
-    def field_names(cls) -> set[str]:
-        return {f.name for f in fields(cls)}
-
-    @classmethod
-    def symbols(cls) -> dict[str, str]:
-        """Field name → paper symbol (λ, τ, ...)."""
-        return {f.name: f.metadata.get("symbol", f.name) for f in fields(cls)}
+        _validate_fields(self)
 
     def learning_rate(self, global_batch: int) -> float:
         """The peak learning rate at ``global_batch`` (e.g. SimCLR: 0.3 × batch / 256)."""
         ratio = global_batch / self.reference_batch
         return self.base_lr * {"linear": ratio, "sqrt": ratio ** 0.5, "none": 1.0}[self.lr_scaling]
+
+
+#: the optimiser's settings, by the names a study, a trial's record and ``--set`` use
+OPTIMISER_FIELDS = tuple(f.name for f in fields(Optimiser))
+
+
+def optimiser(*, notes: dict[str, str] | None = None, symbols: dict[str, str] | None = None, **values: Any):
+    """A Config's ``optim`` field: the paper's optimiser, ``values`` over ``Optimiser``'s defaults;
+    ``notes`` replace a setting's help where the method says more (e.g. "official: 1.0 per 256"),
+    ``symbols`` its symbol where the paper writes another (Adam's β₁ for ``momentum``)."""
+    named = set(values) | set(notes or {}) | set(symbols or {})
+    if named - set(OPTIMISER_FIELDS):
+        raise ValueError(f"optimiser settings {sorted(named - set(OPTIMISER_FIELDS))} do not exist; "
+                         f"they are {list(OPTIMISER_FIELDS)}")
+    Optimiser(**values)  # a bad paper value fails where it is declared
+    return field(default_factory=functools.partial(Optimiser, **values),
+                 metadata={"notes": dict(notes or {}), "symbols": dict(symbols or {})})
+
+
+def _validate_fields(config: Any) -> None:
+    for f in fields(config):
+        if "range" in f.metadata:
+            check_value(f.name, getattr(config, f.name), f.metadata, kind=getattr(f.type, "__name__", f.type))
+
+
+@dataclass
+class MethodConfig:
+    """Base of every method's hyperparameters: validated on construction, self-describing.
+
+    Holds how the method is optimised (``optim``, an ``Optimiser``), since the papers differ
+    there as much as in their losses; a method's ``Config`` redeclares ``optim = optimiser(...)``
+    with its paper's values.
+
+    Studies, trial records, the command line and Tune see one **flat** namespace: the method's
+    own fields and the optimiser's settings by their names (``temperature``, ``base_lr``).
+    ``from_flat`` builds a Config from it, ``flat`` gives it back (in field order, the optimiser's
+    settings where ``optim`` stands), and ``describe``, ``field_names`` and ``symbols`` list it.
+    """
+
+    optim: Optimiser = optimiser()
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field, its value and the allowed range, for the first bad field."""
+        self.optim.validate()
+        _validate_fields(self)
+
+    # --- the flat namespace ---------------------------------------------------------------
+    @classmethod
+    def from_flat(cls, settings: Mapping[str, Any] | None = None, /, **more: Any) -> "MethodConfig":
+        """The Config of ``settings``: method fields and optimiser settings by name (an ``optim``
+        entry, an Optimiser or a dict of its settings, is taken as the starting optimiser)."""
+        values = {**(settings or {}), **more}
+        unknown = sorted(set(values) - cls.field_names() - {"optim"})
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no hyperparameter(s) {unknown}; its are: {sorted(cls.field_names())}")
+        optim = values.pop("optim", None)
+        if optim is None:
+            optim = cls.default_optimiser()
+        elif isinstance(optim, Mapping):
+            optim = replace(cls.default_optimiser(), **optim)
+        settings_of_optim = {name: values.pop(name) for name in OPTIMISER_FIELDS if name in values}
+        if settings_of_optim:
+            optim = replace(optim, **settings_of_optim)
+        return cls(**values, optim=optim)
+
+    def flat(self) -> dict[str, Any]:
+        """Every hyperparameter by name, in field order (the optimiser's where ``optim`` stands)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name == "optim":
+                out.update({name: getattr(self.optim, name) for name in OPTIMISER_FIELDS})
+            else:
+                out[f.name] = getattr(self, f.name)
+        return out
+
+    @classmethod
+    def default_optimiser(cls) -> Optimiser:
+        """The method's own optimiser (its paper's)."""
+        return next(f for f in fields(cls) if f.name == "optim").default_factory()
+
+    @classmethod
+    def flat_fields(cls) -> list[tuple[str, str, dict[str, Any], Any]]:
+        """(name, type name, metadata, default) of every hyperparameter of the flat namespace."""
+        out = []
+        for f in fields(cls):
+            if f.name == "optim":
+                default, notes, symbols = f.default_factory(), f.metadata["notes"], f.metadata["symbols"]
+                out += [(g.name, _type_name(g), {**g.metadata, "help": notes.get(g.name, g.metadata["help"]),
+                                                 "symbol": symbols.get(g.name, g.metadata["symbol"])},
+                         getattr(default, g.name)) for g in fields(Optimiser)]
+            elif "range" in f.metadata:
+                default = f.default if f.default is not MISSING else (
+                    f.default_factory() if f.default_factory is not MISSING else None)
+                out.append((f.name, _type_name(f), dict(f.metadata), default))
+        return out
+
+    @classmethod
+    def describe(cls) -> list[dict[str, Any]]:
+        """Every hyperparameter: name, symbol, help, range and default (for help texts and docs)."""
+        return [{"name": name, "symbol": meta["symbol"], "help": meta["help"], "range": meta["range"],
+                 "default": default} for name, _, meta, default in cls.flat_fields()]
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        """The names of the flat namespace: the method's fields and the optimiser's settings."""
+        return {f.name for f in fields(cls) if f.name != "optim"} | set(OPTIMISER_FIELDS)
+
+    @classmethod
+    def symbols(cls) -> dict[str, str]:
+        """Field name → paper symbol (λ, τ, ...)."""
+        return {name: meta.get("symbol", name) for name, _, meta, _ in cls.flat_fields()}
+
+
+def _type_name(f: Any) -> str:
+    return getattr(f.type, "__name__", f.type)

@@ -1,8 +1,8 @@
-"""Optimisers the methods train with, built from their ``MethodConfig``.
+"""Optimisers the methods train with, built from their Config's ``optim`` (an ``Optimiser``).
 
 - SGD with momentum (PIRL, NPID, MoCo, SimSiam, supervised), LARS (SimCLR, BYOL, Barlow
   Twins, VICReg) and AdamW.
-- The peak learning rate is ``config.learning_rate(global_batch)``: ``base_lr`` scaled from
+- The peak learning rate is ``optim.learning_rate(global_batch)``: ``base_lr`` scaled from
   ``reference_batch`` the way the paper does (linear for most, square root for some).
 - Parameter groups come from the method (``Method.parameter_groups``). A group may carry
   ``weight_decay`` (e.g. 0 for BatchNorm and biases), ``lars_exclude`` (no LARS adaptation,
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from sslab.methods.blocks.config import MethodConfig
+from sslab.methods.blocks.config import Optimiser
 
 
 class LARS(torch.optim.Optimizer):
@@ -61,18 +61,18 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(groups: list[dict[str, Any]], config: MethodConfig, global_batch: int) -> torch.optim.Optimizer:
-    """The optimiser of ``config.optimizer`` over ``groups`` at the peak learning rate for ``global_batch``."""
-    lr = config.learning_rate(global_batch)
+def build_optimizer(groups: list[dict[str, Any]], optim: Optimiser, global_batch: int) -> torch.optim.Optimizer:
+    """The optimiser ``optim.optimizer`` over ``groups`` at the peak learning rate for ``global_batch``."""
+    lr = optim.learning_rate(global_batch)
     groups = [{k: v for k, v in g.items() if k != "name"} | {"name": g.get("name", f"group{i}")}
               for i, g in enumerate(groups)]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    if config.optimizer == "lars":
-        return LARS(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(config.momentum, 0.999), weight_decay=config.weight_decay)
-    raise ValueError(f"optimizer = {config.optimizer!r} is not one of sgd, lars, adamw")
+    if optim.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+    if optim.optimizer == "lars":
+        return LARS(groups, lr=lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+    if optim.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(optim.momentum, 0.999), weight_decay=optim.weight_decay)
+    raise ValueError(f"optimizer = {optim.optimizer!r} is not one of sgd, lars, adamw")
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:

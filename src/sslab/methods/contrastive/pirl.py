@@ -59,7 +59,7 @@ from torch import nn
 from sslab.methods.base import Batch, Method, State, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.batchnorm import running_stats_frozen
-from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.config import MethodConfig, Optimiser, hyperparameter, optimiser
 from sslab.methods.blocks.distributed import broadcast_from_first_worker_, log_mean_exp_over_workers
 from sslab.methods.blocks.memory_bank import MemoryBank
 from sslab.methods.losses import estimate_log_z, info_nce_loss, nce_loss
@@ -108,8 +108,9 @@ class PIRLConfig(MethodConfig):
         "nce", "loss_form", "'nce' (eq. 3-4) or 'infonce' (softmax cross-entropy over the negatives)", "{nce, infonce}"
     )
     permutation_seed: int = hyperparameter(0, "permutation_seed", "seed of the greedy permutation-set selection", "[0, inf)")
-    base_lr: float = hyperparameter(0.03, "lr", "SGD learning rate per 256 images (paper: 0.12 at batch 1024)", "(0, inf)")
-    warmup_epochs: int = hyperparameter(5, "warmup_epochs", "linear warm-up before the cosine decay", "[0, inf)")
+    optim: Optimiser = optimiser(
+        base_lr=0.03, warmup_epochs=5,
+        notes={"base_lr": "SGD learning rate per 256 images (paper: 0.12 at batch 1024)"})
 
 
 class PIRL(Method):

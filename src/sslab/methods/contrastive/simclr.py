@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 from sslab.methods.base import Batch, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.config import MethodConfig, Optimiser, hyperparameter, optimiser
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum_schedule
 from sslab.methods.losses import momentum_nt_xent_loss, nt_xent_loss
@@ -67,13 +67,10 @@ class SimCLRConfig(MethodConfig):
         0.5, "s", "colour distortion strength: ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) with p 0.8", "[0, inf)")
     crop_min_scale: float = hyperparameter(0.08, "crop_min_scale", "smallest area fraction of a random crop", "(0, 1]")
     blur_prob: float = hyperparameter(0.0, "blur_prob", "Gaussian blur probability (CIFAR: 0, ImageNet: 0.5)", "[0, 1]")
-    optimizer: str = hyperparameter("lars", "optimizer", "optimizer family", "{sgd, lars, adamw}")
-    base_lr: float = hyperparameter(1.0, "lr", "LARS learning rate per 256 images (CIFAR README)", "(0, inf)")
-    weight_decay: float = hyperparameter(1e-6, "wd", "weight decay", "[0, inf)")
-    exclude_norm_and_bias: bool = hyperparameter(
-        True, "exclude_norm_and_bias", "no weight decay and no LARS adaptation on BatchNorm and biases (official)",
-        "{true, false}")
-    warmup_epochs: int = hyperparameter(10, "warmup_epochs", "linear warm-up before the cosine decay", "[0, inf)")
+    optim: Optimiser = optimiser(
+        optimizer="lars", base_lr=1.0, weight_decay=1e-6, exclude_norm_and_bias=True, warmup_epochs=10,
+        notes={"base_lr": "LARS learning rate per 256 images (CIFAR README)",
+               "exclude_norm_and_bias": "no weight decay and no LARS adaptation on BatchNorm and biases (official)"})
     encoder_momentum: float = hyperparameter(
         0.0, "m", "momentum encoder's EMA coefficient (start of its schedule); > 0: online anchors against the "
         "momentum branch's embeddings of both views (UniGrad, 0.996); 0 = SimCLR, gradients through both views",

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from sslab.methods.base import Batch, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.config import MethodConfig, Optimiser, hyperparameter, optimiser
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.losses import supcon_loss
 from sslab.methods.views import ImageView
@@ -80,9 +80,10 @@ class SupConConfig(MethodConfig):
     projection_hidden_dim: int = hyperparameter(
         0, "projection_hidden_dim", "hidden width of g; 0 = the backbone's feature width (official)", "[0, inf)")
     crop_min_scale: float = hyperparameter(0.2, "crop_min_scale", "smallest area fraction of a random crop", "(0, 1]")
-    base_lr: float = hyperparameter(0.125, "lr", "SGD learning rate per 256 images (README: 0.5 at 1024)", "(0, inf)")
-    warmup_epochs: int = hyperparameter(
-        10, "warmup_epochs", "linear warm-up before the cosine decay (official: 10 when the batch > 256)", "[0, inf)")
+    optim: Optimiser = optimiser(
+        base_lr=0.125, warmup_epochs=10,
+        notes={"base_lr": "SGD learning rate per 256 images (README: 0.5 at 1024)",
+               "warmup_epochs": "linear warm-up before the cosine decay (official: 10 when the batch > 256)"})
 
 
 class SupCon(TwoViewMethod):

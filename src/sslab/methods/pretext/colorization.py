@@ -51,7 +51,7 @@ from sslab.methods.base import Batch, Method, State, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.colour_bins import (GRID, ColourPrior, bin_mass, colourful, gamut_bins,
                                               rebalancing_weights, soft_encode)
-from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.config import MethodConfig, Optimiser, hyperparameter, optimiser
 from sslab.methods.losses import soft_cross_entropy
 from sslab.methods.views import ImageView, View
 from sslab.methods.views.lab import LabView
@@ -75,12 +75,12 @@ class ColorizationConfig(MethodConfig):
         0, "head_width", "channels of the head's 3x3 conv; 0 = the backbone's res5 width", "[0, inf)")
     crop_min_scale: float = hyperparameter(
         0.5, "crop_min_scale", "smallest area fraction of the square random crop (Zhang: 176² of 256²)", "(0, 1]")
-    optimizer: str = hyperparameter("adamw", "optimizer", "optimizer family (official: Adam)", "{sgd, lars, adamw}")
-    base_lr: float = hyperparameter(3e-5, "lr", "learning rate (official solver: 3e-5 at batch 40)", "(0, inf)")
-    lr_scaling: str = hyperparameter(
-        "none", "lr_scaling", "lr = base_lr at any batch [none], or scaled from reference_batch", "{linear, sqrt, none}")
-    reference_batch: int = hyperparameter(40, "reference_batch", "the official batch", "[1, inf)")
-    weight_decay: float = hyperparameter(1e-3, "wd", "weight decay (official solver: 1e-3)", "[0, inf)")
+    optim: Optimiser = optimiser(
+        optimizer="adamw", base_lr=3e-5, lr_scaling="none", reference_batch=40, weight_decay=1e-3,
+        notes={"optimizer": "optimizer family (official: Adam)",
+               "base_lr": "learning rate (official solver: 3e-5 at batch 40)",
+               "lr_scaling": "lr = base_lr at any batch [none], or scaled from reference_batch",
+               "reference_batch": "the official batch", "weight_decay": "weight decay (official solver: 1e-3)"})
 
 
 class PixelClassifier(nn.Module):

@@ -52,7 +52,7 @@ from torch import nn
 
 from sslab.methods.base import Batch, Method, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.config import MethodConfig, Optimiser, hyperparameter, optimiser
 from sslab.methods.blocks.decoder import ConvDecoder, tap_stride
 from sslab.methods.losses import discriminator_loss, generator_adversarial_loss, weighted_mse
 from sslab.methods.views.base import View
@@ -77,12 +77,13 @@ class ContextEncoderConfig(MethodConfig):
     decoder_width: int = hyperparameter(
         0, "ngf", "channels of the decoder's first stage (halved per stage); 0 = half the tap's channels", "[0, inf)")
     crop_min_scale: float = hyperparameter(0.2, "crop_min_scale", "smallest area fraction of a random crop", "(0, 1]")
-    optimizer: str = hyperparameter("adamw", "optimizer", "optimizer family (official: Adam)", "{sgd, lars, adamw}")
-    base_lr: float = hyperparameter(2e-4, "lr", "Adam learning rate at the reference batch (official)", "(0, inf)")
-    reference_batch: int = hyperparameter(64, "reference_batch", "global batch at which lr = base_lr (official 64)",
-                                          "[1, inf)")
-    momentum: float = hyperparameter(0.5, "β₁", "Adam β₁ (official beta1)", "[0, 1)")
-    weight_decay: float = hyperparameter(0.0, "wd", "weight decay", "[0, inf)")
+    optim: Optimiser = optimiser(
+        optimizer="adamw", base_lr=2e-4, reference_batch=64, momentum=0.5, weight_decay=0.0,
+        notes={"optimizer": "optimizer family (official: Adam)",
+               "base_lr": "Adam learning rate at the reference batch (official)",
+               "reference_batch": "global batch at which lr = base_lr (official 64)",
+               "momentum": "Adam β₁ (official beta1)"},
+        symbols={"momentum": "β₁"})
 
 
 class ContextEncoder(Method):

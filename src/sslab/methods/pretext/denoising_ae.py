@@ -38,7 +38,7 @@ import torch
 
 from sslab.methods.base import Batch, Method, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.config import MethodConfig, Optimiser, hyperparameter, optimiser
 from sslab.methods.blocks.decoder import ConvDecoder
 from sslab.methods.losses import reconstruction_loss
 from sslab.methods.views.base import View
@@ -62,11 +62,11 @@ class DenoisingAEConfig(MethodConfig):
         0, "decoder_width", "channels of the decoder's first stage (halved per stage); 0 = half the tap's channels",
         "[0, inf)")
     crop_min_scale: float = hyperparameter(0.2, "crop_min_scale", "smallest area fraction of a random crop", "(0, 1]")
-    optimizer: str = hyperparameter("adamw", "optimizer", "optimizer family (Adam)", "{sgd, lars, adamw}")
-    base_lr: float = hyperparameter(1e-3, "lr", "Adam learning rate per 64 images", "(0, inf)")
-    reference_batch: int = hyperparameter(64, "reference_batch", "global batch at which lr = base_lr", "[1, inf)")
-    momentum: float = hyperparameter(0.9, "β₁", "Adam β₁", "[0, 1)")
-    weight_decay: float = hyperparameter(0.0, "wd", "weight decay", "[0, inf)")
+    optim: Optimiser = optimiser(
+        optimizer="adamw", base_lr=1e-3, reference_batch=64, momentum=0.9, weight_decay=0.0,
+        notes={"optimizer": "optimizer family (Adam)", "base_lr": "Adam learning rate per 64 images",
+               "momentum": "Adam β₁"},
+        symbols={"momentum": "β₁"})
 
 
 class DenoisingAE(Method):

@@ -54,7 +54,7 @@ from torch import nn
 
 from sslab.methods.base import Batch, Method, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.config import MethodConfig, Optimiser, hyperparameter, optimiser
 from sslab.methods.losses import surrogate_loss
 from sslab.methods.views import Augmented, View
 from sslab.methods.views.exemplar import ExemplarView
@@ -92,8 +92,9 @@ class ExemplarConfig(MethodConfig):
     sv_factor_max: float = hyperparameter(1.4, "contrast_2_factor_max", "largest factor on S and V", "[1, inf)")
     sv_shift: float = hyperparameter(0.1, "contrast_2_shift", "S and V shifted by up to ±this", "[0, 1]")
     hue: float = hyperparameter(0.1, "colour", "hue shifted by up to ±this, in turns", "[0, 0.5]")
-    base_lr: float = hyperparameter(0.1, "lr", "SGD learning rate per 256 images", "(0, inf)")
-    weight_decay: float = hyperparameter(5e-4, "wd", "weight decay", "[0, inf)")
+    optim: Optimiser = optimiser(
+        base_lr=0.1, weight_decay=5e-4,
+        notes={"base_lr": "SGD learning rate per 256 images"})
 
 
 class Exemplar(Method):

@@ -66,7 +66,7 @@ from torch import nn
 from sslab.methods.base import Batch, Method, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.batchnorm import follow_images, running_stats_frozen
-from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.config import MethodConfig, Optimiser, hyperparameter, optimiser
 from sslab.methods.blocks.permutations import permutation_set
 from sslab.methods.losses import classification
 from sslab.methods.views import ImageView, JigsawView, View
@@ -101,9 +101,10 @@ class JigsawConfig(MethodConfig):
         "images", "bn_statistics",
         "what BatchNorm's running estimates (read by kNN and the probes) track: 'images', a no-gradient pass "
         "of the whole image per step; 'tiles', the training tiles (VISSL)", "{images, tiles}")
-    base_lr: float = hyperparameter(0.1, "lr", "SGD learning rate per 256 images (VISSL ResNet-50)", "(0, inf)")
-    warmup_epochs: int = hyperparameter(5, "warmup_epochs", "linear warm-up before the cosine decay (VISSL: 5)",
-                                        "[0, inf)")
+    optim: Optimiser = optimiser(
+        base_lr=0.1, warmup_epochs=5,
+        notes={"base_lr": "SGD learning rate per 256 images (VISSL ResNet-50)",
+               "warmup_epochs": "linear warm-up before the cosine decay (VISSL: 5)"})
 
 
 class Jigsaw(Method):

@@ -34,12 +34,12 @@ own and the trunk's parameters are shared (``named_parameters`` yields them once
 ``profile_defaults[task_profile]``; ``task_settings[task]``. A method does not know the profile
 it runs under, so multitask's ``profile_defaults`` set ``task_profile`` to the profile's name,
 and each task then gets the settings its own file chose for that scale. ``task_settings`` is a
-JSON object keyed by task, e.g. ``{"npid": {"num_negatives": 1024}}`` (a dict is accepted and
-stored as JSON, so the recorded config stays a string); it may name only listed tasks and
-their own hyperparameters.
+dict keyed by task, e.g. ``{"npid": {"num_negatives": 1024}}``; it may name only listed tasks
+and their own hyperparameters. (A trial's record writes tasks, weights and settings as strings:
+``MultitaskConfig.flat``.)
 
-**The optimiser is multitask's own** (its ``MethodConfig`` fields): they are copied into every
-task's Config, so no task may set them, and ``parameter_groups`` is the union of the tasks'
+**The optimiser is multitask's own** (its ``optim``): every task's Config holds that same one,
+so no task may set an optimiser setting, and ``parameter_groups`` is the union of the tasks'
 groups (a task's special groups, e.g. SimSiam's fixed-lr predictor, survive) with each shared
 parameter in the first task's group only. The paper's optimiser is not in the reference; the
 default here is SGD with momentum 0.9, lr 0.1 per 256 images and weight decay 5e-4, the recipe
@@ -78,49 +78,58 @@ from torch import nn
 from sslab import methods
 from sslab.methods.base import Batch, DataInfo, Method, State, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.blocks.config import MethodConfig, check_value, hyperparameter
+from sslab.methods.blocks.config import (
+    OPTIMISER_FIELDS, MethodConfig, Optimiser, check_value, hyperparameter, optimiser)
 from sslab.methods.views import View
 from sslab.methods.views.prefixed import Prefixed
 
 #: the paper's image tasks (motion segmentation needs video)
-DEFAULT_TASKS = "relative_location,colorization,exemplar"
+DEFAULT_TASKS = ("relative_location", "colorization", "exemplar")
 #: the fields that hold the tasks; validated as a whole by ``MultitaskConfig.task_configs``
 _COMPOSITE = ("tasks", "task_weights", "task_settings")
-#: the optimiser's fields, multitask's own, copied into every task's Config
-_OPTIMISER = tuple(f.name for f in fields(MethodConfig))
 
 
 @dataclass
 class MultitaskConfig(MethodConfig):
-    """The tasks, their loss weights and settings, and the one optimiser (module docstring)."""
+    """The tasks, their loss weights and settings, and the one optimiser (module docstring).
 
-    tasks: str = hyperparameter(
-        DEFAULT_TASKS, "tasks", "comma-separated registered method names, each a pretext task on the shared "
-        "backbone", "{registered method names, comma-separated}")
-    task_weights: str = hyperparameter(
-        "", "w", "comma-separated loss weights w_k > 0, one per task (L = Σ w_k L_k); empty = 1 each",
-        "{empty, or one number > 0 per task, comma-separated}")
-    task_settings: str = hyperparameter(
-        "{}", "task_settings", 'JSON object: task → {hyperparameter: value} over its defaults, e.g. '
-        '{"npid": {"num_negatives": 1024}}; not the optimiser\'s fields', "{JSON object keyed by task}")
+    ``tasks`` is a tuple of method names, ``task_weights`` a tuple of numbers, ``task_settings``
+    a dict task → {hyperparameter: value}. A trial's record holds plain strings (its columns are
+    scalars): ``flat`` writes the tasks and weights comma-separated and the settings as sorted
+    JSON, and constructing from those strings (a stored record, ``--set tasks=a,b``) reads them
+    back, so ``from_flat(config.flat())`` is the same config.
+    """
+
+    tasks: tuple[str, ...] = hyperparameter(
+        DEFAULT_TASKS, "tasks", "registered method names, each a pretext task on the shared backbone",
+        "{registered method names}")
+    task_weights: tuple[float, ...] = hyperparameter(
+        (), "w", "loss weights w_k > 0, one per task (L = Σ w_k L_k); empty = 1 each",
+        "{empty, or one number > 0 per task}")
+    task_settings: dict[str, dict[str, Any]] = hyperparameter(
+        {}, "task_settings", 'task → {hyperparameter: value} over its defaults, e.g. {"npid": {"num_negatives": '
+        '1024}}; not the optimiser\'s settings', "{task → settings}")
     task_profile: str = hyperparameter(
         "none", "task_profile", "the profile whose profile_defaults every task applies under task_settings "
         "(none: the tasks' paper defaults); set by multitask's own profile_defaults", "{none, local, cifar}")
-    base_lr: float = hyperparameter(0.1, "lr", "SGD learning rate per 256 images", "(0, inf)")
-    weight_decay: float = hyperparameter(5e-4, "wd", "weight decay", "[0, inf)")
+    optim: Optimiser = optimiser(
+        base_lr=0.1, weight_decay=5e-4,
+        notes={"base_lr": "SGD learning rate per 256 images"})
 
     def __post_init__(self) -> None:
-        # a list of tasks or weights, or a dict of settings (as `--set` parses them), is stored as
-        # the string it stands for, so that the recorded configuration is a plain string
-        if isinstance(self.tasks, list | tuple):
-            self.tasks = ",".join(map(str, self.tasks))
-        if isinstance(self.task_weights, list | tuple):
-            self.task_weights = ",".join(map(str, self.task_weights))
-        if isinstance(self.task_settings, dict):
-            self.task_settings = json.dumps(self.task_settings, sort_keys=True)
+        self.tasks = _names(self.tasks)
+        self.task_weights = _numbers(self.task_weights)
+        self.task_settings = _settings(self.task_settings)
         super().__post_init__()
 
+    def flat(self) -> dict[str, Any]:
+        """As ``MethodConfig.flat``, with the tasks, weights and settings as the strings a record holds."""
+        return {**super().flat(), "tasks": ",".join(self.tasks),
+                "task_weights": ",".join(_number_text(w) for w in self.task_weights),
+                "task_settings": json.dumps(self.task_settings, sort_keys=True)}
+
     def validate(self) -> None:
+        self.optim.validate()
         for f in fields(self):
             if "range" in f.metadata and f.name not in _COMPOSITE:
                 check_value(f.name, getattr(self, f.name), f.metadata, kind=getattr(f.type, "__name__", f.type))
@@ -128,9 +137,9 @@ class MultitaskConfig(MethodConfig):
 
     def task_names(self) -> list[str]:
         """The tasks, in order."""
-        if not isinstance(self.tasks, str):
-            raise ValueError(f"tasks = {self.tasks!r} must be a comma-separated string of method names")
-        names = [n.strip() for n in self.tasks.split(",")]
+        names = list(self.tasks)
+        if not names:
+            raise ValueError("tasks is empty: name at least one registered method")
         if Multitask.name in names:
             raise ValueError(f"tasks = {self.tasks!r}: {Multitask.name} cannot be one of its own tasks")
         known = [name for name in methods.names() if name != Multitask.name]
@@ -144,59 +153,88 @@ class MultitaskConfig(MethodConfig):
     def weights(self) -> list[float]:
         """w_k, one per task (1 each when ``task_weights`` is empty)."""
         count = len(self.task_names())
-        if not isinstance(self.task_weights, str):
-            raise ValueError(f"task_weights (w) = {self.task_weights!r} must be a comma-separated string of numbers")
-        if not self.task_weights.strip():
+        if not self.task_weights:
             return [1.0] * count
-        try:
-            weights = [float(w) for w in self.task_weights.split(",")]
-        except ValueError:
-            raise ValueError(f"task_weights (w) = {self.task_weights!r} must be comma-separated numbers") from None
-        if len(weights) != count:
-            raise ValueError(f"task_weights (w) = {self.task_weights!r} has {len(weights)} weight(s) but tasks = "
-                             f"{self.tasks!r} names {count} task(s)")
-        if not all(math.isfinite(w) and w > 0 for w in weights):
+        if len(self.task_weights) != count:
+            raise ValueError(f"task_weights (w) = {self.task_weights!r} has {len(self.task_weights)} weight(s) but "
+                             f"tasks = {self.tasks!r} names {count} task(s)")
+        if not all(math.isfinite(w) and w > 0 for w in self.task_weights):
             raise ValueError(f"task_weights (w) = {self.task_weights!r}: every weight must be a finite number > 0")
-        return weights
+        return list(self.task_weights)
 
     def settings(self) -> dict[str, dict[str, Any]]:
-        """``task_settings`` parsed: task → {hyperparameter: value}."""
-        try:
-            settings = json.loads(self.task_settings) if isinstance(self.task_settings, str) else None
-        except json.JSONDecodeError as error:
-            raise ValueError(f"task_settings = {self.task_settings!r} is not valid JSON ({error})") from None
-        if not isinstance(settings, dict) or not all(isinstance(v, dict) for v in settings.values()):
-            raise ValueError(f"task_settings = {self.task_settings!r} must be a JSON object of objects, "
-                             'e.g. {"npid": {"num_negatives": 1024}}')
+        """``task_settings``, checked: listed tasks, their own hyperparameters, no optimiser setting."""
         names = self.task_names()
-        for task, values in settings.items():
+        for task, values in self.task_settings.items():
             if task not in names:
                 raise ValueError(f"task_settings names {task!r}, which is not among tasks = {self.tasks!r}")
             cls = methods.get(task)
             unknown = sorted(set(values) - cls.Config.field_names())
             if unknown:
                 raise ValueError(f"task_settings: {task} has no hyperparameter(s) {unknown}; its own are: "
-                                 f"{sorted(cls.Config.field_names() - set(_OPTIMISER))}")
-            optimiser = sorted(set(values) & set(_OPTIMISER))
-            if optimiser:
-                raise ValueError(f"task_settings: {task}.{optimiser[0]} is an optimiser setting; the optimiser is "
-                                 f"multitask's own: set {optimiser[0]} on multitask")
-        return settings
+                                 f"{sorted(cls.Config.field_names() - set(OPTIMISER_FIELDS))}")
+            optimiser_named = sorted(set(values) & set(OPTIMISER_FIELDS))
+            if optimiser_named:
+                raise ValueError(f"task_settings: {task}.{optimiser_named[0]} is an optimiser setting; the optimiser "
+                                 f"is multitask's own: set {optimiser_named[0]} on multitask")
+        return self.task_settings
 
     def task_configs(self) -> dict[str, MethodConfig]:
         """Each task's Config: its defaults < its profile_defaults[task_profile] < task_settings[task],
-        with multitask's optimiser fields."""
+        holding multitask's optimiser."""
         self.weights()
-        settings, optimiser = self.settings(), {name: getattr(self, name) for name in _OPTIMISER}
+        settings = self.settings()
         configs = {}
         for task in self.task_names():
             cls = methods.get(task)
-            profile = {k: v for k, v in cls.profile_defaults.get(self.task_profile, {}).items() if k not in optimiser}
+            profile = {k: v for k, v in cls.profile_defaults.get(self.task_profile, {}).items()
+                       if k not in OPTIMISER_FIELDS}
             try:
-                configs[task] = cls.Config(**{**profile, **settings.get(task, {}), **optimiser})
+                configs[task] = cls.Config.from_flat({**profile, **settings.get(task, {})}, optim=self.optim)
             except ValueError as error:
                 raise ValueError(f"task_settings: task {task!r}: {error}") from error
         return configs
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """Tasks as a tuple of names, from a tuple or list, or the comma-separated string a record holds."""
+    if isinstance(value, str):
+        value = [name.strip() for name in value.split(",") if name.strip()]
+    if not isinstance(value, list | tuple) or not all(isinstance(name, str) for name in value):
+        raise ValueError(f"tasks = {value!r} must be method names (a list, or a comma-separated string)")
+    return tuple(value)
+
+
+def _numbers(value: Any) -> tuple[float, ...]:
+    """Weights as a tuple of floats, from a tuple or list, or the comma-separated string a record holds."""
+    given = value
+    if isinstance(value, str):
+        value = [w.strip() for w in value.split(",") if w.strip()]
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"task_weights (w) = {given!r} must be numbers (a list, or a comma-separated string)")
+    try:
+        return tuple(float(w) for w in value if not isinstance(w, bool))
+    except (TypeError, ValueError):
+        raise ValueError(f"task_weights (w) = {given!r} must be numbers") from None
+
+
+def _settings(value: Any) -> dict[str, dict[str, Any]]:
+    """Settings as a dict of dicts, from one or from the JSON a record holds."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"task_settings = {value!r} is not valid JSON ({error})") from None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ValueError(f"task_settings = {value!r} must map each task to its settings, "
+                         'e.g. {"npid": {"num_negatives": 1024}}')
+    return {str(task): dict(values) for task, values in value.items()}
+
+
+def _number_text(weight: float) -> str:
+    """A weight as a user writes it: 1, 0.5 (not 1.0)."""
+    text = repr(weight)
+    return text[:-2] if text.endswith(".0") else text
 
 
 class Multitask(Method):

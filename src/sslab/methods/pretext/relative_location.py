@@ -51,7 +51,7 @@ from torch import nn
 from sslab.methods.base import Batch, Method, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.batchnorm import follow_images, running_stats_frozen
-from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.config import MethodConfig, Optimiser, hyperparameter, optimiser
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.losses import classification
 from sslab.methods.views import ImageView, View
@@ -89,9 +89,10 @@ class RelativeLocationConfig(MethodConfig):
     bn_statistics: str = hyperparameter(
         "images", "bn_statistics", "where the backbone's BatchNorm running estimates come from: a no-grad pass "
         "of the whole image each step (images), or the patches (DC, mmselfsup)", "{images, patches}")
-    base_lr: float = hyperparameter(0.1, "lr", "SGD learning rate per 256 images (mmselfsup: 0.2 at 512)", "(0, inf)")
-    warmup_epochs: int = hyperparameter(5, "warmup_epochs", "linear warm-up before the cosine decay (mmselfsup)",
-                                        "[0, inf)")
+    optim: Optimiser = optimiser(
+        base_lr=0.1, warmup_epochs=5,
+        notes={"base_lr": "SGD learning rate per 256 images (mmselfsup: 0.2 at 512)",
+               "warmup_epochs": "linear warm-up before the cosine decay (mmselfsup)"})
 
 
 class RelativeLocation(Method):

@@ -41,7 +41,7 @@ from torch import nn
 
 from sslab.methods.base import Batch, Method, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.config import MethodConfig, Optimiser, hyperparameter, optimiser
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.losses import classification
 from sslab.methods.views import ImageView, View
@@ -61,9 +61,10 @@ class RotationConfig(MethodConfig):
     head_hidden_dim: int = hyperparameter(
         0, "head_hidden_dim", "0: a linear 4-way classifier on pooled res5 (VISSL); > 0: Linear-BN-ReLU-Linear "
         "with this hidden width", "[0, inf)")
-    base_lr: float = hyperparameter(0.2, "lr", "SGD learning rate per 256 images (official: 0.1 at batch 128)",
-                                    "(0, inf)")
-    weight_decay: float = hyperparameter(5e-4, "wd", "weight decay (official CIFAR: 5e-4)", "[0, inf)")
+    optim: Optimiser = optimiser(
+        base_lr=0.2, weight_decay=5e-4,
+        notes={"base_lr": "SGD learning rate per 256 images (official: 0.1 at batch 128)",
+               "weight_decay": "weight decay (official CIFAR: 5e-4)"})
 
 
 class Rotation(Method):

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from sslab.methods.base import Batch, Method, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.colour_bins import GRID, colourful, gamut_bins, soft_encode
-from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.config import MethodConfig, Optimiser, hyperparameter, optimiser
 from sslab.methods.losses import soft_cross_entropy
 from sslab.methods.pretext.colorization import PixelClassifier, grey_invariance_pair, grey_invariance_views, subsample
 from sslab.methods.views import View
@@ -69,13 +69,12 @@ class SplitBrainConfig(MethodConfig):
         0, "head_width", "channels of each head's 3x3 conv; 0 = the backbone's res5 width", "[0, inf)")
     crop_min_scale: float = hyperparameter(
         0.5, "crop_min_scale", "smallest area fraction of the square random crop", "(0, 1]")
-    optimizer: str = hyperparameter("adamw", "optimizer", "optimizer family (colourisation's Adam)",
-                                    "{sgd, lars, adamw}")
-    base_lr: float = hyperparameter(3e-5, "lr", "learning rate (colourisation's solver: 3e-5 at batch 40)", "(0, inf)")
-    lr_scaling: str = hyperparameter(
-        "none", "lr_scaling", "lr = base_lr at any batch [none], or scaled from reference_batch", "{linear, sqrt, none}")
-    reference_batch: int = hyperparameter(40, "reference_batch", "colourisation's batch", "[1, inf)")
-    weight_decay: float = hyperparameter(1e-3, "wd", "weight decay", "[0, inf)")
+    optim: Optimiser = optimiser(
+        optimizer="adamw", base_lr=3e-5, lr_scaling="none", reference_batch=40, weight_decay=1e-3,
+        notes={"optimizer": "optimizer family (colourisation's Adam)",
+               "base_lr": "learning rate (colourisation's solver: 3e-5 at batch 40)",
+               "lr_scaling": "lr = base_lr at any batch [none], or scaled from reference_batch",
+               "reference_batch": "colourisation's batch"})
 
 
 def lightness_bins(lightness: torch.Tensor, bins: int) -> torch.Tensor:

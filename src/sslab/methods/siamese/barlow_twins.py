@@ -55,7 +55,7 @@ import torch
 
 from sslab.methods.base import Batch, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.config import MethodConfig, Optimiser, hyperparameter, optimiser
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
 from sslab.methods.losses import barlow_twins_loss
@@ -89,13 +89,10 @@ class DecorrelationConfig(MethodConfig):
     blur_prob_2: float = hyperparameter(0.1, "blur_prob_2", "Gaussian blur probability, second view", "[0, 1]")
     solarize_prob_1: float = hyperparameter(0.0, "solarize_prob_1", "solarisation probability, first view", "[0, 1]")
     solarize_prob_2: float = hyperparameter(0.2, "solarize_prob_2", "solarisation probability, second view", "[0, 1]")
-    optimizer: str = hyperparameter("lars", "optimizer", "optimizer family", "{sgd, lars, adamw}")
-    base_lr: float = hyperparameter(0.2, "lr", "LARS learning rate of the weights per 256 images", "(0, inf)")
-    weight_decay: float = hyperparameter(1e-6, "wd", "weight decay", "[0, inf)")
-    exclude_norm_and_bias: bool = hyperparameter(
-        True, "exclude_norm_and_bias", "no weight decay and no LARS adaptation on BatchNorm and biases (official)",
-        "{true, false}")
-    warmup_epochs: int = hyperparameter(10, "warmup_epochs", "linear warm-up before the cosine decay", "[0, inf)")
+    optim: Optimiser = optimiser(
+        optimizer="lars", base_lr=0.2, weight_decay=1e-6, exclude_norm_and_bias=True, warmup_epochs=10,
+        notes={"base_lr": "LARS learning rate of the weights per 256 images",
+               "exclude_norm_and_bias": "no weight decay and no LARS adaptation on BatchNorm and biases (official)"})
 
 
 @dataclass

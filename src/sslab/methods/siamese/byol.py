@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 from sslab.methods.base import Batch, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.config import MethodConfig, Optimiser, hyperparameter, optimiser
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
 from sslab.methods.losses import byol_loss
@@ -71,14 +71,11 @@ class BYOLConfig(MethodConfig):
     blur: bool = hyperparameter(
         False, "blur", "the official asymmetric Gaussian blur (p 1.0 on view 1, 0.1 on view 2); off at CIFAR's "
         "32 px (solo-learn)", "{true, false}")
-    optimizer: str = hyperparameter("lars", "optimizer", "optimizer family", "{sgd, lars, adamw}")
-    base_lr: float = hyperparameter(0.2, "lr", "LARS learning rate per 256 images (official 1000-epoch preset)",
-                                    "(0, inf)")
-    weight_decay: float = hyperparameter(1.5e-6, "wd", "weight decay (official 1000-epoch preset)", "[0, inf)")
-    exclude_norm_and_bias: bool = hyperparameter(
-        True, "exclude_norm_and_bias", "no weight decay and no LARS adaptation on BatchNorm and biases (official)",
-        "{true, false}")
-    warmup_epochs: int = hyperparameter(10, "warmup_epochs", "linear warm-up before the cosine decay", "[0, inf)")
+    optim: Optimiser = optimiser(
+        optimizer="lars", base_lr=0.2, weight_decay=1.5e-6, exclude_norm_and_bias=True, warmup_epochs=10,
+        notes={"base_lr": "LARS learning rate per 256 images (official 1000-epoch preset)",
+               "weight_decay": "weight decay (official 1000-epoch preset)",
+               "exclude_norm_and_bias": "no weight decay and no LARS adaptation on BatchNorm and biases (official)"})
 
 
 class BYOL(TwoViewMethod):

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from sslab.methods.base import Batch, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.config import MethodConfig, Optimiser, hyperparameter, optimiser
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
 from sslab.methods.losses import simsiam_loss
@@ -68,9 +68,9 @@ class SimSiamConfig(MethodConfig):
     crop_min_scale: float = hyperparameter(0.2, "crop_min_scale", "smallest area fraction of a random crop", "(0, 1]")
     blur_prob: float = hyperparameter(0.0, "blur_prob", "Gaussian blur probability (CIFAR: 0; ImageNet: 0.5)",
                                       "[0, 1]")
-    optimizer: str = hyperparameter("sgd", "optimizer", "optimizer family", "{sgd, lars, adamw}")
-    base_lr: float = hyperparameter(0.05, "lr", "SGD learning rate per 256 images (official)", "(0, inf)")
-    weight_decay: float = hyperparameter(1e-4, "wd", "weight decay", "[0, inf)")
+    optim: Optimiser = optimiser(
+        optimizer="sgd", base_lr=0.05, weight_decay=1e-4,
+        notes={"base_lr": "SGD learning rate per 256 images (official)"})
 
 
 class SimSiam(TwoViewMethod):

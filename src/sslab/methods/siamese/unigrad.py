@@ -73,7 +73,7 @@ import torch.nn.functional as F
 
 from sslab.methods.base import Batch, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
-from sslab.methods.blocks.config import MethodConfig, hyperparameter
+from sslab.methods.blocks.config import MethodConfig, Optimiser, hyperparameter, optimiser
 from sslab.methods.blocks.distributed import mean_over_workers
 from sslab.methods.blocks.heads import mlp
 from sslab.methods.blocks.momentum import MomentumTarget, encoder_momentum, encoder_momentum_schedule
@@ -103,10 +103,9 @@ class UniGradConfig(MethodConfig):
                                            "(0, 1]")
     blur_prob: float = hyperparameter(
         0.0, "blur_prob", "Gaussian blur probability (official ImageNet recipe: 0.5; off at CIFAR size)", "[0, 1]")
-    optimizer: str = hyperparameter("sgd", "optimizer", "optimizer family", "{sgd, lars, adamw}")
-    base_lr: float = hyperparameter(0.05, "lr", "SGD learning rate per 256 images", "(0, inf)")
-    weight_decay: float = hyperparameter(1e-4, "wd", "weight decay", "[0, inf)")
-    warmup_epochs: int = hyperparameter(5, "warmup_epochs", "linear warm-up before the cosine decay", "[0, inf)")
+    optim: Optimiser = optimiser(
+        optimizer="sgd", base_lr=0.05, weight_decay=1e-4, warmup_epochs=5,
+        notes={"base_lr": "SGD learning rate per 256 images"})
 
 
 class UniGrad(TwoViewMethod):
