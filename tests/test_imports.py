@@ -8,9 +8,14 @@ The wings and what each may import (besides itself):
     results    the results wing (store, metric names, summary, trial rows): nothing of sslab
     plan       what to run (a study's declaration, trial specifications, profiles, cost): methods, results
     engine     the Ray glue (placement, runner, trial, Tune callbacks, Train loop): all of the above
+    export     a finished trial's backbone as one file and back (``sslab export``, ``sslab.load_backbone``):
+               methods (the backbone), data (a dataset's statistics for an old store), results (the
+               store it reads), plan; not engine: it reads checkpoints as files, with no Ray
+    reports    what ``sslab report`` and ``sslab status`` print from a results store: results only
     cli        the entry point: all of the above, and the studies package to find study scripts
     studies    the study scripts: plan, and cli for their ``__main__``
     dashboard  reads a results store: results only
+    sslab      the package itself: export, for its lazy ``sslab.load_backbone``
 
 Imports are read from the source (``ast``), function-level ones included: a lazy import that
 closes a circle is still a circle a reader has to untangle.
@@ -28,9 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"sslab": ROOT / "src" / "sslab", "sslab.studies": ROOT / "studies"}
 LOWER = {"methods": set(), "data": {"methods"}, "results": set(), "plan": {"methods", "results"}}
 LOWER["engine"] = {"methods", "data", "results", "plan"}
-LOWER["cli"] = LOWER["engine"] | {"engine", "studies"}
+LOWER["export"] = {"methods", "data", "results", "plan"}
+LOWER["reports"] = {"results"}
+LOWER["cli"] = LOWER["engine"] | {"engine", "studies", "export", "reports"}
 LOWER["studies"] = {"plan", "cli"}
 LOWER["dashboard"] = {"results"}
+LOWER["sslab"] = {"export"}  # the package's lazy ``load_backbone`` (sslab/__init__.py)
 
 
 def wing(module: str) -> str:

@@ -1,11 +1,14 @@
 """The ``sslab`` command: list, run and report studies.
 
     sslab studies                     the studies shipped in studies/, one line each
-    sslab methods [--markdown]        every method: its paper and hyperparameters (symbol = default)
-    sslab run NAME [study flags]      same as python studies/NAME.py [study flags]
-    sslab status NAME                 progress of a running or stopped study
+    sslab methods [--markdown]        every method: its paper and hyperparameters (name (symbol) = default)
+    sslab run NAME [study flags]      same as python studies/NAME.py [study flags] (sslab run NAME --help)
+    sslab pretrain METHOD [flags]     one configuration of one method (--set NAME=VALUE), as a study
+    sslab status [NAME]               progress of a running or stopped study; without NAME, every study's state
     sslab report NAME [--format F]    the summary (table, csv or markdown) from the results store
     sslab dashboard [--port P]        the Streamlit dashboard on http://localhost:8501
+    sslab --version                   the installed version
+    sslab export NAME [--trial ID]    a finished trial's backbone as one file (docs/export.md)
 """
 
 from __future__ import annotations
@@ -13,15 +16,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import math
 import os
 import pkgutil
 import shlex
 import sys
 from importlib import resources
+from pathlib import Path
 from typing import Sequence
 
 import sslab.studies
+from sslab import reports
+
+#: the store of ``sslab pretrain METHOD`` is ``pretrain-METHOD``
+PRETRAIN = "pretrain"
 
 
 def available_studies() -> dict:
@@ -39,43 +46,130 @@ def available_studies() -> dict:
 
 def _study(name: str):
     studies = available_studies()
+    base, _, method = name.rpartition("-")
+    if base == PRETRAIN and method in _method_names():  # sslab pretrain METHOD's store
+        return pretrain_study(method)
+    if name not in studies and base in studies and len(studies[base].method_names) == 1:
+        from sslab import methods
+
+        if method in methods.names():  # the store of a study moved to another method: sslab run base --method m
+            return studies[base].with_method(method)
     if name not in studies:
         raise SystemExit(f"sslab: unknown study {name!r}; known studies: {', '.join(sorted(studies)) or 'none'}")
     return studies[name]
 
 
+def _method_names() -> list[str]:
+    from sslab import methods
+
+    return methods.names()
+
+
+def pretrain_study(method: str):
+    """``sslab pretrain METHOD``: one configuration of one method (its paper's defaults, the
+    profile's, and the command line's ``--set``), run and stored as a study of its own."""
+    from sslab.plan.study import Study
+
+    return Study(name=f"{PRETRAIN}-{method}", method=method,
+                 description=f"one {method} configuration: its paper's defaults, the profile's and --set")
+
+
+def _is_study(name: str) -> bool:
+    """Whether ``sslab status NAME`` and ``sslab report NAME`` know a study of that name."""
+    try:
+        _study(name)
+    except SystemExit:
+        return False
+    return True
+
+
+def version() -> str:
+    """The installed distribution's version; in a source checkout that is not installed, pyproject.toml's."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("sslab")
+    except metadata.PackageNotFoundError:
+        import tomllib
+
+        try:
+            pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+            return f"{pyproject['project']['version']} (source checkout, not installed)"
+        except (OSError, KeyError, ValueError):
+            return "unknown (not installed)"
+
+
+def _studies_lines() -> list[str]:
+    studies = sorted(available_studies().items())
+    width = max((len(name) for name, _ in studies), default=0)
+    return [f"{name:{width}s}  {study.description}" for name, study in studies]
+
+
+def _run_usage(asked: bool) -> int:
+    """``sslab run`` without a study: its usage and the studies (on stdout and exit 0 for ``--help``)."""
+    text = "\n".join(["usage: sslab run NAME [study flags]    (sslab run NAME --help lists the study's flags)",
+                      "", "studies:", *(f"  {line}" for line in _studies_lines())])
+    if asked:
+        print(text)
+        return 0
+    print(f"{text}\nsslab run: error: name a study", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="sslab", description="self-supervised representation learning studies")
+    parser.add_argument("--version", action="version", version=f"sslab {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("studies", help="list the available studies")
     methods_cmd = sub.add_parser("methods", help="list the methods, their papers and hyperparameters")
     methods_cmd.add_argument("--markdown", action="store_true", help="the table of docs/methods.md")
-    run_cmd = sub.add_parser("run", help="run or resume a study (flags as for the study script)", add_help=False)
-    run_cmd.add_argument("name")
+    run_cmd = sub.add_parser("run", help="run or resume a study (its flags: sslab run NAME --help)", add_help=False)
+    run_cmd.add_argument("name", nargs="?")
+    pretrain = sub.add_parser("pretrain", add_help=False,
+                              help="train one configuration of one method (its flags: sslab pretrain METHOD --help)")
+    pretrain.add_argument("method", nargs="?")
     report = sub.add_parser("report", help="print a study's summary from the results store")
     report.add_argument("name")
     report.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
     report.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
     report.add_argument("--setting", default=None, metavar="ID",
                         help="summarise the trials of this setting (default: the study's last run's); csv lists every setting's")
-    status = sub.add_parser("status", help="progress of a running or stopped study")
-    status.add_argument("name")
+    status = sub.add_parser("status", help="progress of a study; without a name, every study's state")
+    status.add_argument("name", nargs="?")
     status.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
     dashboard = sub.add_parser("dashboard", help="serve the dashboard on localhost")
     dashboard.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
     dashboard.add_argument("--port", type=int, default=8501)
     dashboard.add_argument("--host", default="127.0.0.1",
                            help="address to listen on (default localhost only; 0.0.0.0 exposes it to the network)")
+    export_cmd = sub.add_parser("export", help="write a finished trial's backbone to one file (docs/export.md)")
+    export_cmd.add_argument("name")
+    pick = export_cmd.add_mutually_exclusive_group()
+    pick.add_argument("--trial", default=None, metavar="ID", help="this trial (default: the best of the current setting)")
+    pick.add_argument("--best", default=None, metavar="METRIC", help="the best trial by METRIC (default: the study's)")
+    export_cmd.add_argument("--out", default=None, metavar="FILE", help="the file to write (default ./<trial_id>.pt)")
+    export_cmd.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
     args, rest = parser.parse_known_args(argv)
 
     if args.command == "studies":
-        for name, study in sorted(available_studies().items()):
-            print(f"{name:24s} {study.description}")
+        print("\n".join(_studies_lines()))
     elif args.command == "methods":
         print(methods_table(markdown=args.markdown))
     elif args.command == "run":
-        run(_study(args.name), rest)
+        if args.name is None:
+            return _run_usage(asked=bool({"-h", "--help"} & set(rest)))
+        run(_study(args.name), rest, prog=f"sslab run {args.name}")
+    elif args.command == "pretrain":
+        if args.method not in _method_names():
+            known = ", ".join(_method_names())
+            if args.method is None and {"-h", "--help"} & set(rest):
+                print(f"usage: sslab pretrain METHOD [--set NAME=VALUE ...] [study flags]\n\nmethods: {known}")
+                return 0
+            print(f"sslab pretrain: error: name a method (one of {known})", file=sys.stderr)
+            return 2
+        run(pretrain_study(args.method), rest, prog=f"sslab pretrain {args.method}",
+            command=shlex.join(["sslab", PRETRAIN, args.method, *rest]))
     elif args.command in ("report", "status"):
         if rest:
             parser.error(f"unrecognised arguments: {' '.join(rest)}")
@@ -83,34 +177,45 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             if args.command == "report":
-                _report(_study(args.name), args.results, args.format, args.setting)
+                reports.report(_study(args.name), args.results, args.format, args.setting)
+            elif args.name is None:
+                reports.overview(args.results, known=_is_study)
             else:
-                _status(_study(args.name), args.results)
+                reports.status(_study(args.name), args.results)
         except StoreError as err:  # a damaged table: one line with the way out, not pyarrow's traceback
             raise SystemExit(f"sslab: {err}") from None
     elif args.command == "dashboard":
         return _dashboard(args.results, args.host, args.port, rest)
+    elif args.command == "export":
+        if rest:
+            parser.error(f"unrecognised arguments: {' '.join(rest)}")
+        from sslab.export import command as export
+
+        return export(args.name, args.trial, args.best, args.out, args.results)
     return 0
 
 
-def run(study, argv: Sequence[str] | None = None, *, command: str | None = None):
+def run(study, argv: Sequence[str] | None = None, *, command: str | None = None, prog: str | None = None):
     """A study script's entry point (``if __name__ == "__main__": run(STUDY)``) and ``sslab run``'s:
     the study's flags, then the study on Ray (``runner.run_study``); returns its trials table. A bad
     flag, setting, dataset or store is one line (exit 2), not a traceback; Ctrl-C is one line saying
     what is finished and that the same command resumes (exit 130). Only running a study imports the
-    runner; declaring one does not."""
-    from sslab.engine.runner import run_study
+    runner; declaring one, or asking for its flags (``--help``; ``prog`` names the command there), does not."""
     from sslab.results.store import StoreError
 
-    parser = study_parser(study)
+    parser = study_parser(study, prog=prog)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    from sslab.engine.runner import run_study
+
     command = command or invocation(argv)
     overrides = {k: v for k, v in {"epochs": args.epochs, "train_subset": args.subset,
                                    "dataset": args.dataset}.items() if v is not None}
     try:
         if args.method:
             study = study.with_method(args.method)
+        if args.set:
+            study = study.with_settings(parse_settings(args.set))
         return run_study(
             study,
             profile=args.profile,
@@ -162,6 +267,24 @@ def interrupted_note(study, root: str | None) -> str:
     return f"{len(trials)} of {meta.get('total_trials', '?')} trial(s) of this setting are finished and recorded"
 
 
+def parse_settings(items: Sequence[str]) -> dict:
+    """``--set NAME=VALUE`` arguments as {name: value}: each value a Python literal (0.2, 3, True,
+    [1, 2]), true/false, or else the string as written."""
+    import ast
+
+    settings = {}
+    for item in items:
+        name, equals, text = item.partition("=")
+        if not equals or not name.strip():
+            raise ValueError(f"--set takes NAME=VALUE (e.g. --set temperature=0.2), got {item!r}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = {"true": True, "false": False}.get(text.lower(), text)
+        settings[name.strip()] = value
+    return settings
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -176,12 +299,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def study_parser(study) -> argparse.ArgumentParser:
-    """A study's flags (``python studies/NAME.py --help``, ``sslab run NAME --help``)."""
+def study_parser(study, prog: str | None = None) -> argparse.ArgumentParser:
+    """A study's flags (``python studies/NAME.py --help``, ``sslab run NAME --help``); ``prog``: the
+    command in its usage line (default the study's name)."""
     from sslab import methods
     from sslab.plan import cost
 
-    parser = argparse.ArgumentParser(prog=study.name, description=study.description or None)
+    parser = argparse.ArgumentParser(prog=prog or study.name, description=study.description or None)
     parser.add_argument("--profile", default=study.profile, help="local (CPU, minutes) or cifar (GPU, full CIFAR-10)")
     parser.add_argument("--dataset", default=None,
                         help="cifar10, cifar100, imagefolder:<path> or parquet:<path> (default: the profile's)")
@@ -193,6 +317,9 @@ def study_parser(study) -> argparse.ArgumentParser:
         parser.add_argument("--method", default=None, choices=study.method_names,
                             help="train only this one of the study's methods (into the study's results; "
                                  "a later run of the whole study finds its trials done)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="fix a hyperparameter, by name or paper symbol (--set temperature=0.2, --set τ=0.2); "
+                             "repeatable; `sslab methods` lists them")
     parser.add_argument("--seeds", type=_positive_int, default=None, help=f"seeds per configuration (default {study.seeds})")
     parser.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
     parser.add_argument("--data-dir", default=None, help="dataset folder (default $SSLAB_DATA or ~/.cache/sslab/data)")
@@ -216,15 +343,15 @@ def study_parser(study) -> argparse.ArgumentParser:
 
 def methods_table(markdown: bool = False) -> str:
     """One line per registered method: its paper (the first paragraph of its module's docstring) and
-    every hyperparameter it declares beyond the shared optimiser fields, or redeclares with its
-    own default, as ``symbol = default``; and which studies vary which of them."""
+    every hyperparameter (``Config.describe()``) but the optimiser's settings a method leaves at the
+    shared defaults and no study varies, as ``name (symbol) = default`` (the name is what a grid or a
+    flag takes; the symbol is the paper's, left out where it is the name); and which studies vary each."""
     import inspect
-    from dataclasses import MISSING, fields
 
     from sslab import methods
     from sslab.methods.blocks.config import MethodConfig
 
-    shared = {f.name: f.default for f in fields(MethodConfig)}
+    shared = {d["name"]: d["default"] for d in MethodConfig.describe()}
     varied: dict[tuple[str, str], list[str]] = {}
     for study_name, study in available_studies().items():
         for method in study.method_names:
@@ -235,18 +362,18 @@ def methods_table(markdown: bool = False) -> str:
         cls = methods.get(name)
         paper = " ".join((inspect.getmodule(cls).__doc__ or "").strip().split("\n\n")[0].split()).rstrip(".")
         knobs = []
-        for f in fields(cls.Config):
-            if "range" not in f.metadata or (f.name in shared and f.default == shared[f.name]):
+        for knob in cls.Config.describe():
+            default = knob["default"]
+            if knob["name"] in shared and default == shared[knob["name"]] and (name, knob["name"]) not in varied:
                 continue
-            default = f.default if f.default is not MISSING else None
-            studies = ", ".join(f"`{s}`" for s in sorted(varied.get((name, f.name), [])))
-            knobs.append(f"{f.metadata['symbol']} = {default:g}" if isinstance(default, float) and
-                         not isinstance(default, bool) else f"{f.metadata['symbol']} = {default}")
+            label = knob["name"] if knob["symbol"] == knob["name"] else f"{knob['name']} ({knob['symbol']})"
+            knobs.append(f"{label} = {f'{default:g}' if isinstance(default, float) else default}")
+            studies = ", ".join(f"`{s}`" for s in sorted(varied.get((name, knob["name"]), [])))
             if studies:
                 knobs[-1] += f" ({studies})"
         rows.append((name, paper, "; ".join(knobs)))
     if markdown:
-        return "\n".join(["| method | paper | hyperparameters: symbol = default (studies that vary it) |",
+        return "\n".join(["| method | paper | hyperparameters: name (symbol) = default (studies that vary it) |",
                           "|---|---|---|", *(f"| `{n}` | {p} | {k} |" for n, p, k in rows)])
     return "\n".join(f"{n:14s} {p}\n{'':14s} {k}" for n, p, k in rows)
 
@@ -269,140 +396,6 @@ def _dashboard(root: str | None, host: str, port: int, extra: Sequence[str]) -> 
     # become the server (no child left behind): Ctrl-C and a supervisor's SIGTERM reach Streamlit itself
     command = dashboard_command(host, port, extra)
     os.execve(command[0], command, env)
-
-
-def _open_store(study, root: str | None):
-    from sslab.results.store import ResultsStore, results_root
-
-    store = ResultsStore(results_root(root), study.name)
-    meta = store.metadata()
-    if not meta:
-        raise SystemExit(f"sslab: no results for {study.name!r} under {store.location}; run it with: sslab run {study.name}")
-    return store, meta
-
-
-def _report(study, root: str | None, fmt: str, setting: str | None = None) -> None:
-    from rich.console import Console
-
-    from sslab.results.progress import print_summary
-    from sslab.results.summary import current_setting
-
-    store, meta = _open_store(study, root)
-    every = store.read("trials")
-    shown = current_setting(every, store.read("baselines"), meta, setting)
-    if fmt == "csv":  # every setting's trials, each row with its setting_id and specification
-        every.to_csv(sys.stdout, index=False)
-        return
-    trials = shown.trials
-    if trials.empty:
-        which = f"setting {setting}" if setting else "its current setting"
-        raise SystemExit(f"sslab: {study.name!r} has no finished trial of {which} under {store.location}; "
-                         f"see: sslab status {study.name}{_results_flag(root)}")
-    knobs, metric, mode = _knobs_metric_mode(study, meta)
-    # the findings as the study declares them now (a store written before they were declared has none)
-    findings = meta.get("findings") or [f.to_dict() for f in study.findings]
-    if fmt == "markdown":
-        print(markdown_report(study.name, knobs, metric, mode, trials, shown.baselines, findings))
-        if shown.note:
-            print(f"\n{shown.note}")
-    else:
-        console = Console()
-        if not console.is_terminal:
-            console.width = max(console.width, 160)
-        print_summary(console, study.symbols(), knobs, metric, mode, trials, shown.baselines,
-                      defaults=meta.get("defaults") if meta.get("kind") == "search" else None, findings=findings)
-        if shown.note:
-            console.print(f"  {shown.note}")
-
-
-def _results_flag(root: str | None) -> str:
-    return f" --results {root}" if root else ""
-
-
-def _knobs_metric_mode(study, meta: dict) -> tuple[list[str], str, str]:
-    knobs = meta.get("knobs") or list(meta.get("grid") or study.knobs)
-    metric, mode = meta.get("metric", study.metric), meta.get("mode", study.mode)
-    return knobs, (metric[0] if isinstance(metric, list) else metric), (mode[0] if isinstance(mode, list) else mode)
-
-
-def _knob_cell(value) -> str:
-    """A knob's value in a table: "–" where the method has no such knob (a study of several methods)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials, baselines,
-                    findings: list[dict] | None = None) -> str:
-    """The study's results as Markdown tables (per configuration with the gain over random init,
-    the paper's findings, then totals), for notes and papers."""
-    from sslab.results.progress import yes_no
-    from sslab.results.summary import by_configuration, compute_line, describe, judge_all, totals
-
-    per_config = by_configuration(trials, knobs, metric, mode, baselines)
-    lines = [f"## {name}: {metric}", ""]
-    several = "method" in per_config
-    header = [*(["method"] if several else []), *knobs, "mean", "std", "seeds", "gap to best", "beyond spread",
-              "vs random init", "beats it"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
-
-    for _, row in per_config.iterrows():
-        cells = [str(row["method"])] if several else []
-        cells += [_knob_cell(row.get(f"config/{k}")) for k in knobs]
-        cells += [f"{row['mean']:.3f}", "–" if row["n"] < 2 else f"{row['std']:.3f}", str(int(row["n"])),
-                  "best" if row["best"] else f"{row['gap_to_best']:+.3f}", yes_no(row["beyond_spread"]),
-                  "–" if math.isnan(row["vs_baseline"]) else f"{row['vs_baseline']:+.3f}", yes_no(row["beats_baseline"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    if not baselines.empty and metric in baselines:
-        lines += ["", f"Random-init baseline: {metric} {baselines[metric].mean():.3f} over {len(baselines)} seed(s)."]
-    lines += ["", *[f"- {line}" for line in describe(per_config, knobs, metric, baselines)]]
-    if findings:
-        lines += ["", "| the paper's finding | verdict | better | worse | why |", "|---|---|---:|---:|---|"]
-        for _, row in judge_all(findings, trials, metric, mode).iterrows():
-            claim = row["claim"] + (f" ({row['source']})" if row["source"] else "")
-            sides = [f"{row[f'{s}_mean']:.3f} ± {row[f'{s}_std']:.3f}" if row[f"{s}_n"] > 1 else
-                     (f"{row[f'{s}_mean']:.3f}" if row[f"{s}_n"] else "–") for s in ("better", "worse")]
-            lines.append(f"| {claim} | {row['verdict']} | {sides[0]} | {sides[1]} | {row['why']} |")
-    spent = totals(trials)
-    if findings:
-        lines.append("")
-    lines.append(f"- compute: {spent['trials']} trial(s), {compute_line(spent)}")
-    return "\n".join(lines)
-
-
-def _status(study, root: str | None) -> None:
-    """Progress of a running or stopped study's current setting, from the results store alone."""
-    import time
-
-    from sslab.results.lock import lock_holder
-    from sslab.results.summary import compute_line, current_setting, totals
-
-    store, meta = _open_store(study, root)
-    every = store.read("trials")
-    shown = current_setting(every, store.read("baselines"), meta)
-    trials, epochs = shown.trials, store.read("epochs")
-    total = meta.get("total_trials")
-    spent = totals(trials)
-    by_status = ", ".join(f"{spent[s]} {s}" for s in ("ok", "stopped", "failed") if spent.get(s)) or "none"
-    print(f"{study.name}: {len(trials)} of {total if total is not None else '?'} trial(s) finished ({by_status})")
-    holder = lock_holder(store.fs, store.lock_path)
-    if holder:
-        print(f"  being run by pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}")
-    epochs_total = (meta.get("profile") or {}).get("epochs")
-    if not epochs.empty:
-        open_ids = sorted(set(epochs["trial_id"]) - set(every.get("trial_id", [])))
-        last = epochs[epochs["trial_id"].isin(open_ids)].groupby("trial_id")["epoch"].max()
-        updated = store.updated("epochs")
-        ago = f", last report {time.time() - updated:.0f} s ago" if updated else ""
-        for trial_id, epoch in last.items():
-            print(f"  unfinished: {trial_id} at epoch {int(epoch) + 1}/{epochs_total}{ago}")
-    if spent["trials"]:
-        print(f"  compute so far: {compute_line(spent)}")
-    if shown.note:
-        print(f"  {shown.note}")
-    if total is not None and len(trials) < total:
-        command = meta.get("command") or f"sslab run {study.name}{_results_flag(root)}"
-        print(f"  to continue: {command} (finished trials are not rerun)")
 
 
 if __name__ == "__main__":

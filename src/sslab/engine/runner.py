@@ -50,7 +50,7 @@ from sslab.engine import placement
 from sslab.engine.other_work import other_work, other_work_note
 from sslab.engine.placement import TRIAL_RESOURCE
 from sslab.plan.profiles import Profile, get_profile
-from sslab.results.store import ResultsStore, StoreWriteError, results_root
+from sslab.results.store import ResultsStore, StoreWriteError, results_flag, results_root
 from sslab.plan.spec import Specs, TrialSpec, data_identity
 from sslab.results.lock import StoreLock
 from sslab.plan.study import Search, Study
@@ -115,7 +115,7 @@ def run_study(
 
         store.check_writable()
         with StoreLock(store.fs, store.lock_path, shown=store.location, note=progress.note):
-            store.write_metadata(_metadata(store, study, specs, search, seeds, command))
+            store.write_metadata(_metadata(store, study, specs, search, seeds, command, train.normalization))
             unrecorded: dict[str, str] = {}
             missing_baselines = _missing_baseline_seeds(store, specs, seeds)
             if to_run or missing_baselines:
@@ -140,7 +140,7 @@ def run_study(
                         tuner.fit()
                     unrecorded = recorder.unrecorded  # finished, but not fully written: the rerun records them
             trials = store.read("trials")
-            shown = current_setting(trials, store.read("baselines"), store.metadata())
+            shown = current_setting(trials, store.read("baselines"), store.metadata(), flags=results_flag(root))
             progress.summary(shown.trials, shown.baselines, shown.note)
     finally:  # the live progress bar gives the terminal back, also on Ctrl-C
         progress.close()
@@ -183,14 +183,16 @@ def _plan(study: Study, profile: Profile, search: Search | None, seeds: int, sto
 
 
 def _metadata(store: ResultsStore, study: Study, specs: Specs, search: Search | None, seeds: int,
-              command: str | None) -> dict[str, Any]:
+              command: str | None, stats=None) -> dict[str, Any]:
     """``study.json``: the study's declaration and this run's setting, keeping the record of every
-    earlier setting whose trials the store holds (``settings``: setting id -> its profile, data and
-    command), so that no trial's record is overwritten by a later run's."""
+    earlier setting whose trials the store holds (``settings``: setting id -> its profile, data, the
+    training split's normalisation ``stats``, which ``sslab export`` reads, and command), so that no
+    trial's record is overwritten by a later run's."""
     profile = specs.profile
     earlier = store.metadata().get("settings") or {}
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    current = {"profile": profile.to_dict(), "data": dict(specs.data), "command": command, "first_run": now}
+    current = {"profile": profile.to_dict(), "data": dict(specs.data), "command": command, "first_run": now,
+               "normalization": {"mean": list(stats.mean), "std": list(stats.std)} if stats else None}
     settings = {**earlier, **{sid: {**current, "first_run": earlier.get(sid, {}).get("first_run", now)}
                               for sid in specs.setting_ids}}
     return {
@@ -204,6 +206,7 @@ def _metadata(store: ResultsStore, study: Study, specs: Specs, search: Search | 
         "optuna_study": _optuna_study_name(study, specs) if search else None,
         "defaults": study.paper_defaults(),
         "base": study.base,
+        "overrides": study.overrides,
         "method_bases": study.methods,
         "seeds": seeds,
         "metric": study.metric,

@@ -3,7 +3,7 @@
 A stored number is only ever reused, averaged or compared under the exact specification that
 produced it. ``TrialSpec`` is that specification: the method and every resolved
 hyperparameter (its Config defaults < ``profile_defaults`` < the profile's ``method_defaults``
-< the study's base < the method's entry < the grid point), the profile's training and
+< the study's base < the method's entry < ``--set`` < the grid point), the profile's training and
 evaluation settings, the identity of the data (its name and a fingerprint of the train and
 test splits as loaded: counts, classes, shape and a content hash), and the seed.
 

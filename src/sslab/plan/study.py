@@ -21,7 +21,8 @@ This module says *what* a study compares and validates it (it never imports the 
 ``run`` is a script's entry point); ``runner.py`` runs it on Ray
 and ``trial.py`` is one trial. A method's settings are layered, later wins: its Config
 defaults (the paper's) < its ``profile_defaults`` for the profile < the profile's
-``method_defaults`` < the study's ``base`` < the method's entry in ``methods`` < the grid point.
+``method_defaults`` < the study's ``base`` < the method's entry in ``methods`` < the command line's
+``--set`` (``overrides``) < the grid point.
 """
 
 from __future__ import annotations
@@ -116,6 +117,9 @@ class Study:
     only: str | None = None
     #: the paper's claims this study tests (marked reproduced, contradicted or not established)
     findings: tuple[Finding, ...] = ()
+    #: fixed settings from the command line (``--set NAME=VALUE``), over the settings of every method
+    #: that has them
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.method is None) == (not self.methods):
@@ -195,6 +199,33 @@ class Study:
             return replace(self, only=method)
         return replace(self, name=f"{self.name}-{method}", method=method, methods={})
 
+    def with_settings(self, settings: dict[str, Any]) -> "Study":
+        """``--set NAME=VALUE``: fixed hyperparameters over every method's settings. A name is a
+        field's (``temperature``) or its paper symbol (``τ``); a knob the study varies is refused
+        (it is what the study compares)."""
+        resolved = {self.field_name(key): value for key, value in settings.items()}
+        varied = sorted(set(resolved) & set(self.knobs))
+        if varied:
+            raise ValueError(f"study {self.name!r} varies {varied}: --set fixes what a study does not vary; "
+                             f"run `sslab pretrain {self.method_names[0]} --set ...` for one configuration")
+        return replace(self, overrides={**self.overrides, **resolved})
+
+    def field_name(self, key: str) -> str:
+        """The hyperparameter ``key`` names, by its field name or its paper symbol, over the study's
+        methods; a ValueError listing their hyperparameters if none (or several) has it."""
+        configs = [methods.get(m).Config for m in self.method_names]
+        if any(key in config.field_names() for config in configs):
+            return key
+        named = sorted({name for config in configs for name, symbol in config.symbols().items() if symbol == key})
+        if len(named) == 1:
+            return named[0]
+        listing = "; ".join(f"{m}: " + ", ".join(name if symbol == name else f"{name} ({symbol})"
+                                                 for name, symbol in methods.get(m).Config.symbols().items())
+                            for m in self.method_names)
+        if named:
+            raise ValueError(f"{key!r} is the symbol of several hyperparameters {named}; name one ({listing})")
+        raise ValueError(f"no hyperparameter named {key!r}; the hyperparameters are {listing}")
+
     def configurations(self, profile: str | None = None) -> list[tuple[str, dict[str, Any]]]:
         """Every (method, point) of the (profile's) grid, methods outer, grid order inner; for a
         search, the one point evaluated first: the method's defaults."""
@@ -227,6 +258,7 @@ class Study:
             **{k: v for k, v in profile.method_defaults.items() if k in known},
             **self.base,
             **self._base(method),
+            **{k: v for k, v in self.overrides.items() if k in known},  # to the methods that have it
             **point,
         }
 

@@ -172,6 +172,12 @@ def lock_holder(fs: pafs.FileSystem, lock_path: str) -> dict[str, Any] | None:
         return None
 
 
+def holder_is_live(holder: dict[str, Any], stale_after_s: float = 120.0) -> bool:
+    """Whether the process a lock file names (``lock_holder``) still runs: the judgement a study makes
+    before taking the lock over (for ``sslab status``: running, or interrupted)."""
+    return StoreLock(pafs.LocalFileSystem(), "", note=None, stale_after_s=stale_after_s)._stale_reason(holder) is None
+
+
 class StoreLock:
     """Hold ``lock_path`` on ``fs`` while a study writes its store; see the module's docstring.
 

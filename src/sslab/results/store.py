@@ -65,6 +65,7 @@ import itertools
 import json
 import os
 import posixpath
+import shlex
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Mapping
@@ -117,6 +118,14 @@ def results_root(override: str | os.PathLike | None = None) -> str:
     """
     root = str(override or os.environ.get("SSLAB_RESULTS") or "results")
     return root.rstrip("/") if "://" in root else os.path.abspath(os.path.expanduser(root))
+
+
+def results_flag(root: str | os.PathLike | None) -> str:
+    """`` --results ROOT`` for a command suggested to the user, where ``root`` (the ``--results`` given)
+    is not the default root (``$SSLAB_RESULTS``, else ``./results``); "" otherwise."""
+    if not root or results_root(root) == results_root(None):
+        return ""
+    return f" --results {shlex.quote(os.fspath(root))}"
 
 
 def filesystem_for(location: str) -> tuple[pafs.FileSystem, str]:

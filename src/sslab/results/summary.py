@@ -35,14 +35,16 @@ class Setting:
     note: str | None = None
 
 
-def current_setting(trials: pd.DataFrame, baselines: pd.DataFrame, meta: dict, setting: str | None = None) -> Setting:
+def current_setting(trials: pd.DataFrame, baselines: pd.DataFrame, meta: dict, setting: str | None = None, *,
+                    flags: str = "") -> Setting:
     """The trials of one setting: ``setting`` (a setting id), or the study's last run's
     (``study.json``'s ``setting_ids``), with the random-init baselines of their backbone, data and
     evaluation only. Trials of other settings (a smoke test's, another base value's) are never
     averaged or compared with them: the note counts them and says how they differ.
 
     A store written before trials recorded their specification has no settings: all its trials
-    are shown, with a note saying their settings cannot be told apart."""
+    are shown, with a note saying their settings cannot be told apart. ``flags``: what the note's
+    suggested ``sslab report`` command adds (``store.results_flag``: ``--results ROOT``)."""
     if trials.empty and baselines.empty:
         return Setting(trials, baselines)
     ids = [setting] if setting else list(meta.get("setting_ids") or [])
@@ -67,7 +69,7 @@ def current_setting(trials: pd.DataFrame, baselines: pd.DataFrame, meta: dict, s
         other_ids = ", ".join(sorted(known.unique())[:3])
         note = (f"{len(others)} trial(s) of {count} are in the store and not shown{f' ({ways})' if ways else ''}; "
                 "settings are summarised apart, never mixed"
-                + (f" (sslab report {meta.get('study', '<study>')} --setting ID shows one; IDs: {other_ids})"
+                + (f" (sslab report {meta.get('study', '<study>')}{flags} --setting ID shows one; IDs: {other_ids})"
                    if other_ids else ""))
     return Setting(shown.reset_index(drop=True), of_setting.reset_index(drop=True), note)
 

@@ -142,7 +142,7 @@ class MethodConfig:
         values = {**(settings or {}), **more}
         unknown = sorted(set(values) - cls.field_names() - {"optim"})
         if unknown:
-            raise ValueError(f"{cls.__name__} has no hyperparameter(s) {unknown}; its are: {sorted(cls.field_names())}")
+            raise ValueError(f"{cls.__name__} has no hyperparameter(s) {unknown}; its hyperparameters are: {sorted(cls.field_names())}")
         optim = values.pop("optim", None)
         if optim is None:
             optim = cls.default_optimiser()
