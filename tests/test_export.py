@@ -70,7 +70,7 @@ def _checkpoint_backbone(path: Path, arch="resnet18", width=8, cifar_stem=True) 
 @pytest.mark.slow
 def test_an_export_loaded_in_a_fresh_process_gives_the_trials_features_and_its_knn(finished, tmp_path):
     from sslab.data.train_test import evaluation_arrays, load_train_test
-    from sslab.engine.evaluate import knn_top1, pooled_features
+    from sslab.evaluation.evaluate import knn_top1, pooled_features
 
     root, trials = finished
     out = tmp_path / "model.pt"

@@ -7,6 +7,8 @@ The wings and what each may import (besides itself):
                views' ``Normalization`` that each split's pixel statistics fill
     results    the results wing (store, metric names, summary, trial rows): nothing of sslab
     plan       what to run (a study's declaration, trial specifications, profiles, cost): methods, results
+    evaluation measures of a frozen representation (kNN, probes, invariance, label-free), torch only:
+               methods, results (metric names), plan (a profile's evaluation sizes)
     engine     the Ray glue (placement, runner, trial, Tune callbacks, Train loop): all of the above
     export     a finished trial's backbone as one file and back (``sslab export``, ``sslab.load_backbone``):
                methods (the backbone), data (a dataset's statistics for an old store), results (the
@@ -32,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: package -> its source folder (pyproject.toml's package-dir)
 PACKAGES = {"sslab": ROOT / "src" / "sslab", "sslab.studies": ROOT / "studies"}
 LOWER = {"methods": set(), "data": {"methods"}, "results": set(), "plan": {"methods", "results"}}
-LOWER["engine"] = {"methods", "data", "results", "plan"}
+LOWER["evaluation"] = {"methods", "results", "plan"}
+LOWER["engine"] = {"methods", "data", "results", "plan", "evaluation"}
 LOWER["export"] = {"methods", "data", "results", "plan"}
 LOWER["reports"] = {"results"}
 LOWER["cli"] = LOWER["engine"] | {"engine", "studies", "export", "reports"}

@@ -6,6 +6,7 @@ Wings (``tests/test_imports.py`` keeps the arrows one way; docs/architecture.md 
 - ``sslab.data``: datasets by name, their sources, decoding, cache and subsets (no Ray)
 - ``sslab.results``: the results store, metric names, summaries and trial rows (no Ray, no torch)
 - ``sslab.plan``: what to run: a study's declaration, trial specifications, profiles, cost
+- ``sslab.evaluation``: measures of a frozen representation (kNN, probes, invariance, label-free), no Ray
 - ``sslab.engine``: the Ray glue: placement, runner, trials, Tune callbacks, the Train loop
 - ``sslab.cli``: the ``sslab`` command and every study script's entry point
 - ``sslab.studies``: the study scripts (``studies/`` at the repository root)

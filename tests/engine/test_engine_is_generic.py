@@ -1,5 +1,5 @@
-"""No wing but methods names a particular method: everything the data, results, plan and engine
-wings and the CLI know of a method comes through the contract."""
+"""No wing but methods names a particular method: everything the data, results, plan, evaluation and engine
+wings, the CLI, reports and export know of a method comes through the contract."""
 
 import re
 from pathlib import Path
@@ -8,7 +8,8 @@ from sslab import methods
 from sslab.methods.blocks.config import MethodConfig
 
 SSLAB = Path(__file__).resolve().parents[2] / "src" / "sslab"
-GENERIC = [SSLAB / "cli.py", *(p for wing in ("data", "results", "plan", "engine") for p in sorted((SSLAB / wing).glob("*.py")))]
+GENERIC = [SSLAB / "cli.py", SSLAB / "reports.py", SSLAB / "export.py",
+           *(p for wing in ("data", "results", "plan", "evaluation", "engine") for p in sorted((SSLAB / wing).glob("*.py")))]
 
 
 def test_no_generic_file_names_a_method_or_its_knobs():

@@ -127,7 +127,7 @@ def _some(names: list[str], shown: int = 4) -> str:
 
 
 def evaluation_arrays(train: Split, test: Split) -> dict[str, Any]:
-    """What ``sslab.engine.evaluate`` reads: both splits' images and labels, and the train
+    """What ``sslab.evaluation.evaluate`` reads: both splits' images and labels, and the train
     split's statistics, with which both are normalised."""
     return {"train_images": train.images, "train_labels": train.labels, "test_images": test.images,
             "test_labels": test.labels, "stats": train.normalization}

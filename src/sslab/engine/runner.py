@@ -337,7 +337,7 @@ def _record_baselines(store: ResultsStore, specs: Specs, data: dict[str, Any], s
     import torch
 
     from sslab.methods.blocks.backbone import Backbone
-    from sslab.engine.evaluate import evaluate_for_profile
+    from sslab.evaluation.evaluate import evaluate_for_profile
 
     profile = specs.profile
     for seed in seeds:

@@ -43,7 +43,7 @@ from sslab.engine.checkpoints import TrainingState
 from sslab.engine.device import (SteadyTimer, channels_last_batch, finite_on_every_worker, place_on_device,
                                  restore_rng, rng_of_every_worker, set_device_numerics, to_host)
 from sslab.engine.errors import DeterministicTrialError, EmptyEpochError, NonFiniteLossError
-from sslab.engine.evaluate import INVARIANCE_SAMPLES, evaluate_for_profile, evaluation_batches, monitor_knn
+from sslab.evaluation.evaluate import INVARIANCE_SAMPLES, evaluate_for_profile, evaluation_batches, monitor_knn
 from sslab.engine.prefetch import EpochBatches
 from sslab.engine.sessions import InProcessSession, RayTrainSession
 from sslab.plan.profiles import Profile

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from sslab.methods.blocks.backbone import TAPS, Backbone
 from sslab.methods.views import CIFAR10
-from sslab.engine.evaluate import evaluate, knn_top1, linear_probe_top1, pooled_features
+from sslab.evaluation.evaluate import evaluate, knn_top1, linear_probe_top1, pooled_features
 
 
 def _knn_by_hand(train_x, train_y, test_x, k, tau, num_classes):
@@ -84,7 +84,7 @@ def test_invariance_is_the_distance_between_the_two_representations_of_each_imag
     transformation (distance 0), one that maps an image's two views to unit vectors at the angle
     given by its mean brightness (distance 2 sin(θ/2)), both computed in evaluation mode."""
     from sslab.methods.views import ImageView
-    from sslab.engine.evaluate import invariance_distances
+    from sslab.evaluation.evaluate import invariance_distances
 
     images = np.random.default_rng(0).integers(0, 256, (7, 16, 16, 3), dtype=np.uint8)
     angles = torch.from_numpy(images.reshape(7, -1).mean(1) / 255 * np.pi)  # in [0, π]
@@ -118,7 +118,7 @@ def test_pirls_invariance_is_the_distance_between_f_of_the_image_and_g_of_its_ji
     """PIRL's measurement (Fig. 3): ‖f(v_I) − g(v_I^t)‖ of its evaluation views, by hand."""
     from sslab import methods
     from sslab.methods.views import apply_views
-    from sslab.engine.evaluate import invariance_distances
+    from sslab.evaluation.evaluate import invariance_distances
 
     torch.manual_seed(0)
     cls = methods.get("pirl")
@@ -146,7 +146,7 @@ def test_the_trials_probe_accuracy_is_measured_on_the_test_split_not_the_trainin
     linearly separable pooled res4 (32 channels) and res5 (64 channels) features, so the probe
     fits the training labels exactly, and then gets every test label wrong: training accuracy
     1.0, test accuracy 0.0."""
-    from sslab.engine.evaluate import evaluate_for_profile
+    from sslab.evaluation.evaluate import evaluate_for_profile
     from sslab.plan.profiles import Profile
 
     torch.manual_seed(0)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from sslab.engine import label_free
-from sslab.engine.label_free import MEASURES, alignment, alpha_req, alpha_req_gap, lidar, rankme, uniformity
+from sslab.evaluation import label_free
+from sslab.evaluation.label_free import MEASURES, alignment, alpha_req, alpha_req_gap, lidar, rankme, uniformity
 
 
 def _gen(seed=0):
