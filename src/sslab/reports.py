@@ -112,14 +112,37 @@ def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials,
         lines += ["", "| the paper's finding | verdict | better | worse | why |", "|---|---|---:|---:|---|"]
         for _, row in judge_all(findings, trials, metric, mode).iterrows():
             claim = row["claim"] + (f" ({row['source']})" if row["source"] else "")
-            sides = [f"{row[f'{s}_mean']:.3f} ± {row[f'{s}_std']:.3f}" if row[f"{s}_n"] > 1 else
+            sides = [f"{row[f'{s}_mean']:.3f} ± {row[f'{s}_std']:.3f}" if row[f"{s}_n"] > 1
+                     and not math.isnan(row[f"{s}_std"]) else
                      (f"{row[f'{s}_mean']:.3f}" if row[f"{s}_n"] else "–") for s in ("better", "worse")]
             lines.append(f"| {claim} | {row['verdict']} | {sides[0]} | {sides[1]} | {row['why']} |")
     spent = totals(trials)
     if findings:
         lines.append("")
+    lines += label_free_markdown(trials)
     lines.append(f"- compute: {spent['trials']} trial(s), {compute_line(spent)}")
     return "\n".join(lines)
+
+
+def label_free_markdown(trials) -> list[str]:
+    """The table of ``progress.label_free_table`` in Markdown (no lines when it has no row)."""
+    from sslab.results import metrics, selection
+
+    measures = {name: metrics.LABEL_FREE[name].mode for name in metrics.label_free_columns(trials.columns)
+                if metrics.LABEL_FREE[name].mode}
+    rows = selection.selection_table(trials, None, measures) if measures and not trials.empty else None
+    if rows is None or rows.empty or not (rows["configurations"] >= 3).any():
+        return []
+    lines = [f"Choosing without labels: rank agreement with the labels (+1: the same order; "
+             f"{selection.LEVEL:.0%} bootstrap interval over configurations) and the regret of choosing by each "
+             "measure (best minus picked).", "",
+             "| method | measure | target | configurations | seeds | Spearman ρ | Kendall τ | regret |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for _, row in rows[rows["configurations"] >= 3].iterrows():
+        cells = [f"{row[n]:+.2f} [{row[f'{n}_low']:+.2f}, {row[f'{n}_high']:+.2f}]" for n in ("spearman", "kendall")]
+        lines.append(f"| {row['method']} | {row['measure']} | {row['target']} | {row['configurations']} | "
+                     f"{row['seeds']} | {cells[0]} | {cells[1]} | {row['regret']:.3f} |")
+    return [*lines, ""]
 
 
 def _by_status(spent: dict) -> str:

@@ -55,3 +55,13 @@ def test_an_unknown_or_ambiguous_name_lists_the_methods_hyperparameters():
 def test_a_bad_value_fails_when_the_study_is_validated():
     with pytest.raises(ValueError, match=r"temperature \(τ\) = -1"):
         STUDY.with_settings({"temperature": -1}).validate(SMALL)
+
+
+def test_a_study_may_resize_a_profile_and_the_command_line_wins():
+    study = Study(name="wide", method="simclr", grid={"temperature": [0.1, 0.5]},
+                  profile_changes={SMALL.name: {"steps": 40, "train_subset": 100}})
+    sized = study.sized(SMALL)
+    assert (sized.steps, sized.train_subset, sized.batch_size) == (40, 100, SMALL.batch_size)
+    assert study.sized(SMALL, {"epochs": 1}).steps is None  # --epochs replaces the study's step budget
+    assert study.sized(SMALL, {"train_subset": 50}).train_subset == 50
+    assert Study(name="plain", method="simclr").sized(SMALL) is SMALL

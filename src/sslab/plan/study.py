@@ -86,6 +86,46 @@ class Finding:
                 "metric": self.metric, "worse_metric": self.worse_metric, "source": self.source}
 
 
+@dataclass(frozen=True)
+class Picks:
+    """A claim about choosing without labels: the configuration of ``method`` that ``measure``
+    picks (its best by ``mode``) scores within ``within`` of the best configuration on ``target``.
+    E.g. ``Picks("RankMe picks SimCLR's configuration within 0.01 kNN of the best", "rankme",
+    "max", method="simclr")``; ``summary.judge`` gives the verdict."""
+
+    claim: str
+    measure: str
+    mode: str
+    method: str | None = None
+    within: float = 0.01
+    target: str = metrics.KNN
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "picks", "claim": self.claim, "measure": self.measure, "mode": self.mode,
+                "method": self.method, "within": self.within, "target": self.target, "source": self.source}
+
+
+@dataclass(frozen=True)
+class RanksBetter:
+    """A claim that measure ``better`` ranks ``method``'s configurations more like ``target`` does
+    than measure ``worse`` (Spearman's ρ of each, signed by its mode; ``summary.judge``)."""
+
+    claim: str
+    better: str
+    better_mode: str
+    worse: str
+    worse_mode: str
+    method: str | None = None
+    target: str = metrics.KNN
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "ranks_better", "claim": self.claim, "better": self.better, "better_mode": self.better_mode,
+                "worse": self.worse, "worse_mode": self.worse_mode, "method": self.method, "target": self.target,
+                "source": self.source}
+
+
 @dataclass
 class Study:
     """What a study compares; nothing about how Ray runs it."""
@@ -116,7 +156,10 @@ class Study:
     #: to the study's own store, where a run of the whole study later finds them done
     only: str | None = None
     #: the paper's claims this study tests (marked reproduced, contradicted or not established)
-    findings: tuple[Finding, ...] = ()
+    findings: tuple[Finding | Picks | RanksBetter, ...] = ()
+    #: the study's own changes to a profile's trial size, e.g. {"local": {"steps": 624}}: a wide
+    #: study of shorter trials (the command line's ``--epochs`` and ``--subset`` win)
+    profile_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: fixed settings from the command line (``--set NAME=VALUE``), over the settings of every method
     #: that has them
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -226,6 +269,23 @@ class Study:
             raise ValueError(f"{key!r} is the symbol of several hyperparameters {named}; name one ({listing})")
         raise ValueError(f"no hyperparameter named {key!r}; the hyperparameters are {listing}")
 
+    def sized(self, profile: Profile, overrides: dict[str, Any] | None = None) -> Profile:
+        """``profile`` with the study's ``profile_changes`` for it, then ``overrides`` (the command
+        line's): ``--epochs`` also drops a step budget the study set."""
+        changes = dict(self.profile_changes.get(profile.name, {}))
+        if overrides and "epochs" in overrides:
+            changes.pop("steps", None)
+        merged = {**changes, **(overrides or {})}
+        return profile.with_overrides(**merged) if merged else profile
+
+    def _check_selection_claim(self, claim: "Picks | RanksBetter") -> None:
+        modes = [claim.mode] if isinstance(claim, Picks) else [claim.better_mode, claim.worse_mode]
+        if set(modes) - {"max", "min"}:
+            raise ValueError(f"study {self.name!r}: finding {claim.claim!r}: a mode is 'max' or 'min', got {modes}")
+        if claim.method is not None and claim.method not in self.method_names:
+            raise ValueError(f"study {self.name!r}: finding {claim.claim!r} names method {claim.method!r}, which "
+                             f"the study does not train (it trains {self.method_names})")
+
     def configurations(self, profile: str | None = None) -> list[tuple[str, dict[str, Any]]]:
         """Every (method, point) of the (profile's) grid, methods outer, grid order inner; for a
         search, the one point evaluated first: the method's defaults."""
@@ -295,6 +355,9 @@ class Study:
                     for value in _extremes(distribution):
                         cls.Config.from_flat(self.method_config(method, {**point, name: value}, profile))
         for finding in self.findings:
+            if not isinstance(finding, Finding):  # a claim about choosing without labels
+                self._check_selection_claim(finding)
+                continue
             varied = set(self.knobs) | ({"method"} if len(self.method_names) > 1 else set())
             for side in (finding.better, finding.worse or finding.better):
                 unknown = sorted(set(side) - varied)

@@ -6,6 +6,8 @@ read these names from here. Pure Python (no Ray, no torch), so the dashboard can
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 #: weighted kNN top-1 of the frozen backbone's pooled res5 features (final evaluation)
 KNN = "knn_top1"
 #: the cheap per-epoch kNN kept for trials stopped before their last epoch (ASHA, time budget)
@@ -42,3 +44,41 @@ def probe_columns(columns) -> list[str]:
 def is_evaluation(name: str) -> bool:
     """Whether ``name`` is a final-evaluation metric (kNN, a probe, invariance)."""
     return name in (KNN, INVARIANCE) or probe_tap(name) is not None
+
+
+class LabelFree(NamedTuple):
+    """How to read a label-free measure: which end is better (``"max"``, ``"min"``, or None
+    where neither is) and what it measures, in one line."""
+
+    mode: str | None
+    description: str
+
+
+#: the label-free measures of the frozen representation (``sslab.evaluation.label_free``), kept as
+#: trial columns of these names (their per-epoch values in the epochs table). Plain data, so the
+#: dashboard reads the names and directions without importing torch.
+LABEL_FREE: dict[str, LabelFree] = {
+    "rankme": LabelFree("max", "RankMe: effective rank of the feature matrix (exp entropy of its singular values)"),
+    "alpha_req": LabelFree(None, "α-ReQ: power-law decay α of the feature covariance's eigenspectrum; "
+                                 "best in a band around 1, not at either end"),
+    "alpha_req_gap": LabelFree("min", "|α − 1|: distance of α-ReQ's eigenspectrum decay from 1"),
+    "lidar": LabelFree("max", "LiDAR: effective rank of the LDA matrix with instances as classes and views as samples"),
+    "alignment": LabelFree("min", "alignment: mean distance between the normalised features of positive pairs"),
+    "uniformity": LabelFree("min", "uniformity: log mean exp(−t‖f(x) − f(y)‖²) over all pairs of normalised features"),
+}
+
+
+def label_free_columns(columns) -> list[str]:
+    """The label-free measures among ``columns``, in ``LABEL_FREE``'s order."""
+    present = set(columns)
+    return [name for name in LABEL_FREE if name in present]
+
+
+def mode_of(name: str) -> str | None:
+    """Which end of metric ``name`` is better: ``"max"`` for kNN and the probes, ``"min"`` for the
+    loss, a label-free measure's own mode; None where neither end is (invariance, α-ReQ, unknown)."""
+    if name in LABEL_FREE:
+        return LABEL_FREE[name].mode
+    if name in (KNN, MONITOR_KNN) or probe_tap(name) is not None:
+        return "max"
+    return "min" if name == LOSS else None

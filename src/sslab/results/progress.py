@@ -122,12 +122,43 @@ def print_summary(console: Console, symbols: dict[str, str], knobs: list[str], m
         console.print(f"  {line}")
     if findings and not trials.empty:
         console.print(findings_table(judge_all(findings, trials, metric, mode)))
+    label_free = label_free_table(trials)
+    if label_free is not None:
+        console.print(label_free)
     if defaults is not None and not trials.empty:
         console.print(f"  {_against_defaults(trials, knobs, metric, mode, defaults)}")
     spent = totals(trials)
     if spent["trials"]:
         by_status = ", ".join(f"{spent[s]} {s}" for s in ("ok", "stopped", "failed") if spent.get(s))
         console.print(f"  compute: {spent['trials']} trial(s) ({by_status}); {compute_line(spent)}")
+
+
+def label_free_table(trials: pd.DataFrame) -> Table | None:
+    """How far this study could have chosen without labels: per method with at least 3
+    configurations, each label-free measure's rank agreement with kNN and the res5 probe
+    (``selection.selection_table``: +1 = the labels' order) and the regret of choosing by it;
+    None when the trials carry no label-free measure."""
+    from sslab.results import metrics, selection
+
+    measures = {name: metrics.LABEL_FREE[name].mode for name in metrics.label_free_columns(trials.columns)
+                if metrics.LABEL_FREE[name].mode}
+    rows = selection.selection_table(trials, None, measures) if measures and not trials.empty else pd.DataFrame()
+    rows = rows[rows["configurations"] >= 3] if not rows.empty else rows
+    if rows.empty:
+        return None
+    table = Table(title="choosing without labels: rank agreement with the labels (+1: the same order, "
+                        f"{selection.LEVEL:.0%} bootstrap interval) and the regret of choosing by each measure")
+    for column in ("method", "measure", "target", "configs", "seeds", "Spearman ρ", "Kendall τ", "regret"):
+        table.add_column(column, justify="left" if column in ("method", "measure", "target") else "right")
+    for _, row in rows.iterrows():
+        table.add_row(str(row["method"]), str(row["measure"]), str(row["target"]), str(row["configurations"]),
+                      str(row["seeds"]), *(_with_interval(row, name) for name in ("spearman", "kendall")),
+                      _fixed(row["regret"]))
+    return table
+
+
+def _with_interval(row: pd.Series, name: str) -> str:
+    return f"{_fixed(row[name])} [{_fixed(row[f'{name}_low'])}, {_fixed(row[f'{name}_high'])}]"
 
 
 def findings_table(verdicts: pd.DataFrame) -> Table:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
+from sslab.results import selection
 from sslab.results.cpu_steal import NOTABLE
 
 #: per-trial cost columns, summed in the study's totals
@@ -187,7 +189,14 @@ def judge(finding: dict, trials: pd.DataFrame, metric: str, mode: str = "max") -
     """The verdict on one finding (``Finding.to_dict()``) from the study's ``ok`` trials: reproduced
     when the claimed order holds beyond the two sides' spread over seeds, contradicted when the
     opposite does, otherwise not established (one seed, the configurations not run, or a
-    difference within the spread). Returns the claim, the verdict, why, and both sides' numbers."""
+    difference within the spread). Returns the claim, the verdict, why, and both sides' numbers.
+    Claims about choosing without labels (``Picks``, ``RanksBetter``) are judged by
+    ``judge_picks`` and ``judge_ranks_better``."""
+    kind = finding.get("kind", "order")
+    if kind == "picks":
+        return judge_picks(finding, trials)
+    if kind == "ranks_better":
+        return judge_ranks_better(finding, trials)
     ok = trials[trials["status"] == "ok"] if "status" in trials else trials
     better_metric = finding.get("metric") or metric
     worse_metric = finding.get("worse_metric") or better_metric
@@ -215,6 +224,74 @@ def judge(finding: dict, trials: pd.DataFrame, metric: str, mode: str = "max") -
     else:
         verdict, why = NOT_ESTABLISHED, f"{gap:+.3f} within the spread {spread:.3f}"
     return {**out, "verdict": verdict, "why": f"{why} ({n_b} and {n_w} seeds)"}
+
+
+def _one_method(finding: dict, trials: pd.DataFrame) -> pd.DataFrame:
+    """The per-configuration means (over seeds) of the finding's method's ``ok`` trials."""
+    if finding.get("method") and "method" in trials:
+        trials = trials[trials["method"] == finding["method"]]
+    columns = [finding[k] for k in ("measure", "better", "worse", "target") if isinstance(finding.get(k), str)]
+    return selection.per_configuration(trials, None, columns)
+
+
+def judge_picks(finding: dict, trials: pd.DataFrame) -> dict:
+    """``Picks``: the configuration the measure picks is within ``within`` of the best on the target.
+    With the best's and the picked configuration's spreads s (std over seeds, summed) and the
+    regret r (best minus picked): reproduced when r + s ≤ within (it holds even at the edge of the
+    spread), contradicted when r − s > within, otherwise not established; one seed establishes
+    nothing. ``better_mean`` is the picked configuration's target, ``worse_mean`` the best's."""
+    table, target, within = _one_method(finding, trials), finding["target"], finding["within"]
+    out = {"claim": finding["claim"], "source": finding.get("source", ""), "better_n": 0, "worse_n": 0,
+           "better_mean": math.nan, "worse_mean": math.nan, "better_std": math.nan, "worse_std": math.nan}
+    lost, picked = selection.regret(table, finding["measure"], finding["mode"], target)
+    if picked < 0:
+        return {**out, "difference": math.nan, "verdict": NOT_ESTABLISHED,
+                "why": f"no finished trial has both {finding['measure']} and {target}"}
+    best = table[target].idxmax()
+    out.update(better_mean=float(table.loc[picked, target]), better_std=float(table.loc[picked, f"{target}_std"]),
+               better_n=int(table.loc[picked, "n"]), worse_mean=float(table.loc[best, target]),
+               worse_std=float(table.loc[best, f"{target}_std"]), worse_n=int(table.loc[best, "n"]),
+               difference=-lost)
+    seeds = min(out["better_n"], out["worse_n"])
+    if seeds < 2:
+        return {**out, "verdict": NOT_ESTABLISHED, "why": f"regret {lost:.3f} of {len(table)} configurations; "
+                                                          f"{seeds} seed(s): one seed establishes nothing"}
+    spread = out["better_std"] + out["worse_std"] if picked != best else 0.0
+    if lost + spread <= within:
+        verdict = REPRODUCED
+    elif lost - spread > within:
+        verdict = CONTRADICTED
+    else:
+        verdict = NOT_ESTABLISHED
+    return {**out, "verdict": verdict, "why": f"regret {lost:.3f} ± {spread:.3f} against {within:g} "
+                                              f"({len(table)} configurations, {seeds} seeds)"}
+
+
+def judge_ranks_better(finding: dict, trials: pd.DataFrame) -> dict:
+    """``RanksBetter``: Spearman's ρ (target against each measure signed by its mode) is higher for
+    ``better`` than for ``worse``; reproduced when the paired bootstrap interval (over
+    configurations) of the difference lies above 0, contradicted when below, otherwise not
+    established; one seed per configuration establishes nothing. The means are the two ρ."""
+    table, target = _one_method(finding, trials), finding["target"]
+    sides = [(finding["better"], finding["better_mode"]), (finding["worse"], finding["worse_mode"])]
+    rows = table.dropna(subset=[c for c in (finding["better"], finding["worse"], target) if c in table])
+    out = {"claim": finding["claim"], "source": finding.get("source", ""), "better_std": math.nan,
+           "worse_std": math.nan, "better_n": len(rows), "worse_n": len(rows)}
+    if any(measure not in rows for measure, _ in sides) or target not in rows or len(rows) < 3:
+        return {**out, "better_mean": math.nan, "worse_mean": math.nan, "difference": math.nan,
+                "verdict": NOT_ESTABLISHED, "why": f"fewer than 3 configurations have both measures and {target}"}
+    signed = [rows[m].to_numpy(float) * (1 if mode == "max" else -1) for m, mode in sides]
+    rho = [selection.spearman(values, rows[target]) for values in signed]
+    both = np.stack(signed, axis=1)
+    low, high = selection.bootstrap_interval(
+        both, rows[target], lambda x, y: selection.spearman(x[:, 0], y) - selection.spearman(x[:, 1], y))
+    out.update(better_mean=rho[0], worse_mean=rho[1], difference=rho[0] - rho[1])
+    seeds = int(rows["n"].min())
+    why = f"ρ {rho[0]:+.2f} vs {rho[1]:+.2f}, difference interval [{low:+.2f}, {high:+.2f}] over {len(rows)} configurations"
+    if seeds < 2:
+        return {**out, "verdict": NOT_ESTABLISHED, "why": f"{why}; {seeds} seed(s): one seed establishes nothing"}
+    verdict = REPRODUCED if low > 0 else CONTRADICTED if high < 0 else NOT_ESTABLISHED
+    return {**out, "verdict": verdict, "why": f"{why}, {seeds} seeds"}
 
 
 def judge_all(findings: list[dict], trials: pd.DataFrame, metric: str, mode: str = "max") -> pd.DataFrame:
