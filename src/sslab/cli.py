@@ -32,15 +32,16 @@ PRETRAIN = "pretrain"
 
 
 def available_studies() -> dict:
-    """Every module of sslab.studies that defines ``STUDY``."""
+    """Every module of sslab.studies (and of its family folders) that defines ``STUDY``, by module name."""
     from sslab.plan.study import Study
 
     found = {}
-    for info in pkgutil.iter_modules(sslab.studies.__path__):
-        module = importlib.import_module(f"sslab.studies.{info.name}")
-        study = getattr(module, "STUDY", None)
+    for info in pkgutil.walk_packages(sslab.studies.__path__, "sslab.studies."):
+        if info.ispkg:  # a family's folder (studies/siamese/): walk_packages goes on into it
+            continue
+        study = getattr(importlib.import_module(info.name), "STUDY", None)
         if isinstance(study, Study):
-            found[info.name] = study
+            found[info.name.rsplit(".", 1)[1]] = study
     return found
 
 

@@ -447,7 +447,7 @@ def test_a_step_budget_trains_the_epochs_it_comes_to_on_the_data_and_says_so(ray
     whatever the profile's nominal epochs; the metadata and the output say so, and a rerun with
     nothing left to do keeps the epochs it came to."""
     # (and a busy machine is said before any work: another study on the same cores)
-    zoo = Busy(4242, "python studies/pretext_zoo.py", float(os.cpu_count()))
+    zoo = Busy(4242, "python studies/pretext/pretext_zoo.py", float(os.cpu_count()))
     monkeypatch.setattr(runner, "other_work", lambda: [zoo])
     study = Study(name="budget", method="pirl", grid={"loss_weight": [0.5]}, base={"num_negatives": 64})
     profile = SMALL.with_overrides(train_subset=100, epochs=2, steps=5)
@@ -458,7 +458,7 @@ def test_a_step_budget_trains_the_epochs_it_comes_to_on_the_data_and_says_so(ray
     assert epochs.epoch.tolist() == [0, 1, 2]
     out = capsys.readouterr().out
     assert "5 optimiser steps = 3 epoch(s) of 100 images (2 steps of 50; 6 in all)" in out
-    assert "python studies/pretext_zoo.py (pid 4242" in out and out.index("pid 4242") < out.index("random-init")
+    assert "python studies/pretext/pretext_zoo.py (pid 4242" in out and out.index("pid 4242") < out.index("random-init")
     store = ResultsStore(tmp_path, "budget")
     assert store.metadata()["profile"]["epochs"] == 3 and store.metadata()["profile"]["steps"] == 5
     ray.shutdown()

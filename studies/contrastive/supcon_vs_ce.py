@@ -6,8 +6,8 @@ SupCon uses the labels to make every same-class image a positive; ``supervised``
 same backbone with cross-entropy on the same views; SimCLR sees no labels. All three are
 evaluated alike (kNN and linear probes on the frozen backbone).
 
-    python studies/supcon_vs_ce.py                  # local profile: CPU
-    python studies/supcon_vs_ce.py --profile cifar  # one GPU per trial, full CIFAR-10
+    python studies/contrastive/supcon_vs_ce.py                  # local profile: CPU
+    python studies/contrastive/supcon_vs_ce.py --profile cifar  # one GPU per trial, full CIFAR-10
 """
 
 from sslab.cli import run

@@ -9,9 +9,9 @@ self-supervision (Doersch & Zisserman 2017), each at its paper defaults adapted 
 (``profile_defaults`` in each method's file). Pretext features often peak below res5, so read
 each method at its best tap (the per-layer probes), not only at the kNN of res5.
 
-    python studies/pretext_zoo.py                  # local profile: CPU, one seed
-    python studies/pretext_zoo.py --seeds 3
-    python studies/pretext_zoo.py --profile cifar  # one GPU per trial
+    python studies/pretext/pretext_zoo.py                  # local profile: CPU, one seed
+    python studies/pretext/pretext_zoo.py --seeds 3
+    python studies/pretext/pretext_zoo.py --profile cifar  # one GPU per trial
 """
 
 from sslab.cli import run

@@ -4,8 +4,8 @@
 most, a large one treats all negatives alike. The paper finds the best τ depends on
 the batch size and training length (0.1 on ImageNet at batch 4096, 0.5 on CIFAR-10).
 
-    python studies/simclr_temperature.py --seeds 1     # local profile: CPU, minutes
-    python studies/simclr_temperature.py --profile cifar --seeds 3
+    python studies/contrastive/simclr_temperature.py --seeds 1     # local profile: CPU, minutes
+    python studies/contrastive/simclr_temperature.py --profile cifar --seeds 3
 """
 
 from sslab.cli import run

@@ -4,8 +4,8 @@
 correlation matrix F that stands in for every negative. Too small a λ lets the
 representation collapse; too large a one spends the update on decorrelation.
 
-    python studies/unigrad_lambda.py                  # local profile: CPU
-    python studies/unigrad_lambda.py --profile cifar  # one GPU per trial, full CIFAR-10
+    python studies/siamese/unigrad_lambda.py                  # local profile: CPU
+    python studies/siamese/unigrad_lambda.py --profile cifar  # one GPU per trial, full CIFAR-10
 """
 
 from sslab.cli import run

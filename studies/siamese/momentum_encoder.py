@@ -11,9 +11,9 @@ The local profile trains one method of each family (MoCo: contrastive, BYOL: asy
 Barlow Twins: decorrelation), 6 trials, so that a seed fits the 2-core machine's 25 minutes
 (all six methods take about 28 minutes a seed there); the other profiles train all six.
 
-    python studies/momentum_encoder.py                 # local profile: CPU, one seed
-    python studies/momentum_encoder.py --seeds 3
-    python studies/momentum_encoder.py --profile cifar # all six, one GPU per trial
+    python studies/siamese/momentum_encoder.py                 # local profile: CPU, one seed
+    python studies/siamese/momentum_encoder.py --seeds 3
+    python studies/siamese/momentum_encoder.py --profile cifar # all six, one GPU per trial
 """
 
 from sslab.cli import run

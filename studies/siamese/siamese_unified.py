@@ -7,9 +7,9 @@ own loss matches the best of them. Here every method trains with its own paper d
 (adapted to the profile by its ``profile_defaults``) on the same backbone, epochs and seeds,
 and is compared on kNN and the res5 probe against the random-init baseline.
 
-    python studies/siamese_unified.py                  # local profile: CPU, one seed
-    python studies/siamese_unified.py --seeds 3        # enough seeds to call a difference
-    python studies/siamese_unified.py --profile cifar  # one GPU per trial, full CIFAR-10
+    python studies/siamese/siamese_unified.py                  # local profile: CPU, one seed
+    python studies/siamese/siamese_unified.py --seeds 3        # enough seeds to call a difference
+    python studies/siamese/siamese_unified.py --profile cifar  # one GPU per trial, full CIFAR-10
 """
 
 from sslab.cli import run

@@ -1,0 +1,1 @@
+"""Studies of choosing hyperparameters: label-free measures against the labels."""
