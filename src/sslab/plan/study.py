@@ -90,8 +90,8 @@ class Finding:
 class Picks:
     """A claim about choosing without labels: the configuration of ``method`` that ``measure``
     picks (its best by ``mode``) scores within ``within`` of the best configuration on ``target``.
-    E.g. ``Picks("RankMe picks SimCLR's configuration within 0.01 kNN of the best", "rankme",
-    "max", method="simclr")``; ``summary.judge`` gives the verdict."""
+    E.g. ``Picks("RankMe picks <method>'s configuration within 0.01 kNN of the best", "rankme",
+    "max", method="<method>")``; ``summary.judge`` gives the verdict."""
 
     claim: str
     measure: str
@@ -142,9 +142,12 @@ class Study:
     #: method is a grid dimension)
     methods: dict[str, dict[str, Any] | list[dict[str, Any]]] = field(default_factory=dict)
     seeds: int = 1
-    #: one metric, or several (multi-objective search, e.g. ["knn_top1", "device_s"])
+    #: one metric, or several (multi-objective search, e.g. ["knn_top1", "device_s"]); a label-free
+    #: measure (``rankme``, ``embedding/lidar``, ...: ``metrics.LABEL_FREE``) chooses without labels
     metric: str | list[str] = metrics.KNN
-    mode: str | list[str] = "max"
+    #: "max" or "min" per metric; None: each metric's own (``metrics.mode_of``; "max" where it has
+    #: none). A mode against a metric's own is refused.
+    mode: str | list[str] | None = None
     profile: str = "local"
     #: smaller grids for some profiles, e.g. {"local": {...}}
     grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
@@ -178,6 +181,68 @@ class Study:
         if self.only is not None and self.only not in self.method_names:
             raise ValueError(f"study {self.name!r} compares methods {self.method_names}; --method picks one of "
                              f"them, not {self.only!r}")
+        self._resolve_modes()
+
+    def _resolve_modes(self) -> None:
+        """Each metric's mode: the one given, or the metric's own (``metrics.mode_of``; "max" for a
+        metric without one, as before modes were known). A mode that contradicts a metric's own, and
+        α-ReQ (no end of it is better), are refused here, where the study is declared."""
+        chosen = self.metric if isinstance(self.metric, list) else [self.metric]
+        for metric in chosen:
+            if metrics.is_label_free(metric) and metrics.mode_of(metric) is None:
+                raise ValueError(f"study {self.name!r}: {metric} has no better end (good read-out lies in a band "
+                                 f"of α around 1, not at either end): choose by "
+                                 f"{metric.replace('alpha_req', 'alpha_req_gap')} (|α - 1|, mode 'min') instead")
+        if self.mode is None:
+            own = [metrics.mode_of(metric) or "max" for metric in chosen]
+            self.mode = own if isinstance(self.metric, list) else own[0]
+        given = self.mode if isinstance(self.mode, list) else [self.mode]
+        if isinstance(self.metric, list) != isinstance(self.mode, list) or len(given) != len(chosen):
+            return  # validate() says that they must pair up
+        for metric, mode in zip(chosen, given):
+            own = metrics.mode_of(metric)
+            if mode not in ("max", "min"):
+                raise ValueError(f"study {self.name!r}: the mode of {metric} is 'max' or 'min', not {mode!r}")
+            if own is not None and mode != own:
+                raise ValueError(f"study {self.name!r}: {metric} is better {'higher' if own == 'max' else 'lower'}: "
+                                 f"its mode is {own!r}, not {mode!r} (leave mode out and each metric's own is used)")
+
+    def labels_note(self, profile: Profile, labelled: bool, searching: bool) -> str | None:
+        """What a run says once, after reading its data, about the labels it reads (None: the usual
+        case, a labelled metric on labelled data); ``labelled``: whether the training data has labels.
+        Refused here, with the fix: a method that trains on labels, or a search on a labelled metric,
+        on data without labels (and no ``eval_dataset`` for the metric)."""
+        data, evaluation = profile.dataset, profile.eval_dataset
+        if not labelled and self.reads_labels:
+            for method, point in self.configurations(profile.name):
+                cls = methods.get(method)
+                if cls.reads_labels(cls.Config.from_flat(self.method_config(method, point, profile))):
+                    raise ValueError(f"{data} has no labels, and {method} trains on labels: give it a labelled "
+                                     "dataset (one sub-folder per class, or a 'label' column)")
+        skipped = "kNN and the linear probes are skipped (--eval-dataset NAME runs them on a labelled dataset)"
+        their = f"kNN and the linear probes read {evaluation}'s labels" if evaluation else skipped
+        if not self.reads_labels:
+            return (f"study {self.name!r} chooses by {self.primary_metric} without labels: no label of {data} is "
+                    f"read; {their}")
+        if labelled:
+            return f"{their}; the label-free measures read {data}'s test images" if evaluation else None
+        if evaluation:
+            return f"{data} has no labels: {their}; the label-free measures read {data}'s test images"
+        if searching:
+            raise ValueError(f"{data} has no labels, and study {self.name!r} searches on {self.primary_metric}, which "
+                             "reads them: give --eval-dataset NAME (a labelled dataset for kNN and the probes), or "
+                             "choose by a label-free measure (Study(metric='rankme'), docs/label-free.md)")
+        return (f"{data} has no labels: {skipped}; the trials record the label-free measures (RankMe, α-ReQ, LiDAR, "
+                "alignment, uniformity), and the summary ranks by rankme")
+
+    @property
+    def reads_labels(self) -> bool:
+        """Whether choosing between this study's trials reads labels: a metric of the labelled
+        evaluation (kNN, a probe). A study none of whose metrics does (a label-free measure, the loss,
+        the cost) reads no label of its training data at all: the runner loads the data without its
+        labels, and kNN and the probes run only on a labelled ``--eval-dataset``."""
+        chosen = self.metric if isinstance(self.metric, list) else [self.metric]
+        return any(metrics.needs_labels(metric) for metric in chosen)
 
     # --- what is compared -------------------------------------------------------------------
     @property
@@ -345,9 +410,21 @@ class Study:
             isinstance(self.metric, list) and len(self.metric) != len(self.mode)
         ):
             raise ValueError(f"study {self.name!r}: metric {self.metric!r} and mode {self.mode!r} must pair up")
+        from sslab.methods.base import Method  # here: declaring a study imports no torch
+
+        chosen = self.metric if isinstance(self.metric, list) else [self.metric]
+        for metric in filter(metrics.embedding_measure, chosen):
+            lacking = [m for m in self.method_names if methods.get(m).embedding is Method.embedding]
+            if lacking:
+                raise ValueError(f"study {self.name!r} chooses by {metric}, but {', '.join(lacking)} has no embedding "
+                                 f"(Method.embedding): choose by {metrics.embedding_measure(metric)}, the same "
+                                 "measure of the backbone's representation")
         for method, point in self.configurations(profile.name):
             cls = methods.get(method)
             config = cls.Config.from_flat(self.method_config(method, point, profile))
+            if not self.reads_labels and cls.reads_labels(config):
+                raise ValueError(f"study {self.name!r} chooses by {', '.join(chosen)} without reading a label, but "
+                                 f"{method} trains on labels: choose by a labelled metric (knn_top1) to train it")
             cls.views(config, profile.image_size)  # a view that cannot cut this image size says so here
             cls.invariance_views(config, profile.image_size)
             if self.search:

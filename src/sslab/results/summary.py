@@ -281,13 +281,14 @@ def judge_ranks_better(finding: dict, trials: pd.DataFrame) -> dict:
         return {**out, "better_mean": math.nan, "worse_mean": math.nan, "difference": math.nan,
                 "verdict": NOT_ESTABLISHED, "why": f"fewer than 3 configurations have both measures and {target}"}
     signed = [rows[m].to_numpy(float) * (1 if mode == "max" else -1) for m, mode in sides]
-    rho = [selection.spearman(values, rows[target]) for values in signed]
+    agreements = [selection.spearman(values, rows[target]) for values in signed]
     both = np.stack(signed, axis=1)
     low, high = selection.bootstrap_interval(
         both, rows[target], lambda x, y: selection.spearman(x[:, 0], y) - selection.spearman(x[:, 1], y))
-    out.update(better_mean=rho[0], worse_mean=rho[1], difference=rho[0] - rho[1])
+    out.update(better_mean=agreements[0], worse_mean=agreements[1], difference=agreements[0] - agreements[1])
     seeds = int(rows["n"].min())
-    why = f"ρ {rho[0]:+.2f} vs {rho[1]:+.2f}, difference interval [{low:+.2f}, {high:+.2f}] over {len(rows)} configurations"
+    why = (f"ρ {agreements[0]:+.2f} vs {agreements[1]:+.2f}, difference interval [{low:+.2f}, {high:+.2f}] "
+           f"over {len(rows)} configurations")
     if seeds < 2:
         return {**out, "verdict": NOT_ESTABLISHED, "why": f"{why}; {seeds} seed(s): one seed establishes nothing"}
     verdict = REPRODUCED if low > 0 else CONTRADICTED if high < 0 else NOT_ESTABLISHED
@@ -370,3 +371,17 @@ def describe(table: pd.DataFrame, knobs: list[str], metric: str, baselines: pd.D
 
 def _std(value: float) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def ranked_by(trials: pd.DataFrame, metric: str, mode: str) -> tuple[str, str]:
+    """The metric (and mode) a summary ranks configurations by: the study's, or RankMe where the
+    study's reads labels and no trial has it but they carry RankMe (data without labels: no kNN,
+    no probe). The findings are still judged on the study's own metric."""
+    from sslab.results import metrics
+
+    def measured(column: str) -> bool:
+        return column in trials and bool(trials[column].notna().any())
+
+    if metrics.needs_labels(metric) and not measured(metric) and measured("rankme"):
+        return "rankme", metrics.LABEL_FREE["rankme"].mode or "max"
+    return metric, mode
