@@ -27,7 +27,7 @@ from sslab.methods.blocks.backbone import TAPS, Backbone
 from sslab.methods.blocks.optim import build_optimizer, build_schedule
 from sslab.methods.views import apply_views
 from sslab.data.train_test import load_train_test
-from sslab.engine.evaluate import evaluation_batches, knn_top1, pooled_features
+from sslab.evaluation.evaluate import evaluation_batches, knn_top1, pooled_features
 from sslab.plan.profiles import get_profile
 from sslab.engine.device import channels_last_batch
 from train_loop import optimisation_step  # noqa: E402 - a sibling script (benchmarks/ is on sys.path)

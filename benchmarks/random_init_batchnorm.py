@@ -21,7 +21,7 @@ import torch
 
 from sslab.methods.blocks.backbone import Backbone
 from sslab.data.train_test import evaluation_arrays, load_train_test
-from sslab.engine.evaluate import evaluate_for_profile, evaluation_batches
+from sslab.evaluation.evaluate import evaluate_for_profile, evaluation_batches
 from sslab.plan.profiles import get_profile
 
 

@@ -32,6 +32,8 @@ QUICK = {
     "random_init_batchnorm": ["--seeds", "2"],
     "store_writes": ["--trials", "24", "--epochs", "50"],
     "gpu_throughput": [],
+    "pictures_cost": [],  # one trial of the local profile's λ ablation
+    "label_free_cost": [],  # one trial of the local profile's λ ablation
 }
 
 
@@ -63,7 +65,7 @@ def headline(name: str) -> str:
         before, after = data["summary"]["as initialised"], data["summary"]["recomputed"]
         return "; ".join(f"{k}: {before[k][0]:.3f} as initialised, {after[k][0]:.3f} with BatchNorm statistics "
                          "recomputed" for k in ("knn_top1", "probe_res5_top1"))
-    if name in ("gpu_throughput", "cpu_numerics", "store_writes"):
+    if name in ("gpu_throughput", "cpu_numerics", "store_writes", "pictures_cost", "label_free_cost"):
         return data.get("summary", "")
     return ""
 

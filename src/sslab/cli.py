@@ -210,8 +210,8 @@ def run(study, argv: Sequence[str] | None = None, *, command: str | None = None,
     from sslab.engine.runner import run_study
 
     command = command or invocation(argv)
-    overrides = {k: v for k, v in {"epochs": args.epochs, "train_subset": args.subset,
-                                   "dataset": args.dataset}.items() if v is not None}
+    overrides = {k: v for k, v in {"epochs": args.epochs, "train_subset": args.subset, "dataset": args.dataset,
+                                   "eval_dataset": args.eval_dataset}.items() if v is not None}
     try:
         if args.method:
             study = study.with_method(args.method)
@@ -310,6 +310,10 @@ def study_parser(study, prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--profile", default=study.profile, help="local (CPU, minutes) or cifar (GPU, full CIFAR-10)")
     parser.add_argument("--dataset", default=None,
                         help="cifar10, cifar100, imagefolder:<path> or parquet:<path> (default: the profile's)")
+    parser.add_argument("--eval-dataset", default=None, metavar="NAME",
+                        help="a labelled dataset for kNN and the linear probes (its train split the bank, its test "
+                             "split the queries), e.g. for a --dataset without labels; the label-free measures "
+                             "still read --dataset's test images (docs/label-free.md)")
     if len(study.method_names) == 1:
         parser.add_argument("--method", default=None, choices=methods.names(),
                             help=f"run this study's knobs on another method (default {study.method_names[0]}); "

@@ -309,7 +309,9 @@ def _metric_mode(meta: dict[str, Any], best: str | None) -> tuple[str, str]:
     metric = best or metrics[0]
     if metric in metrics:
         return metric, modes[metrics.index(metric)]
-    return metric, "min" if metric in _LOWER_IS_BETTER else "max"
+    from sslab.results.metrics import mode_of  # a label-free measure's own direction (uniformity: lower)
+
+    return metric, mode_of(metric) or ("min" if metric in _LOWER_IS_BETTER else "max")
 
 
 def _final_state(store, row) -> tuple[dict[str, Any], str]:

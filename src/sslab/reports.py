@@ -89,10 +89,11 @@ def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials,
     """The study's results as Markdown tables (per configuration with the gain over random init,
     the paper's findings, then totals), for notes and papers."""
     from sslab.results.progress import yes_no
-    from sslab.results.summary import by_configuration, compute_line, describe, judge_all, totals
+    from sslab.results.summary import by_configuration, compute_line, describe, judge_all, ranked_by, totals
 
-    per_config = by_configuration(trials, knobs, metric, mode, baselines)
-    lines = [f"## {name}: {metric}", ""]
+    ranking, ranking_mode = ranked_by(trials, metric, mode)  # RankMe for data without labels
+    per_config = by_configuration(trials, knobs, ranking, ranking_mode, baselines)
+    lines = [f"## {name}: {ranking}", ""]
     several = "method" in per_config
     header = [*(["method"] if several else []), *knobs, "mean", "std", "seeds", "gap to best", "beyond spread",
               "vs random init", "beats it"]
@@ -105,9 +106,9 @@ def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials,
                   "best" if row["best"] else f"{row['gap_to_best']:+.3f}", yes_no(row["beyond_spread"]),
                   "–" if math.isnan(row["vs_baseline"]) else f"{row['vs_baseline']:+.3f}", yes_no(row["beats_baseline"])]
         lines.append("| " + " | ".join(cells) + " |")
-    if not baselines.empty and metric in baselines:
-        lines += ["", f"Random-init baseline: {metric} {baselines[metric].mean():.3f} over {len(baselines)} seed(s)."]
-    lines += ["", *[f"- {line}" for line in describe(per_config, knobs, metric, baselines)]]
+    if not baselines.empty and ranking in baselines:
+        lines += ["", f"Random-init baseline: {ranking} {baselines[ranking].mean():.3f} over {len(baselines)} seed(s)."]
+    lines += ["", *[f"- {line}" for line in describe(per_config, knobs, ranking, baselines)]]
     if findings:
         lines += ["", "| the paper's finding | verdict | better | worse | why |", "|---|---|---:|---:|---|"]
         for _, row in judge_all(findings, trials, metric, mode).iterrows():

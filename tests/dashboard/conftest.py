@@ -1,7 +1,3 @@
-import base64
-
-import numpy as np
-import plotly.io as pio
 import pytest
 
 import store_factory
@@ -11,17 +7,3 @@ import store_factory
 def fixture_root(tmp_path_factory):
     """A grid (λ × 3 seeds, one failed), a search (3 stopped), a running study and an old-schema store."""
     return store_factory.write_fixture_root(tmp_path_factory.mktemp("results"))
-
-
-def figure_of(chart) -> dict:
-    """The traces of an AppTest plotly chart element, with plotly's base64 typed arrays decoded."""
-    figure = pio.from_json(chart.proto.spec)
-    return [{key: decode(value) for key, value in trace.to_plotly_json().items()} for trace in figure.data], figure.layout
-
-
-def decode(value):
-    if isinstance(value, dict) and "bdata" in value:
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).tolist()
-    if isinstance(value, dict):
-        return {k: decode(v) for k, v in value.items()}
-    return value.tolist() if isinstance(value, np.ndarray) else value

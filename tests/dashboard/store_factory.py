@@ -95,6 +95,15 @@ def search_knn(temperature: float) -> float:
     return 0.35 - 0.5 * (math.log10(temperature) + 1) ** 2
 
 
+def search_label_free(temperature: float, loss_weight: float, knn: float) -> dict[str, float]:
+    """A search trial's label-free measures (``metrics.LABEL_FREE``'s names): RankMe follows kNN
+    closely, LiDAR loosely (λ weighs on it), uniformity falls as kNN rises, α-ReQ grows with τ."""
+    alpha = 0.6 + 2 * temperature
+    return {"rankme": 40 + 100 * knn + 5 * loss_weight, "lidar": 30 + 20 * knn - 10 * loss_weight,
+            "alpha_req": alpha, "alpha_req_gap": abs(alpha - 1), "alignment": 0.2 + temperature,
+            "uniformity": -2 - 3 * knn}
+
+
 def write_search(root: Path, name: str = "pirl_search", *, trials: int = 10, stopped=(2, 5, 7)) -> ResultsStore:
     store = ResultsStore(root, name)
     defaults = {"temperature": 0.07, "loss_weight": 0.5, "num_negatives": 32000}
@@ -109,6 +118,8 @@ def write_search(root: Path, name: str = "pirl_search", *, trials: int = 10, sto
         knn = search_knn(point["temperature"])
         status = "stopped" if n in stopped else "ok"
         row = _trial_row(point, 0, knn, status=status, epochs=1 if status == "stopped" else 5, finished_at=2000.0 + n)
+        if status == "ok":  # measured at the final evaluation, as kNN is
+            row.update(search_label_free(point["temperature"], point["loss_weight"], knn))
         rows.append(row)
         store.record_epochs({row["trial_id"]: _epochs(row["trial_id"], row["epochs"], knn)})
         store.record_trial(row)

@@ -11,11 +11,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import store_factory
-from conftest import figure_of
+from dashboard_testing import figure_of
 
 APP = str(Path(__file__).resolve().parents[2] / "src" / "sslab" / "dashboard" / "app.py")
 #: page → number of plotly charts it draws on the fixture root
-PAGES = {"studies": 0, "ablation": 1, "probes": 1, "invariance": 1, "training": 1, "search": 3, "trials": 0}
+PAGES = {"studies": 0, "ablation": 1, "probes": 1, "invariance": 1, "training": 1, "search": 3, "trials": 0,
+         "label_free": 6, "neighbours": 0, "embedding": 0}  # the fixture root's trials recorded no pictures
 
 
 def open_page(root, page, monkeypatch, **state):

@@ -23,7 +23,7 @@ CHROMIUM = os.environ.get("SSLAB_CHROMIUM") or shutil.which("chromium") or shuti
 #: url path → (page title, plotly charts drawn on the fixture store)
 PAGES = {"": ("Studies", 0), "ablation": ("Ablation curve", 1), "probes": ("Layer probes", 1),
          "invariance": ("Invariance", 1), "training": ("Training curves", 1), "search": ("Search", 3),
-         "trials": ("Trials", 0)}
+         "trials": ("Trials", 0), "label_free": ("Label-free vs kNN", 6)}
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 

@@ -133,8 +133,15 @@ def test_imagefolder_empty_folders_name_the_folder(tmp_path, write_image, make_f
         load_split(f"imagefolder:{empty}")
     loose = tmp_path / "loose"
     write_image(loose / "photo.png", np.zeros((4, 4, 3), np.uint8))
-    with pytest.raises(ValueError, match=rf"{re.escape(str(loose))} holds 1 image file.*photo\.png.*no class sub"):
-        load_split(f"imagefolder:{loose}")
+    unlabelled = load_split(f"imagefolder:{loose}")  # images without a class folder: data without labels
+    assert len(unlabelled) == 1 and unlabelled.labels is None and unlabelled.classes == []
+    mixed = tmp_path / "mixed"
+    make_folder(mixed / "train", classes=("a",), per_class=1)
+    write_image(mixed / "test" / "photo.png", np.zeros((4, 4, 3), np.uint8))
+    mixed_test = re.escape(str(mixed / "test"))
+    with pytest.raises(ValueError, match=rf"{mixed_test} holds 1 image file.*photo\.png.*no class sub-folder, and "
+                                         r"the other split\(s\) have class sub-folders"):
+        load_split(f"imagefolder:{mixed}", "test")
     split_tree = tmp_path / "splits"
     make_folder(split_tree / "train", classes=("a",), per_class=1)
     (split_tree / "test").mkdir()

@@ -322,3 +322,30 @@ def test_the_stored_row_is_the_one_the_callback_assembled_by_hand(tmp_path, monk
     assert list(written) == list(expected)  # the same columns, in the same order
     assert all(_same(written[k], v) for k, v in expected.items()), {k: (written[k], v) for k, v in expected.items()}
     assert expected["restarts"] == 2 and expected["finished_at"] == 1234.5
+
+
+def test_a_finished_trials_pictures_go_to_the_store_with_its_row_and_not_into_its_epochs(tmp_path):
+    from sslab.engine.train import EpochReport
+    from sslab.evaluation.pictures import EMBEDDING_SAMPLES, NEIGHBOUR_SAMPLES, PICTURES_SECONDS
+    from sslab.results import pictures
+
+    store = ResultsStore(tmp_path, "s")
+    callback = StoreCallback(store, SPECS, _Silent())
+    trial = _trial(0.5, {})
+    callback.on_trial_start(0, [], trial)
+    neighbours = [{"query": 3, "query_label": 1, "rank": r, "neighbour": 7 + r, "label": 1, "similarity": 0.9} for r in range(2)]
+    embedding = [{"index": i, "label": i % 2, "x": 0.5 * i, "y": 1.0} for i in range(4)]
+    evaluation = {"knn_top1": 0.31, NEIGHBOUR_SAMPLES: neighbours, EMBEDDING_SAMPLES: embedding, PICTURES_SECONDS: 2.5}
+    report = EpochReport(step_means={"loss": 8.0}, epoch=1, lr=0.1, images_seen=640, epoch_s=1.0, epoch_cpu_steal=0.0,
+                         restarts=0, timing={}, evaluation=evaluation, provenance={}, train_s=3.0, eval_s=1.0,
+                         device_s=3.0, wall_s=5.0, cpu_steal=0.0)
+    assert not {NEIGHBOUR_SAMPLES, EMBEDDING_SAMPLES, PICTURES_SECONDS} & set(report.row())  # the epochs table's row
+    report.history = [report.row()]
+    trial.last_result = report.to_result()
+    callback.on_trial_complete(0, [], trial)
+    (row,) = store.read("trials").to_dict("records")
+    assert row["knn_top1"] == 0.31 and not {NEIGHBOUR_SAMPLES, EMBEDDING_SAMPLES, PICTURES_SECONDS} & set(row)
+    stored = pictures.read(store, pictures.NEIGHBOURS, [HALF])
+    assert stored.drop(columns="trial_id").to_dict("records") == neighbours
+    points = pictures.read(store, pictures.EMBEDDING, [HALF])
+    assert list(points["x"]) == [0.0, 0.5, 1.0, 1.5] and (points["pictures_s"] == 2.5).all()

@@ -174,6 +174,20 @@ def test_lidar_matches_a_direct_computation_of_the_formula(eps, delta):
     assert 1.0 < expected < 12.0
 
 
+@pytest.mark.parametrize("delta", [1e-4, 0.5])
+def test_lidar_of_embeddings_wider_than_their_rows_is_the_formulas(delta):
+    """D > n·q: computed in the span of the rows (the docstring), the same value as the formula in D dimensions."""
+    gen = _gen(10)
+    clean = torch.randn(8, 1, 40, generator=gen, dtype=torch.float64) * torch.linspace(0.1, 2, 40)
+    z = clean + 0.3 * torch.randn(8, 3, 40, generator=gen, dtype=torch.float64) + 2.0
+    expected = _lidar_numpy(z.numpy(), 1e-8, delta)
+    assert lidar(z, delta=delta) == pytest.approx(expected, rel=1e-9)
+    assert lidar(z.float(), delta=delta) == pytest.approx(expected, rel=1e-5)
+    assert lidar(z[:, :, :20], delta=delta) != pytest.approx(expected, rel=1e-3)  # the width counts
+    with pytest.raises(ValueError, match="singular"):
+        lidar(z, delta=0.0)
+
+
 def test_lidar_without_delta_is_invariant_to_an_invertible_linear_map():
     gen = _gen(9)
     z = torch.randn(30, 6, 8, generator=gen, dtype=torch.float64) + torch.randn(30, 1, 8, generator=gen, dtype=torch.float64)

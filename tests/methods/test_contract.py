@@ -214,3 +214,33 @@ def test_a_training_step_sets_no_tensor_attribute_on_the_method(name):
     after = _tensor_attributes(method)
     assert after == before, (f"{name}: training_step set {sorted(k for k in after if after[k] != before.get(k))} "
                              "on the method")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_method_that_reads_no_labels_trains_on_a_batch_without_them(name):
+    """Data without labels, and a study that chooses without them, give batches with no ``label``:
+    every method that does not declare ``reads_labels`` trains on them; one that does says why not."""
+    cls = methods.get(name)
+    method = _build(cls)
+    batch = _contract_batch(cls)
+    batch.pop("label")
+    if cls.reads_labels(cls.Config()):
+        with pytest.raises(KeyError, match="label"):
+            method(batch, step_context())
+        return
+    out = method(batch, step_context())
+    assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_embedding_is_the_loss_sides_projection_of_the_representation_or_none(name):
+    cls = methods.get(name)
+    method = _build(cls).eval()
+    representation = torch.randn(BATCH, method.backbone.out_dim)
+    with torch.no_grad():
+        embedded = method.embedding(representation)
+    assert (embedded is None) == (cls.embedding is Method.embedding), \
+        f"{name}: embedding returns None exactly when the method does not override it"
+    if embedded is not None:
+        assert embedded.shape[0] == BATCH and embedded.dim() == 2 and torch.isfinite(embedded).all()
+        assert not torch.equal(embedded[0], embedded[1])  # a function of each image's representation

@@ -16,8 +16,11 @@ PAGES = [
     st.Page("views/ablation.py", title="Ablation curve", icon=":material/show_chart:"),
     st.Page("views/probes.py", title="Layer probes", icon=":material/layers:"),
     st.Page("views/invariance.py", title="Invariance", icon=":material/compare_arrows:"),
+    st.Page("views/neighbours.py", title="Neighbours", icon=":material/grid_view:"),
+    st.Page("views/embedding.py", title="Embedding map", icon=":material/bubble_chart:"),
     st.Page("views/training.py", title="Training curves", icon=":material/timeline:"),
     st.Page("views/search.py", title="Search", icon=":material/travel_explore:"),
+    st.Page("views/label_free.py", title="Label-free vs kNN", icon=":material/scatter_plot:"),
     st.Page("views/trials.py", title="Trials", icon=":material/filter_list:"),
 ]
 

@@ -27,8 +27,36 @@ def probe_taps(frame: pd.DataFrame) -> list[str]:
 
 
 def trial_metrics(trials: pd.DataFrame) -> list[str]:
+    """kNN, the probes, the label-free measures the trials carry, invariance and the loss."""
     present = [m for m in TRIAL_METRICS if m in trials]
-    return present[:1] + [metrics.probe(t) for t in probe_taps(trials)] + present[1:]
+    label_free = [m for m in label_free_metrics(trials.columns) if trials[m].notna().any()]
+    return present[:1] + [metrics.probe(t) for t in probe_taps(trials)] + label_free + present[1:]
+
+
+def label_free_metrics(columns) -> list[str]:
+    """The label-free measures among ``columns``: the representation's in ``LABEL_FREE``'s order,
+    then the embedding's (``embedding/<measure>``)."""
+    present = set(columns)
+    return metrics.label_free_columns(present) + [metrics.embedding(m) for m in metrics.LABEL_FREE
+                                                  if metrics.embedding(m) in present]
+
+
+def metric_label(metric: str) -> str:
+    """A metric as a chooser shows it: a label-free measure with its description and better end."""
+    name = metrics.embedding_measure(metric) or metric
+    if name not in metrics.LABEL_FREE:
+        return metric
+    better = {"max": "higher is better", "min": "lower is better"}.get(metrics.mode_of(metric), "neither end is better")
+    of = " of the embedding" if name != metric else ""
+    return f"{metric} — {metrics.LABEL_FREE[name].description}{of} ({better})"
+
+
+def best_mask(points: pd.DataFrame, mode: str | None) -> pd.Series:
+    """True at each curve's best mean (``ablation_points``' rows) by ``mode``; all False without one."""
+    if mode not in ("max", "min") or points.empty:
+        return pd.Series(False, index=points.index)
+    best = points.groupby("study", sort=False)["mean"].transform("max" if mode == "max" else "min")
+    return points["mean"].eq(best) & points["mean"].notna()
 
 
 def is_log_scale(values: pd.Series) -> bool:
@@ -75,9 +103,12 @@ def baseline_levels(baselines: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def ablation_figure(points: pd.DataFrame, knob: str, metric: str, *, defaults: dict[str, float] | None = None,
-                    baselines: pd.DataFrame | None = None, unordered: set[str] = frozenset()) -> go.Figure:
+                    baselines: pd.DataFrame | None = None, unordered: set[str] = frozenset(),
+                    best: pd.Series | None = None) -> go.Figure:
     """One curve per study; the studies in ``unordered`` (searches, whose other knobs vary from point
-    to point) are drawn as points only, since a line between them would suggest a curve."""
+    to point) are drawn as points only, since a line between them would suggest a curve. ``best``
+    (``best_mask``) points at each curve's best point (an arrow: a marker of its own would also
+    change the curve's legend symbol)."""
     fig = go.Figure()
     for study, group in points.groupby("study", sort=False):
         spread = group["std"].fillna(0)
@@ -93,7 +124,12 @@ def ablation_figure(points: pd.DataFrame, knob: str, metric: str, *, defaults: d
     for _, row in (baselines if baselines is not None else pd.DataFrame()).iterrows():
         fig.add_hline(y=row["mean"], line_dash="dash", line_color="firebrick",
                       annotation_text=f"random init ({row['backbone']})", annotation_position="bottom right")
-    if not points.empty and is_log_scale(points["value"]):
+    log = not points.empty and is_log_scale(points["value"])
+    top = points[best.reindex(points.index, fill_value=False)] if best is not None else points.iloc[0:0]
+    for _, row in top.iterrows():  # a log axis places annotations in log10 units
+        fig.add_annotation(x=math.log10(row["value"]) if log else row["value"], y=row["mean"], text="best",
+                           showarrow=True, arrowhead=2, ax=0, ay=-32)
+    if log:
         fig.update_xaxes(type="log")
     return _layout(fig, f"{metric} against {knob}: mean ± std over seeds", knob, metric)
 

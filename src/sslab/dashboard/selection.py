@@ -58,8 +58,15 @@ def _scan(root: str) -> dict:
 
 
 @st.cache_data(max_entries=64, show_spinner="Reading the results store…")
-def _read(root: str, name: str, stamp: tuple) -> store.StudyData:
-    return store.read_study(root, name, stamp)
+def _read(root: str, name: str, stamp: tuple, setting_ids: tuple[str, ...] = ()) -> store.StudyData:
+    return store.read_study(root, name, stamp, setting_ids)
+
+
+def read_setting(root: str, data: store.StudyData, setting_ids: tuple[str, ...]) -> store.StudyData:
+    """``data`` as of another of its settings (an earlier run's), cached like the last run's."""
+    if not setting_ids or list(setting_ids) == list(data.meta.get("setting_ids") or []):
+        return data
+    return _read(root, data.name, _scan(root).get(data.name, ()), tuple(setting_ids))
 
 
 def load(root: str) -> list[store.StudyData]:

@@ -120,8 +120,9 @@ def scan(root: str | None = None) -> dict[str, tuple[tuple[str, int, int], ...]]
     return found
 
 
-def read_study(root: str, name: str, stamp: tuple = ()) -> StudyData:
-    """Read one study's tables; ``stamp`` (from :func:`scan`) is unused here but keys the cache."""
+def read_study(root: str, name: str, stamp: tuple = (), setting_ids: tuple[str, ...] = ()) -> StudyData:
+    """Read one study's tables, of its last run's setting or of ``setting_ids`` (an earlier run's);
+    ``stamp`` (from :func:`scan`) is unused here but keys the cache."""
     store = ResultsStore(root, name)
     empty = {t: pd.DataFrame() for t in TABLES}
     updated = max((mtime for _, mtime, _ in stamp), default=0) / 1e9 or None
@@ -147,7 +148,8 @@ def read_study(root: str, name: str, stamp: tuple = ()) -> StudyData:
         problems.append("study.json is missing (an interrupted or hand-made store): knobs are guessed from the "
                         "configurations that vary; rerun the study's command to rewrite it")
     # one setting of the study (its last run's): trials of other settings are never compared with it
-    shown = current_setting(tables["trials"], tables["baselines"], meta)
+    of_setting = {**meta, "setting_ids": list(setting_ids)} if setting_ids else meta
+    shown = current_setting(tables["trials"], tables["baselines"], of_setting)
     if "trial_id" in tables["trials"]:
         hidden = set(tables["trials"]["trial_id"]) - set(shown.trials.get("trial_id", []))
         for table in ("epochs", "invariance"):  # a finished trial of another setting is not a running one

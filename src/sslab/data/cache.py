@@ -1,7 +1,7 @@
 """The decoded-image cache: one Parquet file per decoded split.
 
 Every source is decoded once and cached as one Parquet file per split (``image`` as fixed-size
-binary H*W*3, ``label`` int64; class names, shape, normalisation statistics, the number of
+binary H*W*3, ``label`` int64, absent for data without labels; class names, shape, normalisation statistics, the number of
 skipped images and the images' shorter side before resizing in the schema metadata). The cache
 directory is ``sslab.data.locations.cache_dir()``. The file name holds the dataset, the split, a
 hash of the source's path and a hash of the source's fingerprint (sizes and modification times),
@@ -59,9 +59,9 @@ def _cached_or_decode(source: _Source, split: str, root: Path | None, image_size
             warnings.warn(f"ignoring unreadable cache file {target} ({err}); decoding again", stacklevel=3)
     start = time.perf_counter()
     decoded = source.decode(image_size)
-    logger.info("decoded %d images of %s (%s) in %.1f s", len(decoded.labels), source.describe, split,
+    logger.info("decoded %d images of %s (%s) in %.1f s", len(decoded.images), source.describe, split,
                 time.perf_counter() - start)
-    if len(decoded.labels) == 0:
+    if len(decoded.images) == 0:
         if decoded.skipped:
             raise ValueError(f"none of the {len(decoded.skipped)} images of {source.describe} ({split}) could be "
                              f"decoded, e.g. {', '.join(decoded.skipped[:_MAX_NAMED])}; check that the files are "
@@ -80,7 +80,7 @@ def _cached_or_decode(source: _Source, split: str, root: Path | None, image_size
     for stale in cache.glob(f"{stem}-*.parquet"):  # older decodes of the same source
         if stale != target:
             stale.unlink(missing_ok=True)
-    n = len(decoded.labels)
+    n = len(decoded.images)
     median_side, min_side = decoded.side_stats()
     return Split(images=decoded.images, labels=decoded.labels, idx=np.arange(n, dtype=np.int64),
                  classes=decoded.classes, skipped=len(decoded.skipped), source=str(source.path),
@@ -120,16 +120,17 @@ def _write_cache(target: Path, decoded: _Decoded, stats: Normalization, info: di
                 normalization={"mean": list(stats.mean), "std": list(stats.std)},
                 skipped_count=len(decoded.skipped), skipped=decoded.skipped[:100],
                 source_side={"median": median_side, "min": min_side})
-    table = pa.table({
-        "image": pa.FixedSizeBinaryArray.from_buffers(pa.binary(h * w * 3), n, [None, pa.py_buffer(images)]),
-        "label": pa.array(decoded.labels, type=pa.int64()),
-    }).replace_schema_metadata({"sslab": json.dumps(meta)})
+    columns = {"image": pa.FixedSizeBinaryArray.from_buffers(pa.binary(h * w * 3), n, [None, pa.py_buffer(images)])}
+    if decoded.labels is not None:  # data without labels has no label column
+        columns["label"] = pa.array(decoded.labels, type=pa.int64())
+    table = pa.table(columns).replace_schema_metadata({"sslab": json.dumps(meta)})
     tmp = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
-        pq.write_table(table, tmp, compression="snappy", use_dictionary=["label"], row_group_size=16384)
+        pq.write_table(table, tmp, compression="snappy", use_dictionary=[c for c in ("label",) if c in columns],
+                       row_group_size=16384)
         os.replace(tmp, target)
         tmp = None
     except OSError as err:
@@ -154,7 +155,7 @@ def _read_cache(path: Path) -> Split:
     column = table.column("image").combine_chunks()
     row = h * w * 3
     images = np.frombuffer(column.buffers()[1], dtype=np.uint8, count=n * row, offset=column.offset * row)
-    labels = table.column("label").to_numpy().astype(np.int64)
+    labels = table.column("label").to_numpy().astype(np.int64) if "label" in table.column_names else None
     stats = meta["normalization"]
     sides = meta["source_side"]
     return Split(images=images.reshape(n, h, w, 3).copy(), labels=labels, idx=np.arange(n, dtype=np.int64),

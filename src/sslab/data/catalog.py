@@ -25,14 +25,18 @@ Dataset names
     sub-folders (``train``, ``test``, ``val``, ...) are the splits; otherwise the whole tree is
     the ``train`` split. Class indices follow the sorted class-folder names, the union over all
     splits, so they agree between splits. A relative path is tried against the working
-    directory, then the data directory. A folder with no class sub-folder (empty, or images
-    lying directly in it) raises ``ValueError`` naming the folder. ``load_train_test`` (what a
-    run trains and evaluates on, ``sslab.data.train_test``) needs both ``<path>/train/<class>/<image>`` and
-    ``<path>/test/<class>/<image>`` and refuses any other layout with one line saying so.
+    directory, then the data directory. A split folder that holds its images directly, with no
+    class sub-folder, is data without labels (``Split.labels`` None) when no other split has class
+    sub-folders; an empty folder, or a split without classes beside one with them, raises
+    ``ValueError`` naming the folder. ``load_train_test`` (what a run trains and evaluates on,
+    ``sslab.data.train_test``) needs both ``<path>/train/<class>/<image>`` and
+    ``<path>/test/<class>/<image>`` (without labels: ``<path>/train/<image>`` and
+    ``<path>/test/<image>``) and refuses any other layout with one line saying so.
 ``"parquet:<path>"``
     A Parquet file or directory with columns ``image`` (encoded image bytes, or a struct with a
-    ``bytes`` field as written by Hugging Face ``datasets``) and ``label`` (integer or class name);
-    rows are split by a ``split`` column when there is one, else all rows are ``train``.
+    ``bytes`` field as written by Hugging Face ``datasets``) and ``label`` (integer or class name;
+    without it the data has no labels); rows are split by a ``split`` column when there is one,
+    else all rows are ``train``.
 """
 
 from __future__ import annotations
@@ -198,22 +202,28 @@ def _load_imagefolder(spec: str, split: str, root: Path | None, image_size: int 
     elif split != "train":
         raise ValueError(f"split = {split!r}: {path} has no train/ sub-folder, so the whole tree is the "
                          "'train' split and there is no other")
-    _check_class_folders(path / split if splits else path, spec)
+    labelled_elsewhere = any(_class_dirs(path / other) for other in splits)
+    _check_class_folders(path / split if splits else path, spec, labelled_elsewhere)
     return _cached_or_decode(_folder_source("imagefolder-" + path.name, path, split), split, root, image_size)
 
 
-def _check_class_folders(folder: Path, spec: str) -> None:
-    """An ImageFolder (split) root needs class sub-folders; say which folder lacks them and why."""
+def _check_class_folders(folder: Path, spec: str, labelled_elsewhere: bool = False) -> None:
+    """An ImageFolder (split) root needs class sub-folders or, for data without labels, its images
+    directly (when no other split has class sub-folders); say which folder lacks them and why."""
     if _class_dirs(folder):
         return
     loose = sorted(f for f in folder.iterdir()
                    if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES)
+    if loose and not labelled_elsewhere:
+        return  # images without labels
     if loose:
         raise ValueError(f"imagefolder:{spec}: {folder} holds {len(loose)} image file(s) (e.g. {loose[0].name}) but no "
-                         f"class sub-folder; put each class's images in a sub-folder named after the class, "
-                         f"e.g. {folder}/<class>/{loose[0].name}")
+                         f"class sub-folder, and the other split(s) have class sub-folders; put each class's images "
+                         f"in a sub-folder named after the class, e.g. {folder}/<class>/{loose[0].name} (or, for data "
+                         "without labels, every split's images directly in its folder)")
     raise ValueError(f"imagefolder:{spec}: {folder} holds no class sub-folder and no image; expected one "
-                     f"sub-folder per class holding image files, e.g. {folder}/<class>/0001.jpg")
+                     f"sub-folder per class holding image files, e.g. {folder}/<class>/0001.jpg (or, for data "
+                     f"without labels, the images themselves, e.g. {folder}/0001.jpg)")
 
 
 def _load_parquet(spec: str, split: str, root: Path | None, image_size: int | None) -> Split:

@@ -32,7 +32,7 @@ import numpy as np
 @dataclass
 class _Decoded:
     images: np.ndarray
-    labels: np.ndarray
+    labels: np.ndarray | None  # None: data without labels (no classes)
     classes: list[str]
     skipped: list[str] = field(default_factory=list)
     sides: np.ndarray | None = None  # int N: each decoded image's shorter side before resizing
@@ -46,9 +46,10 @@ class _Decoded:
         return int(ordered[(len(ordered) - 1) // 2]), int(ordered[0])
 
 
-def _decode_items(items: list[tuple[str, bytes | Path | None, int]], classes: list[str],
+def _decode_items(items: list[tuple[str, bytes | Path | None, int | None]], classes: list[str],
                   image_size: int | None, where: str) -> _Decoded:
     """Decode (name, bytes-or-path, label) items into one uint8 array; unreadable ones are listed.
+    With no ``classes`` the data has no labels: the items' labels are None, and so are the result's.
 
     Sequential on purpose: a CIFAR image decodes in ~50 µs, and on 2 cores a process pool (fork,
     spawn or forkserver) or threads measured slower than one loop over libjpeg-turbo.
@@ -78,12 +79,13 @@ def _decode_items(items: list[tuple[str, bytes | Path | None, int]], classes: li
                 f"{images.shape[2]}x{images.shape[1]}; pass an image size (load_split(..., image_size=<side>), "
                 "a profile's image_size) to resize and centre-crop every image to one square size")
         images[count] = array
-        labels[count] = label
+        labels[count] = -1 if label is None else label
         count += 1
+    labelled = bool(classes)
     if images is None:
-        return _Decoded(np.zeros((0, 1, 1, 3), np.uint8), np.zeros(0, np.int64), classes, skipped,
-                        np.zeros(0, np.int64))
-    return _Decoded(images[:count], labels[:count], classes, skipped, sides[:count])
+        return _Decoded(np.zeros((0, 1, 1, 3), np.uint8), np.zeros(0, np.int64) if labelled else None, classes,
+                        skipped, np.zeros(0, np.int64))
+    return _Decoded(images[:count], labels[:count] if labelled else None, classes, skipped, sides[:count])
 
 
 def _jpeg_decoder() -> Callable[[bytes], np.ndarray] | None:

@@ -7,8 +7,10 @@ every image of the split (``sslab.data.decode``). ``sslab.data.catalog`` picks t
 dataset name; ``sslab.data.cache`` decodes it once and caches the result.
 
 A Parquet dataset has the columns ``image`` (encoded image bytes, or a struct with a ``bytes``
-field as written by Hugging Face ``datasets``) and ``label`` (integer or class name); rows are
-split by a ``split`` column when there is one, else all rows are ``train``.
+field as written by Hugging Face ``datasets``) and ``label`` (integer or class name; without it the
+data has no labels); rows are split by a ``split`` column when there is one, else all rows are
+``train``. An ImageFolder split whose folder holds its images directly, with no class sub-folder,
+has no labels either.
 """
 
 from __future__ import annotations
@@ -148,13 +150,17 @@ def _folder_source(slug: str, path: Path, split: str) -> _Source:
 
     def decode(image_size: int | None) -> _Decoded:
         names = classes()
-        items = [(str(f), f, label) for label, c in enumerate(names)
-                 if (split_root / c).is_dir() for f in _image_files(split_root / c)]
+        items: list[tuple[str, Path, int | None]] = [
+            (str(f), f, label) for label, c in enumerate(names) if (split_root / c).is_dir()
+            for f in _image_files(split_root / c)]
+        if not names:  # no class sub-folder anywhere: the images lie in the split's folder, without labels
+            items = [(str(f), f, None) for f in _image_files(split_root)]
         return _decode_items(items, names, image_size, str(split_root))
 
     return _Source(slug, path.resolve(), str(split_root), fingerprint, decode,
                    f"expected one sub-folder per class holding image files ({', '.join(sorted(IMAGE_SUFFIXES))}), "
-                   f"e.g. {split_root}/<class>/0001.jpg")
+                   f"e.g. {split_root}/<class>/0001.jpg, or for data without labels the images themselves, e.g. "
+                   f"{split_root}/0001.jpg")
 
 
 # ------------------------------------------------------------------ torchvision's pickled CIFAR
@@ -245,10 +251,12 @@ def _parquet_source(path: Path, split: str) -> _Source:
         import pyarrow.parquet as pq
 
         table = pq.read_table(path)
-        missing = [c for c in ("image", "label") if c not in table.column_names]
-        if missing:
-            raise ValueError(f"{path} lacks the column(s) {missing}; it has {table.column_names}. A parquet dataset "
-                             "needs 'image' (encoded image bytes) and 'label' (int or class name), and may have 'split'")
+        if "image" not in table.column_names:
+            raise ValueError(f"{path} lacks the column 'image'; it has {table.column_names}. A parquet dataset needs "
+                             "'image' (encoded image bytes), and may have 'label' (int or class name; without it "
+                             "the data has no labels) and 'split'")
+        if "label" not in table.column_names:
+            return _unlabelled_parquet(table, path, split, image_size)
         labels_all = table.column("label")
         if pa.types.is_dictionary(labels_all.type):
             labels_all = labels_all.cast(labels_all.type.value_type)
@@ -257,14 +265,7 @@ def _parquet_source(path: Path, split: str) -> _Source:
             classes = sorted(str(v) for v in pc.unique(labels_all).to_pylist() if v is not None)
         else:
             classes = _parquet_class_names(table.schema.metadata or {})
-        if "split" in table.column_names:
-            available = sorted(str(s) for s in pc.unique(table.column("split")).to_pylist())
-            if split not in available:
-                raise ValueError(f"split = {split!r} is not in {path}: its 'split' column holds {available}")
-            table = table.filter(pc.equal(table.column("split"), split))
-        elif split != "train":
-            raise ValueError(f"split = {split!r}: {path} has no 'split' column, so all rows are the 'train' split; "
-                             "add a 'split' column (values such as 'train' and 'test') to give it other splits")
+        table = _parquet_split(table, path, split)
         labels = table.column("label")
         if pa.types.is_dictionary(labels.type):
             labels = labels.cast(labels.type.value_type)
@@ -291,6 +292,29 @@ def _parquet_source(path: Path, split: str) -> _Source:
 
     return _Source("parquet-" + path.stem, path.resolve(), str(path), fingerprint, decode,
                    "expected rows with an 'image' column of encoded images")
+
+
+def _parquet_split(table: pa.Table, path: Path, split: str) -> pa.Table:
+    """The rows of ``split``: by the ``split`` column, or all rows for ``train`` when there is none."""
+    import pyarrow.compute as pc
+
+    if "split" in table.column_names:
+        available = sorted(str(s) for s in pc.unique(table.column("split")).to_pylist())
+        if split not in available:
+            raise ValueError(f"split = {split!r} is not in {path}: its 'split' column holds {available}")
+        return table.filter(pc.equal(table.column("split"), split))
+    if split != "train":
+        raise ValueError(f"split = {split!r}: {path} has no 'split' column, so all rows are the 'train' split; "
+                         "add a 'split' column (values such as 'train' and 'test') to give it other splits")
+    return table
+
+
+def _unlabelled_parquet(table: pa.Table, path: Path, split: str, image_size: int | None) -> _Decoded:
+    """The rows of ``split`` of a Parquet table without a ``label`` column: images without labels."""
+    table = _parquet_split(table, path, split)
+    payloads = _parquet_image_bytes(table.column("image"), path)
+    items = [(f"{path.name}[row {row}]", data, None) for row, data in enumerate(payloads)]
+    return _decode_items(items, [], image_size, str(path))
 
 
 def _parquet_class_names(metadata: dict[bytes, bytes]) -> list[str]:

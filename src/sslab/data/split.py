@@ -1,7 +1,9 @@
 """A decoded split (``Split``), its identity and its class-balanced subsets.
 
-A ``Split`` holds uint8 images N x H x W x 3, int64 labels and indices, class names and the
-per-channel ``normalization`` statistics of its pixels. ``Split.identity()`` is a small JSON-able
+A ``Split`` holds uint8 images N x H x W x 3, int64 labels (None for data without labels: an
+ImageFolder whose split folders hold the images directly, a Parquet file without a ``label``
+column, or labelled data read blind by a study that chooses without labels, ``without_labels``) and
+indices, class names and the per-channel ``normalization`` statistics of its pixels. ``Split.identity()`` is a small JSON-able
 fingerprint of a loaded split (sizes, classes, image shape and a SHA-256 of its pixels, labels and
 class names) for a result to record exactly which data it was computed on.
 
@@ -40,7 +42,7 @@ class Split:
     """
 
     images: np.ndarray  # uint8 N x H x W x 3 (RGB)
-    labels: np.ndarray  # int64 N, indices into ``classes``
+    labels: np.ndarray | None  # int64 N, indices into ``classes``; None: the split has no labels (no classes)
     idx: np.ndarray  # int64 N, unique, 0..N-1 within the (sub)set
     classes: list[str]
     skipped: int = 0  # corrupt/unreadable images skipped while decoding (the first decode's, also when cached)
@@ -59,11 +61,23 @@ class Split:
             self.normalization = Normalization.of(self.images)
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.images)
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the split has labels (``labels`` is None for data without them)."""
+        return self.labels is not None
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def without_labels(self) -> "Split":
+        """The same images without labels or class names, made without reading either: what a study
+        that chooses without labels trains and measures on."""
+        return Split(images=self.images, labels=None, idx=self.idx, classes=[], skipped=self.skipped,
+                     source=self.source, normalization=self.normalization, source_side=self.source_side,
+                     source_side_min=self.source_side_min)
 
     def identity(self) -> dict[str, Any]:
         """A small JSON-able fingerprint of exactly these images, labels and class names, in this order:
@@ -75,18 +89,22 @@ class Split:
         ``content_sha256`` is the first 16 hex digits of a SHA-256 over the shape, the uint8 pixels,
         the labels (little-endian int64) and the class names; it changes when any pixel, label or
         class name (or their order) changes. Computed on each call (the split may be changed in
-        place): ~0.1 s for CIFAR-10's 50,000 training images.
+        place): ~0.1 s for CIFAR-10's 50,000 training images. A split without labels hashes its
+        pixels alone, and has 0 classes.
         """
         images = np.ascontiguousarray(self.images, dtype=np.uint8)
-        labels = np.ascontiguousarray(self.labels, dtype="<i8")
-        if images.ndim != 4 or len(images) != len(labels):
-            raise ValueError(f"inconsistent Split: images {images.shape}, labels {labels.shape}")
+        labels = np.ascontiguousarray(self.labels, dtype="<i8") if self.labelled else None
+        if images.ndim != 4 or (labels is not None and len(images) != len(labels)):
+            raise ValueError(f"inconsistent Split: images {images.shape}, labels "
+                             f"{labels.shape if labels is not None else None}")
         names = json.dumps([str(c) for c in self.classes], ensure_ascii=False).encode()
-        digest = hashlib.sha256(f"sslab-split|{images.shape}|{labels.shape}|".encode())
+        shape = labels.shape if labels is not None else "unlabelled"
+        digest = hashlib.sha256(f"sslab-split|{images.shape}|{shape}|".encode())
         digest.update(images.reshape(-1))
-        digest.update(labels)
+        if labels is not None:
+            digest.update(labels)
         digest.update(names)
-        out: dict[str, Any] = {"num_images": int(len(labels)), "num_classes": len(self.classes)}
+        out: dict[str, Any] = {"num_images": int(len(images)), "num_classes": len(self.classes)}
         out["classes"] = [str(c) for c in self.classes] if len(self.classes) <= 20 else None
         out["classes_sha1"] = hashlib.sha1("\n".join(map(str, self.classes)).encode()).hexdigest()
         out["image_shape"] = [int(images.shape[1]), int(images.shape[2])]
@@ -119,11 +137,17 @@ def _subset_quotas(counts: np.ndarray, k: int) -> np.ndarray:
 
 
 def take_subset(full: Split, k: int, seed: int, what: str = "the split") -> Split:
-    """A class-balanced subset of ``k`` images drawn with ``seed`` (what ``load_split(subset=k)`` returns)."""
+    """A class-balanced subset of ``k`` images drawn with ``seed`` (what ``load_split(subset=k)`` returns);
+    of a split without labels, ``k`` images drawn uniformly with ``seed``."""
     _check_subset_arg(k)
-    n = len(full.labels)
+    n = len(full)
     if k > n:
         raise ValueError(f"subset = {k} is larger than {what} ({n} images); use subset <= {n} or None for all")
+    if not full.labelled:
+        order = np.random.default_rng(seed).permutation(n)[:k]
+        return Split(images=full.images[order], labels=None, idx=np.arange(k, dtype=np.int64), classes=[],
+                     skipped=full.skipped, source=full.source, normalization=full.normalization,
+                     source_side=full.source_side, source_side_min=full.source_side_min)
     counts = np.bincount(full.labels, minlength=len(full.classes))
     quota = _subset_quotas(counts, int(k))
     rng = np.random.default_rng(seed)

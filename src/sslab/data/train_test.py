@@ -1,8 +1,12 @@
 """The two splits a run trains and evaluates on (``load_train_test``), checked before anything
-is trained, and the arrays the evaluation reads (``evaluation_arrays``).
+is trained, the labelled dataset a run may evaluate on instead (``load_evaluation``), and the
+arrays the evaluation reads (``evaluation_arrays``).
 
 ``load_train_test`` needs an ImageFolder laid out as ``<path>/train/<class>/<image>`` and
-``<path>/test/<class>/<image>`` and refuses any other layout with one line saying so. It notes,
+``<path>/test/<class>/<image>``, or for data without labels ``<path>/train/<image>`` and
+``<path>/test/<image>``, and refuses any other layout with one line saying so. ``labelled=False``
+reads a labelled dataset blind (``Split.without_labels``): what a study that chooses without
+labels trains on, so that no label of its data is read. It notes,
 in one line, a split whose images are upscaled 2x or more to ``image_size`` (their shorter side
 before resizing, ``Split.source_side``): a folder of 1 x 1 px images blown up to 32 px gives
 every method the same meaningless (perfect) kNN score.
@@ -22,9 +26,9 @@ from sslab.data.split import Split, take_subset
 
 def load_train_test(dataset: str, *, image_size: int | None, train_subset: int | None,
                     test_subset: int | None, root: Path | None = None,
-                    note: Callable[[str], None] = print) -> tuple[Split, Split]:
+                    note: Callable[[str], None] = print, labelled: bool = True) -> tuple[Split, Split]:
     """The train and test splits a run trains and evaluates on: each capped at its subset
-    (class-balanced, seed 0), or whole when the dataset is smaller than the subset (the profiles'
+    (class-balanced, seed 0; drawn uniformly with seed 0 for data without labels), or whole when the dataset is smaller than the subset (the profiles'
     sizes are CIFAR's; a small ImageFolder is used whole, and ``note`` says so, as it says how
     many unreadable images were skipped).
 
@@ -32,27 +36,37 @@ def load_train_test(dataset: str, *, image_size: int | None, train_subset: int |
     ``image_size`` (their median shorter side before resizing, ``Split.source_side``, is at most
     half of it): such images carry little for the features to learn from.
 
+    ``labelled=False``: every split without its labels and class names (``Split.without_labels``,
+    which reads neither), before any subset is drawn.
+
     Raises ``ValueError`` when an ImageFolder is not laid out as ``<path>/train/<class>/<image>``
-    and ``<path>/test/<class>/<image>``, when a split is empty or the dataset has fewer than 2
-    classes (kNN and the linear probes need 2), before anything is trained.
+    and ``<path>/test/<class>/<image>`` (or both without classes), when a split is empty, or a
+    labelled dataset has fewer than 2 classes (kNN and the linear probes need 2), before anything
+    is trained. Data without labels has none to check.
     """
     if isinstance(dataset, str) and dataset.startswith("imagefolder:"):
         _check_train_test_layout(dataset.removeprefix("imagefolder:"), root)
     splits, notes = [], []  # the notes are said once the data is known to be usable: a refusal is one line
     for name, subset in (("train", train_subset), ("test", test_subset)):
         whole = load_split(dataset, name, root=root, seed=0, image_size=image_size)
-        if subset is not None and subset > len(whole.labels):
-            notes.append(f"the {name} split of {dataset} has {len(whole.labels)} images (fewer than the profile's "
+        if not labelled:
+            whole = whole.without_labels()
+        if subset is not None and subset > len(whole):
+            notes.append(f"the {name} split of {dataset} has {len(whole)} images (fewer than the profile's "
                          f"{subset}): using all of them")
-        split = whole if subset is None or subset >= len(whole.labels) else take_subset(
+        split = whole if subset is None or subset >= len(whole) else take_subset(
             whole, subset, seed=0, what=f"{dataset} {name}")
         if split.skipped:
             notes.append(f"{split.skipped} unreadable image(s) skipped in the {name} split")
-        if len(split.labels) == 0:
+        if len(split) == 0:
             raise ValueError(f"the {name} split of {dataset!r} is empty; check the dataset at {root or data_dir()}")
         splits.append(split)
     train, test = splits
-    if train.num_classes < 2:
+    if train.labelled != test.labelled:
+        with_labels = "train" if train.labelled else "test"
+        raise ValueError(f"the {with_labels} split of {dataset!r} has labels and the other has none: give both splits "
+                         "labels (one sub-folder per class) or neither (the images directly in each split's folder)")
+    if train.labelled and train.num_classes < 2:
         named = f" (found {', '.join(map(repr, train.classes))})" if train.classes else ""
         raise ValueError(f"{dataset!r} has {train.num_classes} class(es); kNN and linear probes need at least "
                          f"2{named}: give the dataset at least two classes (an ImageFolder needs one sub-folder per "
@@ -96,7 +110,8 @@ def _check_train_test_layout(spec: str, root: Path | None) -> None:
     if has_train and has_test:
         return
     expected = (f"imagefolder:{spec} needs a train and a test split, laid out as {path}/train/<class>/<image> and "
-                f"{path}/test/<class>/<image> (one sub-folder per class in each)")
+                f"{path}/test/<class>/<image> (one sub-folder per class in each; for images without labels, "
+                f"{path}/train/<image> and {path}/test/<image>)")
     folders = _class_dirs(path)
     if has_train:
         others = [f for f in folders if f != "train"]
@@ -113,7 +128,8 @@ def _check_train_test_layout(spec: str, root: Path | None) -> None:
                  f"some images of every class in {path}/test/<class>/")
     elif loose:
         found = (f"{len(loose)} image file(s) (e.g. {sorted(loose)[0]}) directly under {path} and no sub-folder: put "
-                 f"each class's images in {path}/train/<class>/ and {path}/test/<class>/")
+                 f"each class's images in {path}/train/<class>/ and {path}/test/<class>/, or, without labels, "
+                 f"move them into {path}/train/ and hold out some in {path}/test/")
     else:
         found = f"no sub-folder and no image in {path}: check the path"
     raise ValueError(f"{expected}; found {found}")
@@ -126,8 +142,27 @@ def _some(names: list[str], shown: int = 4) -> str:
     return ", ".join(names[:shown]) + f", ... ({len(names)} in all)"
 
 
-def evaluation_arrays(train: Split, test: Split) -> dict[str, Any]:
-    """What ``sslab.evaluation.evaluate`` reads: both splits' images and labels, and the train
-    split's statistics, with which both are normalised."""
+def load_evaluation(dataset: str, *, image_size: int | None, train_subset: int | None, test_subset: int | None,
+                    root: Path | None = None, note: Callable[[str], None] = print) -> tuple[Split, Split]:
+    """The labelled dataset a run evaluates on instead of its training data (``--eval-dataset``):
+    its train split is the kNN bank and the probes' training set, its test split the queries;
+    ``load_train_test``'s subsets and checks, and data without labels refused."""
+    train, test = load_train_test(dataset, image_size=image_size, train_subset=train_subset,
+                                  test_subset=test_subset, root=root, note=note)
+    if not train.labelled:
+        raise ValueError(f"--eval-dataset {dataset} has no labels; the evaluation dataset is what kNN and the linear "
+                         "probes read: give a labelled one (one sub-folder per class, or a 'label' column)")
+    return train, test
+
+
+def evaluation_arrays(train: Split, test: Split, evaluation: tuple[Split, Split] | None = None) -> dict[str, Any]:
+    """What ``sslab.evaluation.evaluate`` reads: both splits' images and labels (None for data
+    without labels, or read blind), the train split's statistics, with which every image is
+    normalised, and ``eval_dataset``: None, or the images and labels of the labelled dataset the
+    run evaluates on instead (``load_evaluation``), under the same four names."""
+    labelled = None
+    if evaluation is not None:
+        labelled = {"train_images": evaluation[0].images, "train_labels": evaluation[0].labels,
+                    "test_images": evaluation[1].images, "test_labels": evaluation[1].labels}
     return {"train_images": train.images, "train_labels": train.labels, "test_images": test.images,
-            "test_labels": test.labels, "stats": train.normalization}
+            "test_labels": test.labels, "stats": train.normalization, "eval_dataset": labelled}

@@ -155,7 +155,7 @@ class EpochViews:
 
 def to_ray_dataset(split: Split, *, rows_per_block: int | None = None) -> ray.data.Dataset:
     """``split`` as a Ray Dataset with columns ``idx`` int64, ``image`` uint8 H x W x 3 (a tensor
-    column) and ``label`` int64, in several blocks (~8 MiB each, at least 4 when there are
+    column) and ``label`` int64 (none for a split without labels: its batches carry none), in several blocks (~8 MiB each, at least 4 when there are
     enough rows) so that ``map_batches`` can stream and spread them over workers.
 
     Initialises Ray (``ray.init()``) if it is not running yet, as any Ray Data call does.
@@ -163,9 +163,11 @@ def to_ray_dataset(split: Split, *, rows_per_block: int | None = None) -> ray.da
     import pyarrow as pa
     from ray.data.extensions import ArrowTensorArray
 
-    n = len(split.labels)
-    if len(split.images) != n or len(split.idx) != n:
-        raise ValueError(f"inconsistent Split: {len(split.images)} images, {n} labels, {len(split.idx)} idx")
+    n = len(split.images)
+    labels = split.labels
+    if (labels is not None and len(labels) != n) or len(split.idx) != n:
+        raise ValueError(f"inconsistent Split: {n} images, {None if labels is None else len(labels)} labels, "
+                         f"{len(split.idx)} idx")
     if n == 0:
         raise ValueError("cannot make a Ray Dataset of an empty Split")
     if rows_per_block is None:
@@ -176,9 +178,9 @@ def to_ray_dataset(split: Split, *, rows_per_block: int | None = None) -> ray.da
     tables = []
     for start in range(0, n, rows_per_block):
         stop = min(n, start + rows_per_block)
-        tables.append(pa.table({
-            "idx": pa.array(np.ascontiguousarray(split.idx[start:stop], dtype=np.int64)),
-            "image": ArrowTensorArray.from_numpy(np.ascontiguousarray(split.images[start:stop])),
-            "label": pa.array(np.ascontiguousarray(split.labels[start:stop], dtype=np.int64)),
-        }))
+        columns = {"idx": pa.array(np.ascontiguousarray(split.idx[start:stop], dtype=np.int64)),
+                   "image": ArrowTensorArray.from_numpy(np.ascontiguousarray(split.images[start:stop]))}
+        if labels is not None:
+            columns["label"] = pa.array(np.ascontiguousarray(labels[start:stop], dtype=np.int64))
+        tables.append(pa.table(columns))
     return ray.data.from_arrow(tables)

@@ -47,6 +47,9 @@ import pandas as pd
 from sslab.methods.base import DataInfo
 from sslab.plan import cost
 from sslab.engine import placement
+# the random-init baselines and the thumbnails, which the driver records itself (by these names: tests wrap them)
+from sslab.engine.baselines import (missing_baseline_seeds as _missing_baseline_seeds,
+                                    record_baselines as _record_baselines, record_thumbnails as _record_thumbnails)
 from sslab.engine.other_work import other_work, other_work_note
 from sslab.engine.placement import TRIAL_RESOURCE
 from sslab.plan.profiles import Profile, get_profile
@@ -86,9 +89,8 @@ def run_study(
     """
     from sslab.results.progress import Progress  # rich is only needed when a study runs
 
-    profile = profile if isinstance(profile, Profile) else get_profile(profile or study.profile)
-    if profile_overrides:
-        profile = profile.with_overrides(**profile_overrides)
+    profile = study.sized(profile if isinstance(profile, Profile) else get_profile(profile or study.profile),
+                          profile_overrides)
     seeds = study.seeds if seeds is None else seeds
     if seeds < 1:
         raise ValueError(f"--seeds = {seeds} must be at least 1")
@@ -103,13 +105,14 @@ def run_study(
 
     progress = Progress(study, profile, quiet=quiet)
     try:
-        train, test = _read_data(profile, data_dir, progress)
-        progress.profile = profile = _train_budget(profile, len(train.labels), progress)
-        plan = _plan(study, profile, search, seeds, store, data_identity(profile, train.identity(), test.identity()),
-                     retry_failed=retry_failed, max_trials=max_trials)
+        train, test, evaluation = _read_data(profile, data_dir, progress, study, searching=search is not None)
+        progress.profile = profile = _train_budget(profile, len(train), progress)
+        identity = data_identity(profile, train.identity(), test.identity(),
+                                 evaluation and (evaluation[0].identity(), evaluation[1].identity()))
+        plan = _plan(study, profile, search, seeds, store, identity, retry_failed=retry_failed, max_trials=max_trials)
         specs, pending, to_run = plan.specs, plan.pending, plan.to_run
         progress.start(total=plan.total, already_done=plan.already_done, to_run=to_run,
-                       estimate=cost.estimate(to_run, profile, history, train_images=len(train.labels)))
+                       estimate=cost.estimate(to_run, profile, history, train_images=len(train)))
         for line in _resume_notes(store, pending):
             progress.note(line)
 
@@ -131,7 +134,8 @@ def run_study(
                 # Ray Data's own tasks (the input's block metadata) and autoscaler requests carry the
                 # augmentation label too: unlabelled, they could start any node type, a GPU one included
                 with placement.augment_data_context(augment_args):
-                    data = _to_ray(train, test, profile)
+                    data = _to_ray(train, test, profile, evaluation)
+                _record_thumbnails(store, specs, data["arrays"])  # once per dataset (evaluation/pictures.py)
                 _record_baselines(store, specs, data, missing_baselines, progress)
                 if to_run:
                     tuner, recorder = _tuner(study, specs, store, pending, to_run, data, progress, search=search)
@@ -301,54 +305,33 @@ def _init_ray(address: str | None) -> None:
         )
 
 
-def _read_data(profile: Profile, data_dir, progress):
-    """The train and test splits, read and checked before Ray starts (a missing or unreadable
-    dataset, a wrong layout or one class is refused here, in one line, with nothing written)."""
+def _read_data(profile: Profile, data_dir, progress, study: Study, *, searching: bool = False):
+    """The train and test splits (read blind when the study chooses without labels:
+    ``Study.reads_labels``) and the labelled evaluation dataset's, or None (``--eval-dataset``), read
+    and checked before Ray starts (a missing or unreadable dataset, a wrong layout, one class, or labels
+    the study needs and the data lacks are refused here, in one line, with nothing written)."""
     from sslab.data.locations import data_dir as resolve_data_dir
-    from sslab.data.train_test import load_train_test
+    from sslab.data.train_test import load_evaluation, load_train_test
 
-    return load_train_test(profile.dataset, image_size=profile.image_size, train_subset=profile.train_subset,
-                           test_subset=profile.test_subset, root=resolve_data_dir(data_dir), note=progress.note)
+    sizes = dict(image_size=profile.image_size, train_subset=profile.train_subset, test_subset=profile.test_subset,
+                 root=resolve_data_dir(data_dir), note=progress.note)
+    train, test = load_train_test(profile.dataset, labelled=study.reads_labels, **sizes)
+    evaluation = load_evaluation(profile.eval_dataset, **sizes) if profile.eval_dataset else None
+    note = study.labels_note(profile, train.labelled, searching)
+    if note:
+        progress.note(note)
+    return train, test, evaluation
 
 
-def _to_ray(train, test, profile: Profile) -> dict[str, Any]:
+def _to_ray(train, test, profile: Profile, evaluation=None) -> dict[str, Any]:
     import ray
 
     from sslab.data.train_test import evaluation_arrays
     from sslab.engine.augment import to_ray_dataset
 
-    arrays = evaluation_arrays(train, test)  # both splits normalised with the training set's statistics
-    info = DataInfo(num_samples=len(train.labels), num_classes=train.num_classes, image_size=profile.image_size)
+    arrays = evaluation_arrays(train, test, evaluation)  # every image normalised with the training set's statistics
+    info = DataInfo(num_samples=len(train), num_classes=train.num_classes, image_size=profile.image_size)
     return {"arrays": arrays, "eval_ref": ray.put(arrays), "train_ds": to_ray_dataset(train), "info": info}
-
-
-def _missing_baseline_seeds(store: ResultsStore, specs: Specs, seeds: int) -> list[int]:
-    """Seeds whose random-init baseline of this run's backbone, data and evaluation is not in the store yet."""
-    existing = store.read("baselines")
-    if existing.empty or "setting_id" not in existing:
-        return list(range(seeds))
-    done = set(existing.loc[existing["setting_id"] == specs.baseline(0).setting_id, "seed"])
-    return [seed for seed in range(seeds) if seed not in done]
-
-
-def _record_baselines(store: ResultsStore, specs: Specs, data: dict[str, Any], seeds: list[int], progress) -> None:
-    """The same evaluation of the untrained backbone, once per seed (the random-init reference),
-    recorded under its baseline specification."""
-    import torch
-
-    from sslab.methods.blocks.backbone import Backbone
-    from sslab.evaluation.evaluate import evaluate_for_profile
-
-    profile = specs.profile
-    for seed in seeds:
-        start = time.perf_counter()
-        torch.manual_seed(seed)
-        backbone = Backbone(profile.arch, cifar_stem=profile.cifar_stem, width=profile.width)
-        metrics = evaluate_for_profile(backbone, data["arrays"], profile, seed=seed)
-        baseline = specs.baseline(seed)
-        store.record_baseline({"backbone": profile.backbone_name, "seed": seed, "setting_id": baseline.setting_id,
-                               **metrics, "wall_s": time.perf_counter() - start, **baseline.record()})
-        progress.note(f"random-init baseline (seed {seed}): kNN top-1 {metrics['knn_top1']:.3f}")
 
 
 def _optuna_study_name(study: Study, specs: Specs) -> str:

@@ -43,7 +43,8 @@ from sslab.engine.checkpoints import TrainingState
 from sslab.engine.device import (SteadyTimer, channels_last_batch, finite_on_every_worker, place_on_device,
                                  restore_rng, rng_of_every_worker, set_device_numerics, to_host)
 from sslab.engine.errors import DeterministicTrialError, EmptyEpochError, NonFiniteLossError
-from sslab.evaluation.evaluate import INVARIANCE_SAMPLES, evaluate_for_profile, evaluation_batches, monitor_knn
+from sslab.evaluation.evaluate import INVARIANCE_SAMPLES, evaluate_for_profile, evaluation_batches, monitor
+from sslab.evaluation.pictures import SAMPLES as PICTURES
 from sslab.engine.prefetch import EpochBatches
 from sslab.engine.sessions import InProcessSession, RayTrainSession
 from sslab.plan.profiles import Profile
@@ -119,8 +120,9 @@ class EpochReport:
     restarts: int
     #: ``steady_images_per_s`` and its window (``device.SteadyTimer``); empty for a too short epoch
     timing: dict[str, float]
-    #: rank 0's evaluation: the monitor kNN every epoch, the final evaluation after the last one
-    #: (``metrics.is_evaluation`` names, and ``INVARIANCE_SAMPLES``, which the row leaves out)
+    #: rank 0's evaluation: the monitor (kNN, the label-free measures) every epoch, the final one after the last
+    #: (``metrics.is_evaluation`` names, and ``INVARIANCE_SAMPLES`` and the ``pictures.SAMPLES``, which
+    #: the row leaves out)
     evaluation: dict[str, Any]
     # ---- the trial so far, over every attempt
     #: where this epoch ran (``host/<field>`` of the trial's row)
@@ -145,7 +147,8 @@ class EpochReport:
         """This epoch's row of the epochs table (an entry of ``history``)."""
         order = [f.name for f in fields(self)]
         row = _flat(self, order[: order.index("evaluation") + 1])
-        row.pop(INVARIANCE_SAMPLES, None)
+        for samples in (INVARIANCE_SAMPLES, *PICTURES):
+            row.pop(samples, None)
         return row
 
     @staticmethod
@@ -170,8 +173,9 @@ class FailureReport:
     failed_epoch: int
     #: the last finished epoch (-1: none)
     epoch: int
-    #: the metrics a failed trial has none of
-    unmeasured: dict[str, float] = field(default_factory=lambda: {names.KNN: math.nan, names.LOSS: math.nan})
+    #: the metrics a failed trial has none of (NaN, not missing: a search's metric, whichever it is, must be there)
+    unmeasured: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        [names.KNN, names.LOSS, *names.LABEL_FREE, *map(names.embedding, names.LABEL_FREE)], math.nan))
     images_seen: int
     train_s: float
     eval_s: float
@@ -221,6 +225,7 @@ def run_loop(spec: TrialRun, session: RayTrainSession | InProcessSession) -> Non
         return wall_before + time.perf_counter() - attempt_start
 
     epoch, ahead = start_epoch, None
+    evaluation_cache: dict[str, Any] = {}  # what every epoch's evaluation reuses (the label-free measures' views)
     try:
         restored = session.restore()  # an unreadable only checkpoint ends the trial below, like a NaN
         skipped = session.skipped_checkpoints()
@@ -292,9 +297,11 @@ def run_loop(spec: TrialRun, session: RayTrainSession | InProcessSession) -> Non
             if rank == 0 and spec.eval_data is not None:
                 if epoch == profile.epochs - 1:
                     evaluation = evaluate_for_profile(backbone, _eval_arrays(spec), profile, seed=spec.seed,
-                                                      method=method, device=device)
+                                                      method=method, pictures=True, device=device,
+                                                      cache=evaluation_cache)
                 else:
-                    evaluation = {names.KNN: monitor_knn(backbone, _eval_arrays(spec), profile, device)}
+                    evaluation = monitor(backbone, _eval_arrays(spec), profile, device, method=method, seed=spec.seed,
+                                         cache=evaluation_cache)
             eval_seconds += time.perf_counter() - eval_start
             where = provenance(device)  # where this epoch ran (host/<field> of the trial's row)
             wall_s, steal_ticks = wall_seconds(), trial_steal.ticks()

@@ -17,6 +17,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from sslab.evaluation.pictures import EMBEDDING_SAMPLES, NEIGHBOUR_SAMPLES, PICTURES_SECONDS
+from sslab.results.pictures import record_pictures
 from sslab.results.rows import TrialRow
 from sslab.results.store import ResultsStore, StoreWriteError
 from sslab.plan.spec import Specs, TrialSpec
@@ -33,7 +35,7 @@ class StoreCallback(Callback):
         self.profile = specs.profile
         self.progress = progress
         self._started: dict[str, float] = {}
-        #: trial key -> {what: why} for each of its writes ("epochs", "invariance", "trial") whose
+        #: trial key -> {what: why} for each of its writes ("epochs", "invariance", "pictures", "trial") whose
         #: latest attempt failed; a later write of the same kind that succeeds clears it
         self._failed_writes: dict[str, dict[str, str]] = {}
         #: trial key -> how many of its epochs the store holds
@@ -130,6 +132,9 @@ class StoreCallback(Callback):
                         error="" if finished else f"stopped early after epoch {epochs} of {self.profile.epochs}")
         if result.get("invariance_samples"):
             self._write("invariance", key, self.store.record_invariance, key, result["invariance_samples"])
+        if result.get(NEIGHBOUR_SAMPLES) or result.get(EMBEDDING_SAMPLES):  # evaluation/pictures.py
+            self._write("pictures", key, record_pictures, self.store, key, result.get(NEIGHBOUR_SAMPLES),
+                        result.get(EMBEDDING_SAMPLES), result.get(PICTURES_SECONDS))
         self._record(trial, row)
 
     def on_trial_error(self, iteration, trials, trial, **info):

@@ -13,10 +13,18 @@ worker and the random-init baseline in the study driver.
 - Invariance (Misra & van der Maaten 2019, sec. 5.2, Fig. 3): for test images, the l2 distance
   between the method's two normalised representations of an image and of its transformed
   version (``Method.invariance_pair``); the samples are kept for histograms.
+- The label-free measures (RankMe, α-ReQ, LiDAR, alignment, uniformity: ``label_free_metrics.py``),
+  of the representation and of the method's embedding, after every epoch and at the end.
+
+kNN and the probes read labels: those of the training data's own splits, or of a labelled
+evaluation dataset (``labelled_arrays``), and none at all where there are none to read (data
+without labels, or a study that chooses without them). Invariance and the label-free measures
+never read one.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -24,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sslab.evaluation import pictures as drawn
+from sslab.evaluation.label_free_metrics import label_free_metrics, trial_views
 from sslab.methods.base import Method
 from sslab.methods.blocks.backbone import TAPS, Backbone
 from sslab.methods.views import ImageView, Normalization, apply_views
@@ -171,6 +181,10 @@ class Evaluation:
 
     metrics: dict[str, float]
     invariance: np.ndarray | None = field(default=None, repr=False)
+    #: the nearest training images of the fixed queries, the 2-D map and their seconds (``pictures.SAMPLES``)
+    pictures: dict[str, Any] | None = field(default=None, repr=False)
+    #: the test images' pooled res5 features kNN read (the label-free measures read them too)
+    features: torch.Tensor | None = field(default=None, repr=False)
 
 
 def evaluate(
@@ -187,10 +201,12 @@ def evaluate(
     probe_epochs: int = 100,
     probe_taps: Sequence[str] = TAPS,
     invariance_samples: int = 0,
+    pictures: bool = False,
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> Evaluation:
-    """kNN on pooled res5, a linear probe per tap and, given a method, its invariance."""
+    """kNN on pooled res5, a linear probe per tap, given a method its invariance and, with ``pictures``,
+    the queries' neighbours and the map from the same res5 features (``pictures.py``)."""
     taps = tuple(dict.fromkeys([*probe_taps, "res5"]))
     train_feats = pooled_features(backbone, train_images, taps, stats=stats, device=device)
     test_feats = pooled_features(backbone, test_images, taps, stats=stats, device=device)
@@ -211,7 +227,9 @@ def evaluate(
                                           device=device)
         if invariance is not None:
             metrics[names.INVARIANCE] = float(invariance.mean())
-    return Evaluation(metrics, invariance)
+    shown = (drawn.pictures(train_feats["res5"], test_feats["res5"], train_labels, test_labels, device=device)
+             if pictures else None)
+    return Evaluation(metrics, invariance, shown, test_feats["res5"])
 
 
 #: the final evaluation's per-image invariance distances (the store's invariance table), beside its metrics
@@ -225,46 +243,96 @@ def evaluate_for_profile(
     *,
     seed: int,
     method: Method | None = None,
+    pictures: bool = False,
     device: torch.device | str = "cpu",
+    cache: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The profile's evaluation (kNN, probes, invariance when a method is given) as report metrics.
+    """The profile's evaluation as report metrics: kNN and the probes on the labelled evaluation
+    (``labelled_arrays``; none without one) and, with ``pictures``, the entries of
+    ``pictures.SAMPLES``; invariance when a method is given; the label-free measures
+    (``label_free_metrics.py``).
 
-    ``arrays``: train_images/labels, test_images/labels and ``stats`` (the training split's
-    ``Normalization``). Used for trained trials and for the random-init baseline alike, so both
-    are measured the same way.
+    ``arrays``: train_images/labels, test_images/labels, ``stats`` (the training split's
+    ``Normalization``) and ``eval_dataset`` (``data.train_test.evaluation_arrays``). Invariance and
+    the label-free measures read the training data's test images and no label. ``cache``: the
+    trial's, which keeps its label-free views. Used for trained trials and for the random-init
+    baseline alike, so both are measured the same way.
     """
-    result = evaluate(
-        backbone,
-        arrays["train_images"],
-        arrays["train_labels"],
-        arrays["test_images"],
-        arrays["test_labels"],
-        stats=arrays["stats"],
-        method=method,
-        knn_k=profile.knn_k,
-        knn_temperature=profile.knn_temperature,
-        probe_epochs=profile.probe_epochs,
-        invariance_samples=profile.invariance_samples,
-        seed=seed,
-        device=device,
-    )
-    out: dict[str, Any] = dict(result.metrics)
-    if result.invariance is not None:
-        out[INVARIANCE_SAMPLES] = np.asarray(result.invariance, dtype=np.float32).tolist()
+    labelled = labelled_arrays(arrays)
+    own = labelled is arrays  # the training data's own labelled splits: invariance on their test images, as ever
+    out: dict[str, Any] = {}
+    invariance, features = None, None
+    if labelled is not None:
+        result = evaluate(
+            backbone,
+            labelled["train_images"],
+            labelled["train_labels"],
+            labelled["test_images"],
+            labelled["test_labels"],
+            stats=arrays["stats"],
+            method=method if own else None,
+            knn_k=profile.knn_k,
+            knn_temperature=profile.knn_temperature,
+            probe_epochs=profile.probe_epochs,
+            invariance_samples=profile.invariance_samples if own else 0,
+            pictures=pictures,
+            seed=seed,
+            device=device,
+        )
+        out.update(result.metrics)
+        out.update(result.pictures or {})
+        invariance, features = result.invariance, result.features if own else None
+    if not own and method is not None and profile.invariance_samples > 0:
+        invariance = invariance_distances(method, arrays["test_images"][: profile.invariance_samples],
+                                          stats=arrays["stats"], seed=seed, device=device)
+        if invariance is not None:
+            out[names.INVARIANCE] = float(invariance.mean())
+    if invariance is not None:
+        out[INVARIANCE_SAMPLES] = np.asarray(invariance, dtype=np.float32).tolist()
+    start = time.perf_counter()
+    n = profile.label_free_images
+    features = features[:n] if features is not None else pooled_features(  # kNN's, or (no kNN on these) their own
+        backbone, arrays["test_images"][:n], ("res5",), stats=arrays["stats"], device=device)["res5"]
+    views = trial_views(arrays, profile.lidar_instances, profile.lidar_views, method=method, seed=seed, cache=cache)
+    out.update(label_free_metrics(backbone, features, views, method=method, device=device))
+    out[names.LABEL_FREE_SECONDS] = time.perf_counter() - start
     return out
 
 
-def monitor_knn(backbone: Backbone, arrays: dict[str, Any], profile: Profile, device) -> float:
-    """The cheap per-epoch kNN on the first ``monitor_images`` train and test images (curves, ASHA)."""
+def labelled_arrays(arrays: dict[str, Any]) -> dict[str, Any] | None:
+    """The images and labels kNN and the linear probes read (``train_images``, ``train_labels``,
+    ``test_images``, ``test_labels``): the labelled evaluation dataset's when the run has one
+    (``eval_dataset``), else the training data's own splits; None when neither has labels (data
+    without labels, or a study that chooses without them, whose data is read blind)."""
+    if arrays.get("eval_dataset") is not None:
+        return arrays["eval_dataset"]
+    return arrays if arrays.get("train_labels") is not None else None
+
+
+def monitor(backbone: Backbone, arrays: dict[str, Any], profile: Profile, device, *, method: Method | None = None,
+            seed: int = 0, cache: dict[str, Any] | None = None) -> dict[str, float]:
+    """The cheap per-epoch evaluation (curves, ASHA): kNN on the first ``monitor_images`` train and
+    test images of the labelled evaluation (``labelled_arrays``; none without one), and the
+    label-free measures of the training data's first ``label_free_images`` test images (their
+    features kNN's where it reads the same images) and of the trial's fixed views (kept in ``cache``)."""
     n, stats = profile.monitor_images, arrays["stats"]
-    train = pooled_features(backbone, arrays["train_images"][:n], ("res5",), stats=stats, device=device)["res5"]
-    test = pooled_features(backbone, arrays["test_images"][:n], ("res5",), stats=stats, device=device)["res5"]
-    return knn_top1(
-        train,
-        torch.as_tensor(arrays["train_labels"][:n]),
-        test,
-        torch.as_tensor(arrays["test_labels"][:n]),
-        k=profile.knn_k,
-        temperature=profile.knn_temperature,
-        device=device,
-    )
+    out: dict[str, float] = {}
+    labelled = labelled_arrays(arrays)
+    test = None
+    if labelled is arrays:
+        test = pooled_features(backbone, arrays["test_images"][:n], ("res5",), stats=stats, device=device)["res5"]
+    if labelled is not None:
+        queries = test if labelled is arrays else pooled_features(
+            backbone, labelled["test_images"][:n], ("res5",), stats=stats, device=device)["res5"]
+        bank = pooled_features(backbone, labelled["train_images"][:n], ("res5",), stats=stats, device=device)["res5"]
+        out[names.KNN] = knn_top1(bank, torch.as_tensor(labelled["train_labels"][:n]), queries,
+                                  torch.as_tensor(labelled["test_labels"][:n]), k=profile.knn_k,
+                                  temperature=profile.knn_temperature, device=device)
+    start = time.perf_counter()
+    m = profile.label_free_images
+    features = test[:m] if test is not None and m <= n else pooled_features(
+        backbone, arrays["test_images"][:m], ("res5",), stats=stats, device=device)["res5"]
+    views = trial_views(arrays, profile.lidar_instances, profile.lidar_views, method=method, seed=seed, cache=cache)
+    out.update(label_free_metrics(backbone, features, views, method=method, device=device))
+    out[names.LABEL_FREE_SECONDS] = time.perf_counter() - start
+    return out

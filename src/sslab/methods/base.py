@@ -164,6 +164,22 @@ class Method(nn.Module):
         """Two L2-normalised representations whose distance measures invariance (PIRL sec. 5.2)."""
         raise NotImplementedError(f"{type(self).__name__} declares no invariance views")
 
+    @classmethod
+    def reads_labels(cls, config: MethodConfig) -> bool:
+        """Whether training reads the batch's ``label`` (a supervised loss): such a method cannot
+        train on data without labels, nor in a study that chooses without them. Default: no (a
+        self-supervised loss never reads a label, and its batches may have none)."""
+        return False
+
+    def embedding(self, representation: torch.Tensor) -> torch.Tensor | None:
+        """The embedding this method's loss is computed on, from the backbone's representation
+        (``representation``: pooled res5 features, B x ``backbone.out_dim``, what ``Backbone.forward``
+        gives): a joint-embedding method's projection z = g(f(x)), PIRL's f(v_I). The label-free
+        measures read it beside the representation's (``embedding/<measure>``); the caller chooses
+        eval mode and ``no_grad``. Default None: the loss sees no embedding of the whole image (a
+        pretext task's head, a classifier)."""
+        return None
+
     # --- heads and loss -----------------------------------------------------------------
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         """The loss on one batch (keys: ``idx``, the views' keys, ``label`` when the data has one),

@@ -84,6 +84,11 @@ class Supervised(Method):
         """The whole image and one draw of the training augmentation t(x)."""
         return [ImageView(name="clean", size=image_size), Augmented(cls.augmentation(config, image_size, "transformed"))]
 
+    @classmethod
+    def reads_labels(cls, config: SupervisedConfig) -> bool:
+        """Cross-entropy on the labels."""
+        return True
+
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         """Cross-entropy on ``label``; metrics: the loss and the batch's top-1 training accuracy."""
         if "label" not in batch:

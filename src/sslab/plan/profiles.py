@@ -24,8 +24,12 @@ class Profile:
     dataset: str = "cifar10"
     #: training images (class-balanced, deterministic subset); None = the whole split
     train_subset: int | None = None
-    #: test images used by kNN, probes and invariance; None = the whole split
+    #: test images used by kNN, probes, invariance and the label-free measures; None = the whole split
     test_subset: int | None = None
+    #: a labelled dataset kNN and the linear probes read instead of the training data (its train
+    #: split the bank, its test split the queries; ``--eval-dataset``); None = the training data's own
+    #: splits, when they have labels and the study reads them
+    eval_dataset: str | None = None
     #: side of the (square) images every dataset is decoded to, and of the views' output
     image_size: int = 32
     arch: str = "resnet18"
@@ -80,6 +84,13 @@ class Profile:
     probe_epochs: int = 100
     #: test images whose invariance distance is measured and kept as samples
     invariance_samples: int = 1000
+    #: test images (the first ones) whose features the label-free measures read (RankMe, α-ReQ,
+    #: uniformity), every epoch and at the end alike; and those that compare an image's augmented
+    #: views (LiDAR, alignment): the first ``lidar_instances`` test images, ``lidar_views`` views of
+    #: each (``evaluation/label_free_metrics.py``)
+    label_free_images: int = 1000
+    lidar_instances: int = 512
+    lidar_views: int = 4
     #: retries of a trial whose workers or node died, each from its last epoch checkpoint
     #: (Ray Train restarts the worker group; Tune restarts a trial whose driver was lost)
     max_failures: int = 2
@@ -113,6 +124,9 @@ class Profile:
             "worker_placement": self.worker_placement in ("PACK", "SPREAD", "STRICT_SPREAD"),
             "augment_nodes": self.augment_nodes in ("prefer", "require", "any"),
             "max_failures": self.max_failures >= 0,
+            "label_free_images": isinstance(self.label_free_images, int) and self.label_free_images >= 2,
+            "lidar_instances": isinstance(self.lidar_instances, int) and self.lidar_instances >= 2,
+            "lidar_views": isinstance(self.lidar_views, int) and self.lidar_views >= 2,
             "images_per_device_s": self.images_per_device_s > 0,
         }
         for name, ok in checks.items():
@@ -204,6 +218,11 @@ PROFILES: dict[str, Profile] = {
         channels_last=True,
         probe_epochs=30,
         invariance_samples=500,
+        # the label-free measures on 512 test images, LiDAR and alignment on 128 of them x 4 views:
+        # within the 3 % of a trial that they may cost (docs/label-free.md#cost)
+        label_free_images=512,
+        lidar_instances=128,
+        lidar_views=4,
         images_per_device_s=850.0,  # the main job's trials on 2 cores
     ),
     # The CIFAR-10 setting: full data, ResNet-18, one GPU per trial.

@@ -46,9 +46,11 @@ TRAINING_FIELDS = (
     "use_gpu", "precision", "cudnn_benchmark", "compile", "view_transfer", "channels_last", "torch_threads",
 )
 #: profile fields of the evaluation of the frozen backbone (and of the per-epoch monitor)
-EVALUATION_FIELDS = ("knn_k", "knn_temperature", "monitor_images", "probe_epochs", "invariance_samples")
-#: profile fields that say which data is loaded (the loaded splits' fingerprints say what it was)
-DATA_FIELDS = ("dataset", "train_subset", "test_subset")
+EVALUATION_FIELDS = ("knn_k", "knn_temperature", "monitor_images", "probe_epochs", "invariance_samples",
+                     "label_free_images", "lidar_instances", "lidar_views")
+#: profile fields that say which data is loaded (the loaded splits' fingerprints say what it was); the
+#: labelled evaluation dataset only when one is given (``data_identity``)
+DATA_FIELDS = ("dataset", "train_subset", "test_subset", "eval_dataset")
 #: profile fields that change where, how fast or how robustly a trial runs, never what it computes:
 #: the step budget is resolved into ``epochs``; ``method_defaults`` into the config; the number of
 #: Train workers enters as the world size (``workers``: 0 and 1 both train on one worker)
@@ -101,11 +103,21 @@ def profile_evaluation(profile: Profile) -> dict[str, Any]:
     return {name: _canonical(getattr(profile, name)) for name in EVALUATION_FIELDS}
 
 
-def data_identity(profile: Profile, train: Mapping[str, Any], test: Mapping[str, Any]) -> dict[str, Any]:
+def data_identity(profile: Profile, train: Mapping[str, Any], test: Mapping[str, Any],
+                  evaluation: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """What was loaded: the profile's dataset name and subsets, and each split's fingerprint (counts,
-    classes, shape, content hash: ``data.Split.identity``)."""
-    out: dict[str, Any] = {name: _canonical(getattr(profile, name)) for name in DATA_FIELDS}
-    for split, identity in (("train", train), ("test", test)):
+    classes, shape, content hash: ``data.Split.identity``; of a split read without its labels, its
+    pixels alone); with a labelled evaluation dataset (``eval_dataset``), its name and its two
+    splits' fingerprints too (``eval_train_*``, ``eval_test_*``), so that a number is tied to the
+    exact data it was computed on. Without one no ``eval_*`` field is recorded."""
+    out: dict[str, Any] = {name: _canonical(getattr(profile, name)) for name in DATA_FIELDS if name != "eval_dataset"}
+    splits = [("train", train), ("test", test)]
+    if profile.eval_dataset is not None:
+        if evaluation is None:
+            raise ValueError(f"eval_dataset {profile.eval_dataset!r}: the identity of its splits is needed")
+        out["eval_dataset"] = profile.eval_dataset
+        splits += [("eval_train", evaluation[0]), ("eval_test", evaluation[1])]
+    for split, identity in splits:
         out.update({f"{split}_{key}": _canonical(value) for key, value in identity.items()})
     return out
 

@@ -42,8 +42,9 @@ def probe_columns(columns) -> list[str]:
 
 
 def is_evaluation(name: str) -> bool:
-    """Whether ``name`` is a final-evaluation metric (kNN, a probe, invariance)."""
-    return name in (KNN, INVARIANCE) or probe_tap(name) is not None
+    """Whether ``name`` is an evaluation metric (kNN, a probe, invariance, a label-free measure of
+    the representation or of the embedding): what a finished trial's row keeps of its last result."""
+    return name in (KNN, INVARIANCE) or probe_tap(name) is not None or is_label_free(name)
 
 
 class LabelFree(NamedTuple):
@@ -63,8 +64,8 @@ LABEL_FREE: dict[str, LabelFree] = {
                                  "best in a band around 1, not at either end"),
     "alpha_req_gap": LabelFree("min", "|α − 1|: distance of α-ReQ's eigenspectrum decay from 1"),
     "lidar": LabelFree("max", "LiDAR: effective rank of the LDA matrix with instances as classes and views as samples"),
-    "alignment": LabelFree("min", "alignment: mean distance between the normalised features of positive pairs"),
-    "uniformity": LabelFree("min", "uniformity: log mean exp(−t‖f(x) − f(y)‖²) over all pairs of normalised features"),
+    "alignment": LabelFree("min", "mean distance between the normalised features of positive pairs (Wang & Isola)"),
+    "uniformity": LabelFree("min", "log mean exp(−t‖f(x) − f(y)‖²) over all pairs of normalised features (Wang & Isola)"),
 }
 
 
@@ -77,8 +78,42 @@ def label_free_columns(columns) -> list[str]:
 def mode_of(name: str) -> str | None:
     """Which end of metric ``name`` is better: ``"max"`` for kNN and the probes, ``"min"`` for the
     loss, a label-free measure's own mode; None where neither end is (invariance, α-ReQ, unknown)."""
-    if name in LABEL_FREE:
-        return LABEL_FREE[name].mode
+    measure = embedding_measure(name) or name
+    if measure in LABEL_FREE:
+        return LABEL_FREE[measure].mode
     if name in (KNN, MONITOR_KNN) or probe_tap(name) is not None:
         return "max"
     return "min" if name == LOSS else None
+
+
+#: the seconds an evaluation spent on its label-free measures (their views drawn, forward passes and
+#: measures; the test features are kNN's where it reads the same images), in each epoch's row:
+#: what docs/label-free.md#cost sums
+LABEL_FREE_SECONDS = "label_free_s"
+
+#: the label-free measures of a method's embedding (``Method.embedding``: the projection its loss
+#: sees) are kept beside the representation's as ``embedding/<measure>`` (``embedding/rankme``, ...)
+EMBEDDING_PREFIX = "embedding/"
+
+
+def embedding(measure: str) -> str:
+    """The column of a label-free measure of the method's embedding: ``embedding/<measure>``."""
+    return f"{EMBEDDING_PREFIX}{measure}"
+
+
+def embedding_measure(name: str) -> str | None:
+    """The measure an embedding column holds (``embedding/rankme`` → ``rankme``), or None for other columns."""
+    measure = name[len(EMBEDDING_PREFIX):] if name.startswith(EMBEDDING_PREFIX) else None
+    return measure if measure in LABEL_FREE else None
+
+
+def is_label_free(name: str) -> bool:
+    """Whether ``name`` is a label-free measure, of the representation or of the embedding: computed
+    without reading a label, so a study choosing by it reads none."""
+    return name in LABEL_FREE or embedding_measure(name) is not None
+
+
+def needs_labels(name: str) -> bool:
+    """Whether metric ``name`` reads labels: kNN (the final one and the per-epoch monitor) and the
+    linear probes. A study none of whose metrics does chooses without labels (``Study.reads_labels``)."""
+    return name in (KNN, MONITOR_KNN) or probe_tap(name) is not None

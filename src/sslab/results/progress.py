@@ -75,13 +75,17 @@ class Progress:
         parts = [f"{key}: epoch {epoch}/{self.profile.epochs}", f"loss {_fmt(result.get('loss'))}"]
         if names.KNN in result:
             parts.append(f"kNN {_fmt(result[names.KNN])}")
+        if self.study.primary_metric != names.KNN and self.study.primary_metric in result:  # e.g. a label-free one
+            parts.append(f"{self.study.primary_metric} {_fmt(result[self.study.primary_metric])}")
         self._bar.update(self._task, description="  ".join(parts))
 
     def trial_finished(self, key: str, row: dict[str, Any]) -> None:
         self._bar.advance(self._task)
         if row["status"] == "ok":
+            metric = self.study.primary_metric
+            chosen = f"{metric} {_fmt(row.get(metric))}  " if metric != names.KNN and metric in row else ""
             self.console.print(
-                f"  [green]✓[/] {key}  kNN {_fmt(row.get(names.KNN))}  "
+                f"  [green]✓[/] {key}  {chosen}kNN {_fmt(row.get(names.KNN))}  "
                 f"invariance {_fmt(row.get(names.INVARIANCE))}  {row['wall_s']:.0f}s"
                 f"{steal_note(row.get('cpu_steal', math.nan))}"
             )
@@ -112,13 +116,14 @@ def print_summary(console: Console, symbols: dict[str, str], knobs: list[str], m
                   findings: list[dict] | None = None) -> None:
     """Every trial; mean ± std per configuration with its gain over the random-init baseline; the
     best; the verdict on each of the paper's findings; the compute spent."""
-    from sslab.results.summary import by_configuration, compute_line, describe, judge_all, totals
+    from sslab.results.summary import by_configuration, compute_line, describe, judge_all, ranked_by, totals
 
     console.print(summary_table(symbols, knobs, trials, baselines, sort_by=metric if defaults else None))
-    per_config = by_configuration(trials, knobs, metric, mode, baselines)
+    ranking, ranking_mode = ranked_by(trials, metric, mode)  # RankMe for data without labels
+    per_config = by_configuration(trials, knobs, ranking, ranking_mode, baselines)
     if not per_config.empty:
-        console.print(configuration_table(symbols, knobs, metric, per_config))
-    for line in describe(per_config, knobs, metric, baselines):
+        console.print(configuration_table(symbols, knobs, ranking, per_config))
+    for line in describe(per_config, knobs, ranking, baselines):
         console.print(f"  {line}")
     if findings and not trials.empty:
         console.print(findings_table(judge_all(findings, trials, metric, mode)))
@@ -216,8 +221,11 @@ def configuration_table(symbols: dict[str, str], knobs: list[str], metric: str, 
 
 def summary_table(symbols: dict[str, str], knobs: list[str], trials: pd.DataFrame, baselines: pd.DataFrame,
                   *, sort_by: str | None = None) -> Table:
-    """(method,) λ (or whichever knobs), seed, kNN, probe per tap, invariance, wall time; then the baseline."""
+    """(method,) λ (or whichever knobs), seed, kNN, probe per tap, invariance, the label-free measures
+    of the representation that any row has, wall time; then the baseline."""
     taps = [t for t in names.TAPS if names.probe(t) in trials or names.probe(t) in baselines]
+    label_free = [m for m in names.label_free_columns([*trials.columns, *baselines.columns])
+                  if m != "alpha_req_gap" and any(m in t and t[m].notna().any() for t in (trials, baselines))]
     methods_seen = sorted(trials["method"].dropna().unique()) if "method" in trials else []
     several = len(methods_seen) > 1
     table = Table(title=f"{', '.join(methods_seen) or 'results'}: {len(trials)} trial(s)")
@@ -225,7 +233,9 @@ def summary_table(symbols: dict[str, str], knobs: list[str], trials: pd.DataFram
         table.add_column("method")
     for name in knobs:
         table.add_column(symbols.get(name, name), justify="right")
-    for column in ["seed", "status", "kNN"] + [f"probe {t}" for t in taps] + ["invariance", "wall s"]:
+    short = {"rankme": "RankMe", "alpha_req": "α-ReQ", "lidar": "LiDAR", "alignment": "align", "uniformity": "unif"}
+    for column in (["seed", "status", "kNN"] + [f"probe {t}" for t in taps] + ["invariance"]
+                   + [short.get(m, m) for m in label_free] + ["wall s"]):
         table.add_column(column, justify="right")
     if not trials.empty:
         if sort_by and sort_by in trials:
@@ -242,6 +252,7 @@ def summary_table(symbols: dict[str, str], knobs: list[str], trials: pd.DataFram
                 _fmt(row.get(names.KNN)),
                 *[_fmt(row.get(names.probe(t))) for t in taps],
                 _fmt(row.get(names.INVARIANCE)),
+                *[_fmt(row.get(m)) for m in label_free],
                 _fmt(row.get("wall_s"), 0),
             )
     for _, row in baselines.iterrows():
@@ -253,6 +264,7 @@ def summary_table(symbols: dict[str, str], knobs: list[str], trials: pd.DataFram
             _fmt(row.get(names.KNN)),
             *[_fmt(row.get(names.probe(t))) for t in taps],
             "–",
+            *[_fmt(row.get(m)) for m in label_free],
             _fmt(row.get("wall_s"), 0),
         )
     return table

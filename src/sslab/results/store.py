@@ -7,6 +7,7 @@ Layout under the results root (``$SSLAB_RESULTS``, default ``./results``)::
     <root>/<study>/epochs/<trial_id>.parquet            a trial's rows, one per epoch
     <root>/<study>/invariance/<trial_id>.parquet        a trial's invariance distance samples
     <root>/<study>/baselines/<setting_id>-<seed>.parquet  the untrained backbone's evaluation of one seed
+    <root>/<study>/neighbours/, embedding/, thumbnails/  pictures of what was learned (``pictures.py``)
     <root>/<study>/ray/                                 Ray Tune / Train files and checkpoints
 
 Each table is a folder of Parquet files, one per key (a trial; a baseline setting and seed:
@@ -90,6 +91,9 @@ _RECOVERY = {
     "epochs": "unfinished trials rewrite their epochs; the epoch curves of finished trials are lost",
     "baselines": "the random-init baselines are then measured again",
     "invariance": "the invariance samples of finished trials are lost; their rows in the trials table are kept",
+    "neighbours": "those trials' neighbours are lost; their rows are kept",
+    "embedding": "those trials' embedding maps are lost; their rows are kept",
+    "thumbnails": "the dataset's thumbnails are then made again",
     "study": "it is written again by the next run",
 }
 #: files read at once from an object store (each read is a round trip), and from a local disk

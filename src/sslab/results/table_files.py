@@ -32,6 +32,10 @@ KEYS: dict[str, tuple[str, ...]] = {
     "epochs": ("trial_id",),
     "invariance": ("trial_id",),
     "baselines": ("setting_id", "seed"),
+    # pictures of what was learned (``pictures.py``): a trial's (or baseline's), a dataset's
+    "neighbours": ("trial_id",),
+    "embedding": ("trial_id",),
+    "thumbnails": ("dataset",),
 }
 #: the Parquet key-value metadata entry holding the file's key (a JSON list)
 KEY_METADATA = b"sslab.key"

@@ -189,7 +189,11 @@ class PIRL(Method):
     # --- heads --------------------------------------------------------------------------
     def embed_image(self, images: torch.Tensor) -> torch.Tensor:
         """f(v_I), L2-normalised, B x d."""
-        return F.normalize(self.image_head(self.backbone(images)).float(), dim=1)
+        return self.embedding(self.backbone(images))
+
+    def embedding(self, representation: torch.Tensor) -> torch.Tensor:
+        """f of the backbone's pooled features, L2-normalised, B x d: what eq. 5 and the memory bank compare."""
+        return F.normalize(self.image_head(representation).float(), dim=1)
 
     def embed_jigsaw(self, patches: torch.Tensor) -> torch.Tensor:
         """g(v_I^t), L2-normalised, B x d, from B x 9 x 3 x p x p patches in their permuted order."""

@@ -106,9 +106,14 @@ class SupCon(TwoViewMethod):
         """SupContrast's TwoCropTransform: MoCo v2's recipe without blur (``supcon_augmentation``)."""
         return supcon_augmentation(image_size, config.crop_min_scale, name=name, copies=copies)
 
-    def project(self, images: torch.Tensor) -> torch.Tensor:
-        """z = g(f(x)) / ‖g(f(x))‖, B x d (SupConResNet normalises in the model)."""
-        return F.normalize(self.projector(self.backbone(images)).float(), dim=1)
+    @classmethod
+    def reads_labels(cls, config: SupConConfig) -> bool:
+        """The positives of an anchor are the images of its class."""
+        return True
+
+    def embedding(self, representation: torch.Tensor) -> torch.Tensor:
+        """z = g(h) / ‖g(h)‖, B x d (SupConResNet normalises in the model; ``project`` of images: h = f(x))."""
+        return F.normalize(self.projector(representation).float(), dim=1)
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         if "label" not in batch:

@@ -277,6 +277,11 @@ class Multitask(Method):
                 return [Prefixed(view, f"{task}.") for view in views]
         return None
 
+    @classmethod
+    def reads_labels(cls, config: MultitaskConfig) -> bool:
+        """Whether any task reads them."""
+        return any(methods.get(task).reads_labels(c) for task, c in config.task_configs().items())
+
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """That task's own pair, on its un-prefixed keys."""

@@ -61,8 +61,13 @@ class TwoViewMethod(Method):
                 Augmented(cls.augmentation(config, image_size, name="transformed", copies=1))]
 
     def project(self, images: torch.Tensor) -> torch.Tensor:
-        """z = g(f(x)) of the online network, B x d."""
-        return self.projector(self.backbone(images))
+        """z = g(f(x)) of the online network, B x d (``embedding`` of the backbone's representation)."""
+        return self.embedding(self.backbone(images))
+
+    def embedding(self, representation: torch.Tensor) -> torch.Tensor:
+        """z = g(h) of the online network from the backbone's pooled features h: the embedding the
+        loss compares (a subclass whose loss sees it normalised normalises it here)."""
+        return self.projector(representation)
 
     @torch.no_grad()
     def invariance_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

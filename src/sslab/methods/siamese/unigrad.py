@@ -125,9 +125,9 @@ class UniGrad(TwoViewMethod):
         self.register_buffer("correlation", torch.zeros(d, d, dtype=torch.float32))
         self.register_buffer("correlation_updates", torch.zeros((), dtype=torch.int64))
 
-    def project(self, images: torch.Tensor) -> torch.Tensor:
-        """ẑ = g(f(x)) / ‖g(f(x))‖ of the online network, float32, B × D."""
-        return F.normalize(self.projector(self.backbone(images)).float(), dim=1)
+    def embedding(self, representation: torch.Tensor) -> torch.Tensor:
+        """ẑ = g(h) / ‖g(h)‖ of the online network, float32, B × D (``project`` of images: h = f(x))."""
+        return F.normalize(self.projector(representation).float(), dim=1)
 
     def branches(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(z₁, z₂, z₁ᵐ, z₂ᵐ), L2-normalised, float32; the momentum outputs without gradient
