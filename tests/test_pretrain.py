@@ -97,3 +97,10 @@ def test_pretrain_trains_one_configuration_seen_by_status_report_dashboard_and_e
 
     model = sslab.load_backbone(out)
     assert model.about["trial_id"] == trial_id and model.about["config"]["temperature"] == 0.2
+
+
+def test_the_store_of_a_study_chosen_by_another_metric_is_found_by_its_name():
+    study = cli._study("pirl_search-rankme")
+    assert (study.name, study.metric, study.mode) == ("pirl_search-rankme", "rankme", "max")
+    with pytest.raises(SystemExit, match="unknown study"):
+        cli._study("pirl_search-accuracy")

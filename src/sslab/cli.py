@@ -50,6 +50,14 @@ def _study(name: str):
     base, _, method = name.rpartition("-")
     if base == PRETRAIN and method in _method_names():  # sslab pretrain METHOD's store
         return pretrain_study(method)
+    for name_of_study, study in studies.items():  # the store of a study chosen by another metric (--metric)
+        if name.startswith(f"{name_of_study}-") and name != name_of_study:
+            try:
+                chosen = study.with_metric(name[len(name_of_study) + 1:])
+            except ValueError:
+                continue
+            if chosen.name == name:
+                return chosen
     if name not in studies and base in studies and len(studies[base].method_names) == 1:
         from sslab import methods
 
@@ -217,6 +225,8 @@ def run(study, argv: Sequence[str] | None = None, *, command: str | None = None,
             study = study.with_method(args.method)
         if args.set:
             study = study.with_settings(parse_settings(args.set))
+        if args.metric:
+            study = study.with_metric(args.metric)
         return run_study(
             study,
             profile=args.profile,
@@ -325,6 +335,9 @@ def study_parser(study, prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="fix a hyperparameter, by name or paper symbol (--set temperature=0.2, --set τ=0.2); "
                              "repeatable; `sslab methods` lists them")
+    parser.add_argument("--metric", default=None, metavar="NAME",
+                        help=f"choose by this metric instead of {study.primary_metric} (e.g. rankme, lidar: no label "
+                             "read for selection), into <study>-<metric>")
     parser.add_argument("--seeds", type=_positive_int, default=None, help=f"seeds per configuration (default {study.seeds})")
     parser.add_argument("--results", default=None, help="results root (default $SSLAB_RESULTS or ./results)")
     parser.add_argument("--data-dir", default=None, help="dataset folder (default $SSLAB_DATA or ~/.cache/sslab/data)")

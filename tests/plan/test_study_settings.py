@@ -65,3 +65,13 @@ def test_a_study_may_resize_a_profile_and_the_command_line_wins():
     assert study.sized(SMALL, {"epochs": 1}).steps is None  # --epochs replaces the study's step budget
     assert study.sized(SMALL, {"train_subset": 50}).train_subset == 50
     assert Study(name="plain", method="simclr").sized(SMALL) is SMALL
+
+
+def test_metric_chooses_by_another_metric_with_its_own_mode_into_its_own_store():
+    chosen = STUDY.with_metric("uniformity")
+    assert (chosen.name, chosen.metric, chosen.mode) == ("lam-uniformity", "uniformity", "min")
+    assert STUDY.with_metric("rankme").mode == "max"
+    with pytest.raises(ValueError, match=r"--metric 'accuracy': not a metric .* e.g. knn_top1, rankme"):
+        STUDY.with_metric("accuracy")
+    with pytest.raises(ValueError, match="alpha_req_gap"):  # α-ReQ has no better end
+        STUDY.with_metric("alpha_req")

@@ -307,6 +307,14 @@ class Study:
             return replace(self, only=method)
         return replace(self, name=f"{self.name}-{method}", method=method, methods={})
 
+    def with_metric(self, metric: str) -> "Study":
+        """``--metric NAME``: the study chosen by another metric (a label-free one, say), with that
+        metric's own mode, into its own store ``<study>-<metric>``, beside the study's."""
+        if not (metric in metrics.LABEL_FREE or metrics.is_label_free(metric) or metrics.mode_of(metric)):
+            raise ValueError(f"--metric {metric!r}: not a metric sslab records with a better end; e.g. "
+                             f"{metrics.KNN}, {', '.join(m for m, f in metrics.LABEL_FREE.items() if f.mode)}")
+        return replace(self, name=f"{self.name}-{metric.replace('/', '_')}", metric=metric, mode=None)
+
     def with_settings(self, settings: dict[str, Any]) -> "Study":
         """``--set NAME=VALUE``: fixed hyperparameters over every method's settings. A name is a
         field's (``temperature``) or its paper symbol (``τ``); a knob the study varies is refused
