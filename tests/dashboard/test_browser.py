@@ -9,16 +9,12 @@ test instead of skipping it.
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from dashboard_testing import ROOT, serve_dashboard
 CHROMIUM = os.environ.get("SSLAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 #: url path → (page title, plotly charts drawn on the fixture store)
 PAGES = {"": ("Studies", 0), "ablation": ("Ablation curve", 1), "probes": ("Layer probes", 1),
@@ -43,36 +39,11 @@ def _browser_or_skip():
         pytest.skip(message)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(fixture_root, tmp_path_factory):
     _browser_or_skip()
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "streamlit.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "sslab.cli", "dashboard", "--results", str(fixture_root),
-                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"sslab dashboard did not come up on {url}:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with serve_dashboard(fixture_root, tmp_path_factory.mktemp("server") / "streamlit.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     # sslab dashboard is the server itself: stopping it leaves nothing listening
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)

@@ -10,11 +10,6 @@ colour per class (CIFAR-10: ten).
 
 import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,7 +19,8 @@ from sslab.plan.profiles import get_profile
 from sslab.plan.study import Study
 from sslab.results import pictures
 from sslab.results.store import ResultsStore
-from test_browser import CHROMIUM, CHROMIUM_FLAGS, ROOT, _browser_or_skip, _free_port
+from dashboard_testing import serve_dashboard
+from test_browser import CHROMIUM, CHROMIUM_FLAGS, _browser_or_skip
 
 #: the local profile's backbone and data, smaller: 1,000 training and 500 test images, four epochs
 PROFILE = get_profile("local").with_overrides(train_subset=1000, test_subset=500, epochs=4, probe_epochs=5)
@@ -56,30 +52,6 @@ def real_root(tmp_path_factory):
     return root
 
 
-@contextmanager
-def _dashboard(root: Path, log: Path):
-    port = _free_port()
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "sslab.cli", "dashboard", "--results", str(root),
-                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"sslab dashboard did not come up on {url}:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
 def test_the_real_store_holds_each_ones_pictures_and_the_datasets_thumbnails(real_root):
     store = ResultsStore(real_root, STUDY.name)
     (trial,) = store.read("trials").to_dict("records")
@@ -105,7 +77,7 @@ def test_neighbours_and_embedding_pages_in_chromium(real_root, tmp_path):
 
     SCREENS.mkdir(parents=True, exist_ok=True)
     shots = {}
-    with _dashboard(real_root, tmp_path / "streamlit.log") as url, sync_playwright() as p:
+    with serve_dashboard(real_root, tmp_path / "streamlit.log") as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         errors = []
 

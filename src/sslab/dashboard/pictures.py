@@ -219,3 +219,21 @@ def frame_of(table: pd.DataFrame, subject: Subject) -> pd.DataFrame:
 
 def info(what: str, table: str) -> str:
     return NONE_RECORDED.format(what=what, table=table)
+
+
+def page_rows(selection, trials: pd.DataFrame, table: str, key: str, what: str) -> tuple[list[Subject], pd.DataFrame]:
+    """What the Neighbours and Embedding map pages start with: the trials picked (``key``), with or
+    without their random-init baselines, and their rows of ``table``; the page stops with one line
+    when there is nothing to show (no trial picked, or none of them recorded ``what``)."""
+    picked = choose(selection, trials, f"{key}_trials")
+    if picked.empty:
+        st.info("Pick one or more finished trials above.")
+        st.stop()
+    chosen = subjects(picked, baselines=st.toggle("Random-init baseline", value=True, key=f"{key}_baseline"))
+    rows, problem = read(selection, table, chosen)
+    if problem:
+        st.warning(problem)
+    if rows.empty:
+        st.info(info(what, table))
+        st.stop()
+    return chosen, rows

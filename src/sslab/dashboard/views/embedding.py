@@ -8,17 +8,7 @@ from sslab.dashboard import pictures, selection
 st.title("Embedding map")
 chosen = selection.current()
 trials = selection.require_trials(chosen)
-picked = pictures.choose(chosen, trials, "embedding_trials")
-if picked.empty:
-    st.info("Pick one or more finished trials above.")
-    st.stop()
-subjects = pictures.subjects(picked, baselines=st.toggle("Random-init baseline", value=True, key="embedding_baseline"))
-points, problem = pictures.read(chosen, pictures.stored.EMBEDDING, subjects)
-if problem:
-    st.warning(problem)
-if points.empty:
-    st.info(pictures.info("embedding map", "embedding"))
-    st.stop()
+subjects, points = pictures.page_rows(chosen, trials, pictures.stored.EMBEDDING, "embedding", "embedding map")
 
 num_classes = int(points["label"].max()) + 1
 columns = st.columns(2)

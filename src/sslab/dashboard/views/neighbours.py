@@ -9,17 +9,7 @@ from sslab.dashboard import pictures, selection
 st.title("Neighbours")
 chosen = selection.current()
 trials = selection.require_trials(chosen)
-picked = pictures.choose(chosen, trials, "neighbours_trials")
-if picked.empty:
-    st.info("Pick one or more finished trials above.")
-    st.stop()
-subjects = pictures.subjects(picked, baselines=st.toggle("Random-init baseline", value=True, key="neighbours_baseline"))
-neighbours, problem = pictures.read(chosen, pictures.stored.NEIGHBOURS, subjects)
-if problem:
-    st.warning(problem)
-if neighbours.empty:
-    st.info(pictures.info("nearest neighbours", "neighbours"))
-    st.stop()
+subjects, neighbours = pictures.page_rows(chosen, trials, pictures.stored.NEIGHBOURS, "neighbours", "nearest neighbours")
 
 first = next(s for s in subjects if s.key in set(neighbours["key"]))
 others = [s.label for s in subjects if s.dataset != first.dataset]
