@@ -93,14 +93,12 @@ def knn_top1(
     """Weighted kNN top-1 accuracy (Wu et al. 2018): votes exp(cos/τ) from the k nearest, computed
     on ``device`` (the trial's)."""
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    k = min(k, len(train_features))
     bank = F.normalize(train_features.to(device).float(), dim=1)
     train_labels, test_labels = train_labels.to(device), test_labels.to(device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     for start in range(0, len(test_features), chunk):
-        query = F.normalize(test_features[start : start + chunk].to(device).float(), dim=1)
-        sims, neighbours = (query @ bank.T).topk(k, dim=1)
-        votes = torch.zeros(len(query), num_classes, device=device)
+        sims, neighbours = drawn.cosine_neighbours(bank, test_features[start : start + chunk].to(device), k)
+        votes = torch.zeros(len(neighbours), num_classes, device=device)
         votes.scatter_add_(1, train_labels[neighbours], (sims / temperature).exp())
         correct += (votes.argmax(1) == test_labels[start : start + chunk]).sum()
     return int(correct) / len(test_features)  # one read, at the end

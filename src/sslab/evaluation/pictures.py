@@ -74,14 +74,20 @@ def map_indices(num_test: int, count: int = MAP_POINTS) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(num_test, count, replace=False)).astype(np.int64)
 
 
+def cosine_neighbours(bank: torch.Tensor, query: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` rows of ``bank`` (L2-normalised) most cosine-similar to each row of ``query``:
+    (similarities, indices), each queries × k, most similar first. The kNN evaluation votes over
+    exactly these (``evaluate.knn_top1``), so the pictures show the neighbours it counted."""
+    return (F.normalize(query.float(), dim=1) @ bank.T).topk(min(k, len(bank)), dim=1)
+
+
 @torch.no_grad()
 def nearest_training_images(train_features: torch.Tensor, query_features: torch.Tensor, *, k: int = NEIGHBOURS,
                             device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` training images most cosine-similar to each query: (indices, similarities), each
     queries × k, most similar first."""
     bank = F.normalize(train_features.to(device).float(), dim=1)
-    query = F.normalize(query_features.to(device).float(), dim=1)
-    sims, neighbours = (query @ bank.T).topk(min(k, len(bank)), dim=1)
+    sims, neighbours = cosine_neighbours(bank, query_features.to(device), k)
     return neighbours.cpu().numpy().astype(np.int64), sims.cpu().numpy().astype(np.float32)
 
 
