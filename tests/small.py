@@ -48,3 +48,21 @@ def by_name(frame):
     from sslab.plan.spec import name_of
 
     return frame.set_index(frame["trial_id"].map(name_of).rename("name"))
+
+
+def run_in_local_ray(study, profile, root):
+    """``study`` run to the end once (quietly) in a local Ray of 2 CPUs, started for it and shut down
+    after unless one is already up (what reads the store afterwards needs no Ray): its trials."""
+    import ray
+
+    from sslab.engine.placement import TRIAL_RESOURCE
+    from sslab.engine.runner import run_study
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, resources={TRIAL_RESOURCE: 10}, include_dashboard=True, log_to_driver=False)
+    try:
+        return run_study(study, profile=profile, root=root, quiet=True)
+    finally:
+        if started:
+            ray.shutdown()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from small import SMALL, importorskip_unless_required, needs_cifar
+from small import SMALL, importorskip_unless_required, needs_cifar, run_in_local_ray
 from sslab.cli import main
 from sslab.export import FORMAT_VERSION, load_backbone, pack, read_export, to_torchvision, write
 from sslab.methods.blocks.backbone import Backbone
@@ -32,21 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """The tiny study, run to the end once for the module: (results root, its trials by id)."""
-    import ray
-
-    from sslab.engine.placement import TRIAL_RESOURCE
-    from sslab.engine.runner import run_study
-
+    """The tiny study, run to the end once for the module (exporting needs no Ray: every test below
+    runs without it): (results root, its trials by id)."""
     root = tmp_path_factory.mktemp("results")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, resources={TRIAL_RESOURCE: 10}, include_dashboard=True, log_to_driver=False)
-    try:
-        trials = run_study(STUDY, profile=PROFILE, root=root, quiet=True)
-    finally:
-        if started:  # exporting needs no Ray: every test below runs without it
-            ray.shutdown()
+    trials = run_in_local_ray(STUDY, PROFILE, root)
     assert set(trials.status) == {"ok"}
     return root, trials.set_index("trial_id")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from small import needs_cifar
+from small import needs_cifar, run_in_local_ray
 from sslab.plan.profiles import get_profile
 from sslab.plan.study import Study
 from sslab.results import pictures
@@ -34,20 +34,8 @@ pytestmark = [needs_cifar, pytest.mark.slow]
 def real_root(tmp_path_factory):
     """The study run to the end once (its trial and the random-init baseline recorded): the results root."""
     _browser_or_skip()
-    import ray
-
-    from sslab.engine.placement import TRIAL_RESOURCE
-    from sslab.engine.runner import run_study
-
     root = tmp_path_factory.mktemp("results")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, resources={TRIAL_RESOURCE: 10}, include_dashboard=True, log_to_driver=False)
-    try:
-        trials = run_study(STUDY, profile=PROFILE, root=root, quiet=True)
-    finally:
-        if started:  # the dashboard needs no Ray
-            ray.shutdown()
+    trials = run_in_local_ray(STUDY, PROFILE, root)  # the dashboard needs no Ray
     assert list(trials.status) == ["ok"]
     return root
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-import ray
 from optuna.distributions import FloatDistribution
 from PIL import Image
 
@@ -53,16 +52,6 @@ def folders(tmp_path_factory) -> dict[str, Path]:
         for label, name in enumerate(("a", "b")):
             _images(root / "labelled" / split / name, count, seed=10 + 2 * label + (split == "test"))
     return {"unlabelled": root / "unlabelled", "labelled": root / "labelled"}
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    from sslab.engine.placement import TRIAL_RESOURCE
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, resources={TRIAL_RESOURCE: 10}, include_dashboard=True, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 class LabelsRaise(Split):
