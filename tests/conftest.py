@@ -1,6 +1,8 @@
 import os
 import sys
 
+import pytest
+
 # shared test helpers (tests/host_syncs.py) importable from every test folder
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -16,3 +18,22 @@ def pytest_collection_modifyitems(session, config, items):
     first = [item for item in items if item.path.name == "test_autoscaling.py"]
     if first:
         items[:] = first + [item for item in items if item.path.name != "test_autoscaling.py"]
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch):
+    """A local S3 endpoint (moto) with one bucket; AWS_* variables point pyarrow (and Ray) at it."""
+    from small import importorskip_unless_required
+
+    moto_server = importorskip_unless_required("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for key, value in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    import pyarrow.fs as pafs
+
+    pafs.S3FileSystem(endpoint_override=f"http://{host}:{port}", allow_bucket_creation=True).create_dir("sslab-test")
+    yield "s3://sslab-test"
+    server.stop()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from small import SMALL, importorskip_unless_required, needs_cifar, run_in_local_ray
+from small import SMALL, needs_cifar, run_in_local_ray
 from sslab.cli import main
 from sslab.export import FORMAT_VERSION, load_backbone, pack, read_export, to_torchvision, write
 from sslab.methods.blocks.backbone import Backbone
@@ -252,23 +252,6 @@ def test_export_errors_name_the_cause_and_the_fix(tmp_path, capsys):
     assert "unrecognised arguments: --bogus" in capsys.readouterr().err
     with pytest.raises(SystemExit, match=r"no results for 'fake' under .*nowhere.*sslab run fake"):
         main(["export", "fake", "--results", str(tmp_path / "nowhere")])
-
-
-@pytest.fixture
-def s3_bucket(monkeypatch):
-    """A local S3 endpoint (moto) with one bucket; AWS_* variables point pyarrow at it."""
-    moto_server = importorskip_unless_required("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    for key, value in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    import pyarrow.fs as pafs
-
-    pafs.S3FileSystem(endpoint_override=f"http://{host}:{port}", allow_bucket_creation=True).create_dir("sslab-test")
-    yield "s3://sslab-test"
-    server.stop()
 
 
 def test_a_study_on_s3_exports_like_a_local_one_and_the_file_may_live_there(tmp_path, s3_bucket):

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from small import importorskip_unless_required
 from sslab.results.store import SCHEMA_VERSION, ResultsStore, results_root
 
 
@@ -89,27 +88,6 @@ def test_a_uri_root_reads_and_writes_through_pyarrow_fs(tmp_path):
     again = ResultsStore(f"file://{tmp_path}/root/", "s")
     assert again.read("trials").knn_top1.tolist() == [0.25]
     assert again.metadata()["method"] == "pirl"
-
-
-@pytest.fixture
-def s3_bucket(monkeypatch):
-    """A local S3 endpoint (moto) with one bucket; AWS_* variables point pyarrow (and Ray) at it."""
-    moto_server = importorskip_unless_required("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    for key, value in {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    import pyarrow.fs as pafs
-
-    pafs.S3FileSystem(endpoint_override=f"http://{host}:{port}", allow_bucket_creation=True).create_dir("sslab-test")
-    yield "s3://sslab-test"
-    server.stop()
 
 
 def test_the_store_lives_on_s3(s3_bucket):
