@@ -127,19 +127,17 @@ def markdown_report(name: str, knobs: list[str], metric: str, mode: str, trials,
 
 def label_free_markdown(trials) -> list[str]:
     """The table of ``progress.label_free_table`` in Markdown (no lines when it has no row)."""
-    from sslab.results import metrics, selection
+    from sslab.results import selection
 
-    measures = {name: metrics.LABEL_FREE[name].mode for name in metrics.label_free_columns(trials.columns)
-                if metrics.LABEL_FREE[name].mode}
-    rows = selection.selection_table(trials, None, measures) if measures and not trials.empty else None
-    if rows is None or rows.empty or not (rows["configurations"] >= 3).any():
+    rows = selection.label_free_rows(trials)
+    if rows.empty:
         return []
     lines = [f"Choosing without labels: rank agreement with the labels (+1: the same order; "
              f"{selection.LEVEL:.0%} bootstrap interval over configurations) and the regret of choosing by each "
              "measure (best minus picked).", "",
              "| method | measure | target | configurations | seeds | Spearman ρ | Kendall τ | regret |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
-    for _, row in rows[rows["configurations"] >= 3].iterrows():
+    for _, row in rows.iterrows():
         cells = [f"{row[n]:+.2f} [{row[f'{n}_low']:+.2f}, {row[f'{n}_high']:+.2f}]" for n in ("spearman", "kendall")]
         lines.append(f"| {row['method']} | {row['measure']} | {row['target']} | {row['configurations']} | "
                      f"{row['seeds']} | {cells[0]} | {cells[1]} | {row['regret']:.3f} |")

@@ -143,12 +143,9 @@ def label_free_table(trials: pd.DataFrame) -> Table | None:
     configurations, each label-free measure's rank agreement with kNN and the res5 probe
     (``selection.selection_table``: +1 = the labels' order) and the regret of choosing by it;
     None when the trials carry no label-free measure."""
-    from sslab.results import metrics, selection
+    from sslab.results import selection
 
-    measures = {name: metrics.LABEL_FREE[name].mode for name in metrics.label_free_columns(trials.columns)
-                if metrics.LABEL_FREE[name].mode}
-    rows = selection.selection_table(trials, None, measures) if measures and not trials.empty else pd.DataFrame()
-    rows = rows[rows["configurations"] >= 3] if not rows.empty else rows
+    rows = selection.label_free_rows(trials)
     if rows.empty:
         return None
     table = Table(title="choosing without labels: rank agreement with the labels (+1: the same order, "

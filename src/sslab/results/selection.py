@@ -122,3 +122,12 @@ def selection_table(trials: pd.DataFrame, knobs: Sequence[str], measures: dict[s
                              **agreement(configurations, measure, mode, target), "regret": lost,
                              "seeds": int(configurations["n"].min()) if len(configurations) else 0})
     return pd.DataFrame(rows)
+
+
+def label_free_rows(trials: pd.DataFrame, at_least: int = 3) -> pd.DataFrame:
+    """``selection_table`` for every label-free measure with a better end that ``trials`` carry, per
+    method with at least ``at_least`` configurations (what every summary shows); empty if none."""
+    measures = {name: metrics.LABEL_FREE[name].mode for name in metrics.label_free_columns(trials.columns)
+                if metrics.LABEL_FREE[name].mode}
+    rows = selection_table(trials, None, measures) if measures and not trials.empty else pd.DataFrame()
+    return rows[rows["configurations"] >= at_least].reset_index(drop=True) if not rows.empty else rows
