@@ -310,7 +310,7 @@ class Study:
     def with_metric(self, metric: str) -> "Study":
         """``--metric NAME``: the study chosen by another metric (a label-free one, say), with that
         metric's own mode, into its own store ``<study>-<metric>``, beside the study's."""
-        if not (metric in metrics.LABEL_FREE or metrics.is_label_free(metric) or metrics.mode_of(metric)):
+        if not (metrics.is_label_free(metric) or metrics.mode_of(metric)):
             raise ValueError(f"--metric {metric!r}: not a metric sslab records with a better end; e.g. "
                              f"{metrics.KNN}, {', '.join(m for m, f in metrics.LABEL_FREE.items() if f.mode)}")
         return replace(self, name=f"{self.name}-{metric.replace('/', '_')}", metric=metric, mode=None)
