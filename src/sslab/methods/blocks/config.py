@@ -79,7 +79,7 @@ class Optimiser:
         self.validate()
 
     def validate(self) -> None:
-        _validate_fields(self)
+        validate_fields(self)
 
     def learning_rate(self, global_batch: int) -> float:
         """The peak learning rate at ``global_batch`` (e.g. SimCLR: 0.3 × batch / 256)."""
@@ -104,9 +104,11 @@ def optimiser(*, notes: dict[str, str] | None = None, symbols: dict[str, str] | 
                  metadata={"notes": dict(notes or {}), "symbols": dict(symbols or {})})
 
 
-def _validate_fields(config: Any) -> None:
+def validate_fields(config: Any, skip: tuple[str, ...] = ()) -> None:
+    """Check every declared field of ``config`` against its range, but those named in ``skip`` (which
+    the config validates as a whole itself)."""
     for f in fields(config):
-        if "range" in f.metadata:
+        if "range" in f.metadata and f.name not in skip:
             check_value(f.name, getattr(config, f.name), f.metadata, kind=getattr(f.type, "__name__", f.type))
 
 
@@ -132,7 +134,7 @@ class MethodConfig:
     def validate(self) -> None:
         """Raise ValueError naming the field, its value and the allowed range, for the first bad field."""
         self.optim.validate()
-        _validate_fields(self)
+        validate_fields(self)
 
     # --- the flat namespace ---------------------------------------------------------------
     @classmethod

@@ -79,7 +79,7 @@ from sslab import methods
 from sslab.methods.base import Batch, DataInfo, Method, State, StepContext, StepOutput
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.config import (
-    OPTIMISER_FIELDS, MethodConfig, Optimiser, check_value, hyperparameter, optimiser)
+    OPTIMISER_FIELDS, MethodConfig, Optimiser, hyperparameter, optimiser, validate_fields)
 from sslab.methods.views import View
 from sslab.methods.views.prefixed import Prefixed
 
@@ -130,9 +130,7 @@ class MultitaskConfig(MethodConfig):
 
     def validate(self) -> None:
         self.optim.validate()
-        for f in fields(self):
-            if "range" in f.metadata and f.name not in _COMPOSITE:
-                check_value(f.name, getattr(self, f.name), f.metadata, kind=getattr(f.type, "__name__", f.type))
+        validate_fields(self, skip=_COMPOSITE)
         self.task_configs()  # every task's Config, built: a bad task, weight or setting fails here
 
     def task_names(self) -> list[str]:
