@@ -45,7 +45,7 @@ from sslab.methods.base import DataInfo
 from sslab.methods.views import apply_views
 from sslab.engine.augment import VIEW_BATCH
 from sslab.plan.profiles import Profile
-from sslab.engine.checkpoints import EpochCheckpoints
+from sslab.checkpoints import EpochCheckpoints
 from sslab.engine.sessions import InProcessSession
 from sslab.engine.train import TrialRun, run_loop
 

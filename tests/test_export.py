@@ -176,7 +176,7 @@ STATS = {"mean": [0.5, 0.4, 0.3], "std": [0.25, 0.2, 0.15]}
 
 
 def _trial(store: ResultsStore, trial_id: str, *, setting="s1", status="ok", knn=0.5, loss=1.0, layout="own",
-           epochs=2, checkpoints=True) -> Backbone:
+           epochs=2, checkpoints=True, **metrics) -> Backbone:
     """A trial's row and its checkpoints (its own ``epoch-*.pt`` or Ray Train's ``checkpoint_*/state.pt``,
     an older one and the last); the backbone of the last one."""
     store.record_trial({"trial_id": trial_id, "setting_id": setting, "method": "simclr", "seed": 0,
@@ -184,7 +184,7 @@ def _trial(store: ResultsStore, trial_id: str, *, setting="s1", status="ok", knn
                         "knn_top1": knn, "loss": loss, "epochs": epochs, "config/temperature": 0.2,
                         "config/num_negatives": float("nan"),  # another method's knob in a study of two
                         "train/arch": "resnet18", "train/width": 8, "train/cifar_stem": True,
-                        "train/image_size": 32, "data/dataset": "cifar10"})
+                        "train/image_size": 32, "data/dataset": "cifar10", **metrics})
     backbone = None
     folder = Path(store.ray_storage) / "train" / trial_id
     for epoch in range(epochs) if checkpoints else ():
@@ -220,6 +220,19 @@ def test_best_is_the_current_settings_best_by_the_studys_metric_and_mode(tmp_pat
     assert _export("fake", "--results", str(tmp_path / "r"), "--out", out)["trial_id"] == "a"
     with pytest.raises(SystemExit, match=r"no finished trial of 'fake''s current setting has 'probe_res5_top1'"):
         main(["export", "fake", "--results", str(tmp_path / "r"), "--best", "probe_res5_top1", "--out", out])
+
+
+def test_best_by_a_metric_the_study_did_not_optimise_takes_that_metrics_own_end(tmp_path):
+    """``--best`` of another metric: the loss and uniformity are better low, RankMe high; invariance
+    has no better end sslab knows, so it is refused with the way out instead of guessed."""
+    store = _store(tmp_path / "r")
+    _trial(store, "a", knn=0.3, loss=2.0, rankme=40.0, uniformity=-1.0, invariance_l2_mean=0.2)
+    _trial(store, "b", knn=0.6, loss=3.0, rankme=20.0, uniformity=-3.0, invariance_l2_mean=0.9)
+    out, root = str(tmp_path / "m.pt"), str(tmp_path / "r")
+    assert [_export("fake", "--results", root, "--out", out, "--best", metric)["trial_id"]
+            for metric in ("loss", "rankme", "uniformity")] == ["a", "a", "b"]
+    with pytest.raises(SystemExit, match=r"'invariance_l2_mean' has no better end.*--trial ID"):
+        main(["export", "fake", "--results", root, "--best", "invariance_l2_mean", "--out", out])
 
 
 @pytest.mark.parametrize("layout", ["own", "ray_train"])

@@ -35,8 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"sslab": ROOT / "src" / "sslab", "sslab.studies": ROOT / "studies"}
 LOWER = {"methods": set(), "data": {"methods"}, "results": set(), "plan": {"methods", "results"}}
 LOWER["evaluation"] = {"methods", "results", "plan"}
-LOWER["engine"] = {"methods", "data", "results", "plan", "evaluation"}
-LOWER["export"] = {"methods", "data", "results", "plan"}
+#: a trial's training state on storage (sslab/checkpoints.py): written by the engine, read by the export
+LOWER["checkpoints"] = {"results"}
+LOWER["engine"] = {"methods", "data", "results", "plan", "evaluation", "checkpoints"}
+LOWER["export"] = {"methods", "data", "results", "plan", "checkpoints"}
 LOWER["reports"] = {"results"}
 LOWER["cli"] = LOWER["engine"] | {"engine", "studies", "export", "reports"}
 LOWER["studies"] = {"plan", "cli"}

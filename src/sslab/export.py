@@ -19,7 +19,7 @@ class, so ``torch.load(path, weights_only=True)`` reads it and loading it runs n
   prefix stripped), at ``width=64`` exactly torchvision's ResNet's names less ``fc.*``.
 
 A trial's weights are its last epoch's checkpoint under ``<root>/<study>/ray/train/<trial_id>/``:
-``epoch-NNNNNN.pt`` of a trial trained in its own process (``engine.checkpoints.EpochCheckpoints``
+``epoch-NNNNNN.pt`` of a trial trained in its own process (``checkpoints.EpochCheckpoints``
 keeps the newest two) or ``checkpoint_*/state.pt`` of a TorchTrainer's (Ray Train keeps the newest
 two), so the last epoch's always survives. The statistics are ``study.json``'s record of the
 trial's setting (``settings[<setting_id>].normalization``); a store written before it kept them
@@ -35,7 +35,6 @@ import io
 import math
 import os
 import posixpath
-import re
 import time
 from typing import Any, Sequence
 
@@ -50,13 +49,8 @@ FORMAT_VERSION = 1
 #: what ``ExportedBackbone.features`` returns, said in the file
 REPRESENTATION = ("res5 feature maps globally average-pooled, N x out_dim float32, of images in [0, 1] "
                   "normalised with `normalization`; the kNN evaluation L2-normalises them itself (cosine similarity)")
-#: the checkpoint files of a trial: its own (``EpochCheckpoints``) and Ray Train's
-_EPOCH_FILE = re.compile(r"^epoch-(\d{6})\.pt$")
-_RAY_TRAIN_FILE = "state.pt"
 #: the trial ids an unknown one's message shows
 _SHOWN_IDS = 5
-#: the direction of a metric a study does not optimise (``--best`` of another metric): higher is better but for these
-_LOWER_IS_BETTER = ("loss", "invariance_l2_mean")
 
 
 class ExportError(Exception):
@@ -296,29 +290,31 @@ def _chosen(store, meta: dict[str, Any], trials, trial: str | None, best: str | 
         raise ExportError(f"no finished trial of {store.study!r}'s current setting has {metric!r} (of {len(shown)} "
                           f"trial(s) of that setting, {len(ok)} finished); --best one of {', '.join(have) or 'knn_top1'}, "
                           "or pass --trial ID")
+    if mode is None:
+        raise ExportError(f"{metric!r} has no better end (sslab does not say whether more or less of it is better); "
+                          "--best a metric that has one (knn_top1, probe_res5_top1, loss, rankme, ...), "
+                          "or pass --trial ID")
     scores = ok[metric].astype(float)
     return ok.loc[scores.idxmax() if mode == "max" else scores.idxmin()]
 
 
-def _metric_mode(meta: dict[str, Any], best: str | None) -> tuple[str, str]:
-    """``best`` (default: the study's first metric) and whether higher or lower is better (the
-    study's mode for its own metric)."""
+def _metric_mode(meta: dict[str, Any], best: str | None) -> tuple[str, str | None]:
+    """``best`` (default: the study's first metric) and whether higher or lower is better: the
+    study's mode for its own metric, else the metric's own (``metrics.mode_of``; None: neither end)."""
     metrics, modes = meta.get("metric") or "knn_top1", meta.get("mode") or "max"
     metrics = metrics if isinstance(metrics, list) else [metrics]
     modes = modes if isinstance(modes, list) else [modes] * len(metrics)
     metric = best or metrics[0]
     if metric in metrics:
         return metric, modes[metrics.index(metric)]
-    from sslab.results.metrics import mode_of  # a label-free measure's own direction (uniformity: lower)
+    from sslab.results.metrics import mode_of  # the loss: lower; a label-free measure's own (uniformity: lower)
 
-    return metric, mode_of(metric) or ("min" if metric in _LOWER_IS_BETTER else "max")
+    return metric, mode_of(metric)
 
 
 def _final_state(store, row) -> tuple[dict[str, Any], str]:
     """The trial's last epoch's checkpoint (the training state's dict) and where it is."""
-    import pyarrow.fs as pafs
-
-    from sslab.results.store import filesystem_for
+    from sslab.checkpoints import read, trial_files
 
     trial_id, status = str(row["trial_id"]), str(row.get("status", "ok"))
     if status == "failed":
@@ -326,13 +322,7 @@ def _final_state(store, row) -> tuple[dict[str, Any], str]:
                           f"weights; export a finished one (sslab report {store.study}), or rerun it with: "
                           f"sslab run {store.study} --retry-failed")
     folder = f"{store.ray_storage}/train/{trial_id}"
-    fs, base = filesystem_for(folder)
-    found = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=True))
-    own = sorted((int(m.group(1)), info.path) for info in found if posixpath.dirname(info.path) == base.rstrip("/")
-                 and (m := _EPOCH_FILE.match(info.base_name)))
-    ray = sorted(info.path for info in found if info.base_name == _RAY_TRAIN_FILE
-                 and posixpath.basename(posixpath.dirname(info.path)).startswith("checkpoint_"))
-    candidates = [path for _, path in reversed(own)] + list(reversed(ray))
+    fs, candidates = trial_files(folder)
     rerun = (f"to train it again, move {store.location}/trials/{trial_id}.parquet aside and run the study again "
              f"(sslab run {store.study})")
     if not candidates:
@@ -343,8 +333,7 @@ def _final_state(store, row) -> tuple[dict[str, Any], str]:
     passed = []
     for path in candidates:
         try:
-            with fs.open_input_stream(path) as src:
-                state = torch.load(io.BytesIO(src.read()), map_location="cpu", weights_only=True)
+            state = read(fs, path)
         except Exception as err:  # noqa: BLE001 - a truncated or foreign file: say it and look at the one before
             passed.append(f"{path} does not load ({type(err).__name__}: {err})")
             continue

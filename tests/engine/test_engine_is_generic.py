@@ -9,6 +9,7 @@ from sslab.methods.blocks.config import MethodConfig
 
 SSLAB = Path(__file__).resolve().parents[2] / "src" / "sslab"
 GENERIC = [SSLAB / "cli.py", SSLAB / "reports.py", SSLAB / "export.py",
+           SSLAB / "checkpoints.py",
            *(p for wing in ("data", "results", "plan", "evaluation", "engine") for p in sorted((SSLAB / wing).glob("*.py")))]
 
 

@@ -23,7 +23,7 @@ from sslab.engine.runner import run_study
 from sslab.plan.spec import name_of
 from sslab.plan.study import Study
 from sslab.results.store import ResultsStore
-from sslab.engine.sessions import CHECKPOINT_FILE
+from sslab.checkpoints import RAY_TRAIN_FILE
 
 pytestmark = needs_cifar
 
@@ -147,7 +147,7 @@ def test_a_killed_train_worker_resumes_from_its_checkpoint(cluster, spread_study
 
 def _final_state(root, study_name: str) -> dict:
     """The last epoch's checkpoint of the trial ``KEY`` in a study's Ray Train storage."""
-    files = sorted((root / study_name).glob(f"ray/**/{KEY}*/checkpoint_*/{CHECKPOINT_FILE}"))
+    files = sorted((root / study_name).glob(f"ray/**/{KEY}*/checkpoint_*/{RAY_TRAIN_FILE}"))
     states = [torch.load(f, map_location="cpu", weights_only=True) for f in files]
     assert states, f"no checkpoint of {KEY} under {root / study_name}"
     return max(states, key=lambda state: state["epoch"])

@@ -13,7 +13,7 @@ from sslab.methods.base import DataInfo
 from sslab.methods.views import CIFAR10
 from sslab.engine.errors import root_cause
 from sslab.engine.sessions import load_checkpoint as _load_checkpoint
-from sslab.engine.checkpoints import EpochCheckpoints, TrainingState
+from sslab.checkpoints import EpochCheckpoints, TrainingState
 from sslab.engine.sessions import InProcessSession
 from sslab.engine.train import EpochReport, FailureReport, TrialRun, make_trainer, run_loop
 from sslab.results import metrics as names

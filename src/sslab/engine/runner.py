@@ -229,7 +229,7 @@ def _metadata(store: ResultsStore, study: Study, specs: Specs, search: Search | 
 def _resume_notes(store: ResultsStore, pending: list[TrialSpec]) -> list[str]:
     """One line per pending trial that an earlier run left part-trained: from which epoch it resumes
     (an in-process trial's newest checkpoint; a TorchTrainer trial's last epoch in the store)."""
-    from sslab.engine.checkpoints import EpochCheckpoints
+    from sslab.checkpoints import EpochCheckpoints
 
     epochs = store.read("epochs")
     reported = epochs.groupby("trial_id")["epoch"].max() if not epochs.empty else {}

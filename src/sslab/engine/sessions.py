@@ -17,14 +17,11 @@ import ray.train
 import ray.train.torch
 import torch
 
+from sslab.checkpoints import RAY_TRAIN_FILE, EpochCheckpoints, TrainingState
 from sslab.engine.augment import EpochViews
-from sslab.engine.checkpoints import EpochCheckpoints, TrainingState
 from sslab.engine.errors import UnreadableCheckpointError
 from sslab.methods.base import Method, buffer_names
 from sslab.plan.profiles import Profile
-
-
-CHECKPOINT_FILE = "state.pt"
 
 
 def exclude_kept_in_sync(method: Method) -> list[str]:
@@ -43,7 +40,7 @@ def load_checkpoint(checkpoint: ray.train.Checkpoint) -> dict[str, Any]:
     """The state of a checkpoint, loaded as tensors and plain types only (``weights_only``): a
     checkpoint on a shared bucket can never run code on the node that resumes from it."""
     with checkpoint.as_directory() as directory:
-        return torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+        return torch.load(os.path.join(directory, RAY_TRAIN_FILE), map_location="cpu", weights_only=True)
 
 
 class RayTrainSession:
@@ -109,7 +106,7 @@ class RayTrainSession:
             return
         directory = tempfile.mkdtemp(prefix="sslab-ckpt-")
         try:
-            torch.save(state.to_dict(), os.path.join(directory, CHECKPOINT_FILE))
+            torch.save(state.to_dict(), os.path.join(directory, RAY_TRAIN_FILE))
             ray.train.report(result, checkpoint=ray.train.Checkpoint.from_directory(directory))
         finally:
             if self._persisted:

@@ -35,11 +35,11 @@ import ray.train.torch
 import torch
 
 from sslab import methods
+from sslab.checkpoints import TrainingState
 from sslab.methods.base import DataInfo, Method, StepContext
 from sslab.methods.blocks.backbone import Backbone
 from sslab.methods.blocks.optim import build_optimizer, build_schedule
 from sslab.engine.augment import EpochViews
-from sslab.engine.checkpoints import TrainingState
 from sslab.engine.device import (SteadyTimer, channels_last_batch, finite_on_every_worker, place_on_device,
                                  restore_rng, rng_of_every_worker, set_device_numerics, to_host)
 from sslab.engine.errors import DeterministicTrialError, EmptyEpochError, NonFiniteLossError

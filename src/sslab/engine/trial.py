@@ -28,7 +28,7 @@ def run_trial(
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from sslab.engine.augment import EpochViews
-    from sslab.engine.checkpoints import EpochCheckpoints
+    from sslab.checkpoints import EpochCheckpoints
     from sslab.engine.errors import root_cause
     from sslab.engine.sessions import InProcessSession
     from sslab.engine.train import TrialRun, make_trainer, run_loop

@@ -45,7 +45,7 @@ class Profile:
     #: rows of the local shuffle buffer each Train worker draws its batches from (0 = no shuffle)
     shuffle_buffer: int = 4096
     #: Ray Train workers per trial; 0 = no TorchTrainer: the Tune trial's own process trains,
-    #: holding one worker's resources, and keeps its epoch checkpoints itself (src/sslab/engine/checkpoints.py)
+    #: holding one worker's resources, and keeps its epoch checkpoints itself (src/sslab/checkpoints.py)
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0

@@ -1,14 +1,14 @@
-"""Epoch checkpoints of a trial that trains in its own process (a profile with ``num_workers=0``).
+"""A trial's training state on storage: what a checkpoint holds, where its files are, which loads.
 
-Ray Train keeps the checkpoints of a TorchTrainer run; a trial that skips the
-TorchTrainer keeps its own here, one file per epoch under a folder named by the
-trial's stable id (a local path or a URI such as ``s3://bucket/...``, through
-``pyarrow.fs``). Tune's retry of a lost trial process and a re-run of an
-interrupted study both continue from the newest readable file, so no finished
-epoch is trained twice.
+Ray Train keeps the checkpoints of a TorchTrainer run (``checkpoint_*/state.pt``); a trial
+that skips the TorchTrainer (a profile with ``num_workers=0``) keeps its own here, one file per
+epoch (``epoch-NNNNNN.pt``) under a folder named by the trial's stable id (a local path or a URI
+such as ``s3://bucket/...``, through ``pyarrow.fs``). Tune's retry of a lost trial process and a
+re-run of an interrupted study both continue from the newest readable file, so no finished
+epoch is trained twice; ``sslab export`` reads a finished trial's last one (``trial_files``).
 
-What a checkpoint holds is ``TrainingState``, the same on either path (Ray Train's checkpoints
-hold it too, through ``sessions.py``).
+What a checkpoint holds is ``TrainingState``, the same on either path. This module imports
+neither Ray nor the engine, so the export reads checkpoints through it as the engine writes them.
 """
 
 from __future__ import annotations
@@ -29,6 +29,27 @@ from sslab.results.store import filesystem_for
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^epoch-(\d{6})\.pt$")
+#: the file in which a TorchTrainer's checkpoint folder (``checkpoint_*``) holds the state
+RAY_TRAIN_FILE = "state.pt"
+
+
+def read(fs: pafs.FileSystem, path: str) -> dict[str, Any]:
+    """The state dict in one checkpoint file, loaded as tensors and plain types only (no code runs)."""
+    with fs.open_input_file(path) as src:
+        return torch.load(io.BytesIO(src.read()), map_location="cpu", weights_only=True)
+
+
+def trial_files(location: str) -> tuple[pafs.FileSystem, list[str]]:
+    """A trial's checkpoint files under ``location``, newest first: its own epoch files
+    (``EpochCheckpoints``), then Ray Train's ``checkpoint_*/state.pt`` (Ray's folder names sort by
+    time). Whether each loads is for the reader to find out (``read``)."""
+    fs, base = filesystem_for(location)
+    found = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=True))
+    own = sorted((int(m.group(1)), info.path) for info in found if posixpath.dirname(info.path) == base.rstrip("/")
+                 and (m := _NAME.match(info.base_name)))
+    ray = sorted(info.path for info in found if info.base_name == RAY_TRAIN_FILE
+                 and posixpath.basename(posixpath.dirname(info.path)).startswith("checkpoint_"))
+    return fs, [path for _, path in reversed(own)] + list(reversed(ray))
 
 
 @dataclass
@@ -128,8 +149,7 @@ class EpochCheckpoints:
         """
         for epoch in reversed(self._epochs()):
             try:
-                with self.fs.open_input_file(self._path(epoch)) as src:
-                    return torch.load(io.BytesIO(src.read()), map_location="cpu", weights_only=True)
+                return read(self.fs, self._path(epoch))
             except Exception as err:  # noqa: BLE001 - any unreadable file: fall back to the previous epoch
                 log.warning("checkpoint %s does not load (%s); resuming from the one before it",
                             self._path(epoch), err)

@@ -5,7 +5,7 @@ import logging
 import pytest
 import torch
 
-from sslab.engine.checkpoints import EpochCheckpoints
+from sslab.checkpoints import EpochCheckpoints
 
 
 def _state(epoch):
