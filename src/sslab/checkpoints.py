@@ -52,6 +52,34 @@ def trial_files(location: str) -> tuple[pafs.FileSystem, list[str]]:
     return fs, [path for _, path in reversed(own)] + list(reversed(ray))
 
 
+def final_state(location: str, epochs: int | None) -> tuple[dict[str, Any] | None, str | None, list[str]]:
+    """A finished trial's last state: the newest of its checkpoint files (``trial_files``) that
+    loads and holds its last epoch (``epochs`` - 1; any, when ``epochs`` is None). Returns the
+    state, its path (a URI keeps its scheme) and why each newer file was passed over; (None, None,
+    reasons) when none qualifies, (None, None, []) when the trial has no checkpoint file."""
+    fs, candidates = trial_files(location)
+    last = None if epochs is None else int(epochs) - 1
+    passed = []
+    for path in candidates:
+        try:
+            state = read(fs, path)
+        except Exception as err:  # noqa: BLE001 - a truncated or foreign file: say it and look at the one before
+            passed.append(f"{path} does not load ({type(err).__name__}: {err})")
+            continue
+        if last is not None and state.get("epoch") != last:
+            passed.append(f"{path} holds epoch {int(state.get('epoch', -2)) + 1}, not its last ({last + 1})")
+            continue
+        return state, (f"{location.split('://')[0]}://{path}" if "://" in location else path), passed
+    return None, None, passed
+
+
+def backbone_weights(state: dict[str, Any]) -> dict[str, Any]:
+    """The backbone's parameters and buffers in a training state: the method's ``backbone.*``
+    entries with the prefix stripped (a ``methods.blocks.backbone.Backbone``'s own names)."""
+    model = state.get("model") or {}  # the method's state_dict: its backbone's, its heads', its buffers'
+    return {k.removeprefix("backbone."): v for k, v in model.items() if k.startswith("backbone.")}
+
+
 @dataclass
 class TrainingState:
     """What the training loop keeps after each epoch and resumes from: one trial's checkpoint.

@@ -231,10 +231,10 @@ def export_trial(study: str, *, trial: str | None = None, best: str | None = Non
     state, checkpoint = _final_state(store, row)
     shape = {name: _training(row, meta, name) for name in ("arch", "width", "cifar_stem", "image_size")}
     backbone = Backbone(str(shape["arch"]), cifar_stem=bool(shape["cifar_stem"]), width=int(shape["width"]))
-    model = state.get("model") or {}  # the method's state_dict: its backbone's, its heads', its buffers'
-    weights = {k.removeprefix("backbone."): v for k, v in model.items() if k.startswith("backbone.")}
+    from sslab.checkpoints import backbone_weights
+
     try:
-        backbone.load_state_dict(weights, strict=True)
+        backbone.load_state_dict(backbone_weights(state), strict=True)
     except RuntimeError as err:
         raise ExportError(f"the checkpoint {checkpoint} does not hold a {shape['arch']} of width {shape['width']} "
                           f"(cifar_stem={shape['cifar_stem']}) as the trial's record says: {err}") from None
@@ -267,6 +267,7 @@ def command(study: str, trial: str | None, best: str | None, out: str | None, ro
 def _chosen(store, meta: dict[str, Any], trials, trial: str | None, best: str | None):
     """The trial's row: by id (or the one id it begins), else the best of the current setting."""
     from sslab.results.metrics import MONITOR_KNN
+    from sslab.results.picks import best_trial
     from sslab.results.summary import current_setting
 
     ids = trials["trial_id"].astype(str)
@@ -284,8 +285,9 @@ def _chosen(store, meta: dict[str, Any], trials, trial: str | None, best: str | 
         return hit.iloc[-1]
     metric, mode = _metric_mode(meta, best)
     shown = current_setting(trials, trials.iloc[0:0], meta).trials
-    ok = shown[shown["status"] == "ok"] if "status" in shown else shown
-    if metric not in ok or not ok[metric].notna().any():
+    pick = best_trial(shown, metric, mode or "max")
+    if pick is None:
+        ok = shown[shown["status"] == "ok"] if "status" in shown else shown
         have = sorted(c for c in shown.columns if c.endswith("_top1") and c != MONITOR_KNN)
         raise ExportError(f"no finished trial of {store.study!r}'s current setting has {metric!r} (of {len(shown)} "
                           f"trial(s) of that setting, {len(ok)} finished); --best one of {', '.join(have) or 'knn_top1'}, "
@@ -294,8 +296,7 @@ def _chosen(store, meta: dict[str, Any], trials, trial: str | None, best: str | 
         raise ExportError(f"{metric!r} has no better end (sslab does not say whether more or less of it is better); "
                           "--best a metric that has one (knn_top1, probe_res5_top1, loss, rankme, ...), "
                           "or pass --trial ID")
-    scores = ok[metric].astype(float)
-    return ok.loc[scores.idxmax() if mode == "max" else scores.idxmin()]
+    return pick
 
 
 def _metric_mode(meta: dict[str, Any], best: str | None) -> tuple[str, str | None]:
@@ -314,7 +315,7 @@ def _metric_mode(meta: dict[str, Any], best: str | None) -> tuple[str, str | Non
 
 def _final_state(store, row) -> tuple[dict[str, Any], str]:
     """The trial's last epoch's checkpoint (the training state's dict) and where it is."""
-    from sslab.checkpoints import read, trial_files
+    from sslab.checkpoints import final_state
 
     trial_id, status = str(row["trial_id"]), str(row.get("status", "ok"))
     if status == "failed":
@@ -322,28 +323,16 @@ def _final_state(store, row) -> tuple[dict[str, Any], str]:
                           f"weights; export a finished one (sslab report {store.study}), or rerun it with: "
                           f"sslab run {store.study} --retry-failed")
     folder = f"{store.ray_storage}/train/{trial_id}"
-    fs, candidates = trial_files(folder)
     rerun = (f"to train it again, move {store.location}/trials/{trial_id}.parquet aside and run the study again "
              f"(sslab run {store.study})")
-    if not candidates:
+    epochs = row.get("epochs")
+    state, path, passed = final_state(folder, None if epochs is None or _missing(epochs) else int(epochs))
+    if state is None and not passed:
         raise ExportError(f"trial {trial_id} has no checkpoint under {folder}: its final weights are gone (the "
                           f"study's ray/ folder was moved or cleaned); {rerun}")
-    epochs = row.get("epochs")
-    last = int(epochs) - 1 if epochs is not None and not _missing(epochs) else None
-    passed = []
-    for path in candidates:
-        try:
-            state = read(fs, path)
-        except Exception as err:  # noqa: BLE001 - a truncated or foreign file: say it and look at the one before
-            passed.append(f"{path} does not load ({type(err).__name__}: {err})")
-            continue
-        if last is not None and state.get("epoch") != last:
-            passed.append(f"{path} holds epoch {int(state.get('epoch', -2)) + 1}, not its last ({last + 1})")
-            continue
-        if "://" in folder:
-            path = f"{folder.split('://')[0]}://{path}"
-        return state, path
-    raise ExportError(f"trial {trial_id} has no final weights: {'; '.join(passed)}; {rerun}")
+    if state is None:
+        raise ExportError(f"trial {trial_id} has no final weights: {'; '.join(passed)}; {rerun}")
+    return state, path
 
 
 def _training(row, meta: dict[str, Any], name: str) -> Any:

@@ -39,6 +39,7 @@ def resume_command(name: str, meta: dict, root: str | None) -> str:
 def report(study, root: str | None, fmt: str, setting: str | None = None) -> None:
     from rich.console import Console
 
+    from sslab.results import picks
     from sslab.results.progress import print_summary
     from sslab.results.store import results_flag
     from sslab.results.summary import current_setting
@@ -57,8 +58,11 @@ def report(study, root: str | None, fmt: str, setting: str | None = None) -> Non
     knobs, metric, mode = knobs_metric_mode(study, meta)
     # the findings as the study declares them now (a store written before they were declared has none)
     findings = meta.get("findings") or [f.to_dict() for f in study.findings]
+    checked = picks.stored_lines(store, trials, metric)  # a label-free pick, evaluated with labels afterwards
     if fmt == "markdown":
         print(markdown_report(study.name, knobs, metric, mode, trials, shown.baselines, findings))
+        for line in checked:
+            print(f"\n{line}")
         if shown.note:
             print(f"\n{shown.note}")
     else:
@@ -67,6 +71,8 @@ def report(study, root: str | None, fmt: str, setting: str | None = None) -> Non
             console.width = max(console.width, 160)
         print_summary(console, study.symbols(), knobs, metric, mode, trials, shown.baselines,
                       defaults=meta.get("defaults") if meta.get("kind") == "search" else None, findings=findings)
+        for line in checked:
+            console.print(f"  {line}")
         if shown.note:
             console.print(f"  {shown.note}")
 

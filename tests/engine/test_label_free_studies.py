@@ -16,10 +16,11 @@ from PIL import Image
 from sslab import reports
 from sslab.data import train_test
 from sslab.data.split import Split
+from sslab.engine import runner
 from sslab.engine.runner import run_study
 from sslab.plan.profiles import Profile
 from sslab.plan.study import Search, Study
-from sslab.results import metrics
+from sslab.results import metrics, picks
 from sslab.results.store import ResultsStore
 
 TINY = Profile(
@@ -55,11 +56,15 @@ def folders(tmp_path_factory) -> dict[str, Path]:
 
 
 class LabelsRaise(Split):
-    """A split whose labels raise when read: any code that reads one fails the test."""
+    """A split whose labels raise when read while ``sealed``: any code that reads one fails the test."""
+
+    sealed = True
 
     @property
     def labels(self):
-        raise AssertionError("a label of the training data was read")
+        if LabelsRaise.sealed:
+            raise AssertionError("a label of the training data was read")
+        return self._sealed
 
     @labels.setter
     def labels(self, value):
@@ -77,6 +82,13 @@ def test_a_search_on_a_label_free_measure_reads_no_label(ray_local, folders, tmp
                            source_side=split.source_side, source_side_min=split.source_side_min)
 
     monkeypatch.setattr(train_test, "load_split", sealed)
+    check_pick = runner._check_pick
+
+    def unsealed(*args, **kwargs):  # the choosing is over: the check of the pick may read the labels
+        monkeypatch.setattr(LabelsRaise, "sealed", False)
+        return check_pick(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_check_pick", unsealed)
     chosen = metrics.embedding("uniformity")  # a name with a "/" in it, and a measure to minimise, through Tune
     study = Study(name="no_labels", method="simclr", metric=chosen, base={"projection_dim": 16},
                   search=Search(space={"temperature": FloatDistribution(0.1, 1.0)}, trials=3, grace_epochs=1))
@@ -99,6 +111,28 @@ def test_a_search_on_a_label_free_measure_reads_no_label(ray_local, folders, tmp
     told = sorted(t.value for t in optuna.load_study(study_name=summary.study_name, storage=journal).trials)
     last = epochs.sort_values("epoch").groupby("trial_id")[chosen].last()
     assert told == pytest.approx(sorted(last))
+
+    # then its pick, and only its pick, is evaluated with the labels: exactly what training it with
+    # --eval-dataset <the same images> gives, beside the random-init backbone's on the same images
+    (check,) = ResultsStore(tmp_path, "no_labels").read(picks.TABLE).to_dict("records")
+    pick = ok.loc[ok[chosen].idxmin()]
+    assert check["trial_id"] == pick.trial_id and check["picked_by"] == chosen and check["picked_value"] == pick[chosen]
+    assert 0 <= check[metrics.KNN] <= 1 and 0 <= check[picks.RANDOM_INIT + metrics.KNN] <= 1
+    assert check[metrics.probe("res5")] >= 0 and check["data/eval_dataset"] == profile.dataset
+    again = Study(name="evaluated", method="simclr", base={"projection_dim": 16},
+                  grid={"temperature": [float(pick["config/temperature"])]})
+    (evaluated,) = run_study(again, profile=profile.with_overrides(eval_dataset=profile.dataset), root=tmp_path,
+                             quiet=True).to_dict("records")
+    assert evaluated["data/eval_train_content_sha256"] == check["data/eval_train_content_sha256"]
+    assert evaluated[metrics.KNN] == check[metrics.KNN]
+    assert evaluated[metrics.probe("res5")] == pytest.approx(check[metrics.probe("res5")], abs=1e-6)
+    baseline = ResultsStore(tmp_path, "evaluated").read("baselines").iloc[0]
+    assert baseline[metrics.KNN] == check[picks.RANDOM_INIT + metrics.KNN]
+    # a rerun finds the pick checked and evaluates nothing again
+    monkeypatch.setattr(LabelsRaise, "sealed", True)
+    run_study(study, profile=profile, root=tmp_path, quiet=True)
+    (kept,) = ResultsStore(tmp_path, "no_labels").read(picks.TABLE).to_dict("records")
+    assert (kept["checked_at"], kept["check_s"]) == (check["checked_at"], check["check_s"])
 
 
 def test_images_without_labels_pretrain_with_the_label_free_measures_then_evaluate_on_labelled_data(

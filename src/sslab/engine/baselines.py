@@ -1,6 +1,8 @@
-"""What the study's driver records itself, before the trials run: the random-init baselines (the
-same evaluation of the untrained backbone, once per seed, with its pictures) and, once per dataset,
-the thumbnails those pictures and the trials' show (``evaluation/pictures.py``, ``results/pictures.py``).
+"""What the study's driver evaluates and records itself: before the trials, the random-init
+baselines (the same evaluation of the untrained backbone, once per seed, with its pictures) and,
+once per dataset, the thumbnails those pictures and the trials' show (``evaluation/pictures.py``,
+``results/pictures.py``); after them, the labelled check of what a study that chose without
+labels picked (``check_pick``, ``results/picks.py``).
 """
 
 from __future__ import annotations
@@ -59,3 +61,65 @@ def record_thumbnails(store: ResultsStore, specs: Specs, arrays: dict[str, Any])
         return
     pictures.record_thumbnails(store, dataset, thumbnails(labelled["train_images"], labelled["train_labels"],
                                                           labelled["test_images"], labelled["test_labels"]))
+
+
+def check_pick(store: ResultsStore, study, profile, train, test, trials, data_dir, progress) -> None:
+    """A study that chose without labels (``Study.reads_labels`` false, no ``--eval-dataset``) on data
+    that has them: once its choosing is over, the trial it picks (the best of ``trials``, the shown
+    setting's, by its metric) is evaluated with the labels, as ``--eval-dataset <its dataset>``
+    would have (kNN and the probes on the labelled splits, the images normalised with the
+    statistics it trained with), beside the random-init backbone of its seed on the same images,
+    and recorded in ``results/picks.TABLE`` under its trial id; a pick already checked is not
+    evaluated again. Data without labels: one note saying how to check it instead."""
+    import datetime
+
+    import torch
+
+    from sslab.checkpoints import backbone_weights, final_state
+    from sslab.data.locations import data_dir as resolve_data_dir
+    from sslab.data.train_test import evaluation_arrays, load_evaluation
+    from sslab.evaluation.evaluate import evaluate_for_profile
+    from sslab.methods.blocks.backbone import Backbone
+    from sslab.results import metrics, picks
+
+    if study.reads_labels or profile.eval_dataset or isinstance(study.metric, list):
+        return
+    pick = picks.best_trial(trials, study.primary_metric, study.primary_mode)
+    if pick is None:
+        return
+    checks = store.read(picks.TABLE)
+    if not checks.empty and pick["trial_id"] in set(checks["trial_id"]):
+        return
+    sizes = dict(image_size=profile.image_size, train_subset=profile.train_subset, test_subset=profile.test_subset)
+    try:
+        evaluation = load_evaluation(profile.dataset, root=resolve_data_dir(data_dir), note=lambda line: None, **sizes)
+    except ValueError:  # data without labels: nothing to check the pick with here
+        progress.note(f"{pick['trial_id']} is this study's pick by {study.primary_metric}; to see its kNN, run the "
+                      f"study again with --eval-dataset NAME (a labelled dataset)")
+        return
+    state, path, passed = final_state(f"{store.ray_storage}/train/{pick['trial_id']}", int(pick["epochs"]))
+    if state is None:
+        progress.note(f"the pick {pick['trial_id']} cannot be checked with labels: its final weights are not in "
+                      f"{store.ray_storage}/train ({'; '.join(passed) or 'no checkpoint'})")
+        return
+    start = time.perf_counter()
+    arrays = evaluation_arrays(train, test, evaluation)
+    seed = int(pick["seed"])
+    trained = Backbone(profile.arch, cifar_stem=profile.cifar_stem, width=profile.width)
+    trained.load_state_dict(backbone_weights(state), strict=True)
+    torch.manual_seed(seed)  # the random-init baseline of this seed, as record_baselines draws it
+    untrained = Backbone(profile.arch, cifar_stem=profile.cifar_stem, width=profile.width)
+    measured = [{k: v for k, v in evaluate_for_profile(backbone.eval(), arrays, profile, seed=seed).items()
+                 if metrics.needs_labels(k)} for backbone in (trained, untrained)]
+    identity = {f"data/eval_{split}_content_sha256": part.identity()["content_sha256"]
+                for split, part in zip(("train", "test"), evaluation)}
+    store.append(picks.TABLE, [{
+        "trial_id": pick["trial_id"], "setting_id": pick.get("setting_id"), "method": pick["method"], "seed": seed,
+        "picked_by": study.primary_metric, "mode": study.primary_mode,
+        "picked_value": float(pick[study.primary_metric]), "checkpoint": path,
+        "data/eval_dataset": profile.dataset, **identity,
+        **{c: pick[c] for c in pick.index if str(c).startswith("eval/")},
+        **measured[0], **{picks.RANDOM_INIT + k: v for k, v in measured[1].items()},
+        "check_s": time.perf_counter() - start,
+        "checked_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }], replace_where={"trial_id": pick["trial_id"]})

@@ -47,8 +47,9 @@ import pandas as pd
 from sslab.methods.base import DataInfo
 from sslab.plan import cost
 from sslab.engine import placement
-# the random-init baselines and the thumbnails, which the driver records itself (by these names: tests wrap them)
-from sslab.engine.baselines import (missing_baseline_seeds as _missing_baseline_seeds,
+# what the driver evaluates and records itself (by these names: tests wrap them): the random-init
+# baselines and the thumbnails before the trials, the labelled check of a label-free pick after them
+from sslab.engine.baselines import (check_pick as _check_pick, missing_baseline_seeds as _missing_baseline_seeds,
                                     record_baselines as _record_baselines, record_thumbnails as _record_thumbnails)
 from sslab.engine.other_work import other_work, other_work_note
 from sslab.engine.placement import TRIAL_RESOURCE
@@ -57,6 +58,7 @@ from sslab.results.store import ResultsStore, StoreWriteError, results_flag, res
 from sslab.plan.spec import Specs, TrialSpec, data_identity
 from sslab.results.lock import StoreLock
 from sslab.plan.study import Search, Study
+from sslab.results import picks
 from sslab.results.summary import current_setting
 from sslab.engine.trial import run_trial
 
@@ -146,6 +148,10 @@ def run_study(
             trials = store.read("trials")
             shown = current_setting(trials, store.read("baselines"), store.metadata(), flags=results_flag(root))
             progress.summary(shown.trials, shown.baselines, shown.note)
+            # chosen without labels: its pick, now evaluated with them (once), and the kNN-chosen study's
+            _check_pick(store, study, profile, train, test, shown.trials, data_dir, progress)
+            for line in picks.stored_lines(store, shown.trials, study.primary_metric):
+                progress.note(line)
     finally:  # the live progress bar gives the terminal back, also on Ctrl-C
         progress.close()
     if unrecorded:

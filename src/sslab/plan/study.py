@@ -313,7 +313,7 @@ class Study:
         if not (metrics.is_label_free(metric) or metrics.mode_of(metric)):
             raise ValueError(f"--metric {metric!r}: not a metric sslab records with a better end; e.g. "
                              f"{metrics.KNN}, {', '.join(m for m, f in metrics.LABEL_FREE.items() if f.mode)}")
-        return replace(self, name=f"{self.name}-{metric.replace('/', '_')}", metric=metric, mode=None)
+        return replace(self, name=metrics.chosen_by(self.name, metric), metric=metric, mode=None)
 
     def with_settings(self, settings: dict[str, Any]) -> "Study":
         """``--set NAME=VALUE``: fixed hyperparameters over every method's settings. A name is a

@@ -117,3 +117,14 @@ def needs_labels(name: str) -> bool:
     """Whether metric ``name`` reads labels: kNN (the final one and the per-epoch monitor) and the
     linear probes. A study none of whose metrics does chooses without labels (``Study.reads_labels``)."""
     return name in (KNN, MONITOR_KNN) or probe_tap(name) is not None
+
+
+def chosen_by(study: str, metric: str) -> str:
+    """The store of ``study`` chosen by another ``metric`` (``--metric``): ``<study>-<metric>``."""
+    return f"{study}-{metric.replace('/', '_')}"
+
+
+def chosen_from(store: str, metric: str) -> str | None:
+    """The study whose store ``store`` is when chosen by ``metric`` (``chosen_by``'s inverse), or None."""
+    suffix = chosen_by("", metric)
+    return store[: -len(suffix)] if store.endswith(suffix) and len(store) > len(suffix) else None

@@ -94,6 +94,7 @@ _RECOVERY = {
     "neighbours": "those trials' neighbours are lost; their rows are kept",
     "embedding": "those trials' embedding maps are lost; their rows are kept",
     "thumbnails": "the dataset's thumbnails are then made again",
+    "label_checks": "the study's pick is then evaluated with labels again",
     "study": "it is written again by the next run",
 }
 #: files read at once from an object store (each read is a round trip), and from a local disk

@@ -36,6 +36,8 @@ KEYS: dict[str, tuple[str, ...]] = {
     "neighbours": ("trial_id",),
     "embedding": ("trial_id",),
     "thumbnails": ("dataset",),
+    # the labelled check of a label-free study's pick (``picks.py``)
+    "label_checks": ("trial_id",),
 }
 #: the Parquet key-value metadata entry holding the file's key (a JSON list)
 KEY_METADATA = b"sslab.key"
