@@ -8,8 +8,8 @@ res5 probe, with bootstrap intervals) and the regret of choosing by it (best kNN
 the configuration it picks): the table ``sslab report label_free_selection`` prints under the
 summary. The papers' claims are its findings.
 
-    python studies/selection/label_free_selection.py              # local profile: 12 shorter CPU trials, one seed
-    python studies/selection/label_free_selection.py --seeds 3    # what the findings need to be judged
+    python studies/selection/label_free_selection.py              # local profile: 12 shorter CPU trials, 2 seeds
+    python studies/selection/label_free_selection.py --seeds 3    # narrower spreads, for the findings' verdicts
 """
 
 from sslab.cli import run
@@ -22,8 +22,9 @@ STUDY = Study(
     name="label_free_selection",
     methods={"simclr": SIMCLR, "vicreg": VICREG},
     description="label-free measures (RankMe, α-ReQ, LiDAR, alignment/uniformity) against kNN across configurations",
-    seeds=1,
-    # twelve configurations in about 40 minutes on 2 CPU cores: 10 of the local profile's 16 epochs
+    # two seeds: the fewest that can judge a finding, in the 40 minutes a local run may take (docs/label-free.md)
+    seeds=2,
+    # 10 of the local profile's 16 epochs, so that twelve configurations × 2 seeds fit those 40 minutes
     profile_changes={"local": {"steps": 780}},
     findings=(
         Picks("RankMe picks SimCLR's configuration within 0.01 kNN of the best", "rankme", "max", method="simclr",
