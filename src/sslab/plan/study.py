@@ -222,8 +222,10 @@ class Study:
         skipped = "kNN and the linear probes are skipped (--eval-dataset NAME runs them on a labelled dataset)"
         their = f"kNN and the linear probes read {evaluation}'s labels" if evaluation else skipped
         if not self.reads_labels:
+            after = ("" if evaluation else
+                     "; once it has chosen, its pick alone is evaluated with labels, where the data has them")
             return (f"study {self.name!r} chooses by {self.primary_metric} without labels: no label of {data} is "
-                    f"read; {their}")
+                    f"read; {their}{after}")
         if labelled:
             return f"{their}; the label-free measures read {data}'s test images" if evaluation else None
         if evaluation:

@@ -14,6 +14,10 @@ from sslab.results import metrics as names
 from sslab.results.cpu_steal import steal_note
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def _fmt(value: Any, digits: int = 3, *, signed: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -81,18 +85,20 @@ class Progress:
 
     def trial_finished(self, key: str, row: dict[str, Any]) -> None:
         self._bar.advance(self._task)
+        metric = self.study.primary_metric
+        chosen = f"{metric} {_fmt(row.get(metric))}  " if metric != names.KNN and metric in row else ""
+        # a study that chooses without labels reads none: no kNN to show (an --eval-dataset's, if any)
+        knn = f"kNN {_fmt(row.get(names.KNN))}  " if self.study.reads_labels or names.KNN in row else ""
         if row["status"] == "ok":
-            metric = self.study.primary_metric
-            chosen = f"{metric} {_fmt(row.get(metric))}  " if metric != names.KNN and metric in row else ""
             self.console.print(
-                f"  [green]✓[/] {key}  {chosen}kNN {_fmt(row.get(names.KNN))}  "
+                f"  [green]✓[/] {key}  {chosen}{knn}"
                 f"invariance {_fmt(row.get(names.INVARIANCE))}  {row['wall_s']:.0f}s"
                 f"{steal_note(row.get('cpu_steal', math.nan))}"
             )
         elif row["status"] == "stopped":
-            self.console.print(
-                f"  [yellow]–[/] {key}  {row['error']} (per-epoch kNN {_fmt(row.get(names.MONITOR_KNN))})"
-            )
+            shown = [(metric, row.get(metric)), ("kNN", row.get(names.MONITOR_KNN))]
+            last = next((f" (per-epoch {name} {_fmt(value)})" for name, value in shown if _finite(value)), "")
+            self.console.print(f"  [yellow]–[/] {key}  {row['error']}{last}")
         else:
             self.console.print(f"  [red]✗[/] {key}  {row['status']}: {row['error']}")
 
