@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from sslab.plan.study import Picks, RanksBetter, Study
-from sslab.results import selection
+from sslab.results import metrics, selection
 from sslab.results.summary import CONTRADICTED, NOT_ESTABLISHED, REPRODUCED, judge
 
 
@@ -128,3 +128,14 @@ def test_every_summary_says_how_far_the_label_free_measures_could_have_chosen():
     print_summary(console := Console(record=True, width=200), {}, ["temperature"], "knn_top1", "max",
                   trials.drop(columns=["rankme"]), pd.DataFrame())
     assert "choosing without labels" not in console.export_text()  # no measure: no table
+
+
+def test_the_embeddings_measures_are_judged_too_for_the_methods_that_have_one():
+    knn = [0.30, 0.35, 0.40, 0.45]
+    simclr = _trials(knn, [1.0, 2.0, 3.0, 4.0]).assign(**{metrics.embedding("rankme"): [4.0, 3.0, 2.0, 1.0]})
+    jigsaw = _trials(knn, [4.0, 1.0, 2.0, 3.0], method="jigsaw")  # a pretext task: no embedding
+    rows = selection.label_free_rows(pd.concat([simclr, jigsaw], ignore_index=True))
+    knn_rows = rows[rows.target == metrics.KNN].set_index(["method", "measure"])
+    assert sorted(knn_rows.index) == [("jigsaw", "rankme"), ("simclr", "embedding/rankme"), ("simclr", "rankme")]
+    assert knn_rows.loc[("simclr", "embedding/rankme"), "spearman"] == pytest.approx(-1.0)
+    assert knn_rows.loc[("simclr", "embedding/rankme"), "regret"] == pytest.approx(0.15)

@@ -125,9 +125,11 @@ def selection_table(trials: pd.DataFrame, knobs: Sequence[str], measures: dict[s
 
 
 def label_free_rows(trials: pd.DataFrame, at_least: int = 3) -> pd.DataFrame:
-    """``selection_table`` for every label-free measure with a better end that ``trials`` carry, per
-    method with at least ``at_least`` configurations (what every summary shows); empty if none."""
-    measures = {name: metrics.LABEL_FREE[name].mode for name in metrics.label_free_columns(trials.columns)
-                if metrics.LABEL_FREE[name].mode}
+    """``selection_table`` for every label-free measure with a better end that ``trials`` carry (of
+    the representation, then of the embedding: ``embedding/<measure>``), per method with at least
+    ``at_least`` configurations that have it (what every summary shows); empty if none."""
+    names = [*metrics.label_free_columns(trials.columns),
+             *(metrics.embedding(name) for name in metrics.LABEL_FREE if metrics.embedding(name) in trials)]
+    measures = {name: metrics.mode_of(name) for name in names if metrics.mode_of(name)}
     rows = selection_table(trials, None, measures) if measures and not trials.empty else pd.DataFrame()
     return rows[rows["configurations"] >= at_least].reset_index(drop=True) if not rows.empty else rows
