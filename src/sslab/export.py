@@ -302,15 +302,12 @@ def _chosen(store, meta: dict[str, Any], trials, trial: str | None, best: str | 
 def _metric_mode(meta: dict[str, Any], best: str | None) -> tuple[str, str | None]:
     """``best`` (default: the study's first metric) and whether higher or lower is better: the
     study's mode for its own metric, else the metric's own (``metrics.mode_of``; None: neither end)."""
-    metrics, modes = meta.get("metric") or "knn_top1", meta.get("mode") or "max"
-    metrics = metrics if isinstance(metrics, list) else [metrics]
-    modes = modes if isinstance(modes, list) else [modes] * len(metrics)
-    metric = best or metrics[0]
-    if metric in metrics:
-        return metric, modes[metrics.index(metric)]
-    from sslab.results.metrics import mode_of  # the loss: lower; a label-free measure's own (uniformity: lower)
+    from sslab.results.metrics import mode_of, study_metrics
 
-    return metric, mode_of(metric)
+    own = dict(study_metrics(meta))
+    metric = best or next(iter(own))
+    # another metric: its own end (the loss: lower; a label-free measure's own, uniformity: lower)
+    return metric, own[metric] if metric in own else mode_of(metric)
 
 
 def _final_state(store, row) -> tuple[dict[str, Any], str]:

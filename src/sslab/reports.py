@@ -79,8 +79,10 @@ def report(study, root: str | None, fmt: str, setting: str | None = None) -> Non
 
 def knobs_metric_mode(study, meta: dict) -> tuple[list[str], str, str]:
     knobs = meta.get("knobs") or list(meta.get("grid") or study.knobs)
-    metric, mode = meta.get("metric", study.metric), meta.get("mode", study.mode)
-    return knobs, (metric[0] if isinstance(metric, list) else metric), (mode[0] if isinstance(mode, list) else mode)
+    from sslab.results.metrics import study_metrics
+
+    (metric, mode), *_ = study_metrics({"metric": study.metric, "mode": study.mode, **meta})
+    return knobs, metric, mode
 
 
 def knob_cell(value) -> str:

@@ -50,13 +50,11 @@ class StudyData:
 
     @property
     def metric(self) -> str:
-        metric = self.meta.get("metric") or metrics.KNN
-        return metric[0] if isinstance(metric, list) else metric
+        return metrics.study_metrics(self.meta)[0][0]
 
     @property
     def mode(self) -> str:
-        mode = self.meta.get("mode") or "max"
-        return mode[0] if isinstance(mode, list) else mode
+        return metrics.study_metrics(self.meta)[0][1]
 
     @property
     def kind(self) -> str:

@@ -119,6 +119,16 @@ def needs_labels(name: str) -> bool:
     return name in (KNN, MONITOR_KNN) or probe_tap(name) is not None
 
 
+def study_metrics(meta) -> list[tuple[str, str]]:
+    """A study's metrics with their modes as ``study.json`` records them (a name or a list of names,
+    a mode or a list of modes); kNN and ``"max"`` where it records none. The first is the one the
+    study chooses by."""
+    names = meta.get("metric") or KNN
+    names = names if isinstance(names, list) else [names]
+    modes = meta.get("mode") or "max"
+    return list(zip(names, modes if isinstance(modes, list) else [modes] * len(names)))
+
+
 def chosen_by(study: str, metric: str) -> str:
     """The store of ``study`` chosen by another ``metric`` (``--metric``): ``<study>-<metric>``."""
     return f"{study}-{metric.replace('/', '_')}"

@@ -105,10 +105,7 @@ def stored_lines(store, trials: pd.DataFrame, metric: str) -> list[str]:
     other = ResultsStore(store.root, base)
     meta = other.metadata()
     shown = current_setting(other.read("trials"), other.read("baselines"), meta).trials
-    base_metric, base_mode = _first(meta.get("metric")) or metrics.KNN, _first(meta.get("mode")) or "max"
+    base_metric, base_mode = metrics.study_metrics(meta)[0]
     pick = best_trial(shown, base_metric, base_mode) if base_metric == metrics.KNN else None
     return lines(check, base, None if pick is None else pick.to_dict())
 
-
-def _first(value: Any) -> Any:
-    return value[0] if isinstance(value, list) and value else value
