@@ -25,20 +25,26 @@ def missing_baseline_seeds(store: ResultsStore, specs: Specs, seeds: int) -> lis
     return [seed for seed in range(seeds) if seed not in done]
 
 
-def record_baselines(store: ResultsStore, specs: Specs, data: dict[str, Any], seeds: list[int], progress) -> None:
-    """The same evaluation of the untrained backbone, once per seed (the random-init reference),
-    recorded under its baseline specification, its pictures under ``pictures.baseline_id``."""
+def _backbone(profile, seed: int | None = None):
+    """The profile's backbone; with ``seed``, drawn as the random-init baseline of that seed is."""
     import torch
 
     from sslab.methods.blocks.backbone import Backbone
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    return Backbone(profile.arch, cifar_stem=profile.cifar_stem, width=profile.width)
+
+
+def record_baselines(store: ResultsStore, specs: Specs, data: dict[str, Any], seeds: list[int], progress) -> None:
+    """The same evaluation of the untrained backbone, once per seed (the random-init reference),
+    recorded under its baseline specification, its pictures under ``pictures.baseline_id``."""
     from sslab.evaluation.evaluate import evaluate_for_profile
 
     profile = specs.profile
     for seed in seeds:
         start = time.perf_counter()
-        torch.manual_seed(seed)
-        backbone = Backbone(profile.arch, cifar_stem=profile.cifar_stem, width=profile.width)
-        metrics = evaluate_for_profile(backbone, data["arrays"], profile, seed=seed, pictures=True)
+        metrics = evaluate_for_profile(_backbone(profile, seed), data["arrays"], profile, seed=seed, pictures=True)
         shown = {name: metrics.pop(name, None) for name in SAMPLES}
         baseline = specs.baseline(seed)
         pictures.record_pictures(store, pictures.baseline_id(baseline.setting_id, seed), shown[NEIGHBOUR_SAMPLES],
@@ -63,23 +69,20 @@ def record_thumbnails(store: ResultsStore, specs: Specs, arrays: dict[str, Any])
                                                           labelled["test_images"], labelled["test_labels"]))
 
 
-def check_pick(store: ResultsStore, study, profile, train, test, trials, data_dir, progress) -> None:
+def check_pick(store: ResultsStore, study, profile, train, test, trials, sizes: dict[str, Any], progress) -> None:
     """A study that chose without labels (``Study.reads_labels`` false, no ``--eval-dataset``) on data
     that has them: once its choosing is over, the trial it picks (the best of ``trials``, the shown
     setting's, by its metric) is evaluated with the labels, as ``--eval-dataset <its dataset>``
     would have (kNN and the probes on the labelled splits, the images normalised with the
     statistics it trained with), beside the random-init backbone of its seed on the same images,
     and recorded in ``results/picks.TABLE`` under its trial id; a pick already checked is not
-    evaluated again. Data without labels: one note saying how to check it instead."""
+    evaluated again. ``sizes``: how the run read its splits (``load_train_test``'s arguments), with
+    which the labelled ones are read. Data without labels: one note saying how to check it instead."""
     import datetime
 
-    import torch
-
     from sslab.checkpoints import backbone_weights, final_state
-    from sslab.data.locations import data_dir as resolve_data_dir
     from sslab.data.train_test import evaluation_arrays, load_evaluation
     from sslab.evaluation.evaluate import evaluate_for_profile
-    from sslab.methods.blocks.backbone import Backbone
     from sslab.results import metrics, picks
 
     if study.reads_labels or profile.eval_dataset or isinstance(study.metric, list):
@@ -90,9 +93,8 @@ def check_pick(store: ResultsStore, study, profile, train, test, trials, data_di
     checks = store.read(picks.TABLE)
     if not checks.empty and pick["trial_id"] in set(checks["trial_id"]):
         return
-    sizes = dict(image_size=profile.image_size, train_subset=profile.train_subset, test_subset=profile.test_subset)
     try:
-        evaluation = load_evaluation(profile.dataset, root=resolve_data_dir(data_dir), note=lambda line: None, **sizes)
+        evaluation = load_evaluation(profile.dataset, **sizes)
     except ValueError:  # data without labels: nothing to check the pick with here
         progress.note(f"{pick['trial_id']} is this study's pick by {study.primary_metric}; to see its kNN, run the "
                       f"study again with --eval-dataset NAME (a labelled dataset)")
@@ -105,12 +107,10 @@ def check_pick(store: ResultsStore, study, profile, train, test, trials, data_di
     start = time.perf_counter()
     arrays = evaluation_arrays(train, test, evaluation)
     seed = int(pick["seed"])
-    trained = Backbone(profile.arch, cifar_stem=profile.cifar_stem, width=profile.width)
+    trained = _backbone(profile)
     trained.load_state_dict(backbone_weights(state), strict=True)
-    torch.manual_seed(seed)  # the random-init baseline of this seed, as record_baselines draws it
-    untrained = Backbone(profile.arch, cifar_stem=profile.cifar_stem, width=profile.width)
     measured = [{k: v for k, v in evaluate_for_profile(backbone.eval(), arrays, profile, seed=seed).items()
-                 if metrics.needs_labels(k)} for backbone in (trained, untrained)]
+                 if metrics.needs_labels(k)} for backbone in (trained, _backbone(profile, seed))]
     identity = {f"data/eval_{split}_content_sha256": part.identity()["content_sha256"]
                 for split, part in zip(("train", "test"), evaluation)}
     store.append(picks.TABLE, [{

@@ -149,7 +149,8 @@ def run_study(
             shown = current_setting(trials, store.read("baselines"), store.metadata(), flags=results_flag(root))
             progress.summary(shown.trials, shown.baselines, shown.note)
             # chosen without labels: its pick, now evaluated with them (once), and the kNN-chosen study's
-            _check_pick(store, study, profile, train, test, shown.trials, data_dir, progress)
+            quiet_sizes = _sizes(profile, data_dir, note=lambda line: None)
+            _check_pick(store, study, profile, train, test, shown.trials, quiet_sizes, progress)
             for line in picks.stored_lines(store, shown.trials, study.primary_metric):
                 progress.note(line)
     finally:  # the live progress bar gives the terminal back, also on Ctrl-C
@@ -311,16 +312,22 @@ def _init_ray(address: str | None) -> None:
         )
 
 
+def _sizes(profile: Profile, data_dir, note) -> dict[str, Any]:
+    """How every split of this run is read: the profile's image size and subsets, the data folder."""
+    from sslab.data.locations import data_dir as resolve_data_dir
+
+    return dict(image_size=profile.image_size, train_subset=profile.train_subset, test_subset=profile.test_subset,
+                root=resolve_data_dir(data_dir), note=note)
+
+
 def _read_data(profile: Profile, data_dir, progress, study: Study, *, searching: bool = False):
     """The train and test splits (read blind when the study chooses without labels:
     ``Study.reads_labels``) and the labelled evaluation dataset's, or None (``--eval-dataset``), read
     and checked before Ray starts (a missing or unreadable dataset, a wrong layout, one class, or labels
     the study needs and the data lacks are refused here, in one line, with nothing written)."""
-    from sslab.data.locations import data_dir as resolve_data_dir
     from sslab.data.train_test import load_evaluation, load_train_test
 
-    sizes = dict(image_size=profile.image_size, train_subset=profile.train_subset, test_subset=profile.test_subset,
-                 root=resolve_data_dir(data_dir), note=progress.note)
+    sizes = _sizes(profile, data_dir, note=progress.note)
     train, test = load_train_test(profile.dataset, labelled=study.reads_labels, **sizes)
     evaluation = load_evaluation(profile.eval_dataset, **sizes) if profile.eval_dataset else None
     note = study.labels_note(profile, train.labelled, searching)
